@@ -1,0 +1,262 @@
+// Elementwise primitives: arithmetic, comparisons, logic, transcendental
+// functions, conversions and selects.
+//
+// Narrow dtypes compute in their wide type (vm/opcodes.def): the operands
+// are converted up, the op runs, and the result is converted back, which
+// rounds once per operation as JAX does on CPU.
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "compiler/lowering.h"
+#include "vm/opcodes.h"
+
+namespace pallasvm::compiler {
+namespace {
+
+using vm::DType;
+
+DType Widen(DType t) {
+  switch (t) {
+    case DType::S8: case DType::S16: return DType::S32;
+    case DType::U8: case DType::U16: return DType::U32;
+    case DType::F16: case DType::BF16: return DType::F32;
+    default: return t;
+  }
+}
+
+bool IsLogical(absl::string_view op) {
+  return op == "AND" || op == "OR" || op == "XOR" || op == "NOT";
+}
+bool IsComparison(absl::string_view op) {
+  return op == "EQ" || op == "NE" || op == "LT" || op == "LE" ||
+         op == "GT" || op == "GE";
+}
+
+// The dtype an op computes in for operands of dtype `t`.
+DType ComputeType(absl::string_view op, DType t) {
+  if (t == DType::PRED) {
+    return IsLogical(op) || IsComparison(op) ? DType::PRED : DType::S32;
+  }
+  return Widen(t);
+}
+
+Lowerer::Rule BinaryRule(std::string op) {
+  return [op](Lowerer& l, const Lowerer::Eqn& e)
+             -> absl::StatusOr<std::vector<Value>> {
+    if (e.in.size() != 2 || e.out_shapes.size() != 1) {
+      return l.Error("expects two operands and one result");
+    }
+    const Value& x = e.in[0];
+    const Value& y = e.in[1];
+    if (x.is_ref() || y.is_ref()) return l.Error("operand is a ref, not a value");
+    DType compute = ComputeType(op, x.dtype);
+    if (x.dtype != y.dtype && op != "POW") {
+      return l.Error(absl::StrCat("operand dtypes differ: ", TypeString(x),
+                                  " and ", TypeString(y)));
+    }
+    absl::StatusOr<Value> r = l.Binary(op, x, y, compute, e.out_shapes[0]);
+    if (!r.ok()) return r.status();
+    return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
+  };
+}
+
+Lowerer::Rule UnaryRule(std::string op) {
+  return [op](Lowerer& l, const Lowerer::Eqn& e)
+             -> absl::StatusOr<std::vector<Value>> {
+    if (e.in.size() != 1 || e.out_shapes.size() != 1) {
+      return l.Error("expects one operand and one result");
+    }
+    const Value& x = e.in[0];
+    if (x.is_ref()) return l.Error("operand is a ref, not a value");
+    if (!vm::Info(x.dtype).is_signed && op == "ABS") return std::vector<Value>{x};
+    absl::StatusOr<Value> r = l.Unary(op, x, ComputeType(op, x.dtype));
+    if (!r.ok()) return r.status();
+    return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
+  };
+}
+
+absl::StatusOr<std::vector<Value>> LowerRound(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  // lax.RoundingMethod: AWAY_FROM_ZERO = 0, TO_NEAREST_EVEN = 1.
+  bool even = false;
+  if (const interchange::Param* p = e.Param("rounding_method")) {
+    if (p->kind() == interchange::ParamKind::INT) even = p->i() == 1;
+    if (p->kind() == interchange::ParamKind::STRING && p->s()) {
+      even = absl::StrContains(p->s()->str(), "EVEN") ||
+             p->s()->str() == "1";
+    }
+  }
+  return UnaryRule(even ? "ROUND_EVEN" : "ROUND_AWAY")(l, e);
+}
+
+absl::StatusOr<std::vector<Value>> LowerSquare(Lowerer& l,
+                                               const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  absl::StatusOr<Value> r =
+      l.Binary("MUL", x, x, ComputeType("MUL", x.dtype), x.shape);
+  if (!r.ok()) return r.status();
+  return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
+}
+
+// Mirrors jax._src.lax.lax._integer_pow: square-and-multiply, with the
+// reciprocal taken last for negative exponents, so rounding matches.
+absl::StatusOr<std::vector<Value>> LowerIntegerPow(Lowerer& l,
+                                                   const Lowerer::Eqn& e) {
+  absl::StatusOr<int64_t> y_or = e.Int("y");
+  if (!y_or.ok()) return l.Error(y_or.status().message());
+  int64_t y = *y_or;
+  Value x = e.in.at(0);
+  const DType compute = ComputeType("MUL", x.dtype);
+  x = l.Convert(x, compute);
+  if (y == 0) {
+    Value one = compute == DType::F32 ? l.ConstantF32(1.0f)
+                                      : l.ConstantScalar(compute, 1);
+    absl::StatusOr<Value> r = l.Broadcast(one, x.shape);
+    if (!r.ok()) return r.status();
+    return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
+  }
+  const bool reciprocal = y < 0;
+  if (reciprocal) y = -y;
+  std::optional<Value> acc;
+  while (y > 0) {
+    if (y & 1) {
+      if (!acc) {
+        acc = x;
+      } else {
+        absl::StatusOr<Value> m = l.Binary("MUL", *acc, x, compute, x.shape);
+        if (!m.ok()) return m.status();
+        acc = *m;
+      }
+    }
+    y >>= 1;
+    if (y > 0) {
+      absl::StatusOr<Value> sq = l.Binary("MUL", x, x, compute, x.shape);
+      if (!sq.ok()) return sq.status();
+      x = *sq;
+    }
+  }
+  if (reciprocal) {
+    Value one = compute == DType::F32 ? l.ConstantF32(1.0f)
+                                      : l.ConstantScalar(compute, 1);
+    absl::StatusOr<Value> r = l.Binary("DIV", one, *acc, compute, x.shape);
+    if (!r.ok()) return r.status();
+    acc = *r;
+  }
+  return std::vector<Value>{l.Convert(*acc, e.out_dtypes[0])};
+}
+
+absl::StatusOr<std::vector<Value>> LowerConvert(Lowerer& l,
+                                                const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  if (x.is_ref()) return l.Error("operand is a ref, not a value");
+  return std::vector<Value>{l.Convert(x, e.out_dtypes.at(0))};
+}
+
+absl::StatusOr<std::vector<Value>> LowerIdentity(Lowerer& l,
+                                                 const Lowerer::Eqn& e) {
+  if (e.in.size() != e.out_shapes.size()) {
+    return l.Error("expects as many operands as results");
+  }
+  return e.in;
+}
+
+vm::Op SelectOp(int elem_size) {
+  return elem_size == 1   ? vm::Op::SELECT_B1
+         : elem_size == 2 ? vm::Op::SELECT_B2
+                          : vm::Op::SELECT_B4;
+}
+
+// select_n(which, *cases): cases[which]. A boolean `which` picks case 1 when
+// true; an integer one is compared against each case index in turn.
+absl::StatusOr<std::vector<Value>> LowerSelectN(Lowerer& l,
+                                                const Lowerer::Eqn& e) {
+  if (e.in.size() < 2) return l.Error("select_n needs a predicate and cases");
+  const Shape& shape = e.out_shapes.at(0);
+  const DType dtype = e.out_dtypes.at(0);
+  std::vector<Value> cases;
+  for (size_t i = 1; i < e.in.size(); ++i) {
+    if (e.in[i].dtype != dtype) return l.Error("case dtypes differ");
+    absl::StatusOr<Value> c = l.Broadcast(e.in[i], shape);
+    if (!c.ok()) return c.status();
+    cases.push_back(*c);
+  }
+  if (cases.size() == 1) return std::vector<Value>{cases[0]};
+  const Value& which = e.in[0];
+  const int64_t n = NumElements(shape);
+  auto pred_for = [&](size_t k) -> absl::StatusOr<Value> {
+    Value p;
+    if (which.dtype == DType::PRED) {
+      p = which;
+    } else {
+      if (vm::Info(which.dtype).is_float) {
+        return l.Error("select_n predicate must be bool or integer");
+      }
+      Value w = l.Convert(which, DType::S32);
+      absl::StatusOr<Value> eq =
+          l.Binary("EQ", w, l.ConstantScalar(DType::S32, static_cast<int64_t>(k)),
+                   DType::S32, w.shape);
+      if (!eq.ok()) return eq.status();
+      p = *eq;
+    }
+    return l.Broadcast(p, shape);
+  };
+  Value result = cases[0];
+  for (size_t k = 1; k < cases.size(); ++k) {
+    absl::StatusOr<Value> p = pred_for(k);
+    if (!p.ok()) return p.status();
+    Value out = l.NewValue(dtype, shape);
+    l.builder().Emit({SelectOp(vm::SizeOf(dtype)), 0, out.slot, p->slot,
+                      result.slot, cases[k].slot, static_cast<uint32_t>(n)});
+    result = out;
+  }
+  return std::vector<Value>{result};
+}
+
+absl::StatusOr<std::vector<Value>> LowerClamp(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  if (e.in.size() != 3) return l.Error("clamp takes (min, x, max)");
+  const Value& x = e.in[1];
+  const DType compute = ComputeType("MAX", x.dtype);
+  absl::StatusOr<Value> lo = l.Binary("MAX", x, e.in[0], compute, x.shape);
+  if (!lo.ok()) return lo.status();
+  absl::StatusOr<Value> hi = l.Binary("MIN", *lo, e.in[2], compute, x.shape);
+  if (!hi.ok()) return hi.status();
+  return std::vector<Value>{l.Convert(*hi, e.out_dtypes[0])};
+}
+
+}  // namespace
+
+void AddElementwiseRules(RuleTable& t) {
+  const std::pair<const char*, const char*> binary[] = {
+      {"add", "ADD"}, {"sub", "SUB"}, {"mul", "MUL"}, {"div", "DIV"},
+      {"rem", "REM"}, {"max", "MAX"}, {"min", "MIN"}, {"pow", "POW"},
+      {"atan2", "ATAN2"}, {"and", "AND"}, {"or", "OR"}, {"xor", "XOR"},
+      {"shift_left", "SHL"}, {"shift_right_arithmetic", "SHRA"},
+      {"shift_right_logical", "SHRL"}, {"eq", "EQ"}, {"ne", "NE"},
+      {"lt", "LT"}, {"le", "LE"}, {"gt", "GT"}, {"ge", "GE"},
+  };
+  for (const auto& [prim, op] : binary) t[prim] = BinaryRule(op);
+  const std::pair<const char*, const char*> unary[] = {
+      {"neg", "NEG"}, {"abs", "ABS"}, {"sign", "SIGN"}, {"exp", "EXP"},
+      {"exp2", "EXP2"}, {"log", "LOG"}, {"log1p", "LOG1P"},
+      {"expm1", "EXPM1"}, {"tanh", "TANH"}, {"logistic", "LOGISTIC"},
+      {"sqrt", "SQRT"}, {"rsqrt", "RSQRT"}, {"cbrt", "CBRT"},
+      {"floor", "FLOOR"}, {"ceil", "CEIL"}, {"sin", "SIN"}, {"cos", "COS"},
+      {"tan", "TAN"}, {"erf", "ERF"}, {"not", "NOT"},
+      {"is_finite", "IS_FINITE"}, {"population_count", "POPCNT"},
+      {"clz", "CLZ"},
+  };
+  for (const auto& [prim, op] : unary) t[prim] = UnaryRule(op);
+  t["round"] = LowerRound;
+  t["square"] = LowerSquare;
+  t["integer_pow"] = LowerIntegerPow;
+  t["convert_element_type"] = LowerConvert;
+  t["select_n"] = LowerSelectN;
+  t["clamp"] = LowerClamp;
+  // Identities on a CPU: hints and barriers that change no value.
+  for (const char* p : {"copy", "copy_p", "multiple_of", "optimization_barrier",
+                        "stop_gradient", "pvary", "reduce_precision_noop"}) {
+    t[p] = LowerIdentity;
+  }
+}
+
+}  // namespace pallasvm::compiler

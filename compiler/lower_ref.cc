@@ -1,0 +1,205 @@
+// Ref primitives (get, swap, addupdate) and grid queries.
+//
+// A ref access is one LOAD/STORE/ADDUPDATE instruction with an access
+// descriptor: the ref, its static extents, and per dimension a static or
+// dynamic start, a size and a stride. Static accesses are bounds-checked
+// here, at compile time; dynamic ones once per access by the VM.
+#include "absl/strings/str_cat.h"
+#include "compiler/lowering.h"
+#include "vm/opcodes.h"
+
+namespace pallasvm::compiler {
+namespace {
+
+using vm::DType;
+
+struct RefAccess {
+  uint32_t access;   // descriptor index
+  Shape shape;       // shape of the accessed value
+};
+
+// Builds the access descriptor for `ref` indexed by the equation's
+// "indexers" param (absent or empty: the whole ref).
+absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
+                                      const Value& ref) {
+  vm::AccessDesc a;
+  a.base_kind = vm::AccessBase::REF;
+  a.base = ref.ref;
+  a.elem_size = static_cast<uint8_t>(vm::SizeOf(ref.dtype));
+  a.rank = static_cast<uint8_t>(ref.shape.size());
+  RefAccess result;
+  for (size_t i = 0; i < ref.shape.size(); ++i) {
+    a.dims[i].extent = ref.shape[i];
+    a.dims[i].size = ref.shape[i];
+  }
+  const interchange::Param* p = e.Param("indexers");
+  const int num_indexers =
+      p && p->indexers() ? static_cast<int>(p->indexers()->size()) : 0;
+  if (num_indexers > 1) {
+    return l.Error(
+        "chained ref transforms (indexing an already-indexed ref) are not "
+        "supported yet");
+  }
+  if (num_indexers == 1) {
+    const interchange::Indexer* ix = p->indexers()->Get(0);
+    const int nd = ix->dims() ? static_cast<int>(ix->dims()->size()) : 0;
+    if (nd != static_cast<int>(ref.shape.size())) {
+      return l.Error(absl::StrCat("indexer has ", nd,
+                                  " dimensions but the ref is ",
+                                  TypeString(ref)));
+    }
+    for (int i = 0; i < nd; ++i) {
+      const interchange::IndexDim* d = ix->dims()->Get(i);
+      vm::AccessDim& ad = a.dims[i];
+      const bool is_index = d->kind() == interchange::IndexKind::INDEX;
+      ad.squeezed = is_index ? 1 : 0;
+      ad.size = is_index ? 1 : d->size();
+      ad.stride = is_index ? 1 : d->stride();
+      if (ad.size < 0 || ad.stride < 1) {
+        return l.Error(absl::StrCat("invalid slice in dimension ", i,
+                                    ": size ", ad.size, ", stride ",
+                                    ad.stride));
+      }
+      if (d->start_operand() >= 0) {
+        if (e.eqn->invars() == nullptr ||
+            d->start_operand() >= static_cast<int>(e.eqn->invars()->size())) {
+          return l.Error("indexer refers to a missing operand");
+        }
+        absl::StatusOr<Lowerer::Index> idx =
+            l.ScalarIndex(e.eqn->invars()->Get(d->start_operand()));
+        if (!idx.ok()) return idx.status();
+        if (idx->is_static) {
+          ad.start = idx->value;
+        } else {
+          ad.start_slot = static_cast<int32_t>(idx->slot);
+        }
+      } else {
+        ad.start = d->start();
+      }
+      if (ad.start_slot < 0 && ad.size > 0 &&
+          (ad.start < 0 ||
+           ad.start + (ad.size - 1) * ad.stride >= ad.extent)) {
+        return l.Error(absl::StrCat(
+            "out-of-bounds access to ", TypeString(ref), ": dimension ", i,
+            " takes ", ad.size, " elements from ", ad.start, " with stride ",
+            ad.stride, " (needs start + (size-1)*stride < ", ad.extent, ")"));
+      }
+    }
+  }
+  for (int i = 0; i < a.rank; ++i) {
+    if (!a.dims[i].squeezed) result.shape.push_back(a.dims[i].size);
+  }
+  result.access = l.builder().AddAccess(a);
+  return result;
+}
+
+absl::StatusOr<Value> RefOperand(Lowerer& l, const Lowerer::Eqn& e) {
+  if (e.in.empty() || !e.in[0].is_ref()) {
+    return l.Error("first operand must be a ref");
+  }
+  return e.in[0];
+}
+
+absl::StatusOr<std::vector<Value>> LowerGet(Lowerer& l,
+                                            const Lowerer::Eqn& e) {
+  absl::StatusOr<Value> ref = RefOperand(l, e);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  if (!acc.ok()) return acc.status();
+  if (NumElements(acc->shape) != NumElements(e.out_shapes.at(0))) {
+    return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
+                                " but the result is declared ",
+                                ShapeString(e.out_shapes[0])));
+  }
+  Value r = l.NewValue(ref->dtype, e.out_shapes[0]);
+  l.builder().Emit({vm::Op::LOAD, 0, r.slot, 0, 0, acc->access, 0});
+  return std::vector<Value>{r};
+}
+
+// The value operand of swap/addupdate, broadcast to the region's shape.
+absl::StatusOr<Value> StoredValue(Lowerer& l, const Lowerer::Eqn& e,
+                                  const Value& ref, const Shape& region) {
+  if (e.in.size() < 2 || e.in[1].is_ref()) {
+    return l.Error("second operand must be the value to store");
+  }
+  const Value& v = e.in[1];
+  if (v.dtype != ref.dtype) {
+    return l.Error(absl::StrCat("stores ", TypeString(v), " into ",
+                                TypeString(ref)));
+  }
+  if (v.count() != NumElements(region)) {
+    if (v.count() != 1) {
+      return l.Error(absl::StrCat("stores ", TypeString(v),
+                                  " into a region of shape ",
+                                  ShapeString(region)));
+    }
+    return l.Broadcast(v, region);
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
+                                             const Lowerer::Eqn& e) {
+  absl::StatusOr<Value> ref = RefOperand(l, e);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  if (!acc.ok()) return acc.status();
+  absl::StatusOr<Value> v = StoredValue(l, e, *ref, acc->shape);
+  if (!v.ok()) return v.status();
+  // The old value is read only if the program uses it.
+  Value old;
+  old.dtype = ref->dtype;
+  old.shape = e.out_shapes.at(0);
+  if (e.outputs_used) {
+    old = l.NewValue(ref->dtype, e.out_shapes.at(0));
+    l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc->access, 0});
+  }
+  l.builder().Emit({vm::Op::STORE, 0, 0, v->slot, 0, acc->access, 0});
+  return std::vector<Value>{old};
+}
+
+absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
+                                                  const Lowerer::Eqn& e) {
+  absl::StatusOr<Value> ref = RefOperand(l, e);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  if (!acc.ok()) return acc.status();
+  absl::StatusOr<Value> v = StoredValue(l, e, *ref, acc->shape);
+  if (!v.ok()) return v.status();
+  vm::Op op;
+  switch (ref->dtype) {
+    case DType::F32: op = vm::Op::ADDUPDATE_F32; break;
+    case DType::S32: op = vm::Op::ADDUPDATE_S32; break;
+    case DType::U32: op = vm::Op::ADDUPDATE_U32; break;
+    case DType::BF16: op = vm::Op::ADDUPDATE_BF16; break;
+    default:
+      return l.Error(absl::StrCat("addupdate on ", TypeString(*ref),
+                                  " is not supported yet"));
+  }
+  l.builder().Emit({op, 0, 0, v->slot, 0, acc->access, 0});
+  return std::vector<Value>{};
+}
+
+Lowerer::Rule GridRule(vm::Op op) {
+  return [op](Lowerer& l, const Lowerer::Eqn& e)
+             -> absl::StatusOr<std::vector<Value>> {
+    absl::StatusOr<int64_t> axis = e.Int("axis");
+    if (!axis.ok()) return l.Error(axis.status().message());
+    if (*axis < 0 || *axis >= vm::kMaxRank) return l.Error("bad grid axis");
+    Value r = l.NewValue(DType::S32, {});
+    l.builder().Emit({op, 0, r.slot, static_cast<uint32_t>(*axis), 0, 0, 1});
+    return std::vector<Value>{l.Convert(r, e.out_dtypes.at(0))};
+  };
+}
+
+}  // namespace
+
+void AddRefRules(RuleTable& t) {
+  t["get"] = LowerGet;
+  t["swap"] = LowerSwap;
+  t["addupdate"] = LowerAddUpdate;
+  t["program_id"] = GridRule(vm::Op::PROGRAM_ID);
+  t["num_programs"] = GridRule(vm::Op::NUM_PROGRAMS);
+}
+
+}  // namespace pallasvm::compiler

@@ -1,0 +1,467 @@
+// Shape and data-movement primitives (broadcasts, reshapes, transposes,
+// slices, iota), reductions and dot_general.
+//
+// Reshapes of dense values are free: the result shares the operand's slot.
+// Everything that permutes or repeats elements is one STRIDED_COPY.
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "compiler/lowering.h"
+#include "vm/opcodes.h"
+
+namespace pallasvm::compiler {
+namespace {
+
+using vm::DType;
+
+std::vector<int64_t> RowMajorStrides(const Shape& shape) {
+  std::vector<int64_t> strides(shape.size(), 1);
+  for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) {
+    strides[i] = strides[i + 1] * shape[i + 1];
+  }
+  return strides;
+}
+
+DType Widen(DType t) {
+  switch (t) {
+    case DType::S8: case DType::S16: return DType::S32;
+    case DType::U8: case DType::U16: return DType::U32;
+    case DType::F16: case DType::BF16: return DType::F32;
+    default: return t;
+  }
+}
+
+absl::StatusOr<std::vector<Value>> LowerBroadcastInDim(Lowerer& l,
+                                                       const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  const Shape& out = e.out_shapes.at(0);
+  if (x.count() == NumElements(out)) {
+    return std::vector<Value>{x};  // only size-1 dims added: same bytes
+  }
+  if (x.count() == 1) {
+    absl::StatusOr<Value> r = l.Broadcast(x, out);
+    if (!r.ok()) return r.status();
+    return std::vector<Value>{*r};
+  }
+  absl::StatusOr<std::vector<int64_t>> dims = e.Ints("broadcast_dimensions");
+  if (!dims.ok()) return l.Error(dims.status().message());
+  if (dims->size() != x.shape.size()) {
+    return l.Error("broadcast_dimensions does not match the operand's rank");
+  }
+  std::vector<int64_t> in_strides = RowMajorStrides(x.shape);
+  std::vector<int64_t> strides(out.size(), 0);
+  for (size_t i = 0; i < dims->size(); ++i) {
+    int64_t d = (*dims)[i];
+    if (d < 0 || d >= static_cast<int64_t>(out.size()) ||
+        (x.shape[i] != 1 && x.shape[i] != out[d])) {
+      return l.Error(absl::StrCat("cannot broadcast ", TypeString(x), " to ",
+                                  ShapeString(out)));
+    }
+    if (x.shape[i] != 1) strides[d] = in_strides[i];
+  }
+  return std::vector<Value>{l.StridedCopy(x, out, strides, 0)};
+}
+
+// reshape, squeeze, expand_dims: the bytes stay where they are.
+absl::StatusOr<std::vector<Value>> LowerReshape(Lowerer& l,
+                                                const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  if (e.Has("dimensions")) {
+    absl::StatusOr<std::vector<int64_t>> dims = e.Ints("dimensions");
+    if (dims.ok() && !dims->empty()) {
+      Value t = l.Transpose(x, *dims);
+      return std::vector<Value>{t};
+    }
+  }
+  if (x.count() != NumElements(e.out_shapes.at(0))) {
+    return l.Error(absl::StrCat("cannot reshape ", TypeString(x), " to ",
+                                ShapeString(e.out_shapes[0])));
+  }
+  return std::vector<Value>{x};
+}
+
+absl::StatusOr<std::vector<Value>> LowerTranspose(Lowerer& l,
+                                                  const Lowerer::Eqn& e) {
+  absl::StatusOr<std::vector<int64_t>> perm = e.Ints("permutation");
+  if (!perm.ok()) return l.Error(perm.status().message());
+  const Value& x = e.in.at(0);
+  std::vector<int64_t> sorted = *perm;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (sorted[i] != static_cast<int64_t>(i) || sorted.size() != x.shape.size()) {
+      return l.Error("permutation is not a permutation of the operand's dims");
+    }
+  }
+  return std::vector<Value>{l.Transpose(x, *perm)};
+}
+
+absl::StatusOr<std::vector<Value>> LowerRev(Lowerer& l, const Lowerer::Eqn& e) {
+  absl::StatusOr<std::vector<int64_t>> dims = e.Ints("dimensions");
+  if (!dims.ok()) return l.Error(dims.status().message());
+  const Value& x = e.in.at(0);
+  std::vector<int64_t> strides = RowMajorStrides(x.shape);
+  int64_t offset = 0;
+  for (int64_t d : *dims) {
+    if (d < 0 || d >= static_cast<int64_t>(x.shape.size())) {
+      return l.Error("rev dimension out of range");
+    }
+    offset += (x.shape[d] - 1) * strides[d];
+    strides[d] = -strides[d];
+  }
+  return std::vector<Value>{l.StridedCopy(x, x.shape, strides, offset)};
+}
+
+absl::StatusOr<std::vector<Value>> LowerSlice(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  absl::StatusOr<std::vector<int64_t>> start = e.Ints("start_indices");
+  if (!start.ok()) return l.Error(start.status().message());
+  std::vector<int64_t> step(x.shape.size(), 1);
+  if (e.Has("strides")) {
+    absl::StatusOr<std::vector<int64_t>> s = e.Ints("strides");
+    if (!s.ok()) return l.Error(s.status().message());
+    step = *s;
+  }
+  const Shape& out = e.out_shapes.at(0);
+  if (start->size() != x.shape.size() || step.size() != x.shape.size() ||
+      out.size() != x.shape.size()) {
+    return l.Error("slice parameters do not match the operand's rank");
+  }
+  std::vector<int64_t> in_strides = RowMajorStrides(x.shape);
+  std::vector<int64_t> strides(out.size());
+  int64_t offset = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if ((*start)[i] < 0 || step[i] < 1 ||
+        (out[i] > 0 && (*start)[i] + (out[i] - 1) * step[i] >= x.shape[i])) {
+      return l.Error(absl::StrCat("slice out of bounds in dimension ", i));
+    }
+    offset += (*start)[i] * in_strides[i];
+    strides[i] = in_strides[i] * step[i];
+  }
+  return std::vector<Value>{l.StridedCopy(x, out, strides, offset)};
+}
+
+// A region of a frame value, for dynamic_slice / dynamic_update_slice /
+// concatenate / scan slices.
+vm::AccessDesc FrameAccess(const Value& base) {
+  vm::AccessDesc a;
+  a.base_kind = vm::AccessBase::FRAME;
+  a.base = static_cast<int32_t>(base.slot);
+  a.elem_size = static_cast<uint8_t>(vm::SizeOf(base.dtype));
+  a.rank = static_cast<uint8_t>(base.shape.size());
+  for (size_t i = 0; i < base.shape.size(); ++i) {
+    a.dims[i].extent = base.shape[i];
+    a.dims[i].size = base.shape[i];
+  }
+  return a;
+}
+
+absl::StatusOr<std::vector<Value>> LowerDynamicSlice(Lowerer& l,
+                                                     const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  const Shape& out = e.out_shapes.at(0);
+  if (e.in.size() != 1 + x.shape.size() || out.size() != x.shape.size()) {
+    return l.Error("dynamic_slice needs one start index per dimension");
+  }
+  vm::AccessDesc a = FrameAccess(x);
+  a.clamp = 1;  // lax.dynamic_slice clamps its starts into range
+  for (size_t i = 0; i < x.shape.size(); ++i) {
+    absl::StatusOr<Lowerer::Index> idx =
+        l.ScalarIndex(e.eqn->invars()->Get(1 + i));
+    if (!idx.ok()) return idx.status();
+    a.dims[i].size = out[i];
+    if (out[i] > x.shape[i]) return l.Error("slice larger than its operand");
+    if (idx->is_static) {
+      a.dims[i].start = std::clamp<int64_t>(idx->value, 0, x.shape[i] - out[i]);
+    } else {
+      a.dims[i].start_slot = static_cast<int32_t>(idx->slot);
+    }
+  }
+  Value r = l.NewValue(x.dtype, out);
+  l.builder().Emit({vm::Op::LOAD, 0, r.slot, 0, 0, l.builder().AddAccess(a), 0});
+  return std::vector<Value>{r};
+}
+
+absl::StatusOr<std::vector<Value>> LowerDynamicUpdateSlice(
+    Lowerer& l, const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  const Value& u = e.in.at(1);
+  if (e.in.size() != 2 + x.shape.size() || u.shape.size() != x.shape.size() ||
+      u.dtype != x.dtype) {
+    return l.Error("dynamic_update_slice operands do not match");
+  }
+  Value r = l.NewValue(x.dtype, x.shape);
+  l.CopyInto(r, x);
+  vm::AccessDesc a = FrameAccess(r);
+  a.clamp = 1;
+  for (size_t i = 0; i < x.shape.size(); ++i) {
+    absl::StatusOr<Lowerer::Index> idx =
+        l.ScalarIndex(e.eqn->invars()->Get(2 + i));
+    if (!idx.ok()) return idx.status();
+    a.dims[i].size = u.shape[i];
+    if (u.shape[i] > x.shape[i]) return l.Error("update larger than operand");
+    if (idx->is_static) {
+      a.dims[i].start = std::clamp<int64_t>(idx->value, 0, x.shape[i] - u.shape[i]);
+    } else {
+      a.dims[i].start_slot = static_cast<int32_t>(idx->slot);
+    }
+  }
+  l.builder().Emit({vm::Op::STORE, 0, 0, u.slot, 0, l.builder().AddAccess(a), 0});
+  return std::vector<Value>{r};
+}
+
+absl::StatusOr<std::vector<Value>> LowerConcatenate(Lowerer& l,
+                                                    const Lowerer::Eqn& e) {
+  absl::StatusOr<int64_t> dim = e.Int("dimension");
+  if (!dim.ok()) return l.Error(dim.status().message());
+  const Shape& out = e.out_shapes.at(0);
+  Value r = l.NewValue(e.out_dtypes.at(0), out);
+  int64_t at = 0;
+  for (const Value& x : e.in) {
+    if (x.shape.size() != out.size() || x.dtype != r.dtype) {
+      return l.Error("concatenate operands do not match");
+    }
+    vm::AccessDesc a = FrameAccess(r);
+    for (size_t i = 0; i < out.size(); ++i) a.dims[i].size = x.shape[i];
+    a.dims[*dim].start = at;
+    at += x.shape[*dim];
+    if (at > out[*dim]) return l.Error("concatenate operands overflow result");
+    l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0, l.builder().AddAccess(a), 0});
+  }
+  return std::vector<Value>{r};
+}
+
+absl::StatusOr<std::vector<Value>> LowerIota(Lowerer& l,
+                                             const Lowerer::Eqn& e) {
+  absl::StatusOr<int64_t> dim = e.Int("dimension");
+  if (!dim.ok()) return l.Error(dim.status().message());
+  const Shape& out = e.out_shapes.at(0);
+  if (*dim < 0 || *dim >= static_cast<int64_t>(out.size())) {
+    return l.Error("iota dimension out of range");
+  }
+  vm::LayoutDesc layout;
+  layout.elem_size = 4;
+  layout.rank = static_cast<int32_t>(out.size());
+  for (size_t i = 0; i < out.size(); ++i) layout.shape[i] = out[i];
+  Value r = l.NewValue(DType::S32, out);
+  l.builder().Emit({vm::Op::IOTA_S32, static_cast<uint16_t>(*dim), r.slot, 0,
+                    0, l.builder().AddLayout(layout), 0});
+  return std::vector<Value>{l.Convert(r, e.out_dtypes.at(0))};
+}
+
+// Views `x` as [outer, reduced, inner] over `axes`, transposing first when
+// the reduced axes are not adjacent.
+struct ReduceView {
+  Value src;
+  int64_t outer = 1, reduced = 1, inner = 1;
+};
+
+absl::StatusOr<ReduceView> ViewForReduce(Lowerer& l, const Value& x,
+                                         std::vector<int64_t> axes) {
+  std::sort(axes.begin(), axes.end());
+  const int rank = static_cast<int>(x.shape.size());
+  for (int64_t a : axes) {
+    if (a < 0 || a >= rank) return l.Error("reduction axis out of range");
+  }
+  ReduceView v;
+  v.src = x;
+  if (axes.empty()) {
+    v.outer = x.count();
+    return v;
+  }
+  bool adjacent = axes.back() - axes.front() + 1 ==
+                  static_cast<int64_t>(axes.size());
+  if (!adjacent) {
+    std::vector<int64_t> perm;
+    for (int i = 0; i < rank; ++i) {
+      if (!std::binary_search(axes.begin(), axes.end(), i)) perm.push_back(i);
+    }
+    const int64_t kept = static_cast<int64_t>(perm.size());
+    for (int64_t a : axes) perm.push_back(a);
+    v.src = l.Transpose(x, perm);
+    axes.clear();
+    for (int i = static_cast<int>(kept); i < rank; ++i) axes.push_back(i);
+  }
+  for (int i = 0; i < rank; ++i) {
+    if (i < axes.front()) v.outer *= v.src.shape[i];
+    else if (i <= axes.back()) v.reduced *= v.src.shape[i];
+    else v.inner *= v.src.shape[i];
+  }
+  return v;
+}
+
+Lowerer::Rule ReduceRule(std::string kind) {
+  return [kind](Lowerer& l, const Lowerer::Eqn& e)
+             -> absl::StatusOr<std::vector<Value>> {
+    absl::StatusOr<std::vector<int64_t>> axes = e.Ints("axes");
+    if (!axes.ok()) return l.Error(axes.status().message());
+    Value x = e.in.at(0);
+    DType compute = Widen(x.dtype);
+    if (kind == "AND" || kind == "OR") {
+      if (x.dtype != DType::PRED) return l.Error("reduce_and/or need bool");
+    } else if (compute == DType::PRED) {
+      compute = DType::S32;
+    }
+    x = l.Convert(x, compute);
+    absl::StatusOr<ReduceView> v = ViewForReduce(l, x, *axes);
+    if (!v.ok()) return v.status();
+    std::string name = absl::StrCat("REDUCE_", kind, "_", [&] {
+      switch (compute) {
+        case DType::F32: return "F32";
+        case DType::S32: return "S32";
+        case DType::U32: return "U32";
+        default: return "PRED";
+      }
+    }());
+    std::optional<vm::Op> op;
+    for (int i = 0; i < vm::kNumOps; ++i) {
+      if (vm::kOpInfo[i].name == name) op = static_cast<vm::Op>(i);
+    }
+    if (!op) return l.Error(absl::StrCat("no ", name, " operation"));
+    Value r = l.NewValue(compute, e.out_shapes.at(0));
+    if (r.count() != v->outer * v->inner) {
+      return l.Error("reduction result has the wrong number of elements");
+    }
+    l.builder().Emit({*op, 0, r.slot, v->src.slot,
+                      static_cast<uint32_t>(v->outer),
+                      static_cast<uint32_t>(v->reduced),
+                      static_cast<uint32_t>(v->inner)});
+    return std::vector<Value>{l.Convert(r, e.out_dtypes.at(0))};
+  };
+}
+
+Lowerer::Rule ArgRule(bool is_max) {
+  return [is_max](Lowerer& l, const Lowerer::Eqn& e)
+             -> absl::StatusOr<std::vector<Value>> {
+    absl::StatusOr<std::vector<int64_t>> axes = e.Ints("axes");
+    if (!axes.ok()) return l.Error(axes.status().message());
+    if (axes->size() != 1) return l.Error("argmax/argmin over one axis only");
+    Value x = e.in.at(0);
+    DType compute = Widen(x.dtype);
+    if (compute == DType::U32 || compute == DType::PRED) compute = DType::S32;
+    if (x.dtype == DType::U32) return l.Error("argmax/argmin of uint32 is not supported yet");
+    x = l.Convert(x, compute);
+    absl::StatusOr<ReduceView> v = ViewForReduce(l, x, *axes);
+    if (!v.ok()) return v.status();
+    vm::Op op = compute == DType::F32
+                    ? (is_max ? vm::Op::ARGMAX_F32 : vm::Op::ARGMIN_F32)
+                    : (is_max ? vm::Op::ARGMAX_S32 : vm::Op::ARGMIN_S32);
+    Value r = l.NewValue(DType::S32, e.out_shapes.at(0));
+    l.builder().Emit({op, 0, r.slot, v->src.slot,
+                      static_cast<uint32_t>(v->outer),
+                      static_cast<uint32_t>(v->reduced),
+                      static_cast<uint32_t>(v->inner)});
+    return std::vector<Value>{l.Convert(r, e.out_dtypes.at(0))};
+  };
+}
+
+// dot_general: operands are transposed to [batch, M, K] and [batch, K, N]
+// (a no-op when already so), converted to the compute dtype (f32 for
+// floats, s32 for integers), multiplied one batch at a time, and the
+// [batch, M, N] result converted to the declared result dtype.
+absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
+                                                   const Lowerer::Eqn& e) {
+  Value x = e.in.at(0);
+  Value y = e.in.at(1);
+  // dimension_numbers = ((lhs_contract, rhs_contract), (lhs_batch,
+  // rhs_batch)); the exporter flattens nested tuples into dotted names.
+  std::vector<int64_t> lc, rc, lb, rb;
+  for (auto [name, dst] : {std::pair{"dimension_numbers.0.0", &lc},
+                           std::pair{"dimension_numbers.0.1", &rc},
+                           std::pair{"dimension_numbers.1.0", &lb},
+                           std::pair{"dimension_numbers.1.1", &rb}}) {
+    absl::StatusOr<std::vector<int64_t>> v = e.Ints(name);
+    if (!v.ok()) return l.Error(v.status().message());
+    *dst = *v;
+  }
+  if (lc.size() != rc.size() || lb.size() != rb.size()) {
+    return l.Error("dot_general dimension numbers do not pair up");
+  }
+  auto free_dims = [](const Value& v, const std::vector<int64_t>& a,
+                      const std::vector<int64_t>& b) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < static_cast<int64_t>(v.shape.size()); ++i) {
+      if (std::find(a.begin(), a.end(), i) == a.end() &&
+          std::find(b.begin(), b.end(), i) == b.end()) {
+        out.push_back(i);
+      }
+    }
+    return out;
+  };
+  std::vector<int64_t> fl = free_dims(x, lc, lb), fr = free_dims(y, rc, rb);
+  auto prod = [](const Value& v, const std::vector<int64_t>& dims) {
+    int64_t p = 1;
+    for (int64_t d : dims) p *= v.shape[d];
+    return p;
+  };
+  for (size_t i = 0; i < lc.size(); ++i) {
+    if (lc[i] < 0 || lc[i] >= int64_t(x.shape.size()) || rc[i] < 0 ||
+        rc[i] >= int64_t(y.shape.size()) || x.shape[lc[i]] != y.shape[rc[i]]) {
+      return l.Error(absl::StrCat("contracting dimensions of ", TypeString(x),
+                                  " and ", TypeString(y), " do not match"));
+    }
+  }
+  for (size_t i = 0; i < lb.size(); ++i) {
+    if (x.shape[lb[i]] != y.shape[rb[i]]) {
+      return l.Error("batch dimensions do not match");
+    }
+  }
+  const int64_t B = prod(x, lb), M = prod(x, fl), K = prod(x, lc),
+                N = prod(y, fr);
+  const bool is_float =
+      vm::Info(x.dtype).is_float || vm::Info(y.dtype).is_float;
+  const DType compute = is_float ? DType::F32 : DType::S32;
+  std::vector<int64_t> px = lb, py = rb;
+  px.insert(px.end(), fl.begin(), fl.end());
+  px.insert(px.end(), lc.begin(), lc.end());
+  py.insert(py.end(), rc.begin(), rc.end());
+  py.insert(py.end(), fr.begin(), fr.end());
+  x = l.Transpose(l.Convert(x, compute), px);
+  y = l.Transpose(l.Convert(y, compute), py);
+  Value r = l.NewValue(compute, e.out_shapes.at(0));
+  if (r.count() != B * M * N) {
+    return l.Error("dot_general result has the wrong number of elements");
+  }
+  vm::LayoutDesc dims;
+  dims.elem_size = 4;
+  dims.rank = 3;
+  dims.shape[0] = M;
+  dims.shape[1] = K;
+  dims.shape[2] = N;
+  const uint32_t layout = l.builder().AddLayout(dims);
+  const vm::Op op = compute == DType::F32 ? vm::Op::DOT_F32 : vm::Op::DOT_S32;
+  for (int64_t b = 0; b < B; ++b) {
+    l.builder().Emit({op, 0, static_cast<uint32_t>(r.slot + b * M * N * 4),
+                      static_cast<uint32_t>(x.slot + b * M * K * 4),
+                      static_cast<uint32_t>(y.slot + b * K * N * 4), layout,
+                      0});
+  }
+  return std::vector<Value>{l.Convert(r, e.out_dtypes.at(0))};
+}
+
+}  // namespace
+
+void AddShapeRules(RuleTable& t) {
+  t["broadcast_in_dim"] = LowerBroadcastInDim;
+  t["reshape"] = LowerReshape;
+  t["squeeze"] = LowerReshape;
+  t["expand_dims"] = LowerReshape;
+  t["transpose"] = LowerTranspose;
+  t["rev"] = LowerRev;
+  t["slice"] = LowerSlice;
+  t["dynamic_slice"] = LowerDynamicSlice;
+  t["dynamic_update_slice"] = LowerDynamicUpdateSlice;
+  t["concatenate"] = LowerConcatenate;
+  t["iota"] = LowerIota;
+  t["reduce_sum"] = ReduceRule("SUM");
+  t["reduce_max"] = ReduceRule("MAX");
+  t["reduce_min"] = ReduceRule("MIN");
+  t["reduce_and"] = ReduceRule("AND");
+  t["reduce_or"] = ReduceRule("OR");
+  t["argmax"] = ArgRule(true);
+  t["argmin"] = ArgRule(false);
+  t["dot_general"] = LowerDotGeneral;
+}
+
+}  // namespace pallasvm::compiler

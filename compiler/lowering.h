@@ -1,0 +1,130 @@
+// Lowers interchange jaxprs to VM instructions, one equation at a time.
+//
+// Every value has a static shape and dtype and owns a frame slot; refs are
+// entries of the ref table. Calls (jit, custom_jvp_call, custom_vjp_call,
+// closed_call) are inlined by lowering their jaxpr in place; control flow
+// (cond, while, scan) becomes jumps. Each primitive's lowering is written
+// once, in the file for its kind (lower_elementwise.cc, lower_shape.cc,
+// lower_ref.cc, lower_control.cc), and registered in the table in
+// lowering.cc.
+//
+// Knows nothing of grids or block mappings (compiler/compiler.cc does that).
+#ifndef PALLASVM_COMPILER_LOWERING_H_
+#define PALLASVM_COMPILER_LOWERING_H_
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "compiler/program_builder.h"
+#include "kernel_generated.h"
+#include "vm/dtype.h"
+#include "vm/program.h"
+
+namespace pallasvm::compiler {
+
+using Shape = std::vector<int64_t>;
+
+int64_t NumElements(const Shape& shape);
+std::string ShapeString(const Shape& shape);
+absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype);
+
+// A lowered value (slot >= 0 in the frame) or ref (ref >= 0).
+struct Value {
+  vm::DType dtype = vm::DType::F32;
+  Shape shape;
+  uint32_t slot = 0;
+  int ref = -1;
+  bool is_ref() const { return ref >= 0; }
+  int64_t count() const { return NumElements(shape); }
+  int64_t bytes() const { return count() * vm::SizeOf(dtype); }
+};
+
+std::string TypeString(const Value& v);
+
+class Lowerer {
+ public:
+  explicit Lowerer(ProgramBuilder& builder) : b_(builder) {}
+
+  // Lowers `jaxpr` with its invars bound to `inputs`; returns its outvars.
+  absl::StatusOr<std::vector<Value>> LowerJaxpr(const interchange::Jaxpr& jaxpr,
+                                                const std::vector<Value>& inputs);
+
+  // --- helpers shared by the lower_*.cc files
+  Value NewValue(vm::DType dtype, const Shape& shape);
+  Value ConstantScalar(vm::DType dtype, int64_t value);
+  Value ConstantF32(float value);
+  // The value in dtype `to`, converting if needed.
+  Value Convert(const Value& v, vm::DType to);
+  // `v` as `count` elements: v itself, or a FILL of its single element.
+  absl::StatusOr<Value> Broadcast(const Value& v, const Shape& shape);
+  // Copies the bytes of `src` into the (same-sized) slot of `dst`.
+  void CopyInto(const Value& dst, const Value& src);
+  // Emits a binary op family NAME over compute dtype, with the layout
+  // chosen from the operands' element counts; result has `shape`.
+  absl::StatusOr<Value> Binary(absl::string_view name, const Value& x,
+                               const Value& y, vm::DType compute,
+                               const Shape& shape);
+  absl::StatusOr<Value> Unary(absl::string_view name, const Value& x,
+                              vm::DType compute);
+  Value StridedCopy(const Value& src, const Shape& out_shape,
+                    const std::vector<int64_t>& strides, int64_t offset);
+  Value Transpose(const Value& src, const std::vector<int64_t>& perm);
+  // A scalar S32 value from an atom (static when it is a literal).
+  struct Index {
+    bool is_static = true;
+    int64_t value = 0;
+    uint32_t slot = 0;
+  };
+  absl::StatusOr<Index> ScalarIndex(const interchange::Atom* atom);
+
+  // Error about the equation being lowered.
+  absl::Status Error(absl::string_view message) const;
+
+  ProgramBuilder& builder() { return b_; }
+
+  // Equation context, valid while an equation is being lowered.
+  struct Eqn {
+    const interchange::Eqn* eqn;
+    std::vector<Value> in;       // invars (literals materialised)
+    std::vector<Shape> out_shapes;
+    std::vector<vm::DType> out_dtypes;
+    bool outputs_used = true;  // false: only the effects matter
+    const interchange::Param* Param(absl::string_view name) const;
+    absl::StatusOr<int64_t> Int(absl::string_view name) const;
+    absl::StatusOr<std::vector<int64_t>> Ints(absl::string_view name) const;
+    bool Has(absl::string_view name) const;
+  };
+  using Rule = std::function<absl::StatusOr<std::vector<Value>>(Lowerer&,
+                                                                 const Eqn&)>;
+
+ private:
+  absl::StatusOr<Value> Materialize(const interchange::Atom* atom);
+  absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used);
+
+  ProgramBuilder& b_;
+  // One scope per jaxpr being lowered (jaxprs are closed).
+  std::vector<absl::flat_hash_map<int, Value>> scopes_;
+  const interchange::Eqn* current_ = nullptr;
+};
+
+// Registration of primitive lowerings (each lower_*.cc adds its own).
+using RuleTable = absl::flat_hash_map<std::string, Lowerer::Rule>;
+void AddElementwiseRules(RuleTable& table);
+void AddShapeRules(RuleTable& table);
+void AddRefRules(RuleTable& table);
+void AddControlRules(RuleTable& table);
+const RuleTable& Rules();
+
+// Primitives with effects (never removed when their results are unused).
+bool HasEffects(absl::string_view primitive);
+
+}  // namespace pallasvm::compiler
+
+#endif  // PALLASVM_COMPILER_LOWERING_H_

@@ -1,0 +1,67 @@
+// Accumulates a vm::Program while the lowering walks a jaxpr: frame slots,
+// constants, instructions with their source locations, descriptors, jumps.
+#ifndef PALLASVM_COMPILER_PROGRAM_BUILDER_H_
+#define PALLASVM_COMPILER_PROGRAM_BUILDER_H_
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "vm/program.h"
+
+namespace pallasvm::compiler {
+
+class ProgramBuilder {
+ public:
+  // A frame slot of `bytes` bytes: 64-byte aligned for blocks, 8 for
+  // scalars. Slots are never reused (each value owns its bytes), which keeps
+  // values that live across loop back-edges correct by construction.
+  uint32_t Alloc(int64_t bytes);
+
+  // A frame slot holding `data`, shared by equal constants.
+  //
+  // The frame is [constants | values], but constants keep appearing while
+  // the code is emitted. So constants get provisional offsets from
+  // kConstantBase up, values from 0 up, and Finish() relocates every slot
+  // operand: constants to [0, C), values to [C, ...).
+  uint32_t Constant(const void* data, size_t bytes);
+  static constexpr uint32_t kConstantBase = 1u << 30;
+
+  // Sets the source location attached to the instructions emitted next.
+  void SetLocation(const vm::SourceLoc& loc);
+  const vm::SourceLoc& location() const { return locs_[current_loc_]; }
+
+  uint32_t Emit(const vm::Instr& instr);
+  uint32_t pc() const { return static_cast<uint32_t>(program_.code.size()); }
+  vm::Instr& at(uint32_t pc) { return program_.code[pc]; }
+
+  uint32_t AddLayout(const vm::LayoutDesc& layout);
+  uint32_t AddAccess(const vm::AccessDesc& access);
+  int AddFunction(vm::Function function);
+  vm::Function& function(int index) { return program_.functions[index]; }
+
+  void SetRefs(std::vector<int64_t> ref_sizes);
+
+  // Frame bytes allocated so far; fails past the 32-bit operand range.
+  absl::Status CheckFrameSize() const;
+
+  vm::Program Finish();
+
+ private:
+  vm::Program program_;
+  uint64_t frame_end_ = 0;
+  uint64_t constants_end_ = 0;  // relative to kConstantBase
+  uint32_t Relocate(uint32_t slot, uint32_t values_base) const;
+  std::vector<std::pair<uint32_t, std::string>> constants_;
+  absl::flat_hash_map<std::string, uint32_t> constant_slots_;
+  std::vector<vm::SourceLoc> locs_ = {vm::SourceLoc{}};
+  absl::flat_hash_map<std::string, uint32_t> loc_index_;
+  uint32_t current_loc_ = 0;
+};
+
+}  // namespace pallasvm::compiler
+
+#endif  // PALLASVM_COMPILER_PROGRAM_BUILDER_H_

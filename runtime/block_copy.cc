@@ -1,0 +1,93 @@
+#include "runtime/block_copy.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace pallasvm::runtime {
+namespace {
+
+// Elements of the block that lie inside the array, per dimension.
+void ValidExtent(const BlockRegion& r, int64_t* valid) {
+  for (int d = 0; d < r.rank; ++d) {
+    valid[d] = std::clamp<int64_t>(r.array_shape[d] - r.start[d], 0,
+                                   r.block_shape[d]);
+  }
+}
+
+bool Empty(const BlockRegion& r, const int64_t* valid) {
+  for (int d = 0; d < r.rank; ++d) {
+    if (valid[d] == 0) return true;
+  }
+  return false;
+}
+
+// Walks the in-bounds rectangle, one innermost row per call of `row`.
+template <typename RowFn>
+void ForEachRow(const BlockRegion& r, const int64_t* valid, RowFn row) {
+  int64_t array_stride[vm::kMaxRank], block_stride[vm::kMaxRank];
+  int64_t as = 1, bs = 1;
+  for (int d = r.rank - 1; d >= 0; --d) {
+    array_stride[d] = as;
+    block_stride[d] = bs;
+    as *= r.array_shape[d];
+    bs *= r.block_shape[d];
+  }
+  if (r.rank == 0) {
+    row(0, 0, 1);
+    return;
+  }
+  int64_t base = 0;
+  for (int d = 0; d < r.rank; ++d) base += r.start[d] * array_stride[d];
+  const int inner = r.rank - 1;
+  int64_t idx[vm::kMaxRank] = {};
+  while (true) {
+    int64_t a = base, b = 0;
+    for (int d = 0; d < inner; ++d) {
+      a += idx[d] * array_stride[d];
+      b += idx[d] * block_stride[d];
+    }
+    row(a, b, valid[inner]);
+    int d = inner - 1;
+    for (; d >= 0; --d) {
+      if (++idx[d] < valid[d]) break;
+      idx[d] = 0;
+    }
+    if (d < 0) return;
+  }
+}
+
+}  // namespace
+
+void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
+                 const uint8_t* fill, uint8_t* block) {
+  int64_t valid[vm::kMaxRank];
+  ValidExtent(r, valid);
+  int64_t block_elems = 1;
+  bool partial = false;
+  for (int d = 0; d < r.rank; ++d) {
+    block_elems *= r.block_shape[d];
+    partial |= valid[d] != r.block_shape[d];
+  }
+  const int es = r.elem_size;
+  if (partial) {
+    for (int64_t i = 0; i < block_elems; ++i) {
+      std::memcpy(block + i * es, fill, es);
+    }
+  }
+  if (Empty(r, valid)) return;
+  ForEachRow(r, valid, [&](int64_t a, int64_t b, int64_t n) {
+    std::memcpy(block + b * es, array + a * es, n * es);
+  });
+}
+
+void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array) {
+  int64_t valid[vm::kMaxRank];
+  ValidExtent(r, valid);
+  if (Empty(r, valid)) return;
+  const int es = r.elem_size;
+  ForEachRow(r, valid, [&](int64_t a, int64_t b, int64_t n) {
+    std::memcpy(array + a * es, block + b * es, n * es);
+  });
+}
+
+}  // namespace pallasvm::runtime

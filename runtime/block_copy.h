@@ -1,0 +1,27 @@
+// Copies between a whole array in HBM and one block of it in VMEM. The
+// block may hang over the array's edge: on the way in, the overhang reads
+// the fill value; on the way out, only the in-bounds part is written.
+#ifndef PALLASVM_RUNTIME_BLOCK_COPY_H_
+#define PALLASVM_RUNTIME_BLOCK_COPY_H_
+
+#include <cstdint>
+
+#include "vm/program.h"
+
+namespace pallasvm::runtime {
+
+struct BlockRegion {
+  int rank = 0;
+  int elem_size = 0;
+  int64_t array_shape[vm::kMaxRank] = {};
+  int64_t block_shape[vm::kMaxRank] = {};  // squeezed dims are 1
+  int64_t start[vm::kMaxRank] = {};        // element offsets, >= 0
+};
+
+void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
+                 const uint8_t* fill, uint8_t* block);
+void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array);
+
+}  // namespace pallasvm::runtime
+
+#endif  // PALLASVM_RUNTIME_BLOCK_COPY_H_

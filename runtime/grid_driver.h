@@ -1,0 +1,66 @@
+// Drives a kernel's grid with the semantics of JAX's TPU interpret mode
+// (jax/_src/pallas/mosaic/interpret/interpret_pallas_call.py):
+//
+//  - grid points run in row-major order, last dimension fastest;
+//  - at each point every block mapping's index map runs; a block starts at
+//    index * size for Blocked dims and at index for Squeezed/Element dims;
+//  - an input block is copied HBM -> VMEM at the first point and whenever
+//    its block index changes; parts outside the array read the
+//    uninitialized fill value;
+//  - an output block is written back (its in-bounds part) when the next
+//    point's block index differs, or after the last point; it is never
+//    loaded from HBM first, so accumulating over a reduction axis works;
+//  - coming back to an output block after leaving it is an error
+//    ("revisited block"), except for outputs aliased to an input;
+//  - outputs not written hold the fill value; an aliased output starts as
+//    its input, and reads of that input see the output's writes;
+//  - scalar prefetch operands are copied to SMEM once per call; scratch
+//    is allocated once per call, filled with the fill value, and persists.
+//
+// The workspace (frame, block buffers, scratch) is allocated once, when the
+// driver is built; a call allocates nothing per grid step.
+#ifndef PALLASVM_RUNTIME_GRID_DRIVER_H_
+#define PALLASVM_RUNTIME_GRID_DRIVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "runtime/kernel.h"
+
+namespace pallasvm::runtime {
+
+enum class UninitializedMemory { kNaN, kZero };
+
+struct RunOptions {
+  // What fresh buffers and block padding hold: NaN for floats, the largest
+  // value for integers, true for bool; or zero.
+  UninitializedMemory uninitialized_memory = UninitializedMemory::kNaN;
+};
+
+// The fill value of `dtype` as bytes (SizeOf(dtype) of them).
+void FillValue(vm::DType dtype, UninitializedMemory mode, uint8_t* out);
+
+class GridDriver {
+ public:
+  explicit GridDriver(std::shared_ptr<const Kernel> kernel);
+  ~GridDriver();
+
+  // inputs[i] holds in_types[i] (row-major, dense); outputs[j] receives
+  // out_types[j]. The caller checks shapes and dtypes (see Executable).
+  absl::Status Run(absl::Span<const void* const> inputs,
+                   absl::Span<void* const> outputs, const RunOptions& options);
+
+  const Kernel& kernel() const { return *kernel_; }
+
+ private:
+  struct Workspace;
+  std::shared_ptr<const Kernel> kernel_;
+  std::unique_ptr<Workspace> ws_;
+};
+
+}  // namespace pallasvm::runtime
+
+#endif  // PALLASVM_RUNTIME_GRID_DRIVER_H_

@@ -1,0 +1,74 @@
+// A loaded, verified module: the VM program plus the description of the
+// pallas_call it implements (grid, refs, block mappings). Built once by
+// LoadModule; immutable and shareable between threads afterwards.
+#ifndef PALLASVM_RUNTIME_KERNEL_H_
+#define PALLASVM_RUNTIME_KERNEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "vm/dtype.h"
+#include "vm/program.h"
+
+namespace pallasvm::runtime {
+
+struct ArrayType {
+  vm::DType dtype = vm::DType::F32;
+  std::vector<int64_t> shape;
+  int64_t num_elements() const;
+  int64_t bytes() const { return num_elements() * vm::SizeOf(dtype); }
+  std::string ToString() const;
+};
+
+enum class RefKind : uint8_t { SCALAR_PREFETCH, INPUT_BLOCK, OUTPUT_BLOCK, SCRATCH };
+enum class MemorySpace : uint8_t { VMEM, SMEM };
+enum class BlockDimKind : uint8_t { BLOCKED, SQUEEZED, ELEMENT };
+
+struct RefSpec {
+  RefKind kind;
+  int operand = -1;       // pallas_call operand (inputs) or result index
+  MemorySpace memory_space = MemorySpace::VMEM;
+  ArrayType type;         // the kernel's view
+};
+
+struct BlockDim {
+  BlockDimKind kind;
+  int64_t size;
+};
+
+struct BlockMappingSpec {
+  int ref = 0;
+  int operand = 0;        // input operand index, or output index
+  bool is_output = false;
+  ArrayType array;
+  std::vector<BlockDim> dims;
+  int index_map = 0;      // function index
+};
+
+struct Kernel {
+  std::string name;
+  std::string compiler_version;
+  vm::Program program;
+  std::vector<int64_t> grid;
+  std::vector<std::string> dimension_semantics;
+  int num_scalar_prefetch = 0;
+  std::vector<ArrayType> in_types;   // pallas_call operands
+  std::vector<ArrayType> out_types;  // pallas_call results
+  std::vector<RefSpec> refs;
+  std::vector<BlockMappingSpec> block_mappings;
+  std::vector<std::pair<int, int>> aliases;  // (input, output)
+};
+
+// Verifies `bytes` (FlatBuffers verifier, identifier, schema version, then
+// vm::Verify and the consistency of grid, refs and block mappings) and
+// builds a Kernel. A corrupted or stale module is an error, never a crash.
+absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
+    absl::string_view bytes, absl::string_view origin);
+
+}  // namespace pallasvm::runtime
+
+#endif  // PALLASVM_RUNTIME_KERNEL_H_

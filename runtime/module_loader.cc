@@ -1,0 +1,300 @@
+// FlatBuffer module -> runtime::Kernel. The only place that reads
+// format/bytecode.fbs on the runtime side.
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "bytecode_generated.h"
+#include "runtime/kernel.h"
+#include "vm/interpreter.h"
+
+namespace pallasvm::runtime {
+namespace {
+
+namespace bc = ::pallasvm::bytecode;
+
+// Must equal compiler::kModuleSchemaVersion (the runtime does not link the
+// compiler); tests/runtime/module_loader_test.cc checks they agree.
+constexpr uint32_t kModuleSchemaVersion = 1;
+
+absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
+                                   absl::string_view what) {
+  if (t == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " has no type"));
+  }
+  if (static_cast<int>(t->dtype()) >= vm::kNumDTypes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " has a bad dtype"));
+  }
+  ArrayType a;
+  a.dtype = static_cast<vm::DType>(t->dtype());
+  if (t->shape()) a.shape.assign(t->shape()->begin(), t->shape()->end());
+  if (a.shape.size() > static_cast<size_t>(vm::kMaxRank)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " has rank > 8"));
+  }
+  int64_t n = 1;
+  for (int64_t d : a.shape) {
+    if (d < 0 || (d > 0 && n > (int64_t{1} << 40) / d)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " has a bad shape ", a.ToString()));
+    }
+    n *= d;
+  }
+  return a;
+}
+
+template <typename T>
+std::vector<T> ToVector(const flatbuffers::Vector<T>* v) {
+  if (v == nullptr) return {};
+  return std::vector<T>(v->begin(), v->end());
+}
+
+}  // namespace
+
+int64_t ArrayType::num_elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string ArrayType::ToString() const {
+  return absl::StrCat(vm::Name(dtype), "[", absl::StrJoin(shape, ","), "]");
+}
+
+absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
+    absl::string_view bytes, absl::string_view origin) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": invalid pallasvm module: ", why));
+  };
+  if (bytes.size() < 8 ||
+      !flatbuffers::BufferHasIdentifier(bytes.data(), bc::ModuleIdentifier())) {
+    return bad("not a module file (missing identifier PVMB)");
+  }
+  flatbuffers::Verifier verifier(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                 bytes.size(), 128, 10'000'000);
+  if (!bc::VerifyModuleBuffer(verifier)) {
+    return bad("corrupted or truncated (FlatBuffers verification failed)");
+  }
+  const bc::Module* m = bc::GetModule(bytes.data());
+  if (m->schema_version() != kModuleSchemaVersion) {
+    return bad(absl::StrCat("module schema version ", m->schema_version(),
+                            ", this runtime reads version ",
+                            kModuleSchemaVersion, " (recompile the kernel)"));
+  }
+  auto kernel = std::make_shared<Kernel>();
+  kernel->name = m->kernel_name() ? m->kernel_name()->str() : "";
+  kernel->compiler_version =
+      m->compiler_version() ? m->compiler_version()->str() : "";
+  vm::Program& p = kernel->program;
+  if (m->code() == nullptr || m->code()->size() % sizeof(vm::Instr) != 0) {
+    return bad("code is not a whole number of instructions");
+  }
+  p.code.resize(m->code()->size() / sizeof(vm::Instr));
+  if (!p.code.empty()) {
+    std::memcpy(p.code.data(), m->code()->data(), m->code()->size());
+  }
+  if (m->layouts()) {
+    for (const bc::LayoutDesc* l : *m->layouts()) {
+      vm::LayoutDesc d;
+      d.elem_size = l->elem_size();
+      d.rank = l->rank();
+      d.offset = l->offset();
+      for (int i = 0; i < vm::kMaxRank; ++i) {
+        d.shape[i] = l->shape()->Get(i);
+        d.strides[i] = l->strides()->Get(i);
+      }
+      p.layouts.push_back(d);
+    }
+  }
+  if (m->accesses()) {
+    for (const bc::AccessDesc* a : *m->accesses()) {
+      vm::AccessDesc d;
+      if (a->base_kind() > 1) return bad("access descriptor with a bad base");
+      d.base_kind = static_cast<vm::AccessBase>(a->base_kind());
+      d.clamp = a->clamp();
+      d.elem_size = a->elem_size();
+      d.rank = a->rank();
+      d.base = a->base();
+      for (int i = 0; i < vm::kMaxRank; ++i) {
+        const bc::AccessDim* x = a->dims()->Get(i);
+        d.dims[i] = vm::AccessDim{x->extent(), x->start(), x->start_slot(),
+                                  x->squeezed(), x->size(), x->stride()};
+      }
+      p.accesses.push_back(d);
+    }
+  }
+  if (m->functions()) {
+    for (const bc::Function* f : *m->functions()) {
+      vm::Function fn;
+      fn.name = f->name() ? f->name()->str() : "";
+      fn.entry_pc = f->entry_pc();
+      fn.param_slots = ToVector(f->param_slots());
+      fn.result_slots = ToVector(f->result_slots());
+      p.functions.push_back(std::move(fn));
+    }
+  }
+  p.frame_size = m->frame_size();
+  p.constants = ToVector(m->constants());
+  p.ref_sizes = ToVector(m->ref_sizes());
+  p.num_refs = static_cast<uint32_t>(p.ref_sizes.size());
+  p.debug_index = ToVector(m->debug_index());
+  if (m->debug_locs()) {
+    for (const bc::SourceLoc* l : *m->debug_locs()) {
+      vm::SourceLoc loc;
+      loc.primitive = l->primitive() ? l->primitive()->str() : "";
+      loc.file = l->file() ? l->file()->str() : "";
+      loc.line = l->line();
+      loc.function = l->function() ? l->function()->str() : "";
+      p.debug_locs.push_back(std::move(loc));
+    }
+  }
+  if (p.constants.size() > p.frame_size) {
+    return bad("constants do not fit in the frame");
+  }
+  if (absl::Status s = vm::Verify(p); !s.ok()) {
+    return bad(absl::StrCat("bytecode verification failed: ", s.message()));
+  }
+
+  // The pallas_call description.
+  kernel->grid = ToVector(m->grid());
+  if (kernel->grid.size() > static_cast<size_t>(vm::kMaxRank)) {
+    return bad("grid rank exceeds 8");
+  }
+  for (int64_t g : kernel->grid) {
+    if (g <= 0 || g > (int64_t{1} << 31)) return bad("bad grid dimension");
+  }
+  if (m->dimension_semantics()) {
+    for (const flatbuffers::String* s : *m->dimension_semantics()) {
+      kernel->dimension_semantics.push_back(s->str());
+    }
+  }
+  kernel->num_scalar_prefetch = m->num_scalar_prefetch();
+  if (m->in_types()) {
+    for (size_t i = 0; i < m->in_types()->size(); ++i) {
+      auto t = ReadType(m->in_types()->Get(i), absl::StrCat("operand ", i));
+      if (!t.ok()) return bad(t.status().message());
+      kernel->in_types.push_back(*t);
+    }
+  }
+  if (m->out_types()) {
+    for (size_t i = 0; i < m->out_types()->size(); ++i) {
+      auto t = ReadType(m->out_types()->Get(i), absl::StrCat("result ", i));
+      if (!t.ok()) return bad(t.status().message());
+      kernel->out_types.push_back(*t);
+    }
+  }
+  const int n_in = static_cast<int>(kernel->in_types.size());
+  const int n_out = static_cast<int>(kernel->out_types.size());
+  if (kernel->num_scalar_prefetch < 0 || kernel->num_scalar_prefetch > n_in) {
+    return bad("bad number of scalar prefetch operands");
+  }
+  if (m->refs() == nullptr || m->refs()->size() != p.num_refs) {
+    return bad("ref table does not match the program's refs");
+  }
+  for (size_t i = 0; i < m->refs()->size(); ++i) {
+    const bc::Ref* r = m->refs()->Get(i);
+    RefSpec spec;
+    if (static_cast<int>(r->kind()) > 3) return bad("bad ref kind");
+    spec.kind = static_cast<RefKind>(r->kind());
+    spec.operand = r->operand();
+    if (r->memory_space() != bc::MemorySpace::VMEM &&
+        r->memory_space() != bc::MemorySpace::SMEM) {
+      return bad("ref in an unsupported memory space");
+    }
+    spec.memory_space = r->memory_space() == bc::MemorySpace::SMEM
+                            ? MemorySpace::SMEM
+                            : MemorySpace::VMEM;
+    auto t = ReadType(r->type(), absl::StrCat("ref ", i));
+    if (!t.ok()) return bad(t.status().message());
+    spec.type = *t;
+    if (spec.type.bytes() != p.ref_sizes[i]) {
+      return bad(absl::StrCat("ref ", i, " size does not match its type"));
+    }
+    if (spec.kind == RefKind::SCALAR_PREFETCH &&
+        (spec.operand < 0 || spec.operand >= kernel->num_scalar_prefetch ||
+         kernel->in_types[spec.operand].bytes() != spec.type.bytes())) {
+      return bad(absl::StrCat("scalar prefetch ref ", i, " is inconsistent"));
+    }
+    kernel->refs.push_back(spec);
+  }
+  if (m->block_mappings() == nullptr ||
+      static_cast<int>(m->block_mappings()->size()) !=
+          n_in - kernel->num_scalar_prefetch + n_out) {
+    return bad("expected one block mapping per input and output");
+  }
+  for (size_t i = 0; i < m->block_mappings()->size(); ++i) {
+    const bc::BlockMapping* bm = m->block_mappings()->Get(i);
+    BlockMappingSpec spec;
+    spec.ref = bm->ref();
+    spec.operand = bm->operand();
+    spec.is_output = bm->is_output();
+    spec.index_map = bm->index_map();
+    auto t = ReadType(bm->array_type(), absl::StrCat("block mapping ", i));
+    if (!t.ok()) return bad(t.status().message());
+    spec.array = *t;
+    if (spec.ref < 0 || spec.ref >= static_cast<int>(kernel->refs.size())) {
+      return bad(absl::StrCat("block mapping ", i, " has a bad ref"));
+    }
+    const RefSpec& ref = kernel->refs[spec.ref];
+    const bool ok_operand =
+        spec.is_output ? (spec.operand >= 0 && spec.operand < n_out &&
+                          ref.kind == RefKind::OUTPUT_BLOCK)
+                       : (spec.operand >= kernel->num_scalar_prefetch &&
+                          spec.operand < n_in &&
+                          ref.kind == RefKind::INPUT_BLOCK);
+    if (!ok_operand) {
+      return bad(absl::StrCat("block mapping ", i, " has a bad operand"));
+    }
+    const ArrayType& array = spec.is_output ? kernel->out_types[spec.operand]
+                                            : kernel->in_types[spec.operand];
+    if (array.dtype != spec.array.dtype || array.shape != spec.array.shape ||
+        ref.type.dtype != array.dtype) {
+      return bad(absl::StrCat("block mapping ", i, " type mismatch"));
+    }
+    if (bm->block_dims() == nullptr ||
+        bm->block_dims()->size() != array.shape.size()) {
+      return bad(absl::StrCat("block mapping ", i, " has the wrong rank"));
+    }
+    std::vector<int64_t> view;
+    for (const bc::BlockDim* d : *bm->block_dims()) {
+      if (static_cast<int>(d->kind()) > 2 || d->size() <= 0) {
+        return bad(absl::StrCat("block mapping ", i, " has a bad block dim"));
+      }
+      spec.dims.push_back(
+          BlockDim{static_cast<BlockDimKind>(d->kind()), d->size()});
+      if (d->kind() != bc::BlockDimKind::SQUEEZED) view.push_back(d->size());
+    }
+    if (view != ref.type.shape) {
+      return bad(absl::StrCat("block mapping ", i,
+                              " does not match its ref's shape"));
+    }
+    if (spec.index_map < 0 ||
+        spec.index_map >= static_cast<int>(p.functions.size())) {
+      return bad(absl::StrCat("block mapping ", i, " has a bad index map"));
+    }
+    const vm::Function& f = p.functions[spec.index_map];
+    if (f.param_slots.size() != kernel->grid.size() ||
+        f.result_slots.size() != spec.dims.size()) {
+      return bad(absl::StrCat("index map of block mapping ", i,
+                              " has the wrong signature"));
+    }
+    kernel->block_mappings.push_back(std::move(spec));
+  }
+  if (m->input_output_aliases()) {
+    for (const bc::Alias* a : *m->input_output_aliases()) {
+      if (a->input() < 0 || a->input() >= n_in || a->output() < 0 ||
+          a->output() >= n_out ||
+          kernel->in_types[a->input()].dtype !=
+              kernel->out_types[a->output()].dtype ||
+          kernel->in_types[a->input()].shape !=
+              kernel->out_types[a->output()].shape) {
+        return bad("bad input_output_aliases entry");
+      }
+      kernel->aliases.emplace_back(a->input(), a->output());
+    }
+  }
+  if (p.functions.empty()) return bad("module has no kernel function");
+  return std::shared_ptr<const Kernel>(std::move(kernel));
+}
+
+}  // namespace pallasvm::runtime

@@ -1,0 +1,184 @@
+// Compiler tests on real exported kernels and on broken variants of them:
+// every bad input is a clear error naming what and where, never a crash.
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "compiler/compiler.h"
+#include "compiler/interchange.h"
+#include "compiler/module_cache.h"
+#include "gtest/gtest.h"
+#include "runtime/pallasvm.h"
+#include "tools/npy.h"
+#include "vm/interpreter.h"
+
+namespace pallasvm::compiler {
+namespace {
+
+std::string Fixture(const std::string& name) {
+  absl::StatusOr<std::string> bytes = tools::ReadFileBytes(
+      std::string(PALLASVM_FIXTURES_DIR) + "/" + name + "/kernel.json");
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  return bytes.ok() ? *bytes : "";
+}
+
+// Replaces the first occurrence of `from` at or after `after`.
+std::string ReplaceFirst(std::string s, const std::string& from,
+                         const std::string& to, size_t after = 0) {
+  size_t at = s.find(from, after);
+  EXPECT_NE(at, std::string::npos) << "fixture changed: no " << from;
+  if (at != std::string::npos) s.replace(at, from.size(), to);
+  return s;
+}
+
+TEST(Interchange, ParsesJsonAndBinaryAlike) {
+  std::string json = Fixture("add_vectors");
+  absl::StatusOr<Interchange> a = ParseInterchange(json, "add_vectors.json");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->kernel->version(), kInterchangeVersion);
+  absl::StatusOr<Interchange> b = ParseInterchange(a->bytes, "binary");
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<std::string> m1 = CompileKernel(*a);
+  absl::StatusOr<std::string> m2 = CompileKernel(*b);
+  ASSERT_TRUE(m1.ok()) << m1.status();
+  ASSERT_TRUE(m2.ok()) << m2.status();
+  EXPECT_EQ(*m1, *m2);  // deterministic, and the two forms agree
+}
+
+TEST(Interchange, MalformedJsonIsAnError) {
+  absl::StatusOr<Interchange> r =
+      ParseInterchange("{ \"version\": 1, \"jaxpr\": ", "broken.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "broken.json"));
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "malformed"));
+}
+
+TEST(Interchange, GarbageIsAnError) {
+  absl::StatusOr<Interchange> r = ParseInterchange("\x01\x02garbage", "x.bin");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "not a pallasvm"));
+}
+
+TEST(Interchange, UnknownFieldIsAnError) {
+  std::string json = ReplaceFirst(Fixture("add_vectors"), "\"grid\"",
+                                  "\"no_such_field\": 3, \"grid\"");
+  absl::StatusOr<Interchange> r = ParseInterchange(json, "k.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "no_such_field"));
+}
+
+TEST(Interchange, UnknownVersionIsRefused) {
+  std::string json =
+      ReplaceFirst(Fixture("add_vectors"), "\"version\": 1", "\"version\": 99");
+  absl::StatusOr<Interchange> r = ParseInterchange(json, "k.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "version 99"))
+      << r.status();
+}
+
+TEST(Compiler, UnknownPrimitiveNamesItAndItsSourceLine) {
+  std::string json = ReplaceFirst(Fixture("add_vectors"),
+                                  "\"primitive\": \"add\"",
+                                  "\"primitive\": \"frobnicate\"");
+  absl::StatusOr<std::string> r = CompileInterchange(json, "k.json");
+  ASSERT_FALSE(r.ok());
+  const std::string msg(r.status().message());
+  EXPECT_TRUE(absl::StrContains(msg, "frobnicate")) << msg;
+  EXPECT_TRUE(absl::StrContains(msg, "generate.py:")) << msg;
+}
+
+TEST(Compiler, MismatchedShapesAreAnError) {
+  std::string json = Fixture("add_vectors");
+  // The add's result type comes just before its primitive name (fields are
+  // written in sorted order): declare it [9] instead of [8].
+  size_t add = json.find("\"primitive\": \"add\"");
+  ASSERT_NE(add, std::string::npos);
+  size_t shape = json.rfind("\"shape\": [8]", add);
+  ASSERT_NE(shape, std::string::npos);
+  json.replace(shape, 12, "\"shape\": [9]");
+  absl::StatusOr<std::string> r = CompileInterchange(json, "k.json");
+  ASSERT_FALSE(r.ok());
+  const std::string msg(r.status().message());
+  EXPECT_TRUE(absl::StrContains(msg, "add")) << msg;
+  EXPECT_TRUE(absl::StrContains(msg, "[9]")) << msg;
+}
+
+TEST(Compiler, RealKernelsCompileAndDisassembleWithSourceLines) {
+  for (const char* name : {"matmul_f32", "fori_loop", "scalar_prefetch",
+                           "reduce_accumulate", "while_cond"}) {
+    absl::StatusOr<std::string> module =
+        CompileInterchange(Fixture(name), name);
+    ASSERT_TRUE(module.ok()) << name << ": " << module.status();
+    absl::StatusOr<std::unique_ptr<Executable>> exe =
+        Executable::Load(*module, name);
+    ASSERT_TRUE(exe.ok()) << name << ": " << exe.status();
+    std::string listing = vm::Disassemble((*exe)->kernel().program);
+    EXPECT_TRUE(absl::StrContains(listing, "RETURN")) << name;
+    EXPECT_TRUE(absl::StrContains(listing, ".py:")) << name << "\n" << listing;
+  }
+}
+
+class ModuleCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/pallasvm_cache_test";
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(ModuleCacheTest, StoresAndReusesModules) {
+  ModuleCache cache(dir_);
+  std::string json = Fixture("add_vectors");
+  bool hit = true;
+  absl::StatusOr<std::string> a = cache.GetOrCompile(json, "k.json", &hit);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_FALSE(hit);
+  absl::StatusOr<std::string> b = cache.GetOrCompile(json, "k.json", &hit);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(hit);
+  EXPECT_EQ(*a, *b);
+}
+
+TEST_F(ModuleCacheTest, CorruptedEntryIsRebuiltNotTrusted) {
+  ModuleCache cache(dir_);
+  std::string json = Fixture("add_vectors");
+  absl::StatusOr<std::string> good = cache.GetOrCompile(json, "k.json");
+  ASSERT_TRUE(good.ok());
+  const std::string path = cache.PathFor(ModuleCache::Key(json));
+  for (std::string bad : {std::string("garbage"), good->substr(0, good->size() / 2),
+                          std::string()}) {
+    {
+      std::ofstream f(path, std::ios::binary | std::ios::trunc);
+      f << bad;
+    }
+    bool hit = true;
+    absl::StatusOr<std::string> again = cache.GetOrCompile(json, "k.json", &hit);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_FALSE(hit);
+    EXPECT_EQ(*again, *good);
+  }
+}
+
+TEST_F(ModuleCacheTest, EntryForAnotherSourceIsNotUsed) {
+  ModuleCache cache(dir_);
+  std::string add = Fixture("add_vectors");
+  std::string other = Fixture("add_one_grid_1d");
+  absl::StatusOr<std::string> other_module = cache.GetOrCompile(other, "o");
+  ASSERT_TRUE(other_module.ok());
+  // Put the other kernel's module where add_vectors' entry belongs.
+  {
+    std::ofstream f(cache.PathFor(ModuleCache::Key(add)),
+                    std::ios::binary | std::ios::trunc);
+    f << *other_module;
+  }
+  bool hit = true;
+  absl::StatusOr<std::string> m = cache.GetOrCompile(add, "a", &hit);
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(hit);
+  EXPECT_NE(*m, *other_module);
+}
+
+}  // namespace
+}  // namespace pallasvm::compiler

@@ -1,0 +1,98 @@
+// Golden tests: kernels exported from real JAX (tests/golden/generate.py)
+// run through compile -> load -> run, and their outputs compared with the
+// outputs JAX's TPU interpret mode computed for the same inputs.
+//
+// Tolerances: exact for integer, bool and pure data-movement kernels; for
+// float kernels the bound is written next to each case with its reason.
+#include <string>
+
+#include "gtest/gtest.h"
+#include "runtime/pallasvm.h"
+#include "tools/kernel_files.h"
+#include "tools/output_check.h"
+
+namespace pallasvm {
+namespace {
+
+struct Case {
+  const char* name;
+  tools::Tolerance tolerance;  // for float outputs
+  const char* why;
+};
+
+const Case kCases[] = {
+    {"add_vectors", {0, 0}, "one f32 add per element: exact"},
+    {"add_one_grid_1d", {0, 0}, "one f32 add per element: exact"},
+    {"elementwise_8x128", {1e-6, 4e-7}, "exp/tanh: a few ulp"},
+    // x * a + b: XLA:CPU contracts this into one fused multiply-add, the VM
+    // rounds after the multiply as the jaxpr says (README, compatibility):
+    // up to 1 ulp of the product apart, so an absolute floor near zero.
+    {"blockspec_partial_edge", {1e-6, 2.5e-7}, "x * 2 + 1 (FMA in XLA)"},
+    {"blockspec_squeezed", {1e-6, 2.5e-7}, "x * 3 - 1 (FMA in XLA)"},
+    {"reduce_accumulate", {1e-5, 1e-5},
+     "f32 sums; summation order may differ from XLA's"},
+    {"matmul_f32", {1e-4, 1e-5},
+     "K=256 f32 dot: accumulation order differs from XLA's"},
+    {"matmul_bf16", {1e-2, 1e-2},
+     "bf16 operands, f32 accumulation, one bf16 rounding of the result"},
+    {"matmul_transposed_rhs", {1e-4, 1e-5},
+     "bf16 operands are exact in f32; f32 accumulation order differs"},
+    {"fori_loop", {1e-6, 1e-6}, "a few f32 ops per element"},
+    {"scalar_prefetch", {1e-6, 2.5e-7}, "x * 10 + s (FMA in XLA)"},
+    {"int_ops", {0, 0}, "integers: exact"},
+    {"while_cond", {1e-6, 1e-6}, "a few f32 ops per element"},
+};
+
+class GoldenTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GoldenTest, MatchesJaxInterpretMode) {
+  const Case& c = GetParam();
+  const std::string dir = std::string(PALLASVM_FIXTURES_DIR) + "/" + c.name;
+  SCOPED_TRACE(c.why);
+  absl::StatusOr<tools::Fixture> fixture = tools::FindFixture(dir);
+  ASSERT_TRUE(fixture.ok()) << fixture.status();
+  tools::LoadOptions load;
+  load.use_cache = false;
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      tools::LoadExecutable(fixture->kernel_path, load);
+  ASSERT_TRUE(exe.ok()) << exe.status();
+  const runtime::Kernel& k = (*exe)->kernel();
+  absl::StatusOr<std::vector<tools::NpyArray>> in =
+      tools::ReadInputs(k, fixture->inputs);
+  ASSERT_TRUE(in.ok()) << in.status();
+  absl::StatusOr<std::vector<tools::NpyArray>> expected =
+      tools::ReadExpected(k, fixture->expected);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_FALSE(expected->empty());
+  std::vector<Array> ins, outs;
+  for (tools::NpyArray& a : *in) ins.push_back({*a.dtype, a.shape, a.data.data()});
+  std::vector<std::vector<uint8_t>> data;
+  for (const auto& t : k.out_types) data.emplace_back(t.bytes() + 1);
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    outs.push_back({k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
+  }
+  // Twice: the second run must not depend on state left by the first.
+  for (int run = 0; run < 2; ++run) {
+    absl::Status s = (*exe)->Run(ins, outs);
+    ASSERT_TRUE(s.ok()) << s;
+    for (size_t j = 0; j < k.out_types.size(); ++j) {
+      const auto& t = k.out_types[j];
+      tools::Tolerance tol =
+          vm::Info(t.dtype).is_float ? c.tolerance : tools::Tolerance{0, 0};
+      tools::CheckResult r = tools::CompareArrays(
+          t.dtype, data[j].data(), (*expected)[j].data.data(),
+          t.num_elements(), tol);
+      EXPECT_TRUE(r.ok()) << c.name << " output " << j << " run " << run
+                          << ": " << r.Summary();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, GoldenTest, ::testing::ValuesIn(kCases),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      return std::string(info.param.name);
+    });
+
+}  // namespace
+}  // namespace pallasvm

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what pallasvm needs on a fresh Debian machine: the C++ toolchain
+# and libraries from Debian's packages, and a project virtual environment
+# (.venv) with the pinned JAX from PyPI. Idempotent: does nothing that is
+# already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(g++ meson ninja-build pkg-config python3 python3-venv
+  libabsl-dev libxsimd-dev libflatbuffers-dev flatbuffers-compiler
+  libgtest-dev libbenchmark-dev)
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  echo "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import jax, pytest" >/dev/null 2>&1 ||
+   ! cmp -s tools/requirements.txt .venv/.pallasvm-requirements; then
+  echo "installing Python packages (tools/requirements.txt)"
+  .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
+  cp tools/requirements.txt .venv/.pallasvm-requirements
+fi

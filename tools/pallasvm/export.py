@@ -1,0 +1,784 @@
+"""Exports the pallas_calls of a JAX function to the kernel interchange.
+
+The interchange is `format/kernel.fbs`, written in FlatBuffers' own JSON form
+(one `<kernel name>.json` per pallas_call) so that the C++ compiler reads it
+through the schema and golden fixtures stay diffable text. Everything is taken
+from the structured jaxpr, never from printed text: printing drops index maps,
+slice strides and array literals.
+
+What this module knows: the layout of a pallas_call equation in the installed
+JAX (its `jaxpr`, `grid_mapping`, `compiler_params` ... params), how ref
+accesses (`get`, `swap`, `addupdate`, masked loads/stores, semaphores, DMAs)
+flatten their indexers into operands, and how to run one pallas_call under
+JAX's TPU interpret mode to produce reference outputs. What it must not know:
+anything about how the C++ side compiles or runs a kernel.
+
+Encoding rules the compiler relies on (see also format/kernel.fbs):
+
+* Var ids are unique within one Kernel. A jaxpr that appears twice (JAX caches
+  and shares jaxprs) is exported twice with fresh ids.
+* A sub-jaxpr that is an open `Jaxpr` with constvars (e.g. `run_scoped`) is
+  exported with its constvars prepended to its invars, so that the equation's
+  operands bind, in order, the jaxpr's invars.
+* Params are encoded by value type: None -> NONE, bool -> BOOL, enum -> STRING
+  (the member name), int -> INT, float -> FLOAT, str -> STRING, numpy dtype ->
+  DTYPE, jaxpr -> JAXPR, tuple of jaxprs -> JAXPRS, flat tuple of ints/bools ->
+  INTS (bools as 0/1). Any other tuple (or NamedTuple) is flattened into one
+  param per element named `<name>.<index or field>`, recursively; e.g.
+  dot_general's `dimension_numbers` becomes `dimension_numbers.0.0` (lhs
+  contracting dims), `.0.1` (rhs contracting), `.1.0` (lhs batch), `.1.1`
+  (rhs batch).
+* Ref accesses: the `tree` / `args_tree` PyTreeDef params are replaced by
+  INDEXERS params and INT operand positions; see `_REF_ACCESS_LAYOUTS`.
+* Skipped params (not exported): `_SKIPPED_PARAMS` by name, and sharding
+  objects by type. Everything else of an unknown type raises ExportError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import pathlib
+import re
+import sys
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax._src import core as jax_core
+from jax._src import source_info_util
+from jax._src import tree_util
+from jax._src.indexing import Slice
+from jax._src.pallas import core as pallas_core
+from jax._src.pallas import pallas_call as pallas_call_lib
+from jax._src.pallas.mosaic import core as tpu_core
+from jax._src.state import indexing as state_indexing
+from jax._src.state import types as state_types
+from jax.experimental.pallas import tpu as pltpu
+
+INTERCHANGE_VERSION = 1  # Kernel.version; bump with format/kernel.fbs.
+
+
+class ExportError(Exception):
+  """A kernel uses something the interchange cannot express."""
+
+
+# ---------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------
+
+_DTYPE_NAMES = {
+    np.dtype(np.bool_): "PRED",
+    np.dtype(np.int8): "S8",
+    np.dtype(np.int16): "S16",
+    np.dtype(np.int32): "S32",
+    np.dtype(np.int64): "S64",
+    np.dtype(np.uint8): "U8",
+    np.dtype(np.uint16): "U16",
+    np.dtype(np.uint32): "U32",
+    np.dtype(np.uint64): "U64",
+    np.dtype(np.float16): "F16",
+    np.dtype(jax.numpy.bfloat16): "BF16",
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float64): "F64",
+}
+
+# Semaphores have extended dtypes that the schema has no names for. TPUs hold
+# them as int32 words (`physical_element_aval`), so they travel as S32; the
+# SEMAPHORE memory space of their refs says what they are.
+_SEMAPHORE_DTYPE_NAME = "S32"
+
+_MEMORY_SPACE_NAMES = {
+    None: "DEFAULT",
+    pallas_core.MemorySpace.DEFAULT: "DEFAULT",
+    pallas_core.MemorySpace.ANY: "ANY",
+    tpu_core.MemorySpace.HBM: "HBM",
+    tpu_core.MemorySpace.VMEM: "VMEM",
+    tpu_core.MemorySpace.SMEM: "SMEM",
+    tpu_core.MemorySpace.SEMAPHORE: "SEMAPHORE",
+}
+
+
+def _dtype_name(dtype, where: str) -> str:
+  if jax.numpy.issubdtype(dtype, pallas_core.semaphore_dtype):
+    return _SEMAPHORE_DTYPE_NAME
+  try:
+    return _DTYPE_NAMES[np.dtype(dtype)]
+  except (KeyError, TypeError):
+    raise ExportError(f"{where}: dtype {dtype} has no interchange DType") from None
+
+
+def _memory_space_name(memory_space, where: str) -> str:
+  try:
+    return _MEMORY_SPACE_NAMES[memory_space]
+  except (KeyError, TypeError):
+    raise ExportError(
+        f"{where}: memory space {memory_space!r} has no interchange MemorySpace"
+    ) from None
+
+
+def _static_shape(shape, where: str) -> list[int]:
+  if not all(isinstance(d, (int, np.integer)) for d in shape):
+    raise ExportError(f"{where}: shape {shape} is not static")
+  return [int(d) for d in shape]
+
+
+def _type(aval, where: str) -> dict:
+  """A `Type` table for an abstract value (an array or a Ref)."""
+  memory_space = "VALUE"
+  if isinstance(aval, state_types.AbstractRef):
+    memory_space = _memory_space_name(aval.memory_space, where)
+    aval = aval.inner_aval
+  if not isinstance(aval, jax_core.ShapedArray):
+    raise ExportError(f"{where}: abstract value {aval} is not an array or a Ref")
+  out = {
+      "dtype": _dtype_name(aval.dtype, where),
+      "shape": _static_shape(aval.shape, where),
+  }
+  if memory_space != "VALUE":
+    out["memory_space"] = memory_space
+  if aval.weak_type:
+    out["weak_type"] = True
+  return out
+
+
+def _literal(value, aval, where: str) -> dict:
+  """A `Literal` table: the value's raw little-endian bytes."""
+  dtype = np.dtype(aval.dtype)
+  data = np.broadcast_to(np.asarray(value, dtype=dtype), aval.shape)
+  data = np.array(data, dtype=dtype.newbyteorder("<"), order="C")
+  return {"type": _type(aval, where), "data": list(data.tobytes())}
+
+
+# ---------------------------------------------------------------------------
+# Source locations
+# ---------------------------------------------------------------------------
+
+# Kernels shipped inside JAX (pallas/ops) are user code for our purposes, but
+# JAX's own heuristic treats every file under jax/ as internal.
+_PALLAS_OPS_DIR = "/jax/experimental/pallas/ops/"
+
+
+def _user_frame(source_info) -> source_info_util.Frame | None:
+  """The innermost frame of user code that created an equation."""
+  traceback = getattr(source_info, "traceback", None)
+  if traceback is None:
+    return None
+  codes, lastis = traceback.raw_frames()
+  for code, lasti in zip(codes, lastis):
+    file_name = code.co_filename
+    if _PALLAS_OPS_DIR in file_name or source_info_util.is_user_filename(
+        file_name
+    ):
+      return source_info_util.raw_frame_to_frame(code, lasti)
+  return None
+
+
+def _display_path(file_name: str) -> str:
+  """The path as exported: relative to the working directory when under it,
+  else to its sys.path root (so `jax/experimental/pallas/ops/tpu/matmul.py`),
+  else absolute. Keeps fixtures independent of where the tree lives."""
+  path = pathlib.Path(file_name)
+  cwd = pathlib.Path.cwd()
+  roots = [cwd] * (cwd != pathlib.Path(cwd.anchor)) + sorted(
+      (pathlib.Path(p) for p in sys.path if p and p != "."),
+      key=lambda p: len(str(p)), reverse=True)
+  for root in roots:
+    try:
+      return str(path.relative_to(root))
+    except ValueError:
+      continue
+  return file_name
+
+
+def _location(source_info) -> str:
+  frame = _user_frame(source_info)
+  if frame is None:
+    return "<unknown location>"
+  return f"{_display_path(frame.file_name)}:{frame.start_line}"
+
+
+# ---------------------------------------------------------------------------
+# Ref accesses: indexers and operand positions
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Operand:
+  """Stands for the equation operand at `position` when a tree is unflattened."""
+  position: int
+
+
+def _state_access_layout(num_leading: int) -> Callable:
+  """get: [ref, *idx]; swap and addupdate: [ref, value, *idx]."""
+  def layout(eqn, operands):
+    transforms = tree_util.tree_unflatten(
+        eqn.params["tree"], operands[num_leading:])
+    return [("indexers", transforms)]
+  return layout
+
+
+def _tree_layout(tree_param: str, names: Sequence[str]) -> Callable:
+  def layout(eqn, operands):
+    args = tree_util.tree_unflatten(eqn.params[tree_param], operands)
+    return list(zip(names, args, strict=True))
+  return layout
+
+
+def _dma_layout(eqn, operands):
+  """(src, dst, dst_sem, src_sem, device_id); every ref present gets both
+  `<slot>_operand` and `<slot>_indexers` (empty if it is not indexed)."""
+  args = eqn.params["tree"].unflatten(operands)
+  names = ("src", "dst", "dst_sem", "src_sem", "device_id")
+  return [
+      (name, state_types.TransformedRef(arg, ())
+       if isinstance(arg, _Operand) and name != "device_id" else arg)
+      for name, arg in zip(names, args, strict=True)
+  ]
+
+
+# For each primitive whose operands are described by a PyTreeDef param: that
+# param's name, and how to split the operands into named slots. A slot holding
+# a tuple of ref transforms becomes an INDEXERS param named after the slot; a
+# slot holding one operand becomes an INT param `<slot>_operand` with its
+# position in the equation's invars (NONE if the slot is absent); a slot
+# holding a transformed ref becomes both `<slot>_operand` and
+# `<slot>_indexers`. get/swap/addupdate have a fixed [ref, (value,) *idx]
+# layout, so they only get `indexers`.
+_REF_ACCESS_LAYOUTS: dict[str, tuple[str, Callable]] = {
+    "get": ("tree", _state_access_layout(1)),
+    "swap": ("tree", _state_access_layout(2)),
+    "addupdate": ("tree", _state_access_layout(2)),
+    "masked_load": ("args_tree", _tree_layout(
+        "args_tree", ("ref", "indexers", "mask", "other"))),
+    "masked_swap": ("args_tree", _tree_layout(
+        "args_tree", ("ref", "indexers", "value", "mask"))),
+    "semaphore_read": ("args_tree", _tree_layout(
+        "args_tree", ("sem", "indexers"))),
+    "semaphore_signal": ("args_tree", _tree_layout(
+        "args_tree", ("sem", "indexers", "inc", "device_id", "core_index"))),
+    "semaphore_wait": ("args_tree", _tree_layout(
+        "args_tree", ("sem", "indexers", "value", "decrement"))),
+    "dma_start": ("tree", _dma_layout),
+    "dma_wait": ("tree", _dma_layout),
+}
+
+
+def _is_transform_tuple(obj) -> bool:
+  return isinstance(obj, tuple) and all(
+      not isinstance(t, (_Operand, tuple)) and hasattr(t, "transform_type")
+      for t in obj)
+
+
+# ---------------------------------------------------------------------------
+# Params
+# ---------------------------------------------------------------------------
+
+# Params that carry nothing a CPU interpreter needs: shardings, layouts and
+# meshes of pjit, the differentiation rules of custom_jvp/custom_vjp calls
+# (Python callables), debug info.
+_SKIPPED_PARAMS = frozenset({
+    "in_shardings", "out_shardings", "in_layouts", "out_layouts", "ctx_mesh",
+    "compiler_options_kvs", "jvp_jaxpr_fun", "jvp_jaxpr_thunk",
+    "fwd_jaxpr_thunk", "bwd", "out_trees", "debug_info",
+})
+
+
+def _is_sharding(value) -> bool:
+  return isinstance(value, jax.sharding.Sharding) or type(value).__name__ in (
+      "UnspecifiedValue", "AbstractMesh", "Mesh", "Layout", "Format")
+
+
+def _is_jaxpr(value) -> bool:
+  return isinstance(value, (jax_core.Jaxpr, jax_core.ClosedJaxpr))
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer, bool, np.bool_)) and not isinstance(
+      value, enum.Enum)
+
+
+# ---------------------------------------------------------------------------
+# The kernel exporter
+# ---------------------------------------------------------------------------
+
+
+class _KernelExporter:
+  """Builds the JSON form of one Kernel table; owns the Var id counter."""
+
+  def __init__(self):
+    self._next_id = 0
+
+  # Vars and atoms. `env` maps the jax Vars of one jaxpr to their ids.
+
+  def _bind(self, var, env: dict, where: str) -> dict:
+    var_id = self._next_id
+    self._next_id += 1
+    if not isinstance(var, jax_core.DropVar):
+      env[var] = var_id
+    return {"id": var_id, "type": _type(var.aval, where)}
+
+  def _atom(self, atom, env: dict, where: str) -> dict:
+    if isinstance(atom, jax_core.Literal):
+      return {"literal": _literal(atom.val, atom.aval, where)}
+    try:
+      return {"var": env[atom]}
+    except KeyError:
+      raise ExportError(f"{where}: variable {atom} is not bound") from None
+
+  # Jaxprs.
+
+  def jaxpr(self, jaxpr, consts: Sequence[Any] = (), where: str = "") -> dict:
+    """A `Jaxpr` table for a Jaxpr or ClosedJaxpr."""
+    if isinstance(jaxpr, jax_core.ClosedJaxpr):
+      jaxpr, consts = jaxpr.jaxpr, jaxpr.consts
+    env: dict = {}
+    constvars, invars = list(jaxpr.constvars), list(jaxpr.invars)
+    if len(consts) != len(constvars):
+      # An open jaxpr whose constvars are bound by the equation's operands.
+      invars = constvars + invars
+      constvars, consts = [], []
+    out = {
+        "constvars": [self._bind(v, env, where) for v in constvars],
+        "consts": [
+            _literal(np.asarray(c), v.aval, where)
+            for v, c in zip(constvars, consts)
+        ],
+        "invars": [self._bind(v, env, where) for v in invars],
+    }
+    out["eqns"] = [self._eqn(eqn, env) for eqn in jaxpr.eqns]
+    out["outvars"] = [self._atom(a, env, where) for a in jaxpr.outvars]
+    return out
+
+  def _eqn(self, eqn, env: dict) -> dict:
+    name = eqn.primitive.name
+    where = f"{name} at {_location(eqn.source_info)}"
+    if name == "pallas_call":
+      raise ExportError(f"{where}: a pallas_call inside a kernel")
+    out = {
+        "primitive": name,
+        "invars": [self._atom(a, env, where) for a in eqn.invars],
+        "params": self._params(eqn, where),
+        "outvars": [self._bind(v, env, where) for v in eqn.outvars],
+    }
+    frame = _user_frame(eqn.source_info)
+    if frame is not None:
+      out["source_file"] = _display_path(frame.file_name)
+      out["source_line"] = frame.start_line
+      out["source_function"] = frame.function_name
+    return out
+
+  # Params.
+
+  def _params(self, eqn, where: str) -> list[dict]:
+    params = dict(eqn.params)
+    out = []
+    layout = _REF_ACCESS_LAYOUTS.get(eqn.primitive.name)
+    if layout is not None:
+      tree_param, split = layout
+      del params[tree_param]
+      operands = [_Operand(i) for i in range(len(eqn.invars))]
+      for slot, obj in split(eqn, operands):
+        out.extend(self._ref_access_slot(slot, obj, eqn, where))
+    for name in sorted(params):
+      if name in _SKIPPED_PARAMS:
+        continue
+      out.extend(self._param(name, params[name], where))
+    return out
+
+  def _param(self, name: str, value, where: str) -> list[dict]:
+    if value is None:
+      return [{"name": name, "kind": "NONE"}]
+    if isinstance(value, (bool, np.bool_)):
+      return [{"name": name, "kind": "BOOL", "b": bool(value)}]
+    if isinstance(value, enum.Enum):
+      return [{"name": name, "kind": "STRING", "s": value.name}]
+    if isinstance(value, (int, np.integer)):
+      return [{"name": name, "kind": "INT", "i": int(value)}]
+    if isinstance(value, (float, np.floating)):
+      return [{"name": name, "kind": "FLOAT", "f": float(value)}]
+    if isinstance(value, str):
+      return [{"name": name, "kind": "STRING", "s": value}]
+    if isinstance(value, np.dtype):
+      return [{"name": name, "kind": "DTYPE",
+               "dtype": _dtype_name(value, f"{where}: param {name}")}]
+    if _is_jaxpr(value):
+      return [{"name": name, "kind": "JAXPR", "jaxprs": [self.jaxpr(value, where=where)]}]
+    if _is_sharding(value):
+      return []
+    if isinstance(value, tuple):
+      if value and all(_is_jaxpr(v) for v in value):
+        return [{"name": name, "kind": "JAXPRS",
+                 "jaxprs": [self.jaxpr(v, where=where) for v in value]}]
+      if not hasattr(value, "_fields") and all(_is_int(v) for v in value):
+        return [{"name": name, "kind": "INTS", "ints": [int(v) for v in value]}]
+      keys = getattr(value, "_fields", None) or range(len(value))
+      return [p for key, v in zip(keys, value)
+              for p in self._param(f"{name}.{key}", v, where)]
+    raise ExportError(
+        f"{where}: param {name} = {value!r} ({type(value).__name__}) has no"
+        " interchange encoding")
+
+  def _ref_access_slot(self, slot: str, obj, eqn, where: str) -> list[dict]:
+    if obj is None:
+      return [{"name": f"{slot}_operand", "kind": "NONE"}]
+    if isinstance(obj, _Operand):
+      return [{"name": f"{slot}_operand", "kind": "INT", "i": obj.position}]
+    if isinstance(obj, state_types.TransformedRef) and isinstance(obj.ref, _Operand):
+      return [
+          {"name": f"{slot}_operand", "kind": "INT", "i": obj.ref.position},
+          self._indexers(f"{slot}_indexers", obj.transforms, eqn, where),
+      ]
+    if obj == () or _is_transform_tuple(obj):
+      return [self._indexers(slot, obj, eqn, where)]
+    raise ExportError(f"{where}: operand {slot} = {obj!r} cannot be exported")
+
+  def _indexers(self, name: str, transforms, eqn, where: str) -> dict:
+    indexers = []
+    for transform in transforms:
+      if not isinstance(transform, state_indexing.NDIndexer):
+        raise ExportError(
+            f"{where}: ref transform {type(transform).__name__} is not"
+            " supported (only indexing)")
+      indexers.append(
+          {"dims": [self._index_dim(i, eqn, where) for i in transform.indices]})
+    return {"name": name, "kind": "INDEXERS", "indexers": indexers}
+
+  def _index_dim(self, index, eqn, where: str) -> dict:
+    def scalar_operand(operand: _Operand, what: str) -> int:
+      aval = eqn.invars[operand.position].aval
+      if getattr(aval, "shape", None) != ():
+        raise ExportError(
+            f"{where}: {what} is an array of shape {aval.shape}; only scalar"
+            " indices and pl.ds slices are supported")
+      return operand.position
+
+    if isinstance(index, Slice):
+      if isinstance(index.size, _Operand):
+        raise ExportError(f"{where}: a slice with a dynamic size")
+      dim = {"kind": "SLICE", "size": int(index.size), "stride": int(index.stride)}
+      if isinstance(index.start, _Operand):
+        dim["start"] = 0
+        dim["start_operand"] = scalar_operand(index.start, "a slice start")
+      else:
+        dim["start"] = int(index.start)
+        dim["start_operand"] = -1
+      return dim
+    if isinstance(index, _Operand):
+      return {"kind": "INDEX", "start": 0,
+              "start_operand": scalar_operand(index, "an index"),
+              "size": 1, "stride": 1}
+    if _is_int(index):
+      return {"kind": "INDEX", "start": int(index), "start_operand": -1,
+              "size": 1, "stride": 1}
+    raise ExportError(f"{where}: index {index!r} is not supported")
+
+  # The pallas_call.
+
+  def kernel(self, eqn, name: str) -> dict:
+    params = eqn.params
+    where = f"pallas_call {name} at {_location(eqn.source_info)}"
+    grid_mapping = params["grid_mapping"]
+    kernel_jaxpr = params["jaxpr"]
+
+    if any(isinstance(a, state_types.AbstractRef)
+           for a in (v.aval for v in eqn.invars)):
+      raise ExportError(f"{where}: the kernel closes over Refs")
+    if grid_mapping.num_dynamic_grid_bounds:
+      raise ExportError(f"{where}: dynamic grid {grid_mapping.grid}")
+    if grid_mapping.vmapped_dims:
+      raise ExportError(f"{where}: a vmapped pallas_call")
+    if kernel_jaxpr.constvars:
+      raise ExportError(f"{where}: the kernel jaxpr has constants")
+    if params.get("mesh") is not None:
+      raise ExportError(f"{where}: a pallas_call with a mesh")
+
+    num_scratch = grid_mapping.num_scratch_operands
+    scratch_invars = kernel_jaxpr.invars[len(kernel_jaxpr.invars) - num_scratch:]
+    out = {
+        "version": INTERCHANGE_VERSION,
+        "name": name,
+        "jaxpr": self.jaxpr(kernel_jaxpr, where=where),
+        "grid": [int(d) for d in grid_mapping.grid],
+        "num_scalar_prefetch": grid_mapping.num_index_operands,
+        "in_types": [_type(v.aval, where) for v in eqn.invars],
+        "out_types": [_type(a, where) for a in params["out_avals"]],
+        "block_mappings": [
+            self._block_mapping(bm, where) for bm in grid_mapping.block_mappings
+        ],
+        "scratch_types": [_type(v.aval, where) for v in scratch_invars],
+        "input_output_aliases": [
+            {"input": int(i), "output": int(o)}
+            for i, o in params["input_output_aliases"]
+        ],
+        "dimension_semantics": _dimension_semantics(params["compiler_params"]),
+    }
+    frame = _user_frame(eqn.source_info)
+    if frame is not None:
+      out["source_file"] = _display_path(frame.file_name)
+      out["source_line"] = frame.start_line
+    return out
+
+  def _block_mapping(self, bm, where: str) -> dict:
+    where = f"{where}: block spec of {bm.origin}"
+    if bm.transforms:
+      raise ExportError(f"{where}: block transforms {bm.transforms}")
+    return {
+        "origin": bm.origin,
+        "array_type": _type(bm.array_aval, where),
+        "block_dims": [_block_dim(d, where) for d in bm.block_shape],
+        "memory_space": _memory_space_name(
+            bm.transformed_block_aval.memory_space, where),
+        "index_map": self.jaxpr(bm.index_map_jaxpr, where=f"{where}: index map"),
+    }
+
+
+def _block_dim(dim, where: str) -> dict:
+  if isinstance(dim, pallas_core.Blocked) and isinstance(dim.block_size, int):
+    return {"kind": "BLOCKED", "size": dim.block_size}
+  if isinstance(dim, pallas_core.Squeezed) or dim is None:
+    return {"kind": "SQUEEZED", "size": 1}
+  if isinstance(dim, pallas_core.Element) and tuple(dim.padding) == (0, 0):
+    return {"kind": "ELEMENT", "size": int(dim.block_size)}
+  raise ExportError(f"{where}: block dimension {dim} is not supported")
+
+
+def _dimension_semantics(compiler_params) -> list[str]:
+  if isinstance(compiler_params, dict):  # Older JAX: {"mosaic_tpu": ...}.
+    compiler_params = compiler_params.get("mosaic_tpu") or compiler_params.get(
+        "mosaic")
+  semantics = getattr(compiler_params, "dimension_semantics", None)
+  if isinstance(compiler_params, dict):
+    semantics = compiler_params.get("dimension_semantics")
+  if not semantics:
+    return []
+  return [s.value if isinstance(s, enum.Enum) else str(s) for s in semantics]
+
+
+# ---------------------------------------------------------------------------
+# Finding pallas_calls in the outer program
+# ---------------------------------------------------------------------------
+
+# Primitives whose sub-jaxpr is simply called with the equation's operands; a
+# pallas_call reached only through these runs once per call of the function,
+# so its operands and results can be captured by evaluation (with_io=True).
+_CALL_PRIMITIVES = frozenset({
+    "pjit", "jit", "closed_call", "core_call", "remat", "checkpoint",
+    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
+})
+
+
+def _sub_jaxprs(eqn):
+  """(param name, Jaxpr) for every sub-jaxpr held in the equation's params."""
+  for name, value in eqn.params.items():
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+      if isinstance(v, jax_core.ClosedJaxpr):
+        yield name, v.jaxpr
+      elif isinstance(v, jax_core.Jaxpr):
+        yield name, v
+
+
+@dataclasses.dataclass
+class _Found:
+  eqn: Any
+  only_through_calls: bool  # reached from the top through _CALL_PRIMITIVES
+
+
+def _find_pallas_calls(jaxpr, only_through_calls=True) -> list[_Found]:
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "pallas_call":
+      found.append(_Found(eqn, only_through_calls))
+      continue
+    is_call = eqn.primitive.name in _CALL_PRIMITIVES
+    for _, sub in _sub_jaxprs(eqn):
+      found.extend(_find_pallas_calls(sub, only_through_calls and is_call))
+  return found
+
+
+def _kernel_name(eqn) -> str:
+  name = eqn.params.get("name")
+  if not name:
+    debug_info = getattr(eqn.params["jaxpr"], "debug_info", None)
+    name = debug_info.func_name if debug_info is not None else "kernel"
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "kernel"
+
+
+# ---------------------------------------------------------------------------
+# Reference inputs and outputs (with_io=True)
+# ---------------------------------------------------------------------------
+
+
+def _run_under_interpret_mode(eqn, operands):
+  params = dict(eqn.params)
+  if not isinstance(params["interpret"], pltpu.InterpretParams):
+    params["interpret"] = pltpu.InterpretParams()
+  return pallas_call_lib.pallas_call_p.bind(*operands, **params)
+
+
+def _call_body_containing(eqn, target):
+  """The (jaxpr, consts) a call-like `eqn` runs, if `target` is inside it."""
+  if eqn.primitive.name not in _CALL_PRIMITIVES:
+    return None
+  for value in eqn.params.values():
+    if isinstance(value, jax_core.ClosedJaxpr):
+      jaxpr, consts = value.jaxpr, value.consts
+    elif isinstance(value, jax_core.Jaxpr):
+      jaxpr, consts = value, []
+    else:
+      continue
+    if any(f.eqn is target for f in _find_pallas_calls(jaxpr)):
+      return jaxpr, consts
+  return None
+
+
+def _evaluate_capturing(jaxpr, consts, args, target):
+  """Evaluates `jaxpr` like `jax.core.eval_jaxpr`, but runs `target` (a
+  pallas_call reached through call primitives) under TPU interpret mode.
+
+  Returns ((operands, results) of `target` or None, outputs of `jaxpr`)."""
+  env = {}
+  captured = None
+
+  def read(atom):
+    return atom.val if isinstance(atom, jax_core.Literal) else env[atom]
+
+  for v, x in zip(jaxpr.constvars, consts, strict=True):
+    env[v] = x
+  for v, x in zip(jaxpr.invars, args, strict=True):
+    env[v] = x
+  for eqn in jaxpr.eqns:
+    invals = [read(a) for a in eqn.invars]
+    body = None if captured else _call_body_containing(eqn, target)
+    if eqn is target:
+      outs = _run_under_interpret_mode(eqn, invals)
+      captured = (invals, outs)
+    elif body is not None:
+      captured, outs = _evaluate_capturing(*body, invals, target)
+    else:
+      bind_params = eqn.primitive.get_bind_params(eqn.params)
+      outs = eqn.primitive.bind(*invals, **bind_params)
+      if not eqn.primitive.multiple_results:
+        outs = [outs]
+    for v, x in zip(eqn.outvars, outs, strict=True):
+      if not isinstance(v, jax_core.DropVar):
+        env[v] = x
+  return captured, [read(a) for a in jaxpr.outvars]
+
+
+def _write_io(found: _Found, closed_jaxpr, flat_args, out_dir: pathlib.Path):
+  eqn = found.eqn
+  if not found.only_through_calls:
+    raise ExportError(
+        f"with_io: the pallas_call at {_location(eqn.source_info)} runs inside"
+        " a loop or a branch of the function; export it from a function that"
+        " calls it once")
+  captured, _ = _evaluate_capturing(
+      closed_jaxpr.jaxpr, closed_jaxpr.consts, flat_args, eqn)
+  operands, results = captured
+  paths = []
+  for prefix, values in (("input", operands), ("expected", results)):
+    for i, value in enumerate(values):
+      path = out_dir / f"{prefix}_{i}.npy"
+      np.save(path, np.asarray(value), allow_pickle=False)
+      paths.append(path)
+  return paths
+
+
+# ---------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------
+
+
+def _dumps(kernel: dict) -> str:
+  """Deterministic FlatBuffers JSON: keys sorted, small tables and scalar
+  lists on one line, non-finite floats spelled as flatc reads them."""
+  def scalar(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+      return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return json.dumps(value)
+
+  def fmt(value, indent: str) -> str:
+    inner = indent + " "
+    if isinstance(value, dict):
+      if not value:
+        return "{}"
+      flat = ", ".join(f"{json.dumps(k)}: {fmt(value[k], inner)}"
+                       for k in sorted(value))
+      if "\n" not in flat and len(flat) < 100:
+        return "{" + flat + "}"
+      items = [f"{inner}{json.dumps(k)}: {fmt(value[k], inner)}"
+               for k in sorted(value)]
+      return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list):
+      flat = ", ".join(fmt(v, inner) for v in value)
+      if all(not isinstance(v, (dict, list)) for v in value) or (
+          "\n" not in flat and len(flat) < 100):
+        return "[" + flat + "]"
+      items = [inner + fmt(v, inner) for v in value]
+      return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    return scalar(value)
+
+  return fmt(kernel, "") + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+
+
+def export_kernels(fn, *example_args, out_dir, name: str | None = None,
+                   with_io: bool = False) -> list[pathlib.Path]:
+  """Exports every pallas_call in `fn(*example_args)` to the interchange.
+
+  Traces `fn` with `jax.make_jaxpr` and writes one `<kernel name>.json` per
+  pallas_call found anywhere in the traced program (inside jit, custom_jvp /
+  custom_vjp calls, cond / while / scan bodies ...). The kernel name is the
+  pallas_call's `name=` or else its kernel function's name; `name` overrides
+  the file stem (Kernel.name keeps the kernel's own name). Duplicate stems get
+  a `_1`, `_2` ... suffix.
+
+  With `with_io=True`, `fn` must contain exactly one pallas_call, run once per
+  call of `fn` (i.e. not inside a loop or branch). Then `input_<i>.npy` is
+  written for each pallas_call operand (scalar prefetch operands first) and
+  `expected_<i>.npy` for each result. The expected results come from running
+  that pallas_call under JAX's TPU interpret mode: `fn` is evaluated equation
+  by equation, and the pallas_call is bound with `interpret=
+  pltpu.InterpretParams()` unless it already asks for TPU interpret mode (then
+  its own InterpretParams are kept). `fn` need not be written for interpret
+  mode.
+
+  Returns the paths written. Raises ExportError, naming the primitive and the
+  user's source line, for what the interchange cannot express.
+  """
+  out_dir = pathlib.Path(out_dir)
+  closed_jaxpr = jax.make_jaxpr(fn)(*example_args)
+  found = _find_pallas_calls(closed_jaxpr.jaxpr)
+  if not found:
+    raise ExportError(f"{getattr(fn, '__name__', fn)!r} has no pallas_call")
+  if with_io and len(found) != 1:
+    raise ExportError(
+        f"with_io=True needs exactly one pallas_call, found {len(found)}")
+
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths, used_stems = [], set()
+  for f in found:
+    kernel_name = _kernel_name(f.eqn)
+    stem = name or kernel_name
+    unique, n = stem, 0
+    while unique in used_stems:
+      n += 1
+      unique = f"{stem}_{n}"
+    used_stems.add(unique)
+    kernel = _KernelExporter().kernel(f.eqn, kernel_name)
+    path = out_dir / f"{unique}.json"
+    path.write_text(_dumps(kernel))
+    paths.append(path)
+
+  if with_io:
+    flat_args = jax.tree_util.tree_leaves(example_args)
+    paths.extend(_write_io(found[0], closed_jaxpr, flat_args, out_dir))
+  return paths

@@ -1,0 +1,364 @@
+// The `pallasvm` command: compile, run and disassemble kernels.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "compiler/compiler.h"
+#include "runtime/pallasvm.h"
+#include "tools/kernel_files.h"
+#include "tools/npy.h"
+#include "tools/output_check.h"
+#include "vm/interpreter.h"
+
+namespace pallasvm::tools {
+namespace {
+
+constexpr const char* kUsage = R"(pallasvm: run Pallas TPU kernels on the CPU
+
+usage: pallasvm <command> [options]
+
+commands:
+  compile   compile a kernel interchange (.json/.pvmk) to a module (.pvm)
+  run       run a kernel on .npy inputs, optionally check and time it
+  disasm    print a readable listing of a kernel's bytecode
+
+`pallasvm <command> --help` describes each command.
+)";
+
+constexpr const char* kCompileUsage = R"(usage: pallasvm compile KERNEL.json -o MODULE.pvm
+
+Compiles an exported pallas_call (kernel interchange, JSON or binary) to a
+bytecode module, for offline precompilation. The module can be given to
+`pallasvm run`, `pallasvm disasm` or the C++ API (pallasvm::Executable).
+
+options:
+  -o, --output PATH   where to write the module (required; never the input)
+)";
+
+constexpr const char* kRunUsage = R"(usage: pallasvm run KERNEL [INPUT.npy ...] [options]
+
+KERNEL is a module (.pvm), a kernel interchange (.json/.pvmk; compiled once
+and cached by content hash), or a fixture directory holding kernel.json,
+input_<i>.npy and expected_<i>.npy (then inputs and expected outputs are
+taken from it).
+
+options:
+  --expected PATH       an expected output .npy (repeat, one per output)
+  --check               compare the outputs with the expected ones and
+                        report the largest difference; exit 1 on mismatch
+  --atol X, --rtol Y    tolerance for float outputs (default: 1e-5 for f32,
+                        1e-2 for bf16); integers and bools compare exactly
+  -o, --output-dir DIR  write output_<i>.npy into DIR
+  --time                time the kernel: per call and per grid step
+  --min-time SECONDS    minimum total timing duration (default 1)
+  --uninitialized nan|zero
+                        fill value of fresh buffers and block padding
+                        (default nan: NaN for floats, max for integers)
+  --no-cache            compile without the module cache
+  --cache-dir DIR       module cache directory (default: $PALLASVM_CACHE_DIR,
+                        $XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm)
+)";
+
+constexpr const char* kDisasmUsage = R"(usage: pallasvm disasm KERNEL [--no-cache]
+
+Prints the kernel's grid, refs and block mappings, then every function's
+instructions with operands and the Python source line each came from.
+KERNEL is a module (.pvm) or a kernel interchange (.json/.pvmk).
+)";
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "pallasvm: error: %s\n", std::string(s.message()).c_str());
+  return 1;
+}
+
+int UsageError(const std::string& message, const char* usage) {
+  std::fprintf(stderr, "pallasvm: %s\n\n%s", message.c_str(), usage);
+  return 2;
+}
+
+bool IsHelp(const std::string& a) { return a == "-h" || a == "--help"; }
+
+int Compile(const std::vector<std::string>& args) {
+  std::string input, output;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (IsHelp(args[i])) {
+      std::fputs(kCompileUsage, stdout);
+      return 0;
+    } else if ((args[i] == "-o" || args[i] == "--output") &&
+               i + 1 < args.size()) {
+      output = args[++i];
+    } else if (!args[i].empty() && args[i][0] == '-') {
+      return UsageError("unknown option " + args[i], kCompileUsage);
+    } else if (input.empty()) {
+      input = args[i];
+    } else {
+      return UsageError("more than one input", kCompileUsage);
+    }
+  }
+  if (input.empty() || output.empty()) {
+    return UsageError("need a KERNEL and -o MODULE", kCompileUsage);
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(output, ec) &&
+      std::filesystem::equivalent(input, output, ec)) {
+    return UsageError("the output would overwrite the input", kCompileUsage);
+  }
+  absl::StatusOr<std::string> bytes = ReadFileBytes(input);
+  if (!bytes.ok()) return Fail(bytes.status());
+  absl::StatusOr<std::string> module = compiler::CompileInterchange(
+      *bytes, input, compiler::ContentHash(*bytes));
+  if (!module.ok()) return Fail(module.status());
+  const std::string tmp = output + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(module->data(), static_cast<std::streamsize>(module->size()));
+    if (!f) return Fail(absl::DataLossError("cannot write " + tmp));
+  }
+  std::filesystem::rename(tmp, output, ec);
+  if (ec) return Fail(absl::DataLossError("cannot write " + output));
+  std::printf("wrote %s (%zu bytes)\n", output.c_str(), module->size());
+  return 0;
+}
+
+std::string Describe(const runtime::Kernel& k) {
+  int64_t points = 1;
+  for (int64_t g : k.grid) points *= g;
+  std::vector<std::string> ins, outs;
+  for (const auto& t : k.in_types) ins.push_back(t.ToString());
+  for (const auto& t : k.out_types) outs.push_back(t.ToString());
+  return absl::StrFormat("kernel '%s': grid (%s) = %d points; (%s) -> (%s)",
+                         k.name, absl::StrJoin(k.grid, ", "), points,
+                         absl::StrJoin(ins, ", "), absl::StrJoin(outs, ", "));
+}
+
+int Run(const std::vector<std::string>& args) {
+  std::string kernel_arg, output_dir;
+  std::vector<std::string> inputs, expected;
+  bool check = false, time = false;
+  double min_time = 1.0;
+  std::optional<double> atol, rtol;
+  LoadOptions load;
+  RunOptions run_options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= args.size()) return false;
+      *out = args[++i];
+      return true;
+    };
+    std::string v;
+    if (IsHelp(a)) {
+      std::fputs(kRunUsage, stdout);
+      return 0;
+    } else if (a == "--check") {
+      check = true;
+    } else if (a == "--time") {
+      time = true;
+    } else if (a == "--no-cache") {
+      load.use_cache = false;
+    } else if (a == "--expected" && value(&v)) {
+      expected.push_back(v);
+    } else if ((a == "-o" || a == "--output-dir") && value(&v)) {
+      output_dir = v;
+    } else if (a == "--cache-dir" && value(&v)) {
+      load.cache_dir = v;
+    } else if (a == "--min-time" && value(&v)) {
+      if (!absl::SimpleAtod(v, &min_time)) {
+        return UsageError("bad --min-time " + v, kRunUsage);
+      }
+    } else if ((a == "--atol" || a == "--rtol") && value(&v)) {
+      double d;
+      if (!absl::SimpleAtod(v, &d)) return UsageError("bad " + a, kRunUsage);
+      (a == "--atol" ? atol : rtol) = d;
+    } else if (a == "--uninitialized" && value(&v)) {
+      if (v == "nan") {
+        run_options.uninitialized_memory = UninitializedMemory::kNaN;
+      } else if (v == "zero") {
+        run_options.uninitialized_memory = UninitializedMemory::kZero;
+      } else {
+        return UsageError("--uninitialized takes nan or zero", kRunUsage);
+      }
+    } else if (!a.empty() && a[0] == '-') {
+      return UsageError("unknown or incomplete option " + a, kRunUsage);
+    } else if (kernel_arg.empty()) {
+      kernel_arg = a;
+    } else {
+      inputs.push_back(a);
+    }
+  }
+  if (kernel_arg.empty()) return UsageError("need a KERNEL", kRunUsage);
+  std::string kernel_path = kernel_arg;
+  if (std::filesystem::is_directory(kernel_arg)) {
+    absl::StatusOr<Fixture> f = FindFixture(kernel_arg);
+    if (!f.ok()) return Fail(f.status());
+    kernel_path = f->kernel_path;
+    if (inputs.empty()) inputs = f->inputs;
+    if (expected.empty()) expected = f->expected;
+  }
+  if (check && expected.empty()) {
+    return UsageError("--check needs expected outputs (--expected or a "
+                      "fixture directory)", kRunUsage);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      LoadExecutable(kernel_path, load);
+  if (!exe.ok()) return Fail(exe.status());
+  const double load_ms = std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - t0)
+                             .count();
+  const runtime::Kernel& k = (*exe)->kernel();
+  std::printf("%s\n", Describe(k).c_str());
+  std::printf("loaded in %.1f ms\n", load_ms);
+
+  absl::StatusOr<std::vector<NpyArray>> in = ReadInputs(k, inputs);
+  if (!in.ok()) return Fail(in.status());
+  std::vector<Array> in_arrays, out_arrays;
+  for (NpyArray& a : *in) {
+    in_arrays.push_back(Array{*a.dtype, a.shape, a.data.data()});
+  }
+  std::vector<std::vector<uint8_t>> out_data;
+  for (const auto& t : k.out_types) {
+    out_data.emplace_back(std::max<int64_t>(t.bytes(), 1));
+  }
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    out_arrays.push_back(
+        Array{k.out_types[j].dtype, k.out_types[j].shape, out_data[j].data()});
+  }
+  if (absl::Status s = (*exe)->Run(in_arrays, out_arrays, run_options);
+      !s.ok()) {
+    return Fail(s);
+  }
+  int status = 0;
+  if (!expected.empty()) {
+    absl::StatusOr<std::vector<NpyArray>> ex = ReadExpected(k, expected);
+    if (!ex.ok()) return Fail(ex.status());
+    for (size_t j = 0; j < ex->size(); ++j) {
+      const auto& t = k.out_types[j];
+      Tolerance tol = DefaultTolerance(t.dtype);
+      if (atol) tol.atol = *atol;
+      if (rtol) tol.rtol = *rtol;
+      CheckResult r = CompareArrays(t.dtype, out_data[j].data(),
+                                    (*ex)[j].data.data(), t.num_elements(), tol);
+      const bool ok = r.ok();
+      std::printf("check output %zu %s against %s: %s (%s; atol %g, rtol %g)\n",
+                  j, t.ToString().c_str(), expected[j].c_str(),
+                  ok ? "MATCH" : "MISMATCH", r.Summary().c_str(), tol.atol,
+                  tol.rtol);
+      if (check && !ok) status = 1;
+    }
+  }
+  if (!output_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(output_dir, ec);
+    for (size_t j = 0; j < k.out_types.size(); ++j) {
+      std::string path = absl::StrCat(output_dir, "/output_", j, ".npy");
+      if (absl::Status s = WriteNpy(path, k.out_types[j].dtype,
+                                    k.out_types[j].shape, out_data[j].data());
+          !s.ok()) {
+        return Fail(s);
+      }
+      std::printf("wrote %s\n", path.c_str());
+    }
+  }
+  if (time) {
+    int64_t points = 1;
+    for (int64_t g : k.grid) points *= g;
+    // Batches of calls until min_time has passed; the median batch is
+    // reported, which is robust to a noisy shared machine.
+    using Clock = std::chrono::steady_clock;
+    int64_t batch = 1;
+    while (true) {
+      auto s = Clock::now();
+      for (int64_t r = 0; r < batch; ++r) {
+        (void)(*exe)->Run(in_arrays, out_arrays, run_options);
+      }
+      double secs = std::chrono::duration<double>(Clock::now() - s).count();
+      if (secs > min_time / 20 || batch > (int64_t{1} << 30)) break;
+      batch *= 2;
+    }
+    std::vector<double> per_call;
+    const auto start = Clock::now();
+    while (per_call.size() < 5 ||
+           std::chrono::duration<double>(Clock::now() - start).count() <
+               min_time) {
+      auto s = Clock::now();
+      for (int64_t r = 0; r < batch; ++r) {
+        (void)(*exe)->Run(in_arrays, out_arrays, run_options);
+      }
+      per_call.push_back(
+          std::chrono::duration<double>(Clock::now() - s).count() / batch);
+    }
+    std::sort(per_call.begin(), per_call.end());
+    const double median = per_call[per_call.size() / 2];
+    std::printf(
+        "time: %.3f us per call, %.4f us per grid step (%lld grid steps; "
+        "median of %zu batches of %lld calls)\n",
+        median * 1e6, median * 1e6 / points, static_cast<long long>(points),
+        per_call.size(), static_cast<long long>(batch));
+  }
+  return status;
+}
+
+int Disasm(const std::vector<std::string>& args) {
+  std::string kernel;
+  LoadOptions load;
+  for (const std::string& a : args) {
+    if (IsHelp(a)) {
+      std::fputs(kDisasmUsage, stdout);
+      return 0;
+    } else if (a == "--no-cache") {
+      load.use_cache = false;
+    } else if (!a.empty() && a[0] == '-') {
+      return UsageError("unknown option " + a, kDisasmUsage);
+    } else if (kernel.empty()) {
+      kernel = a;
+    } else {
+      return UsageError("more than one kernel", kDisasmUsage);
+    }
+  }
+  if (kernel.empty()) return UsageError("need a KERNEL", kDisasmUsage);
+  if (std::filesystem::is_directory(kernel)) kernel += "/kernel.json";
+  absl::StatusOr<std::unique_ptr<Executable>> exe = LoadExecutable(kernel, load);
+  if (!exe.ok()) return Fail(exe.status());
+  const runtime::Kernel& k = (*exe)->kernel();
+  std::printf("%s\n", Describe(k).c_str());
+  static const char* kKinds[] = {"scalar prefetch", "input block",
+                                 "output block", "scratch"};
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    const runtime::RefSpec& ref = k.refs[r];
+    std::printf("ref %zu: %s %s in %s\n", r, kKinds[static_cast<int>(ref.kind)],
+                ref.type.ToString().c_str(),
+                ref.memory_space == runtime::MemorySpace::SMEM ? "SMEM"
+                                                               : "VMEM");
+  }
+  std::printf("frame: %u bytes (%zu bytes of constants)\n\n",
+              k.program.frame_size, k.program.constants.size());
+  std::fputs(vm::Disassemble(k.program).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pallasvm::tools
+
+int main(int argc, char** argv) {
+  using namespace pallasvm::tools;
+  if (argc < 2 || IsHelp(argv[1]) || std::string(argv[1]) == "help") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "compile") return Compile(args);
+  if (command == "run") return Run(args);
+  if (command == "disasm") return Disasm(args);
+  return UsageError("unknown command '" + command + "'", kUsage);
+}

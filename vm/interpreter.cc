@@ -1,0 +1,419 @@
+// The dispatch loop: one function, Execute, with one case per opcode.
+//
+// Cases for the opcode families (binary, unary, conversions) are generated
+// from vm/opcodes.def with the same X-macros that generate the enum; the
+// other cases are written by hand, each with a comment saying what it does.
+// Operands are frame byte offsets, so an operand is `frame + offset`; the
+// verifier has checked every offset, descriptor index and jump target, and
+// the loop checks only what it cannot know: dynamic ref-access starts and
+// the grid axis of PROGRAM_ID / NUM_PROGRAMS.
+//
+// Dispatch is by computed goto (GCC and Clang's `&&label`): each case ends
+// in its own indirect jump, which predicts better than the single jump of a
+// switch. Define PALLASVM_SWITCH_DISPATCH=1 to build the switch instead.
+// Scalar forms (_SS, _S, MOV, jumps, PROGRAM_ID) are inline in the loop;
+// block forms call the kernels in vm/kernels/.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "vm/interpreter.h"
+#include "vm/kernels/access.h"
+#include "vm/kernels/convert.h"
+#include "vm/kernels/dot.h"
+#include "vm/kernels/elementwise.h"
+#include "vm/kernels/layout.h"
+#include "vm/kernels/reduce.h"
+#include "vm/kernels/storage.h"
+
+#if !defined(PALLASVM_SWITCH_DISPATCH)
+#if defined(__GNUC__)
+#define PALLASVM_SWITCH_DISPATCH 0
+#else
+#define PALLASVM_SWITCH_DISPATCH 1
+#endif
+#endif
+
+namespace pallasvm::vm {
+namespace {
+
+// "get (kernel.py:42 in my_kernel)", or "pc 12" without debug info.
+std::string SourceOf(const Program& program, size_t pc) {
+  if (program.debug_index.empty()) return absl::StrCat("pc ", pc);
+  const SourceLoc& loc = program.debug_locs[program.debug_index[pc]];
+  if (loc.file.empty()) return absl::StrCat(loc.primitive, " (pc ", pc, ")");
+  return absl::StrCat(loc.primitive, " (", loc.file, ":", loc.line,
+                      loc.function.empty() ? "" : " in ", loc.function, ")");
+}
+
+[[gnu::cold, gnu::noinline]] absl::Status AccessError(
+    const Program& program, const Instr* ip, const kernels::AccessFault& fault,
+    bool is_write) {
+  const size_t pc = ip - program.code.data();
+  return absl::OutOfRangeError(absl::StrCat(
+      kernels::DescribeAccessFault(program.accesses[ip->d], fault, is_write),
+      " at ", SourceOf(program, pc)));
+}
+
+[[gnu::cold, gnu::noinline]] absl::Status GridAxisError(
+    const Program& program, const Instr* ip, int32_t grid_rank) {
+  const size_t pc = ip - program.code.data();
+  return absl::InvalidArgumentError(
+      absl::StrCat(std::string(Info(ip->op).name), " asks for grid axis ", ip->b,
+                   " but the grid has rank ", grid_rank, " at ",
+                   SourceOf(program, pc)));
+}
+
+}  // namespace
+
+void InitFrame(const Program& program, uint8_t* frame) {
+  if (!program.constants.empty()) {
+    std::memcpy(frame, program.constants.data(), program.constants.size());
+  }
+}
+
+absl::Status Execute(const Program& program, int function,
+                     const ExecContext& ctx) {
+  if (function < 0 || function >= static_cast<int>(program.functions.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no function ", function, " in a program of ",
+                     program.functions.size()));
+  }
+  uint8_t* const frame = ctx.frame;
+  const Instr* const code = program.code.data();
+  const LayoutDesc* const layouts = program.layouts.data();
+  const AccessDesc* const accesses = program.accesses.data();
+  const Instr* ip = code + program.functions[function].entry_pc;
+  kernels::ResolvedAccess region;
+  kernels::AccessFault fault;
+
+// Frame operands: a typed pointer to a block, or a scalar's value.
+#define VM_PTR(DT, off) reinterpret_cast<Storage<DType::DT>*>(frame + (off))
+#define VM_CPTR(DT, off) \
+  reinterpret_cast<const Storage<DType::DT>*>(frame + (off))
+#define VM_GET(DT, off) LoadScalar<Storage<DType::DT>>(frame + (off))
+#define VM_SET(DT, off, v) StoreScalar<Storage<DType::DT>>(frame + (off), (v))
+// The base pointer of an access: a ref table entry or a frame value.
+#define VM_ACCESS_BASE(acc) \
+  ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] : frame + (acc).base)
+
+#if PALLASVM_SWITCH_DISPATCH
+#define VM_CASE(OP) case Op::OP:
+#define VM_DISPATCH() goto vm_dispatch
+#else
+#define VM_CASE(OP) L_##OP:
+#define VM_DISPATCH() goto* kLabels[static_cast<int>(ip->op)]
+  static const void* const kLabels[] = {
+#define VM_LABEL_BINARY(NAME, IN, OUT, F, S)                  \
+  &&L_##NAME##_##IN##_VV, &&L_##NAME##_##IN##_VS, &&L_##NAME##_##IN##_SV, \
+      &&L_##NAME##_##IN##_SS,
+      PALLASVM_BINARY_OPS(VM_LABEL_BINARY)
+#undef VM_LABEL_BINARY
+#define VM_LABEL_UNARY(NAME, IN, OUT, F, S) \
+  &&L_##NAME##_##IN##_V, &&L_##NAME##_##IN##_S,
+          PALLASVM_UNARY_OPS(VM_LABEL_UNARY)
+#undef VM_LABEL_UNARY
+#define VM_LABEL_CVT(FROM, TO) \
+  &&L_CVT_##FROM##_##TO##_V, &&L_CVT_##FROM##_##TO##_S,
+#define VM_LABEL_CVT_FROM(FROM) PALLASVM_DTYPE_NAMES_INNER(VM_LABEL_CVT, FROM)
+              PALLASVM_DTYPE_NAMES_OUTER(VM_LABEL_CVT_FROM)
+#undef VM_LABEL_CVT_FROM
+#undef VM_LABEL_CVT
+#define VM_LABEL_OTHER(NAME, FMT, IN, OUT, S) &&L_##NAME,
+                  PALLASVM_OTHER_OPS(VM_LABEL_OTHER)
+#undef VM_LABEL_OTHER
+  };
+  static_assert(sizeof(kLabels) / sizeof(kLabels[0]) == kNumOps,
+                "/* ORDER OP */ the label table follows vm/opcodes.def");
+#endif
+#define VM_NEXT() \
+  do {            \
+    ++ip;         \
+    VM_DISPATCH(); \
+  } while (0)
+#define VM_JUMP(target)     \
+  do {                      \
+    ip = code + (target);   \
+    VM_DISPATCH();          \
+  } while (0)
+
+#if PALLASVM_SWITCH_DISPATCH
+vm_dispatch:
+  switch (ip->op) {
+#else
+  VM_DISPATCH();
+  {
+#endif
+
+// ------------------------------------------------ generated: binary ops
+// _VV / _VS / _SV call the block loops; _SS is one functor call, inline.
+#define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                  \
+  VM_CASE(NAME##_##IN##_VV) {                                                 \
+    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),     \
+                                  VM_CPTR(IN, ip->c), ip->n);                 \
+    VM_NEXT();                                                                \
+  }                                                                           \
+  VM_CASE(NAME##_##IN##_VS) {                                                 \
+    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),     \
+                                  VM_GET(IN, ip->c), ip->n);                  \
+    VM_NEXT();                                                                \
+  }                                                                           \
+  VM_CASE(NAME##_##IN##_SV) {                                                 \
+    kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),      \
+                                  VM_CPTR(IN, ip->c), ip->n);                 \
+    VM_NEXT();                                                                \
+  }                                                                           \
+  VM_CASE(NAME##_##IN##_SS) {                                                 \
+    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b), VM_GET(IN, ip->c)));   \
+    VM_NEXT();                                                                \
+  }
+    PALLASVM_BINARY_OPS(VM_BINARY_CASES)
+#undef VM_BINARY_CASES
+
+// ------------------------------------------------- generated: unary ops
+#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                                 \
+  VM_CASE(NAME##_##IN##_V) {                                                \
+    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),     \
+                                ip->n);                                     \
+    VM_NEXT();                                                              \
+  }                                                                         \
+  VM_CASE(NAME##_##IN##_S) {                                                \
+    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                    \
+    VM_NEXT();                                                              \
+  }
+    PALLASVM_UNARY_OPS(VM_UNARY_CASES)
+#undef VM_UNARY_CASES
+
+// ------------------------------------------------ generated: conversions
+#define VM_CVT_CASES(FROM, TO)                                                \
+  VM_CASE(CVT_##FROM##_##TO##_V) {                                            \
+    kernels::ConvertV<DType::FROM, DType::TO>(VM_PTR(TO, ip->a),              \
+                                              VM_CPTR(FROM, ip->b), ip->n);   \
+    VM_NEXT();                                                                \
+  }                                                                           \
+  VM_CASE(CVT_##FROM##_##TO##_S) {                                            \
+    VM_SET(TO, ip->a,                                                         \
+           (kernels::Convert<DType::FROM, DType::TO>(VM_GET(FROM, ip->b))));  \
+    VM_NEXT();                                                                \
+  }
+#define VM_CVT_FROM(FROM) PALLASVM_DTYPE_NAMES_INNER(VM_CVT_CASES, FROM)
+    PALLASVM_DTYPE_NAMES_OUTER(VM_CVT_FROM)
+#undef VM_CVT_FROM
+#undef VM_CVT_CASES
+
+    // ------------------------------------------------ data movement
+
+    // COPY: n bytes; memmove, so any overlap is fine.
+    VM_CASE(COPY) {
+      std::memmove(frame + ip->a, frame + ip->b, ip->n);
+      VM_NEXT();
+    }
+    // MOV_Bw: one element of w bytes (a scalar register move).
+    VM_CASE(MOV_B1) {
+      VM_SET(U8, ip->a, VM_GET(U8, ip->b));
+      VM_NEXT();
+    }
+    VM_CASE(MOV_B2) {
+      VM_SET(U16, ip->a, VM_GET(U16, ip->b));
+      VM_NEXT();
+    }
+    VM_CASE(MOV_B4) {
+      VM_SET(U32, ip->a, VM_GET(U32, ip->b));
+      VM_NEXT();
+    }
+    // FILL_Bw: broadcast the w-byte scalar at b over n elements at a. The
+    // value is read first, so it may live inside the destination.
+    VM_CASE(FILL_B1) {
+      std::memset(frame + ip->a, VM_GET(U8, ip->b), ip->n);
+      VM_NEXT();
+    }
+    VM_CASE(FILL_B2) {
+      const uint16_t v = VM_GET(U16, ip->b);
+      std::fill_n(VM_PTR(U16, ip->a), ip->n, v);
+      VM_NEXT();
+    }
+    VM_CASE(FILL_B4) {
+      const uint32_t v = VM_GET(U32, ip->b);
+      std::fill_n(VM_PTR(U32, ip->a), ip->n, v);
+      VM_NEXT();
+    }
+    // SELECT_Bw: a[i] := b[i] ? d[i] : c[i], elements of w bytes.
+    VM_CASE(SELECT_B1) {
+      kernels::SelectV(VM_PTR(U8, ip->a), VM_CPTR(PRED, ip->b),
+                       VM_CPTR(U8, ip->c), VM_CPTR(U8, ip->d), ip->n);
+      VM_NEXT();
+    }
+    VM_CASE(SELECT_B2) {
+      kernels::SelectV(VM_PTR(U16, ip->a), VM_CPTR(PRED, ip->b),
+                       VM_CPTR(U16, ip->c), VM_CPTR(U16, ip->d), ip->n);
+      VM_NEXT();
+    }
+    VM_CASE(SELECT_B4) {
+      kernels::SelectV(VM_PTR(U32, ip->a), VM_CPTR(PRED, ip->b),
+                       VM_CPTR(U32, ip->c), VM_CPTR(U32, ip->d), ip->n);
+      VM_NEXT();
+    }
+    // STRIDED_COPY: a := dense copy of the view layouts[d] of the value at b
+    // (broadcast, transpose, slice, reverse).
+    VM_CASE(STRIDED_COPY) {
+      kernels::StridedCopy(frame + ip->a, frame + ip->b, layouts[ip->d]);
+      VM_NEXT();
+    }
+    // IOTA_S32: a[idx] := idx[aux] over the shape of layouts[d].
+    VM_CASE(IOTA_S32) {
+      kernels::IotaS32(VM_PTR(S32, ip->a), layouts[ip->d], ip->aux);
+      VM_NEXT();
+    }
+
+    // ------------------------------------------------ ref accesses
+    // Each resolves the starts of accesses[d] (reading dynamic ones from the
+    // frame), fails with OutOfRange naming the source line if the region
+    // leaves its buffer, then copies.
+
+    // LOAD: a := dense copy of the region.
+    VM_CASE(LOAD) {
+      const AccessDesc& acc = accesses[ip->d];
+      if (!kernels::ResolveAccess(acc, frame, &region, &fault)) {
+        return AccessError(program, ip, fault, /*is_write=*/false);
+      }
+      kernels::LoadRegion(frame + ip->a, VM_ACCESS_BASE(acc), region,
+                          acc.elem_size);
+      VM_NEXT();
+    }
+    // STORE: region := dense value at b.
+    VM_CASE(STORE) {
+      const AccessDesc& acc = accesses[ip->d];
+      if (!kernels::ResolveAccess(acc, frame, &region, &fault)) {
+        return AccessError(program, ip, fault, /*is_write=*/true);
+      }
+      kernels::StoreRegion(VM_ACCESS_BASE(acc), frame + ip->b, region,
+                           acc.elem_size);
+      VM_NEXT();
+    }
+    // ADDUPDATE_T: region += dense value at b, in T's arithmetic.
+#define VM_ADDUPDATE_CASE(DT)                                              \
+  VM_CASE(ADDUPDATE_##DT) {                                                \
+    const AccessDesc& acc = accesses[ip->d];                               \
+    if (!kernels::ResolveAccess(acc, frame, &region, &fault)) {            \
+      return AccessError(program, ip, fault, /*is_write=*/true);           \
+    }                                                                      \
+    kernels::AddUpdateRegion<DType::DT>(VM_ACCESS_BASE(acc),               \
+                                        frame + ip->b, region);            \
+    VM_NEXT();                                                             \
+  }
+    VM_ADDUPDATE_CASE(F32)
+    VM_ADDUPDATE_CASE(S32)
+    VM_ADDUPDATE_CASE(U32)
+    VM_ADDUPDATE_CASE(BF16)
+#undef VM_ADDUPDATE_CASE
+
+    // ------------------------------------------------ reductions
+    // REDUCE_OP_T: the value at b viewed as [c, d, n]; a[o, i] := OP over r,
+    // starting from OP's identity.
+#define VM_REDUCE_CASE(NAME, DT, F, INIT)                                   \
+  VM_CASE(NAME##_##DT) {                                                    \
+    kernels::Reduce<kernels::F>(VM_PTR(DT, ip->a), VM_CPTR(DT, ip->b),      \
+                                ip->c, ip->d, ip->n,                        \
+                                static_cast<Storage<DType::DT>>(INIT));     \
+    VM_NEXT();                                                              \
+  }
+    VM_REDUCE_CASE(REDUCE_SUM, F32, Add, 0.f)
+    VM_REDUCE_CASE(REDUCE_MAX, F32, Max, -std::numeric_limits<float>::infinity())
+    VM_REDUCE_CASE(REDUCE_MIN, F32, Min, std::numeric_limits<float>::infinity())
+    VM_REDUCE_CASE(REDUCE_SUM, S32, Add, 0)
+    VM_REDUCE_CASE(REDUCE_MAX, S32, Max, std::numeric_limits<int32_t>::min())
+    VM_REDUCE_CASE(REDUCE_MIN, S32, Min, std::numeric_limits<int32_t>::max())
+    VM_REDUCE_CASE(REDUCE_SUM, U32, Add, 0u)
+    VM_REDUCE_CASE(REDUCE_MAX, U32, Max, 0u)
+    VM_REDUCE_CASE(REDUCE_MIN, U32, Min, std::numeric_limits<uint32_t>::max())
+    VM_REDUCE_CASE(REDUCE_AND, PRED, And, 1)
+    VM_REDUCE_CASE(REDUCE_OR, PRED, Or, 0)
+#undef VM_REDUCE_CASE
+    // ARGMAX_T / ARGMIN_T: a[o, i] := the first r that is largest /
+    // smallest (a NaN beats everything), as S32.
+#define VM_ARG_CASE(NAME, DT, IS_MAX)                                       \
+  VM_CASE(NAME##_##DT) {                                                    \
+    kernels::ArgReduce<IS_MAX>(VM_PTR(S32, ip->a), VM_CPTR(DT, ip->b),      \
+                               ip->c, ip->d, ip->n);                        \
+    VM_NEXT();                                                              \
+  }
+    VM_ARG_CASE(ARGMAX, F32, true)
+    VM_ARG_CASE(ARGMIN, F32, false)
+    VM_ARG_CASE(ARGMAX, S32, true)
+    VM_ARG_CASE(ARGMIN, S32, false)
+#undef VM_ARG_CASE
+
+    // ------------------------------------------------ matrix multiply
+    // DOT_T: a[M,N] := b[M,K] @ c[K,N] with {M, K, N} = layouts[d].shape.
+    VM_CASE(DOT_F32) {
+      const LayoutDesc& mkn = layouts[ip->d];
+      kernels::DotF32(VM_PTR(F32, ip->a), VM_CPTR(F32, ip->b),
+                      VM_CPTR(F32, ip->c), mkn.shape[0], mkn.shape[1],
+                      mkn.shape[2]);
+      VM_NEXT();
+    }
+    VM_CASE(DOT_S32) {
+      const LayoutDesc& mkn = layouts[ip->d];
+      kernels::DotS32(VM_PTR(S32, ip->a), VM_CPTR(S32, ip->b),
+                      VM_CPTR(S32, ip->c), mkn.shape[0], mkn.shape[1],
+                      mkn.shape[2]);
+      VM_NEXT();
+    }
+
+    // ------------------------------------------------ grid queries
+    // PROGRAM_ID: a := this grid point's index along axis b.
+    VM_CASE(PROGRAM_ID) {
+      if (static_cast<int64_t>(ip->b) >= ctx.grid_rank) {
+        return GridAxisError(program, ip, ctx.grid_rank);
+      }
+      VM_SET(S32, ip->a, ctx.program_ids[ip->b]);
+      VM_NEXT();
+    }
+    // NUM_PROGRAMS: a := the grid's size along axis b.
+    VM_CASE(NUM_PROGRAMS) {
+      if (static_cast<int64_t>(ip->b) >= ctx.grid_rank) {
+        return GridAxisError(program, ip, ctx.grid_rank);
+      }
+      VM_SET(S32, ip->a, ctx.num_programs[ip->b]);
+      VM_NEXT();
+    }
+
+    // ------------------------------------------------ control flow
+    // JUMP: pc := a.
+    VM_CASE(JUMP) { VM_JUMP(ip->a); }
+    // JUMP_IF_FALSE: if the PRED at a is false, pc := b.
+    VM_CASE(JUMP_IF_FALSE) {
+      if (frame[ip->a] == 0) VM_JUMP(ip->b);
+      VM_NEXT();
+    }
+    // JUMP_IF_TRUE: if the PRED at a is true, pc := b.
+    VM_CASE(JUMP_IF_TRUE) {
+      if (frame[ip->a] != 0) VM_JUMP(ip->b);
+      VM_NEXT();
+    }
+    // RETURN: the function is done; its results are in its result slots.
+    VM_CASE(RETURN) { return absl::OkStatus(); }
+
+#if PALLASVM_SWITCH_DISPATCH
+    case Op::kNumOps:
+      break;
+#endif
+  }
+  // Unreachable for a verified program: every path ends in RETURN.
+  return absl::InternalError("fell out of the dispatch loop");
+
+#undef VM_PTR
+#undef VM_CPTR
+#undef VM_GET
+#undef VM_SET
+#undef VM_ACCESS_BASE
+#undef VM_CASE
+#undef VM_DISPATCH
+#undef VM_NEXT
+#undef VM_JUMP
+}
+
+}  // namespace pallasvm::vm

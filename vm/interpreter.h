@@ -1,0 +1,42 @@
+// The dispatch loop: runs one function of a verified Program against a
+// frame and a ref table. It allocates nothing and never checks what the
+// verifier has already checked (operand ranges, jump targets, descriptor
+// indices); it does check what only run time knows: dynamic starts of ref
+// accesses, which are bounds-checked once per access.
+#ifndef PALLASVM_VM_INTERPRETER_H_
+#define PALLASVM_VM_INTERPRETER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "vm/program.h"
+
+namespace pallasvm::vm {
+
+struct ExecContext {
+  uint8_t* frame = nullptr;       // Program::frame_size bytes, 64-aligned
+  uint8_t* const* refs = nullptr; // Program::num_refs base pointers
+  const int32_t* program_ids = nullptr;   // one per grid axis
+  const int32_t* num_programs = nullptr;  // one per grid axis
+  int32_t grid_rank = 0;
+};
+
+// Copies the program's constants into the frame's constant region. Done
+// once per frame, not per call: nothing writes there.
+void InitFrame(const Program& program, uint8_t* frame);
+
+// Runs program.functions[function] to its RETURN. A failing access returns
+// an OutOfRange error naming the equation and its source line.
+absl::Status Execute(const Program& program, int function,
+                     const ExecContext& ctx);
+
+// Checks every instruction's operands against the program's frame size,
+// descriptor tables, code size and the op's dtypes. Run once, at load.
+absl::Status Verify(const Program& program);
+
+// A readable listing: one instruction per line with operands and source.
+std::string Disassemble(const Program& program);
+
+}  // namespace pallasvm::vm
+
+#endif  // PALLASVM_VM_INTERPRETER_H_

@@ -1,0 +1,29 @@
+// Matrix multiply kernels (DOT_F32, DOT_S32): C[M,N] := A[M,K] @ B[K,N],
+// all row-major and dense. C must not overlap A or B (the verifier
+// enforces it).
+//
+// DOT_F32 is a packed, register-blocked GEMM in the BLIS style: B is
+// packed into panels of kDotNr columns and A into panels of kDotMr rows for
+// each block of kDotKc steps of k, and a micro-kernel keeps a kDotMr x kDotNr
+// tile of C in SIMD registers, broadcasting one element of A against the
+// B vectors per step. Every C element is accumulated with fused
+// multiply-adds in increasing k order (partial sums between k blocks are
+// stored and reloaded exactly), so the result does not depend on the
+// blocking. Packing buffers are per thread, allocated on first use.
+#ifndef PALLASVM_VM_KERNELS_DOT_H_
+#define PALLASVM_VM_KERNELS_DOT_H_
+
+#include <cstdint>
+
+namespace pallasvm::vm::kernels {
+
+void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
+            int64_t n);
+
+// Wrapping int32 arithmetic.
+void DotS32(int32_t* c, const int32_t* a, const int32_t* b, int64_t m,
+            int64_t k, int64_t n);
+
+}  // namespace pallasvm::vm::kernels
+
+#endif  // PALLASVM_VM_KERNELS_DOT_H_

@@ -1,0 +1,92 @@
+// The opcode enum and the per-opcode property table, both generated from
+// vm/opcodes.def. Nothing else lists opcodes.
+#ifndef PALLASVM_VM_OPCODES_H_
+#define PALLASVM_VM_OPCODES_H_
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "vm/dtype.h"
+#include "vm/opcodes.def"
+
+namespace pallasvm::vm {
+
+// What each operand of an instruction is; the verifier's rules and the
+// disassembler's layout are per format.
+enum class Format : uint8_t {
+  BINARY_VV,     // a: dst[n] OUT, b: lhs[n] IN, c: rhs[n] IN
+  BINARY_VS,     // a: dst[n], b: lhs[n], c: rhs[1]
+  BINARY_SV,     // a: dst[n], b: lhs[1], c: rhs[n]
+  BINARY_SS,     // a: dst[1], b: lhs[1], c: rhs[1]
+  UNARY_V,       // a: dst[n] OUT, b: src[n] IN
+  UNARY_S,       // a: dst[1], b: src[1]
+  COPY,          // a: dst, b: src, n bytes
+  MOV,           // a: dst, b: src, one element of the opcode's width
+  FILL,          // a: dst[n], b: value[1]
+  SELECT,        // a: dst[n], b: pred[n] PRED, c: on_false[n], d: on_true[n]
+  LAYOUT,        // a: dst, b: src (STRIDED_COPY), d: layout descriptor
+  ACCESS_LOAD,   // a: dst, d: access descriptor
+  ACCESS_STORE,  // b: src, d: access descriptor
+  REDUCE,        // a: dst[c*n] OUT, b: src[c*d*n] IN
+  DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N}
+  GRID,          // a: dst[1] S32, b: grid axis
+  JUMP,          // a: target pc
+  BRANCH,        // a: cond[1] PRED, b: target pc
+  NONE,
+};
+
+#define PALLASVM_DT_NONE -1
+#define PALLASVM_DT_PRED 0
+#define PALLASVM_DT_S32 static_cast<int>(DType::S32)
+#define PALLASVM_DT_U32 static_cast<int>(DType::U32)
+#define PALLASVM_DT_F32 static_cast<int>(DType::F32)
+#define PALLASVM_DT_BF16 static_cast<int>(DType::BF16)
+
+enum class Op : uint16_t {
+#define PALLASVM_OP_BINARY_ENUM(NAME, IN, OUT, F, S) \
+  NAME##_##IN##_VV, NAME##_##IN##_VS, NAME##_##IN##_SV, NAME##_##IN##_SS,
+  PALLASVM_BINARY_OPS(PALLASVM_OP_BINARY_ENUM)
+#undef PALLASVM_OP_BINARY_ENUM
+#define PALLASVM_OP_UNARY_ENUM(NAME, IN, OUT, F, S) \
+  NAME##_##IN##_V, NAME##_##IN##_S,
+  PALLASVM_UNARY_OPS(PALLASVM_OP_UNARY_ENUM)
+#undef PALLASVM_OP_UNARY_ENUM
+#define PALLASVM_OP_CVT_ENUM(FROM, TO) CVT_##FROM##_##TO##_V, CVT_##FROM##_##TO##_S,
+#define PALLASVM_OP_CVT_FROM(FROM) \
+  PALLASVM_DTYPE_NAMES_INNER(PALLASVM_OP_CVT_ENUM, FROM)
+  PALLASVM_DTYPE_NAMES_OUTER(PALLASVM_OP_CVT_FROM)
+#undef PALLASVM_OP_CVT_FROM
+#undef PALLASVM_OP_CVT_ENUM
+#define PALLASVM_OP_OTHER_ENUM(NAME, FMT, IN, OUT, S) NAME,
+  PALLASVM_OTHER_OPS(PALLASVM_OP_OTHER_ENUM)
+#undef PALLASVM_OP_OTHER_ENUM
+  kNumOps
+};
+
+inline constexpr int kNumOps = static_cast<int>(Op::kNumOps);
+
+struct OpInfo {
+  absl::string_view name;
+  Format format;
+  int8_t in;   // operand dtype (a DType), or -1 where the format says none
+  int8_t out;  // result dtype, or -1
+  absl::string_view semantics;
+};
+
+// Indexed by Op.
+extern const OpInfo kOpInfo[kNumOps];
+
+inline const OpInfo& Info(Op op) { return kOpInfo[static_cast<int>(op)]; }
+
+// Opcode lookup by family, for the compiler: nullopt when the combination
+// does not exist (e.g. SHL on F32).
+enum class Layout : uint8_t { VV, VS, SV, SS };
+std::optional<Op> BinaryOp(absl::string_view name, DType in, Layout layout);
+std::optional<Op> UnaryOp(absl::string_view name, DType in, bool scalar);
+Op ConvertOp(DType from, DType to, bool scalar);
+
+}  // namespace pallasvm::vm
+
+#endif  // PALLASVM_VM_OPCODES_H_

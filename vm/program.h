@@ -1,0 +1,104 @@
+// A program as the VM executes it: instructions, descriptors, the frame
+// layout and debug info. The runtime builds one from a verified module
+// (format/bytecode.fbs); the compiler builds one and serialises it. Nothing
+// here walks a FlatBuffer: after load, everything is plain structs.
+#ifndef PALLASVM_VM_PROGRAM_H_
+#define PALLASVM_VM_PROGRAM_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vm/opcodes.h"
+
+namespace pallasvm::vm {
+
+inline constexpr int kMaxRank = 8;
+// Block values in the frame start at multiples of this.
+inline constexpr int kSlotAlignment = 64;
+
+// One instruction. Fixed width, so decoding is a load; operand meaning is
+// given by the opcode's Format (vm/opcodes.h).
+struct Instr {
+  Op op;
+  uint16_t aux;
+  uint32_t a, b, c, d;
+  uint32_t n;
+};
+static_assert(sizeof(Instr) == 24);
+
+// A dense N-d copy: dst[idx] = src[offset + sum(idx[i] * strides[i])], over
+// `shape`, strides in elements (0 broadcasts, negative reverses).
+struct LayoutDesc {
+  int32_t elem_size = 0;
+  int32_t rank = 0;
+  int64_t offset = 0;
+  int64_t shape[kMaxRank] = {};
+  int64_t strides[kMaxRank] = {};
+};
+
+// One dimension of a ref access.
+struct AccessDim {
+  int64_t extent = 0;      // the dimension's size in the underlying buffer
+  int64_t start = 0;       // static start, when start_slot < 0
+  int32_t start_slot = -1; // frame offset of an S32 holding the start
+  int32_t squeezed = 0;    // 1: integer index, size 1, dropped in the value
+  int64_t size = 1;        // elements taken
+  int64_t stride = 1;      // step between taken elements (>= 1)
+};
+
+enum class AccessBase : uint8_t {
+  REF = 0,    // base = index into the ref table
+  FRAME = 1,  // base = frame byte offset of a dense value
+};
+
+// A strided region of a ref (or of a frame value, for dynamic_slice). The
+// dense side is the region in row-major order. Bounds are checked once per
+// access: start >= 0 and start + (size-1)*stride < extent, per dim; with
+// `clamp`, starts are instead clamped into range (lax.dynamic_slice).
+struct AccessDesc {
+  AccessBase base_kind = AccessBase::REF;
+  uint8_t clamp = 0;
+  uint8_t elem_size = 0;
+  uint8_t rank = 0;
+  int32_t base = 0;
+  AccessDim dims[kMaxRank];
+};
+
+// Where an instruction came from, for errors and the disassembler.
+struct SourceLoc {
+  std::string primitive;  // the jaxpr equation's primitive
+  std::string file;
+  int32_t line = 0;
+  std::string function;
+};
+
+// A function: the kernel body or one index map. Functions share the frame;
+// each has its own parameter and result slots.
+struct Function {
+  std::string name;
+  uint32_t entry_pc = 0;
+  std::vector<uint32_t> param_slots;   // frame offsets (index maps: S32)
+  std::vector<uint32_t> result_slots;  // frame offsets (index maps: S32)
+};
+
+struct Program {
+  std::vector<Instr> code;
+  std::vector<LayoutDesc> layouts;
+  std::vector<AccessDesc> accesses;
+  std::vector<Function> functions;
+  // Frame: [constants | values]. Constants are copied in once per frame.
+  uint32_t frame_size = 0;
+  std::vector<uint8_t> constants;  // occupies frame offsets [0, size)
+  // Number of entries the ref table must have.
+  uint32_t num_refs = 0;
+  // Byte size of each ref, for access verification.
+  std::vector<int64_t> ref_sizes;
+  // debug_locs[debug_index[pc]]; debug_index has one entry per instruction.
+  std::vector<uint32_t> debug_index;
+  std::vector<SourceLoc> debug_locs;
+};
+
+}  // namespace pallasvm::vm
+
+#endif  // PALLASVM_VM_PROGRAM_H_
