@@ -69,11 +69,7 @@ void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
     partial |= valid[d] != r.block_shape[d];
   }
   const int es = r.elem_size;
-  if (partial) {
-    for (int64_t i = 0; i < block_elems; ++i) {
-      std::memcpy(block + i * es, fill, es);
-    }
-  }
+  if (partial) FillElements(block, block_elems, fill, es);
   if (Empty(r, valid)) return;
   ForEachRow(r, valid, [&](int64_t a, int64_t b, int64_t n) {
     std::memcpy(block + b * es, array + a * es, n * es);
@@ -88,6 +84,39 @@ void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array) {
   ForEachRow(r, valid, [&](int64_t a, int64_t b, int64_t n) {
     std::memcpy(array + a * es, block + b * es, n * es);
   });
+}
+
+void FillBlockOut(const BlockRegion& r, const uint8_t* fill, uint8_t* array) {
+  int64_t valid[vm::kMaxRank];
+  ValidExtent(r, valid);
+  if (Empty(r, valid)) return;
+  const int es = r.elem_size;
+  ForEachRow(r, valid, [&](int64_t a, int64_t, int64_t n) {
+    FillElements(array + a * es, n, fill, es);
+  });
+}
+
+void FillElements(uint8_t* dst, int64_t count, const uint8_t* value,
+                  int size) {
+  switch (size) {
+    case 1:
+      std::memset(dst, value[0], count);
+      return;
+    case 2: {
+      uint16_t v;
+      std::memcpy(&v, value, 2);
+      for (int64_t i = 0; i < count; ++i) std::memcpy(dst + 2 * i, &v, 2);
+      return;
+    }
+    case 4: {
+      uint32_t v;
+      std::memcpy(&v, value, 4);
+      for (int64_t i = 0; i < count; ++i) std::memcpy(dst + 4 * i, &v, 4);
+      return;
+    }
+    default:
+      for (int64_t i = 0; i < count; ++i) std::memcpy(dst + i * size, value, size);
+  }
 }
 
 }  // namespace pallasvm::runtime

@@ -21,6 +21,11 @@ struct BlockRegion {
 void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
                  const uint8_t* fill, uint8_t* block);
 void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array);
+// Writes the fill value over the block's in-bounds part of the array.
+void FillBlockOut(const BlockRegion& r, const uint8_t* fill, uint8_t* array);
+
+// Fills `count` elements of `size` bytes with `value`.
+void FillElements(uint8_t* dst, int64_t count, const uint8_t* value, int size);
 
 }  // namespace pallasvm::runtime
 

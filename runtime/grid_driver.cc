@@ -1,5 +1,6 @@
 #include "runtime/grid_driver.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -44,12 +45,77 @@ Buffer AllocBuffer(int64_t bytes) {
   return Buffer(static_cast<uint8_t*>(std::aligned_alloc(64, size)));
 }
 
-void FillWith(uint8_t* dst, int64_t count, const uint8_t* value, int size) {
-  for (int64_t i = 0; i < count; ++i) std::memcpy(dst + i * size, value, size);
-}
-
 std::string PointString(const std::vector<int32_t>& idx) {
   return absl::StrCat("(", absl::StrJoin(idx, ", "), ")");
+}
+
+
+// Linear number of a block index, for the revisit check and the map of
+// written blocks: dims are numbered by how many blocks fit in the array
+// (plus one, so out-of-range indices cannot collide).
+int64_t BlockNumber(const BlockMappingSpec& bm,
+                    const std::vector<int64_t>& index) {
+  int64_t n = 0;
+  for (size_t d = 0; d < bm.dims.size(); ++d) {
+    const int64_t size =
+        bm.dims[d].kind == BlockDimKind::BLOCKED ? bm.dims[d].size : 1;
+    const int64_t blocks = (bm.array.shape[d] + size - 1) / size + 1;
+    n = n * blocks + index[d];
+  }
+  return n;
+}
+
+// Whether an output's blocks tile its array (no Element dims), so that the
+// blocks never written can be found and filled after the grid instead of
+// filling the whole output before it.
+bool BlocksTileArray(const BlockMappingSpec& bm) {
+  for (const BlockDim& d : bm.dims) {
+    if (d.kind == BlockDimKind::ELEMENT) return false;
+  }
+  return true;
+}
+
+// Fills, in an output whose blocks tile it, every block whose number is not
+// in `written`.
+void FillUnwritten(const BlockMappingSpec& bm, std::vector<int64_t>& written,
+                   const RunOptions& options, uint8_t* array) {
+  std::vector<int64_t> blocks(bm.dims.size());
+  int64_t total = 1;
+  for (size_t d = 0; d < bm.dims.size(); ++d) {
+    const int64_t size =
+        bm.dims[d].kind == BlockDimKind::BLOCKED ? bm.dims[d].size : 1;
+    blocks[d] = (bm.array.shape[d] + size - 1) / size;
+    total *= blocks[d];
+  }
+  if (total == 0) return;
+  std::sort(written.begin(), written.end());
+  if (static_cast<int64_t>(written.size()) >= total) {
+    // Every block written (numbers are unique per output unless aliased).
+    return;
+  }
+  uint8_t fill[8];
+  FillValue(bm.array.dtype, options.uninitialized_memory, fill);
+  std::vector<int64_t> index(bm.dims.size(), 0);
+  for (int64_t t = 0; t < total; ++t) {
+    if (!std::binary_search(written.begin(), written.end(),
+                            BlockNumber(bm, index))) {
+      BlockRegion r;
+      r.rank = static_cast<int>(bm.dims.size());
+      r.elem_size = vm::SizeOf(bm.array.dtype);
+      for (int d = 0; d < r.rank; ++d) {
+        r.array_shape[d] = bm.array.shape[d];
+        r.block_shape[d] = bm.dims[d].kind == BlockDimKind::BLOCKED
+                               ? bm.dims[d].size
+                               : 1;
+        r.start[d] = index[d] * r.block_shape[d];
+      }
+      FillBlockOut(r, fill, array);
+    }
+    for (int d = static_cast<int>(index.size()) - 1; d >= 0; --d) {
+      if (++index[d] < blocks[d]) break;
+      index[d] = 0;
+    }
+  }
 }
 
 }  // namespace
@@ -58,6 +124,9 @@ struct GridDriver::Workspace {
   Buffer frame;
   std::vector<Buffer> ref_buffers;
   std::vector<uint8_t*> ref_table;
+  // Per block mapping: block numbers visited (outputs, revisit check).
+  std::vector<absl::flat_hash_set<int64_t>> visited;
+  std::vector<std::vector<int64_t>> written;  // per mapping, block numbers
 };
 
 GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
@@ -69,6 +138,16 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
   for (const RefSpec& ref : kernel_->refs) {
     ws_->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
     ws_->ref_table.push_back(ws_->ref_buffers.back().get());
+  }
+  int64_t points = 1;
+  for (int64_t g : kernel_->grid) points *= g;
+  ws_->visited.resize(kernel_->block_mappings.size());
+  ws_->written.resize(kernel_->block_mappings.size());
+  for (size_t m = 0; m < kernel_->block_mappings.size(); ++m) {
+    if (kernel_->block_mappings[m].is_output) {
+      ws_->visited[m].reserve(static_cast<size_t>(std::min<int64_t>(points, 1 << 20)));
+      ws_->written[m].reserve(static_cast<size_t>(std::min<int64_t>(points, 1 << 20)));
+    }
   }
 }
 
@@ -89,16 +168,25 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     in_hbm[i] = static_cast<const uint8_t*>(inputs[i]);
   }
   std::vector<bool> out_aliased(outputs.size(), false);
-  for (size_t j = 0; j < outputs.size(); ++j) {
-    uint8_t fill[8];
-    FillValue(k.out_types[j].dtype, options.uninitialized_memory, fill);
-    FillWith(static_cast<uint8_t*>(outputs[j]), k.out_types[j].num_elements(),
-             fill, vm::SizeOf(k.out_types[j].dtype));
-  }
   for (auto [in, out] : k.aliases) {
     std::memmove(outputs[out], inputs[in], k.in_types[in].bytes());
     in_hbm[in] = static_cast<const uint8_t*>(outputs[out]);
     out_aliased[out] = true;
+  }
+  // Outputs start uninitialized. Where blocks tile the array, only blocks
+  // never written back are filled, after the grid; otherwise all of it now.
+  for (const BlockMappingSpec& bm : k.block_mappings) {
+    if (!bm.is_output || out_aliased[bm.operand] || BlocksTileArray(bm)) {
+      continue;
+    }
+    uint8_t fill[8];
+    FillValue(bm.array.dtype, options.uninitialized_memory, fill);
+    FillElements(static_cast<uint8_t*>(outputs[bm.operand]),
+                 bm.array.num_elements(), fill, vm::SizeOf(bm.array.dtype));
+  }
+  for (size_t m = 0; m < k.block_mappings.size(); ++m) {
+    ws_->visited[m].clear();
+    ws_->written[m].clear();
   }
   // SMEM copies of scalar prefetch operands; scratch starts uninitialized.
   for (size_t r = 0; r < k.refs.size(); ++r) {
@@ -108,7 +196,7 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     } else if (ref.kind == RefKind::SCRATCH) {
       uint8_t fill[8];
       FillValue(ref.type.dtype, options.uninitialized_memory, fill);
-      FillWith(ws_->ref_table[r], ref.type.num_elements(), fill,
+      FillElements(ws_->ref_table[r], ref.type.num_elements(), fill,
                vm::SizeOf(ref.type.dtype));
     }
   }
@@ -127,7 +215,6 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   // Block indices per mapping at the previous, current and next point.
   std::vector<std::vector<int64_t>> prev(num_mappings), cur(num_mappings),
       nxt(num_mappings);
-  std::vector<absl::flat_hash_set<std::vector<int64_t>>> visited(num_mappings);
 
   auto run_index_maps = [&](const std::vector<int32_t>& at,
                             std::vector<std::vector<int64_t>>& result)
@@ -196,7 +283,7 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       if (t > 0 && cur[m] == prev[m]) continue;
       if (bm.is_output) {
         if (!out_aliased[bm.operand]) {
-          if (visited[m].contains(cur[m])) {
+          if (!ws_->visited[m].insert(BlockNumber(bm, cur[m])).second) {
             return absl::FailedPreconditionError(absl::StrCat(
                 "kernel '", k.name, "', grid point ", PointString(point),
                 ": revisited block (", absl::StrJoin(cur[m], ", "),
@@ -205,7 +292,6 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                 "written back and would be overwritten. Order the grid so "
                 "that each output block's visits are consecutive."));
           }
-          visited[m].insert(cur[m]);
         }
         continue;
       }
@@ -235,10 +321,20 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       if (!bm.is_output || (!last && nxt[m] == cur[m])) continue;
       CopyBlockOut(block_region(bm, cur[m]), ws_->ref_table[bm.ref],
                    static_cast<uint8_t*>(outputs[bm.operand]));
+      ws_->written[m].push_back(BlockNumber(bm, cur[m]));
     }
     std::swap(prev, cur);
     std::swap(cur, nxt);
     point = next_point;
+  }
+  // Fill the blocks of tiled outputs that were never written back.
+  for (size_t m = 0; m < num_mappings; ++m) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    if (!bm.is_output || out_aliased[bm.operand] || !BlocksTileArray(bm)) {
+      continue;
+    }
+    FillUnwritten(bm, ws_->written[m], options,
+                  static_cast<uint8_t*>(outputs[bm.operand]));
   }
   return absl::OkStatus();
 }

@@ -124,9 +124,9 @@ class Verifier {
                           bool written) const {
     if (r.offset < 0 || r.offset + r.bytes > Int{p_.frame_size}) {
       return InstrError(
-          pc, absl::StrCat("operand ", r.name, " (", Decimal(r.bytes),
+          pc, absl::StrCat("operand ", r.name, ": ", Decimal(r.bytes),
                            " bytes at frame offset ", Decimal(r.offset),
-                           ") is outside the frame (", p_.frame_size,
+                           " are outside the frame (", p_.frame_size,
                            " bytes)"));
     }
     if (r.offset % align != 0) {

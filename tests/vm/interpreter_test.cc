@@ -20,15 +20,15 @@
 namespace pallasvm::vm {
 namespace {
 
-using testing::Access;
-using testing::Assembler;
-using testing::Buffer;
-using testing::Dim;
+using test_program::Access;
+using test_program::Assembler;
+using test_program::Buffer;
+using test_program::Dim;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Verifies, initialises the frame and runs function 0.
-absl::Status Run(const Program& p, Buffer& frame,
+absl::Status VerifyAndRun(const Program& p, Buffer& frame,
                  std::vector<uint8_t*> refs = {},
                  std::vector<int32_t> program_ids = {},
                  std::vector<int32_t> num_programs = {}) {
@@ -62,7 +62,7 @@ TEST(InterpreterTest, ScalarLoopSums) {
   as.AddFunction("sum", 0, {}, {s});
   as.program().frame_size = 32;
   Buffer frame(32);
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   EXPECT_EQ(frame.Get<int32_t>(s), 45);
   EXPECT_EQ(frame.Get<int32_t>(i), 10);
 }
@@ -106,11 +106,11 @@ TEST(InterpreterTest, GridQueries) {
   as.AddFunction("grid", 0);
   as.program().frame_size = 8;
   Buffer frame(8);
-  ASSERT_TRUE(Run(as.program(), frame, {}, {3, 5}, {4, 6}).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame, {}, {3, 5}, {4, 6}).ok());
   EXPECT_EQ(frame.Get<int32_t>(0), 5);
   EXPECT_EQ(frame.Get<int32_t>(4), 4);
   // Asking for an axis the grid does not have is an error, not a crash.
-  absl::Status s = Run(as.program(), frame, {}, {3}, {4});
+  absl::Status s = VerifyAndRun(as.program(), frame, {}, {3}, {4});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("grid axis 1"), std::string::npos) << s;
 }
@@ -159,7 +159,7 @@ TEST(InterpreterTest, LoadStoreWithDynamicStarts) {
   for (int i = 0; i < 8 * 128; ++i) ref.As<float>(0)[i] = float(i);
   frame.Set<int32_t>(rc.start, 3);
   frame.Set<int32_t>(rc.start2, 6);
-  ASSERT_TRUE(Run(rc.program, frame, {ref.data()}).ok());
+  ASSERT_TRUE(VerifyAndRun(rc.program, frame, {ref.data()}).ok());
   for (int row = 0; row < 8; ++row) {
     for (int col = 0; col < 128; col += 31) {
       const float original = float(row * 128 + col);
@@ -174,7 +174,7 @@ TEST(InterpreterTest, OutOfBoundsStartNamesTheSourceLine) {
   Buffer frame(rc.program.frame_size);
   Buffer ref(8 * 128 * 4);
   frame.Set<int32_t>(rc.start, 7);  // rows 7 and 8 of 8
-  absl::Status s = Run(rc.program, frame, {ref.data()});
+  absl::Status s = VerifyAndRun(rc.program, frame, {ref.data()});
   ASSERT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
   EXPECT_EQ(s.message(),
             "out-of-bounds read of ref 0 (dims [8, 128]): dim 0 start 7 size "
@@ -183,7 +183,7 @@ TEST(InterpreterTest, OutOfBoundsStartNamesTheSourceLine) {
 
   frame.Set<int32_t>(rc.start, 0);
   frame.Set<int32_t>(rc.start2, -1);
-  s = Run(rc.program, frame, {ref.data()});
+  s = VerifyAndRun(rc.program, frame, {ref.data()});
   ASSERT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
   EXPECT_NE(s.message().find("out-of-bounds write of ref 0"), std::string::npos)
       << s;
@@ -192,14 +192,15 @@ TEST(InterpreterTest, OutOfBoundsStartNamesTheSourceLine) {
 
   // Without debug info the error still says where.
   rc.program.debug_index.clear();
-  s = Run(rc.program, frame, {ref.data()});
+  s = VerifyAndRun(rc.program, frame, {ref.data()});
   EXPECT_NE(s.message().find("at pc 2"), std::string::npos) << s;
 }
 
 TEST(InterpreterTest, ClampedStridedSqueezedAccesses) {
   // ref: [6, 10] s32 holding r*10 + c.
   Assembler as;
-  const uint32_t start = 0, out = 64, out2 = 128, out3 = 192;
+  const uint32_t hundred = as.Constant<int32_t>(100);
+  const uint32_t start = 16, out = 64, out2 = 128, out3 = 192;
   // dynamic_slice semantics: start 12 clamps to 6 - 3 = 3.
   const uint32_t clamped = as.AddAccess(Access(
       AccessBase::REF, 0, 4,
@@ -214,7 +215,7 @@ TEST(InterpreterTest, ClampedStridedSqueezedAccesses) {
   as.Emit(Op::ADD_S32_VV, out3, out2, out2, 0, 3);
   as.Emit(Op::STORE, 0, out3, 0, strided);
   const uint32_t hundred_vec = 224;
-  as.Emit(Op::FILL_B4, hundred_vec, as.Constant<int32_t>(100), 0, 0, 3);
+  as.Emit(Op::FILL_B4, hundred_vec, hundred, 0, 0, 3);
   as.Emit(Op::ADDUPDATE_S32, 0, hundred_vec, 0, strided);
   as.Emit(Op::RETURN);
   as.AddFunction("k", 0);
@@ -224,7 +225,7 @@ TEST(InterpreterTest, ClampedStridedSqueezedAccesses) {
   Buffer ref(60 * 4);
   for (int i = 0; i < 60; ++i) ref.As<int32_t>(0)[i] = (i / 10) * 10 + i % 10;
   frame.Set<int32_t>(start, 12);
-  ASSERT_TRUE(Run(as.program(), frame, {ref.data()}).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame, {ref.data()}).ok());
   const int32_t* o = frame.As<int32_t>(out);
   EXPECT_EQ(std::vector<int32_t>(o, o + 6),
             (std::vector<int32_t>{32, 33, 42, 43, 52, 53}));
@@ -237,7 +238,7 @@ TEST(InterpreterTest, ClampedStridedSqueezedAccesses) {
   EXPECT_EQ(ref.As<int32_t>(0)[42], 42);
   // Negative starts clamp to 0.
   frame.Set<int32_t>(start, -5);
-  ASSERT_TRUE(Run(as.program(), frame, {ref.data()}).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame, {ref.data()}).ok());
   EXPECT_EQ(frame.As<int32_t>(out)[0], 2);
 }
 
@@ -261,7 +262,7 @@ TEST(InterpreterTest, AddUpdateF32AndBf16) {
     frame.As<uint16_t>(vb)[i] = F32ToBf16(1.f / 256.f);  // below half an ulp
     rb.As<uint16_t>(0)[i] = F32ToBf16(i == 0 ? 1.f : 3.f);
   }
-  ASSERT_TRUE(Run(as.program(), frame, {rf.data(), rb.data()}).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame, {rf.data(), rb.data()}).ok());
   EXPECT_EQ(rf.As<float>(0)[3], 11.5f);
   // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: rounds to even, 1.
   EXPECT_EQ(Bf16ToF32(rb.As<uint16_t>(0)[0]), 1.f);
@@ -283,7 +284,7 @@ TEST(InterpreterTest, FrameBasedDynamicSlice) {
   Buffer frame(192);
   for (int i = 0; i < 16; ++i) frame.As<float>(x)[i] = float(i);
   frame.Set<int32_t>(start, 14);  // clamps to 12
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   EXPECT_EQ(frame.As<float>(out)[0], 12.f);
   EXPECT_EQ(frame.As<float>(out)[3], 15.f);
 }
@@ -305,7 +306,7 @@ TEST(InterpreterTest, StridedCopyTransposeBroadcastReverse) {
   as.AddFunction("k", 0);
   as.program().frame_size = 320;
   Buffer frame(320);
-  ASSERT_TRUE(Run(as.program(), frame).ok()) << Run(as.program(), frame);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok()) << VerifyAndRun(as.program(), frame);
   auto row = [&](uint32_t at, int n) {
     const float* p = frame.As<float>(at);
     return std::vector<float>(p, p + n);
@@ -333,7 +334,7 @@ TEST(InterpreterTest, IotaSelectFillCopyConvert) {
   as.AddFunction("k", 0);
   as.program().frame_size = 512;
   Buffer frame(512);
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   const int32_t* io = frame.As<int32_t>(iota);
   EXPECT_EQ(std::vector<int32_t>(io, io + 6),
             (std::vector<int32_t>{0, 1, 2, 0, 1, 2}));
@@ -386,7 +387,7 @@ TEST(InterpreterTest, ReduceOverEachAxis) {
     as.AddFunction("k", 0);
     as.program().frame_size = 320;
     Buffer frame(320);
-    ASSERT_TRUE(Run(as.program(), frame).ok());
+    ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
     const std::vector<float> want_sum = NaiveReduce(x, axis, false);
     const std::vector<float> want_max = NaiveReduce(x, axis, true);
     for (size_t i = 0; i < want_sum.size(); ++i) {
@@ -428,7 +429,7 @@ TEST(InterpreterTest, ReduceWideAndLongRows) {
   int32_t* s = frame.As<int32_t>(src);
   for (int i = 0; i < 6000; ++i) s[i] = static_cast<int32_t>(rng() % 2001) - 1000;
   s[4321] = -5000;
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   for (int o = 0; o < 3; ++o) {
     for (int i = 0; i < 40; ++i) {
       int32_t want = 0;
@@ -463,7 +464,7 @@ void CheckDotF32(int m, int k, int n) {
   std::uniform_real_distribution<float> d(-1.f, 1.f);
   for (int i = 0; i < m * k; ++i) frame.As<float>(a)[i] = d(rng);
   for (int i = 0; i < k * n; ++i) frame.As<float>(b)[i] = d(rng);
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   const float* A = frame.As<float>(a);
   const float* B = frame.As<float>(b);
   const float* C = frame.As<float>(c);
@@ -498,7 +499,7 @@ TEST(InterpreterTest, DotS32Wraps) {
   std::mt19937 rng(1);
   for (int i = 0; i < m * k; ++i) frame.As<int32_t>(a)[i] = static_cast<int32_t>(rng());
   for (int i = 0; i < k * n; ++i) frame.As<int32_t>(b)[i] = static_cast<int32_t>(rng());
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {
       uint32_t want = 0;
@@ -526,7 +527,7 @@ TEST(InterpreterTest, ElementwiseBlockForms) {
   as.AddFunction("k", 0);
   as.program().frame_size = 704;
   Buffer frame(704);
-  ASSERT_TRUE(Run(as.program(), frame).ok());
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   for (int i = 0; i < 20; ++i) {
     const float v = float(i) - 10.f;
     EXPECT_EQ(frame.As<float>(vv)[i], v * v);

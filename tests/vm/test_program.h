@@ -13,7 +13,7 @@
 
 #include "vm/program.h"
 
-namespace pallasvm::vm::testing {
+namespace pallasvm::vm::test_program {
 
 // Appends instructions and descriptors to a Program.
 class Assembler {
@@ -115,7 +115,7 @@ class Buffer {
   explicit Buffer(size_t bytes)
       : size_(bytes),
         data_(static_cast<uint8_t*>(
-            std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64))) {
+            std::aligned_alloc(64, (bytes + 63) / 64 * 64))) {
     std::memset(data_.get(), 0, size_);
   }
   uint8_t* data() { return data_.get(); }
@@ -144,6 +144,6 @@ class Buffer {
   std::unique_ptr<uint8_t, Free> data_;
 };
 
-}  // namespace pallasvm::vm::testing
+}  // namespace pallasvm::vm::test_program
 
 #endif  // PALLASVM_TESTS_VM_TEST_PROGRAM_H_

@@ -669,7 +669,8 @@ def _evaluate_capturing(jaxpr, consts, args, target):
   return captured, [read(a) for a in jaxpr.outvars]
 
 
-def _write_io(found: _Found, closed_jaxpr, flat_args, out_dir: pathlib.Path):
+def _reference_io(found: _Found, closed_jaxpr, flat_args):
+  """The operands and results of `found`'s pallas_call on `flat_args`."""
   eqn = found.eqn
   if not found.only_through_calls:
     raise ExportError(
@@ -679,13 +680,7 @@ def _write_io(found: _Found, closed_jaxpr, flat_args, out_dir: pathlib.Path):
   captured, _ = _evaluate_capturing(
       closed_jaxpr.jaxpr, closed_jaxpr.consts, flat_args, eqn)
   operands, results = captured
-  paths = []
-  for prefix, values in (("input", operands), ("expected", results)):
-    for i, value in enumerate(values):
-      path = out_dir / f"{prefix}_{i}.npy"
-      np.save(path, np.asarray(value), allow_pickle=False)
-      paths.append(path)
-  return paths
+  return ([np.asarray(x) for x in operands], [np.asarray(x) for x in results])
 
 
 # ---------------------------------------------------------------------------
@@ -763,8 +758,7 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
     raise ExportError(
         f"with_io=True needs exactly one pallas_call, found {len(found)}")
 
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths, used_stems = [], set()
+  kernels, used_stems = [], set()
   for f in found:
     kernel_name = _kernel_name(f.eqn)
     stem = name or kernel_name
@@ -773,12 +767,23 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
       n += 1
       unique = f"{stem}_{n}"
     used_stems.add(unique)
-    kernel = _KernelExporter().kernel(f.eqn, kernel_name)
-    path = out_dir / f"{unique}.json"
-    path.write_text(_dumps(kernel))
-    paths.append(path)
-
+    kernels.append((unique, _KernelExporter().kernel(f.eqn, kernel_name)))
+  # Everything is computed before anything is written, so that a failure
+  # leaves no partial output.
   if with_io:
     flat_args = jax.tree_util.tree_leaves(example_args)
-    paths.extend(_write_io(found[0], closed_jaxpr, flat_args, out_dir))
+    operands, results = _reference_io(found[0], closed_jaxpr, flat_args)
+
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for stem, kernel in kernels:
+    path = out_dir / f"{stem}.json"
+    path.write_text(_dumps(kernel))
+    paths.append(path)
+  if with_io:
+    for prefix, values in (("input", operands), ("expected", results)):
+      for i, value in enumerate(values):
+        path = out_dir / f"{prefix}_{i}.npy"
+        np.save(path, value, allow_pickle=False)
+        paths.append(path)
   return paths
