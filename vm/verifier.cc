@@ -267,8 +267,9 @@ class Verifier {
                               " (must be 1, 2 or 4)"));
     }
     Int dense = 1, buffer = 1;
-    // Caps keep the products small; anything past them fails a range check.
-    const Int cap = Int{1} << 80;
+    // Capping factors and products at 2^62 keeps every product below 2^124;
+    // anything that large fails a range check anyway.
+    const Int cap = Int{1} << 62;
     for (int i = 0; i < acc.rank; ++i) {
       const AccessDim& dim = acc.dims[i];
       auto bad_dim = [&](absl::string_view what) {
@@ -309,11 +310,16 @@ class Verifier {
           return s;
         }
       }
-      dense = std::min(dense * dim.size, cap);
-      buffer = std::min(buffer * dim.extent, cap);
+      dense = std::min(dense * std::min(Int{dim.size}, cap), cap);
+      buffer = std::min(buffer * std::min(Int{dim.extent}, cap), cap);
     }
     *dense_bytes = dense * acc.elem_size;
     *buffer_bytes = buffer * acc.elem_size;
+    // Run-time offsets are int64 products of extents: keep them far from
+    // overflow even when the ref's size is unknown.
+    if (*buffer_bytes >= cap) {
+      return bad("its extents describe a buffer of 2^62 bytes or more");
+    }
     if (acc.base_kind == AccessBase::REF) {
       if (acc.base < 0 || static_cast<uint32_t>(acc.base) >= p_.num_refs) {
         return bad(absl::StrCat("ref ", acc.base, " but the program has ",

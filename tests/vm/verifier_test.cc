@@ -205,7 +205,7 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
          for (int i = 0; i < 8; ++i) p.accesses[0].dims[i] = Dim(INT64_MAX, 0, 1);
          p.accesses[0].rank = 8;
        },
-       "bytes but ref 0 has 256"},
+       "its extents describe a buffer of 2^62 bytes or more"},
       {"ref too small", [](Program& p) { p.ref_sizes = {100}; },
        "its extents cover 256 bytes but ref 0 has 100"},
       {"load dense dst outside", [](Program& p) { p.code[kLoad].a = kFrame - 32; },

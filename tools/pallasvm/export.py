@@ -177,14 +177,16 @@ def _user_frame(source_info) -> source_info_util.Frame | None:
 
 
 def _display_path(file_name: str) -> str:
-  """The path as exported: relative to the working directory when under it,
-  else to its sys.path root (so `jax/experimental/pallas/ops/tpu/matmul.py`),
-  else absolute. Keeps fixtures independent of where the tree lives."""
+  """The path as exported: relative to its installed-packages directory if it
+  is in one (`jax/experimental/pallas/ops/tpu/matmul.py`), else to the working
+  directory when under it, else absolute. Keeps fixtures independent of
+  where the tree lives."""
   path = pathlib.Path(file_name)
   cwd = pathlib.Path.cwd()
-  roots = [cwd] * (cwd != pathlib.Path(cwd.anchor)) + sorted(
-      (pathlib.Path(p) for p in sys.path if p and p != "."),
-      key=lambda p: len(str(p)), reverse=True)
+  roots = [pathlib.Path(p) for p in sys.path
+           if p.endswith(("site-packages", "dist-packages"))]
+  if cwd != pathlib.Path(cwd.anchor):
+    roots.append(cwd)
   for root in roots:
     try:
       return str(path.relative_to(root))
@@ -213,29 +215,26 @@ class _Operand:
 
 def _state_access_layout(num_leading: int) -> Callable:
   """get: [ref, *idx]; swap and addupdate: [ref, value, *idx]."""
-  def layout(eqn, operands):
-    transforms = tree_util.tree_unflatten(
-        eqn.params["tree"], operands[num_leading:])
-    return [("indexers", transforms)]
+  def layout(tree, operands):
+    return [("indexers", tree_util.tree_unflatten(tree, operands[num_leading:]))]
   return layout
 
 
-def _tree_layout(tree_param: str, names: Sequence[str]) -> Callable:
-  def layout(eqn, operands):
-    args = tree_util.tree_unflatten(eqn.params[tree_param], operands)
-    return list(zip(names, args, strict=True))
+def _tree_layout(*names: str) -> Callable:
+  """The tree flattens a sequence of arguments; names them in order."""
+  def layout(tree, operands):
+    return list(zip(names, tree_util.tree_unflatten(tree, operands), strict=True))
   return layout
 
 
-def _dma_layout(eqn, operands):
+def _dma_layout(tree, operands):
   """(src, dst, dst_sem, src_sem, device_id); every ref present gets both
   `<slot>_operand` and `<slot>_indexers` (empty if it is not indexed)."""
-  args = eqn.params["tree"].unflatten(operands)
   names = ("src", "dst", "dst_sem", "src_sem", "device_id")
   return [
       (name, state_types.TransformedRef(arg, ())
        if isinstance(arg, _Operand) and name != "device_id" else arg)
-      for name, arg in zip(names, args, strict=True)
+      for name, arg in zip(names, tree.unflatten(operands), strict=True)
   ]
 
 
@@ -251,16 +250,13 @@ _REF_ACCESS_LAYOUTS: dict[str, tuple[str, Callable]] = {
     "get": ("tree", _state_access_layout(1)),
     "swap": ("tree", _state_access_layout(2)),
     "addupdate": ("tree", _state_access_layout(2)),
-    "masked_load": ("args_tree", _tree_layout(
-        "args_tree", ("ref", "indexers", "mask", "other"))),
-    "masked_swap": ("args_tree", _tree_layout(
-        "args_tree", ("ref", "indexers", "value", "mask"))),
-    "semaphore_read": ("args_tree", _tree_layout(
-        "args_tree", ("sem", "indexers"))),
+    "masked_load": ("args_tree", _tree_layout("ref", "indexers", "mask", "other")),
+    "masked_swap": ("args_tree", _tree_layout("ref", "indexers", "value", "mask")),
+    "semaphore_read": ("args_tree", _tree_layout("sem", "indexers")),
     "semaphore_signal": ("args_tree", _tree_layout(
-        "args_tree", ("sem", "indexers", "inc", "device_id", "core_index"))),
+        "sem", "indexers", "inc", "device_id", "core_index")),
     "semaphore_wait": ("args_tree", _tree_layout(
-        "args_tree", ("sem", "indexers", "value", "decrement"))),
+        "sem", "indexers", "value", "decrement")),
     "dma_start": ("tree", _dma_layout),
     "dma_wait": ("tree", _dma_layout),
 }
@@ -378,9 +374,9 @@ class _KernelExporter:
     layout = _REF_ACCESS_LAYOUTS.get(eqn.primitive.name)
     if layout is not None:
       tree_param, split = layout
-      del params[tree_param]
+      tree = params.pop(tree_param)
       operands = [_Operand(i) for i in range(len(eqn.invars))]
-      for slot, obj in split(eqn, operands):
+      for slot, obj in split(tree, operands):
         out.extend(self._ref_access_slot(slot, obj, eqn, where))
     for name in sorted(params):
       if name in _SKIPPED_PARAMS:
