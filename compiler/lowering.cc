@@ -177,16 +177,32 @@ absl::StatusOr<Value> Lowerer::Broadcast(const Value& v, const Shape& shape) {
     same.shape = shape;
     return same;
   }
-  if (v.count() != 1) {
-    return Error(absl::StrCat("cannot broadcast ", TypeString(v), " to ",
-                              ShapeString(shape)));
+  if (v.count() == 1) {
+    Value out = NewValue(v.dtype, shape);
+    vm::Op op = vm::SizeOf(v.dtype) == 1   ? vm::Op::FILL_B1
+                : vm::SizeOf(v.dtype) == 2 ? vm::Op::FILL_B2
+                                           : vm::Op::FILL_B4;
+    b_.Emit({op, 0, out.slot, v.slot, 0, 0, static_cast<uint32_t>(n)});
+    return out;
   }
-  Value out = NewValue(v.dtype, shape);
-  vm::Op op = vm::SizeOf(v.dtype) == 1   ? vm::Op::FILL_B1
-              : vm::SizeOf(v.dtype) == 2 ? vm::Op::FILL_B2
-                                         : vm::Op::FILL_B4;
-  b_.Emit({op, 0, out.slot, v.slot, 0, 0, static_cast<uint32_t>(n)});
-  return out;
+  // Same rank, size-1 dimensions stretched (binary ops in recent JAX
+  // broadcast these implicitly): one strided copy with zero strides.
+  if (v.shape.size() == shape.size()) {
+    std::vector<int64_t> strides(shape.size(), 0);
+    int64_t stride = 1;
+    bool ok = true;
+    for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+      if (v.shape[i] == shape[i]) {
+        strides[i] = v.shape[i] == 1 ? 0 : stride;
+      } else if (v.shape[i] != 1) {
+        ok = false;
+      }
+      stride *= v.shape[i];
+    }
+    if (ok) return StridedCopy(v, shape, strides, 0);
+  }
+  return Error(absl::StrCat("cannot broadcast ", TypeString(v), " to ",
+                            ShapeString(shape)));
 }
 
 void Lowerer::CopyInto(const Value& dst, const Value& src) {
@@ -210,6 +226,19 @@ absl::StatusOr<Value> Lowerer::Binary(absl::string_view name, const Value& x,
   const int64_t n = NumElements(shape);
   Value xc = Convert(x, compute);
   Value yc = Convert(y, compute);
+  // Operands with size-1 dimensions are stretched to the result's shape;
+  // single elements stay single (the _VS / _SV forms broadcast them).
+  for (Value* v : {&xc, &yc}) {
+    if (v->count() != n && v->count() != 1) {
+      absl::StatusOr<Value> b = Broadcast(*v, shape);
+      if (!b.ok()) {
+        return Error(absl::StrCat("operand shapes ", TypeString(x), " and ",
+                                  TypeString(y), " do not match the result ",
+                                  ShapeString(shape)));
+      }
+      *v = *b;
+    }
+  }
   vm::Layout layout;
   if (n == 1 && xc.count() == 1 && yc.count() == 1) {
     layout = vm::Layout::SS;

@@ -19,10 +19,156 @@ uint64_t Bump(uint64_t& end, int64_t bytes) {
 
 }  // namespace
 
+// Calls f(slot) for every frame-slot operand of `in` (descriptors aside).
+template <typename F>
+void ForEachInstrSlot(vm::Instr& in, F&& f) {
+  using vm::Format;
+  switch (vm::Info(in.op).format) {
+    case Format::BINARY_VV: case Format::BINARY_VS: case Format::BINARY_SV:
+    case Format::BINARY_SS: case Format::DOT:
+      f(in.a); f(in.b); f(in.c);
+      break;
+    case Format::UNARY_V: case Format::UNARY_S: case Format::COPY:
+    case Format::MOV: case Format::FILL: case Format::REDUCE:
+      f(in.a); f(in.b);
+      break;
+    case Format::SELECT:
+      f(in.a); f(in.b); f(in.c); f(in.d);
+      break;
+    case Format::LAYOUT:
+      f(in.a);
+      if (in.op == vm::Op::STRIDED_COPY) f(in.b);
+      break;
+    case Format::ACCESS_LOAD: case Format::GRID: case Format::BRANCH:
+      f(in.a);
+      break;
+    case Format::ACCESS_STORE:
+      f(in.b);
+      break;
+    case Format::JUMP: case Format::NONE:
+      break;
+  }
+}
+
+bool IsAccess(const vm::Instr& in) {
+  const vm::Format f = vm::Info(in.op).format;
+  return f == vm::Format::ACCESS_LOAD || f == vm::Format::ACCESS_STORE;
+}
+
+// Calls f(slot) for every frame slot an access descriptor names.
+template <typename F>
+void ForEachAccessSlot(vm::AccessDesc& a, F&& f) {
+  if (a.base_kind == vm::AccessBase::FRAME) {
+    uint32_t base = static_cast<uint32_t>(a.base);
+    f(base);
+    a.base = static_cast<int32_t>(base);
+  }
+  for (int i = 0; i < a.rank; ++i) {
+    if (a.dims[i].start_slot >= 0) {
+      uint32_t s = static_cast<uint32_t>(a.dims[i].start_slot);
+      f(s);
+      a.dims[i].start_slot = static_cast<int32_t>(s);
+    }
+  }
+}
+
 uint32_t ProgramBuilder::Alloc(int64_t bytes) {
   // Saturate: CheckFrameSize() reports frames past the operand range.
   const uint64_t slot = Bump(frame_end_, bytes);
+  allocations_.push_back(
+      {slot, bytes > 0 ? bytes : 1, bytes > 8 ? uint64_t{vm::kSlotAlignment} : 8});
   return static_cast<uint32_t>(std::min<uint64_t>(slot, kConstantBase - 1));
+}
+
+int ProgramBuilder::FindAllocation(uint32_t slot) const {
+  auto it = std::upper_bound(
+      allocations_.begin(), allocations_.end(), uint64_t{slot},
+      [](uint64_t s, const Allocation& a) { return s < a.offset; });
+  if (it == allocations_.begin()) return -1;
+  --it;
+  if (slot >= it->offset + static_cast<uint64_t>(it->bytes)) return -1;
+  return static_cast<int>(it - allocations_.begin());
+}
+
+// Liveness: an allocation lives from its first to its last mention in the
+// instruction stream (operands, access descriptors, function parameters and
+// results). A loop (a backward JUMP from j to t) stretches every allocation
+// that is live across its boundary to cover the whole loop, since the next
+// iteration runs [t, j] again. Then a linear scan gives each allocation the
+// lowest offset not used by an allocation alive at the same time; two
+// allocations mentioned by one instruction are both alive at it, so an
+// instruction's result never shares bytes with its operands.
+std::vector<uint64_t> ProgramBuilder::AssignSlotsByLiveness(
+    uint64_t* values_size) {
+  const size_t n = allocations_.size();
+  constexpr int64_t kUnused = -1;
+  std::vector<int64_t> first(n, kUnused), last(n, kUnused);
+  auto mention = [&](uint32_t slot, int64_t pc) {
+    if (slot >= kConstantBase) return;
+    const int a = FindAllocation(slot);
+    if (a < 0) return;
+    if (first[a] == kUnused || pc < first[a]) first[a] = pc;
+    if (pc > last[a]) last[a] = pc;
+  };
+  std::vector<std::pair<int64_t, int64_t>> loops;
+  for (size_t pc = 0; pc < program_.code.size(); ++pc) {
+    vm::Instr& in = program_.code[pc];
+    ForEachInstrSlot(in, [&](uint32_t& s) { mention(s, pc); });
+    if (IsAccess(in) && in.d < program_.accesses.size()) {
+      vm::AccessDesc copy = program_.accesses[in.d];
+      ForEachAccessSlot(copy, [&](uint32_t& s) { mention(s, pc); });
+    }
+    if (in.op == vm::Op::JUMP && in.a <= pc) loops.emplace_back(in.a, pc);
+  }
+  for (size_t f = 0; f < program_.functions.size(); ++f) {
+    const vm::Function& fn = program_.functions[f];
+    const int64_t end = f + 1 < program_.functions.size()
+                            ? program_.functions[f + 1].entry_pc - 1
+                            : static_cast<int64_t>(program_.code.size()) - 1;
+    for (uint32_t s : fn.param_slots) mention(s, fn.entry_pc);
+    for (uint32_t s : fn.result_slots) mention(s, std::max<int64_t>(end, 0));
+  }
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (auto [t, j] : loops) {
+      for (size_t a = 0; a < n; ++a) {
+        if (first[a] == kUnused || last[a] < t || first[a] > j) continue;
+        if (first[a] < t || last[a] > j) {
+          if (first[a] > t) { first[a] = t; changed = true; }
+          if (last[a] < j) { last[a] = j; changed = true; }
+        }
+      }
+    }
+  }
+  std::vector<size_t> order;
+  for (size_t a = 0; a < n; ++a) {
+    if (first[a] != kUnused) order.push_back(a);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t x, size_t y) { return first[x] < first[y]; });
+  std::vector<uint64_t> placed(n, 0);
+  std::vector<size_t> active;  // allocations alive at the current start
+  uint64_t end = 0;
+  for (size_t a : order) {
+    active.erase(std::remove_if(active.begin(), active.end(),
+                                [&](size_t b) { return last[b] < first[a]; }),
+                 active.end());
+    std::sort(active.begin(), active.end(),
+              [&](size_t x, size_t y) { return placed[x] < placed[y]; });
+    const uint64_t align = allocations_[a].align;
+    const uint64_t size = static_cast<uint64_t>(allocations_[a].bytes);
+    uint64_t at = 0;
+    for (size_t b : active) {
+      if (at + size <= placed[b]) break;  // fits in the gap before b
+      const uint64_t b_end = placed[b] + static_cast<uint64_t>(allocations_[b].bytes);
+      at = std::max(at, (b_end + align - 1) / align * align);
+    }
+    placed[a] = at;
+    end = std::max(end, at + size);
+    active.push_back(a);
+  }
+  *values_size = end;
+  return placed;
 }
 
 uint32_t ProgramBuilder::Constant(const void* data, size_t bytes) {
@@ -81,63 +227,33 @@ absl::Status ProgramBuilder::CheckFrameSize() const {
   return absl::OkStatus();
 }
 
-uint32_t ProgramBuilder::Relocate(uint32_t slot, uint32_t values_base) const {
-  return slot >= kConstantBase ? slot - kConstantBase : slot + values_base;
-}
-
 vm::Program ProgramBuilder::Finish() {
   const uint32_t values_base = static_cast<uint32_t>(
       (constants_end_ + vm::kSlotAlignment - 1) / vm::kSlotAlignment *
       vm::kSlotAlignment);
-  auto reloc = [&](uint32_t& slot) { slot = Relocate(slot, values_base); };
-  using vm::Format;
-  for (vm::Instr& in : program_.code) {
-    switch (vm::Info(in.op).format) {
-      case Format::BINARY_VV: case Format::BINARY_VS: case Format::BINARY_SV:
-      case Format::BINARY_SS: case Format::DOT:
-        reloc(in.a); reloc(in.b); reloc(in.c);
-        break;
-      case Format::UNARY_V: case Format::UNARY_S: case Format::COPY:
-      case Format::MOV: case Format::FILL: case Format::REDUCE:
-        reloc(in.a); reloc(in.b);
-        break;
-      case Format::SELECT:
-        reloc(in.a); reloc(in.b); reloc(in.c); reloc(in.d);
-        break;
-      case Format::LAYOUT:
-        reloc(in.a);
-        if (in.op == vm::Op::STRIDED_COPY) reloc(in.b);
-        break;
-      case Format::ACCESS_LOAD: case Format::GRID: case Format::BRANCH:
-        reloc(in.a);
-        break;
-      case Format::ACCESS_STORE:
-        reloc(in.b);
-        break;
-      case Format::JUMP: case Format::NONE:
-        break;
+  uint64_t values_size = 0;
+  const std::vector<uint64_t> placed = AssignSlotsByLiveness(&values_size);
+  // Every slot operand, once: constants to [0, C), values to their packed
+  // offsets after the constants (an operand may point inside a value, e.g.
+  // one batch of a batched dot, so the offset within it is kept).
+  auto reloc = [&](uint32_t& slot) {
+    if (slot >= kConstantBase) {
+      slot -= kConstantBase;
+      return;
     }
-  }
-  for (vm::AccessDesc& a : program_.accesses) {
-    if (a.base_kind == vm::AccessBase::FRAME) {
-      uint32_t base = static_cast<uint32_t>(a.base);
-      reloc(base);
-      a.base = static_cast<int32_t>(base);
-    }
-    for (int i = 0; i < a.rank; ++i) {
-      if (a.dims[i].start_slot >= 0) {
-        uint32_t s = static_cast<uint32_t>(a.dims[i].start_slot);
-        reloc(s);
-        a.dims[i].start_slot = static_cast<int32_t>(s);
-      }
-    }
-  }
+    const int a = FindAllocation(slot);
+    if (a < 0) return;  // mentioned nowhere else: a placeholder
+    slot = static_cast<uint32_t>(values_base + placed[a] +
+                                 (slot - allocations_[a].offset));
+  };
+  for (vm::Instr& in : program_.code) ForEachInstrSlot(in, reloc);
+  for (vm::AccessDesc& a : program_.accesses) ForEachAccessSlot(a, reloc);
   for (vm::Function& f : program_.functions) {
     for (uint32_t& s : f.param_slots) reloc(s);
     for (uint32_t& s : f.result_slots) reloc(s);
   }
   program_.frame_size = static_cast<uint32_t>(
-      (values_base + frame_end_ + vm::kSlotAlignment - 1) /
+      (values_base + values_size + vm::kSlotAlignment - 1) /
       vm::kSlotAlignment * vm::kSlotAlignment);
   program_.constants.assign(constants_end_, 0);
   for (const auto& [offset, bytes] : constants_) {

@@ -17,8 +17,8 @@ namespace pallasvm::compiler {
 class ProgramBuilder {
  public:
   // A frame slot of `bytes` bytes: 64-byte aligned for blocks, 8 for
-  // scalars. Slots are never reused (each value owns its bytes), which keeps
-  // values that live across loop back-edges correct by construction.
+  // scalars. While code is emitted every slot is distinct; Finish() then
+  // packs them by liveness (see AssignSlotsByLiveness in the .cc).
   uint32_t Alloc(int64_t bytes);
 
   // A frame slot holding `data`, shared by equal constants.
@@ -54,7 +54,15 @@ class ProgramBuilder {
   vm::Program program_;
   uint64_t frame_end_ = 0;
   uint64_t constants_end_ = 0;  // relative to kConstantBase
-  uint32_t Relocate(uint32_t slot, uint32_t values_base) const;
+  struct Allocation {
+    uint64_t offset;  // provisional, from Alloc
+    int64_t bytes;
+    uint64_t align;
+  };
+  std::vector<Allocation> allocations_;
+  // Final offset (relative to the values region) of each allocation.
+  std::vector<uint64_t> AssignSlotsByLiveness(uint64_t* values_size);
+  int FindAllocation(uint32_t slot) const;
   std::vector<std::pair<uint32_t, std::string>> constants_;
   absl::flat_hash_map<std::string, uint32_t> constant_slots_;
   std::vector<vm::SourceLoc> locs_ = {vm::SourceLoc{}};

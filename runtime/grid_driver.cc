@@ -1,11 +1,11 @@
 #include "runtime/grid_driver.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/block_copy.h"
@@ -53,8 +53,7 @@ std::string PointString(const std::vector<int32_t>& idx) {
 // Linear number of a block index, for the revisit check and the map of
 // written blocks: dims are numbered by how many blocks fit in the array
 // (plus one, so out-of-range indices cannot collide).
-int64_t BlockNumber(const BlockMappingSpec& bm,
-                    const std::vector<int64_t>& index) {
+int64_t BlockNumber(const BlockMappingSpec& bm, const int64_t* index) {
   int64_t n = 0;
   for (size_t d = 0; d < bm.dims.size(); ++d) {
     const int64_t size =
@@ -75,10 +74,11 @@ bool BlocksTileArray(const BlockMappingSpec& bm) {
   return true;
 }
 
-// Fills, in an output whose blocks tile it, every block whose number is not
-// in `written`.
-void FillUnwritten(const BlockMappingSpec& bm, std::vector<int64_t>& written,
-                   const RunOptions& options, uint8_t* array) {
+// Fills, in an output whose blocks tile it, every block not marked in
+// `written` (indexed by BlockNumber).
+void FillUnwritten(const BlockMappingSpec& bm,
+                   const std::vector<uint8_t>& written, const uint8_t* fill,
+                   uint8_t* array) {
   std::vector<int64_t> blocks(bm.dims.size());
   int64_t total = 1;
   for (size_t d = 0; d < bm.dims.size(); ++d) {
@@ -87,18 +87,9 @@ void FillUnwritten(const BlockMappingSpec& bm, std::vector<int64_t>& written,
     blocks[d] = (bm.array.shape[d] + size - 1) / size;
     total *= blocks[d];
   }
-  if (total == 0) return;
-  std::sort(written.begin(), written.end());
-  if (static_cast<int64_t>(written.size()) >= total) {
-    // Every block written (numbers are unique per output unless aliased).
-    return;
-  }
-  uint8_t fill[8];
-  FillValue(bm.array.dtype, options.uninitialized_memory, fill);
   std::vector<int64_t> index(bm.dims.size(), 0);
   for (int64_t t = 0; t < total; ++t) {
-    if (!std::binary_search(written.begin(), written.end(),
-                            BlockNumber(bm, index))) {
+    if (!written[BlockNumber(bm, index.data())]) {
       BlockRegion r;
       r.rank = static_cast<int>(bm.dims.size());
       r.elem_size = vm::SizeOf(bm.array.dtype);
@@ -120,13 +111,27 @@ void FillUnwritten(const BlockMappingSpec& bm, std::vector<int64_t>& written,
 
 }  // namespace
 
+// Per block mapping, what a grid step needs, precomputed at construction.
+struct MappingPlan {
+  BlockRegion region;        // start[] is set per block
+  int64_t start_scale[vm::kMaxRank];  // block size for Blocked dims, else 1
+  int64_t num_blocks = 0;    // range of BlockNumber, for the bitmaps
+  bool tiles = false;        // BlocksTileArray
+};
+
+struct BlockIndex {
+  int64_t v[vm::kMaxRank];
+};
+
 struct GridDriver::Workspace {
   Buffer frame;
   std::vector<Buffer> ref_buffers;
   std::vector<uint8_t*> ref_table;
-  // Per block mapping: block numbers visited (outputs, revisit check).
-  std::vector<absl::flat_hash_set<int64_t>> visited;
-  std::vector<std::vector<int64_t>> written;  // per mapping, block numbers
+  std::vector<MappingPlan> plans;
+  // Block indices per mapping at the previous, current and next point.
+  std::vector<BlockIndex> prev, cur, next;
+  // Per output mapping: blocks visited (revisit check) and written back.
+  std::vector<std::vector<uint8_t>> visited, written;
 };
 
 GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
@@ -139,14 +144,32 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
     ws_->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
     ws_->ref_table.push_back(ws_->ref_buffers.back().get());
   }
-  int64_t points = 1;
-  for (int64_t g : kernel_->grid) points *= g;
-  ws_->visited.resize(kernel_->block_mappings.size());
-  ws_->written.resize(kernel_->block_mappings.size());
-  for (size_t m = 0; m < kernel_->block_mappings.size(); ++m) {
-    if (kernel_->block_mappings[m].is_output) {
-      ws_->visited[m].reserve(static_cast<size_t>(std::min<int64_t>(points, 1 << 20)));
-      ws_->written[m].reserve(static_cast<size_t>(std::min<int64_t>(points, 1 << 20)));
+  const size_t n = kernel_->block_mappings.size();
+  ws_->plans.resize(n);
+  ws_->prev.resize(n);
+  ws_->cur.resize(n);
+  ws_->next.resize(n);
+  ws_->visited.resize(n);
+  ws_->written.resize(n);
+  for (size_t m = 0; m < n; ++m) {
+    const BlockMappingSpec& bm = kernel_->block_mappings[m];
+    MappingPlan& plan = ws_->plans[m];
+    plan.region.rank = static_cast<int>(bm.dims.size());
+    plan.region.elem_size = vm::SizeOf(bm.array.dtype);
+    plan.num_blocks = 1;
+    for (size_t d = 0; d < bm.dims.size(); ++d) {
+      const bool blocked = bm.dims[d].kind == BlockDimKind::BLOCKED;
+      plan.region.array_shape[d] = bm.array.shape[d];
+      plan.region.block_shape[d] =
+          bm.dims[d].kind == BlockDimKind::SQUEEZED ? 1 : bm.dims[d].size;
+      plan.start_scale[d] = blocked ? bm.dims[d].size : 1;
+      const int64_t size = blocked ? bm.dims[d].size : 1;
+      plan.num_blocks *= (bm.array.shape[d] + size - 1) / size + 1;
+    }
+    plan.tiles = BlocksTileArray(bm);
+    if (bm.is_output && plan.num_blocks <= (int64_t{1} << 26)) {
+      ws_->visited[m].assign(plan.num_blocks, 0);
+      ws_->written[m].assign(plan.num_blocks, 0);
     }
   }
 }
@@ -158,8 +181,10 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                              const RunOptions& options) {
   const Kernel& k = *kernel_;
   const vm::Program& p = k.program;
-  uint8_t* frame = ws_->frame.get();
+  Workspace& ws = *ws_;
+  uint8_t* frame = ws.frame.get();
   const int grid_rank = static_cast<int>(k.grid.size());
+  const size_t num_mappings = k.block_mappings.size();
 
   // HBM: inputs are read in place; outputs are the caller's buffers. An
   // aliased input is read from its output, which starts as a copy of it.
@@ -173,167 +198,176 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     in_hbm[in] = static_cast<const uint8_t*>(outputs[out]);
     out_aliased[out] = true;
   }
+  // Fill values per mapping, for padding on the way in.
+  std::vector<std::array<uint8_t, 8>> fills(num_mappings);
+  for (size_t m = 0; m < num_mappings; ++m) {
+    FillValue(k.block_mappings[m].array.dtype, options.uninitialized_memory,
+              fills[m].data());
+  }
   // Outputs start uninitialized. Where blocks tile the array, only blocks
   // never written back are filled, after the grid; otherwise all of it now.
-  for (const BlockMappingSpec& bm : k.block_mappings) {
-    if (!bm.is_output || out_aliased[bm.operand] || BlocksTileArray(bm)) {
-      continue;
-    }
-    uint8_t fill[8];
-    FillValue(bm.array.dtype, options.uninitialized_memory, fill);
+  for (size_t m = 0; m < num_mappings; ++m) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    if (!bm.is_output) continue;
+    std::fill(ws.visited[m].begin(), ws.visited[m].end(), 0);
+    std::fill(ws.written[m].begin(), ws.written[m].end(), 0);
+    const bool tracked = !ws.written[m].empty();
+    if (out_aliased[bm.operand] || (ws.plans[m].tiles && tracked)) continue;
     FillElements(static_cast<uint8_t*>(outputs[bm.operand]),
-                 bm.array.num_elements(), fill, vm::SizeOf(bm.array.dtype));
-  }
-  for (size_t m = 0; m < k.block_mappings.size(); ++m) {
-    ws_->visited[m].clear();
-    ws_->written[m].clear();
+                 bm.array.num_elements(), fills[m].data(),
+                 vm::SizeOf(bm.array.dtype));
   }
   // SMEM copies of scalar prefetch operands; scratch starts uninitialized.
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const RefSpec& ref = k.refs[r];
     if (ref.kind == RefKind::SCALAR_PREFETCH) {
-      std::memcpy(ws_->ref_table[r], in_hbm[ref.operand], ref.type.bytes());
+      std::memcpy(ws.ref_table[r], in_hbm[ref.operand], ref.type.bytes());
     } else if (ref.kind == RefKind::SCRATCH) {
       uint8_t fill[8];
       FillValue(ref.type.dtype, options.uninitialized_memory, fill);
-      FillElements(ws_->ref_table[r], ref.type.num_elements(), fill,
-               vm::SizeOf(ref.type.dtype));
+      FillElements(ws.ref_table[r], ref.type.num_elements(), fill,
+                   vm::SizeOf(ref.type.dtype));
     }
   }
 
   int64_t num_points = 1;
   for (int64_t g : k.grid) num_points *= g;
-  std::vector<int32_t> num_programs(k.grid.begin(), k.grid.end());
-  std::vector<int32_t> point(grid_rank, 0), next_point(grid_rank, 0);
+  int32_t num_programs[vm::kMaxRank] = {};
+  int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
+  for (int g = 0; g < grid_rank; ++g) {
+    num_programs[g] = static_cast<int32_t>(k.grid[g]);
+  }
   vm::ExecContext ctx;
   ctx.frame = frame;
-  ctx.refs = ws_->ref_table.data();
-  ctx.num_programs = num_programs.data();
+  ctx.refs = ws.ref_table.data();
+  ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
 
-  const size_t num_mappings = k.block_mappings.size();
-  // Block indices per mapping at the previous, current and next point.
-  std::vector<std::vector<int64_t>> prev(num_mappings), cur(num_mappings),
-      nxt(num_mappings);
-
-  auto run_index_maps = [&](const std::vector<int32_t>& at,
-                            std::vector<std::vector<int64_t>>& result)
-      -> absl::Status {
+  auto where = [&](const int32_t* at, const BlockMappingSpec& bm) {
+    return absl::StrCat("kernel '", k.name, "', grid point ",
+                        PointString(std::vector<int32_t>(at, at + grid_rank)),
+                        ", index map of ", bm.is_output ? "output " : "input ",
+                        bm.operand);
+  };
+  auto run_index_maps = [&](const int32_t* at,
+                            std::vector<BlockIndex>& result) -> absl::Status {
+    ctx.program_ids = at;
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
       const vm::Function& f = p.functions[bm.index_map];
       for (int g = 0; g < grid_rank; ++g) {
         std::memcpy(frame + f.param_slots[g], &at[g], 4);
       }
-      ctx.program_ids = at.data();
       if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
-        return absl::Status(
-            s.code(), absl::StrCat("kernel '", k.name, "', grid point ",
-                                   PointString(at), ", index map of ",
-                                   bm.is_output ? "output " : "input ",
-                                   bm.operand, ": ", s.message()));
+        return absl::Status(s.code(),
+                            absl::StrCat(where(at, bm), ": ", s.message()));
       }
-      result[m].resize(f.result_slots.size());
-      for (size_t d = 0; d < f.result_slots.size(); ++d) {
+      const MappingPlan& plan = ws.plans[m];
+      for (int d = 0; d < plan.region.rank; ++d) {
         int32_t v;
         std::memcpy(&v, frame + f.result_slots[d], 4);
-        result[m][d] = v;
-      }
-      // The block must start inside the array.
-      for (size_t d = 0; d < bm.dims.size(); ++d) {
-        const int64_t start = bm.dims[d].kind == BlockDimKind::BLOCKED
-                                  ? result[m][d] * bm.dims[d].size
-                                  : result[m][d];
-        const int64_t extent = bm.array.shape[d];
-        if (result[m][d] < 0 || start >= std::max<int64_t>(extent, 1)) {
+        result[m].v[d] = v;
+        // The block must start inside the array.
+        const int64_t start = v * plan.start_scale[d];
+        if (v < 0 || start >= std::max<int64_t>(plan.region.array_shape[d], 1)) {
           return absl::OutOfRangeError(absl::StrCat(
-              "kernel '", k.name, "', grid point ", PointString(at),
-              ": index map of ", bm.is_output ? "output " : "input ",
-              bm.operand, " returned block index (",
-              absl::StrJoin(result[m], ", "), "); in dimension ", d,
-              " the block starts at element ", start,
+              where(at, bm), " returned block index ", v, " in dimension ", d,
+              ": the block starts at element ", start,
               ", outside the array ", bm.array.ToString()));
         }
       }
     }
     return absl::OkStatus();
   };
-
-  auto block_region = [&](const BlockMappingSpec& bm,
-                          const std::vector<int64_t>& index) {
-    BlockRegion region;
-    region.rank = static_cast<int>(bm.dims.size());
-    region.elem_size = vm::SizeOf(bm.array.dtype);
-    for (int d = 0; d < region.rank; ++d) {
-      region.array_shape[d] = bm.array.shape[d];
-      const bool squeezed = bm.dims[d].kind == BlockDimKind::SQUEEZED;
-      region.block_shape[d] = squeezed ? 1 : bm.dims[d].size;
-      region.start[d] = bm.dims[d].kind == BlockDimKind::BLOCKED
-                            ? index[d] * bm.dims[d].size
-                            : index[d];
+  auto same = [](const BlockIndex& a, const BlockIndex& b, int rank) {
+    for (int d = 0; d < rank; ++d) {
+      if (a.v[d] != b.v[d]) return false;
     }
-    return region;
+    return true;
+  };
+  auto block_number = [&](size_t m, const BlockIndex& index) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    return BlockNumber(bm, index.v);
+  };
+  auto set_start = [&](MappingPlan& plan, const BlockIndex& index) {
+    for (int d = 0; d < plan.region.rank; ++d) {
+      plan.region.start[d] = index.v[d] * plan.start_scale[d];
+    }
   };
 
-  if (absl::Status s = run_index_maps(point, cur); !s.ok()) return s;
+  if (absl::Status s = run_index_maps(point, ws.cur); !s.ok()) return s;
   for (int64_t t = 0; t < num_points; ++t) {
     // Copy in input blocks whose index changed; check output revisits.
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
-      if (t > 0 && cur[m] == prev[m]) continue;
+      MappingPlan& plan = ws.plans[m];
+      if (t > 0 && same(ws.cur[m], ws.prev[m], plan.region.rank)) continue;
       if (bm.is_output) {
-        if (!out_aliased[bm.operand]) {
-          if (!ws_->visited[m].insert(BlockNumber(bm, cur[m])).second) {
+        if (!out_aliased[bm.operand] && !ws.visited[m].empty()) {
+          uint8_t& seen = ws.visited[m][block_number(m, ws.cur[m])];
+          if (seen) {
             return absl::FailedPreconditionError(absl::StrCat(
-                "kernel '", k.name, "', grid point ", PointString(point),
-                ": revisited block (", absl::StrJoin(cur[m], ", "),
+                "kernel '", k.name, "', grid point ",
+                PointString(std::vector<int32_t>(point, point + grid_rank)),
+                ": revisited block (",
+                absl::StrJoin(ws.cur[m].v, ws.cur[m].v + plan.region.rank, ", "),
                 ") of output ", bm.operand,
                 " after leaving it; its earlier contents were already "
                 "written back and would be overwritten. Order the grid so "
                 "that each output block's visits are consecutive."));
           }
+          seen = 1;
         }
         continue;
       }
-      uint8_t fill[8];
-      FillValue(bm.array.dtype, options.uninitialized_memory, fill);
-      CopyBlockIn(block_region(bm, cur[m]), in_hbm[bm.operand], fill,
-                  ws_->ref_table[bm.ref]);
+      set_start(plan, ws.cur[m]);
+      CopyBlockIn(plan.region, in_hbm[bm.operand], fills[m].data(),
+                  ws.ref_table[bm.ref]);
     }
-    ctx.program_ids = point.data();
+    ctx.program_ids = point;
     if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
       return absl::Status(
-          s.code(), absl::StrCat("kernel '", k.name, "', grid point ",
-                                 PointString(point), ": ", s.message()));
+          s.code(),
+          absl::StrCat("kernel '", k.name, "', grid point ",
+                       PointString(std::vector<int32_t>(point, point + grid_rank)),
+                       ": ", s.message()));
     }
     const bool last = t + 1 == num_points;
     if (!last) {
-      next_point = point;
+      std::memcpy(next_point, point, sizeof(point));
       for (int g = grid_rank - 1; g >= 0; --g) {
         if (++next_point[g] < k.grid[g]) break;
         next_point[g] = 0;
       }
-      if (absl::Status s = run_index_maps(next_point, nxt); !s.ok()) return s;
+      if (absl::Status s = run_index_maps(next_point, ws.next); !s.ok()) {
+        return s;
+      }
     }
     // Write back output blocks that are being left.
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
-      if (!bm.is_output || (!last && nxt[m] == cur[m])) continue;
-      CopyBlockOut(block_region(bm, cur[m]), ws_->ref_table[bm.ref],
+      MappingPlan& plan = ws.plans[m];
+      if (!bm.is_output ||
+          (!last && same(ws.next[m], ws.cur[m], plan.region.rank))) {
+        continue;
+      }
+      set_start(plan, ws.cur[m]);
+      CopyBlockOut(plan.region, ws.ref_table[bm.ref],
                    static_cast<uint8_t*>(outputs[bm.operand]));
-      ws_->written[m].push_back(BlockNumber(bm, cur[m]));
+      if (!ws.written[m].empty()) ws.written[m][block_number(m, ws.cur[m])] = 1;
     }
-    std::swap(prev, cur);
-    std::swap(cur, nxt);
-    point = next_point;
+    std::swap(ws.prev, ws.cur);
+    std::swap(ws.cur, ws.next);
+    std::memcpy(point, next_point, sizeof(point));
   }
   // Fill the blocks of tiled outputs that were never written back.
   for (size_t m = 0; m < num_mappings; ++m) {
     const BlockMappingSpec& bm = k.block_mappings[m];
-    if (!bm.is_output || out_aliased[bm.operand] || !BlocksTileArray(bm)) {
+    if (!bm.is_output || out_aliased[bm.operand] || !ws.plans[m].tiles ||
+        ws.written[m].empty()) {
       continue;
     }
-    FillUnwritten(bm, ws_->written[m], options,
+    FillUnwritten(bm, ws.written[m], fills[m].data(),
                   static_cast<uint8_t*>(outputs[bm.operand]));
   }
   return absl::OkStatus();

@@ -483,6 +483,9 @@ TEST(InterpreterTest, DotF32MatchesNaive) {
   CheckDotF32(128, 128, 128);
   CheckDotF32(1, 300, 70);    // one row, k past one block
   CheckDotF32(100, 257, 50);  // edge tiles in both directions
+  CheckDotF32(16, 40, 100);  // few rows: B read in place, tail packed
+  CheckDotF32(3, 600, 49);
+  CheckDotF32(17, 520, 96);  // just past the in-place threshold
   CheckDotF32(9, 1, 1);
   CheckDotF32(3, 0, 5);       // empty contraction: zeros
 }

@@ -44,7 +44,8 @@ bool ResolveAccess(const AccessDesc& access, const uint8_t* frame,
   }
   out->byte_offset = offset * access.elem_size;
   out->count = count;
-  out->region = MergeDims(access.rank, shape, strides);
+  // A single element (an SMEM scalar) is copied directly; skip the walk plan.
+  if (count != 1) out->region = MergeDims(access.rank, shape, strides);
   return true;
 }
 
@@ -108,6 +109,10 @@ void AddUpdateRegion(uint8_t* base, const uint8_t* src,
   using E = Storage<T>;
   E* dst = reinterpret_cast<E*>(base + r.byte_offset);
   const E* s = reinterpret_cast<const E*>(src);
+  if (r.count == 1) {
+    *dst = AddElement<T>(*dst, *s);
+    return;
+  }
   ForEachRow(r.region, [&](int64_t offset, int64_t dense, int64_t count,
                            int64_t stride) {
     E* d = dst + offset;

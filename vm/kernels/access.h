@@ -26,7 +26,7 @@ namespace pallasvm::vm::kernels {
 struct ResolvedAccess {
   int64_t byte_offset = 0;
   int64_t count = 0;  // elements in the region
-  StridedRegion region;
+  StridedRegion region;  // left unset when count == 1
 };
 
 // Why an access was refused: the first dimension (innermost first) whose

@@ -116,17 +116,23 @@ inline Storage<To> FromF32(float f) {
 }
 
 // Truncation toward zero with NaN -> 0 and saturation, like llvm's
-// fptosi.sat / fptoui.sat that XLA emits. The bounds are compared in double,
-// where every bound of a <= 32-bit integer is exact.
+// fptosi.sat / fptoui.sat that XLA emits. Written as clamps and selects
+// (no branches, no out-of-range cast) so that the block loop vectorises.
 template <class Int>
 inline Int SaturatingFloatToInt(float f) {
-  constexpr double kMin = static_cast<double>(std::numeric_limits<Int>::min());
-  constexpr double kMax = static_cast<double>(std::numeric_limits<Int>::max());
-  const double d = f;
-  if (!(d == d)) return 0;
-  if (d <= kMin) return std::numeric_limits<Int>::min();
-  if (d >= kMax) return std::numeric_limits<Int>::max();
-  return static_cast<Int>(d);
+  using Limits = std::numeric_limits<Int>;
+  // Int's min is 0 or minus a power of two: exact in float.
+  constexpr float kLo = static_cast<float>(Limits::min());
+  // The float just past Int's max (a power of two), and the largest float
+  // below it, which truncates into range.
+  constexpr float kTop = static_cast<float>(Limits::max()) + 1.0f;
+  constexpr float kHi =
+      std::bit_cast<float>(std::bit_cast<uint32_t>(kTop) - 1u);
+  float c = f > kLo ? f : kLo;  // NaN -> kLo, fixed below
+  c = c < kHi ? c : kHi;
+  Int r = static_cast<Int>(c);
+  r = f >= kTop ? Limits::max() : r;
+  return f != f ? Int{0} : r;
 }
 
 template <DType From, DType To>
