@@ -52,12 +52,15 @@ std::string SourceOf(const Program& program, size_t pc) {
                       loc.function.empty() ? "" : " in ", loc.function, ")");
 }
 
-[[gnu::cold, gnu::noinline]] absl::Status AccessError(
-    const Program& program, const Instr* ip, const kernels::AccessFault& fault,
-    bool is_write) {
+[[gnu::cold, gnu::noinline]] absl::Status AccessError(const Program& program,
+                                                     const Instr* ip,
+                                                     const uint8_t* frame,
+                                                     bool is_write) {
   const size_t pc = ip - program.code.data();
+  const AccessDesc& access = program.accesses[ip->d];
   return absl::OutOfRangeError(absl::StrCat(
-      kernels::DescribeAccessFault(program.accesses[ip->d], fault, is_write),
+      kernels::DescribeAccessFault(
+          access, kernels::FindAccessFault(access, frame), is_write),
       " at ", SourceOf(program, pc)));
 }
 
@@ -90,8 +93,6 @@ absl::Status Execute(const Program& program, int function,
   const LayoutDesc* const layouts = program.layouts.data();
   const AccessDesc* const accesses = program.accesses.data();
   const Instr* ip = code + program.functions[function].entry_pc;
-  kernels::ResolvedAccess region;
-  kernels::AccessFault fault;
 
 // Frame operands: a typed pointer to a block, or a scalar's value.
 #define VM_PTR(DT, off) reinterpret_cast<Storage<DType::DT>*>(frame + (off))
@@ -279,32 +280,34 @@ vm_dispatch:
     // LOAD: a := dense copy of the region.
     VM_CASE(LOAD) {
       const AccessDesc& acc = accesses[ip->d];
-      if (!kernels::ResolveAccess(acc, frame, &region, &fault)) {
-        return AccessError(program, ip, fault, /*is_write=*/false);
+      const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
+      if (region.count < 0) {
+        return AccessError(program, ip, frame, /*is_write=*/false);
       }
-      kernels::LoadRegion(frame + ip->a, VM_ACCESS_BASE(acc), region,
-                          acc.elem_size);
+      kernels::LoadRegion(frame + ip->a, VM_ACCESS_BASE(acc), acc, region);
       VM_NEXT();
     }
     // STORE: region := dense value at b.
     VM_CASE(STORE) {
       const AccessDesc& acc = accesses[ip->d];
-      if (!kernels::ResolveAccess(acc, frame, &region, &fault)) {
-        return AccessError(program, ip, fault, /*is_write=*/true);
+      const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
+      if (region.count < 0) {
+        return AccessError(program, ip, frame, /*is_write=*/true);
       }
-      kernels::StoreRegion(VM_ACCESS_BASE(acc), frame + ip->b, region,
-                           acc.elem_size);
+      kernels::StoreRegion(VM_ACCESS_BASE(acc), frame + ip->b, acc, region);
       VM_NEXT();
     }
     // ADDUPDATE_T: region += dense value at b, in T's arithmetic.
 #define VM_ADDUPDATE_CASE(DT)                                              \
   VM_CASE(ADDUPDATE_##DT) {                                                \
     const AccessDesc& acc = accesses[ip->d];                               \
-    if (!kernels::ResolveAccess(acc, frame, &region, &fault)) {            \
-      return AccessError(program, ip, fault, /*is_write=*/true);           \
+    const kernels::ResolvedAccess region =                                 \
+        kernels::ResolveAccess(acc, frame);                                \
+    if (region.count < 0) {                                                \
+      return AccessError(program, ip, frame, /*is_write=*/true);           \
     }                                                                      \
     kernels::AddUpdateRegion<DType::DT>(VM_ACCESS_BASE(acc),               \
-                                        frame + ip->b, region);            \
+                                        frame + ip->b, acc, region);       \
     VM_NEXT();                                                             \
   }
     VM_ADDUPDATE_CASE(F32)

@@ -41,6 +41,27 @@ const Case kCases[] = {
     {"scalar_prefetch", {1e-6, 2.5e-7}, "x * 10 + s (FMA in XLA)"},
     {"int_ops", {0, 0}, "integers: exact"},
     {"while_cond", {1e-6, 1e-6}, "a few f32 ops per element"},
+    // bf16 rounds after every op in both; observed exact. Any tolerance
+    // would hide a missing intermediate rounding, the thing tested here.
+    {"bf16_elementwise", {0, 0}, "bf16 per-op rounding: exact"},
+    {"int8_matmul", {0, 0}, "int8 dot into int32: exact"},
+    {"transcendental", {1e-6, 4e-7},
+     "logistic/rsqrt/log: 1 ulp observed, a few ulp allowed"},
+    {"reductions", {1e-5, 1e-6},
+     "f32 sums of up to 1024 elements: summation order (5.7e-6 observed)"},
+    {"layout_ops", {0, 0},
+     "data movement; x * 2, x + r - c, iota * (i + 0.5): exact, no FMA"},
+    {"dot_variants", {5e-5, 1e-5},
+     "f32 dots over K=128: accumulation order (1.5e-5 observed)"},
+    {"control_flow", {1e-6, 1e-6},
+     "a few f32 ops per element; x * 0.5 + c may be an FMA in XLA"},
+    {"custom_calls", {1e-6, 2.5e-7}, "sin: 1 ulp; v * w - |w| (FMA in XLA)"},
+    {"scratch_accumulate", {5e-5, 1e-5},
+     "bf16 operands exact in f32; K=192 f32 accumulation order"},
+    {"uint32_ops", {0, 0}, "integers and int <-> f32 conversions: exact"},
+    {"aliasing", {0, 0}, "data movement and (x + 1) * y (no FMA): exact"},
+    {"partial_edge_2d_reduce", {1e-5, 1e-6},
+     "masked f32 block sums of up to 1024 elements: summation order"},
 };
 
 class GoldenTest : public ::testing::TestWithParam<Case> {};

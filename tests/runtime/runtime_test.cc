@@ -135,3 +135,64 @@ TEST_F(BindingTest, WrongOutputShape) {
 
 }  // namespace
 }  // namespace pallasvm
+
+namespace pallasvm {
+namespace {
+
+// Wrong kernels exported from JAX (tests/golden/errors/), on which JAX's
+// interpret mode raises too (jax_error.txt beside each): pallasvm must
+// refuse them with an error naming the problem and where it happened.
+absl::Status RunErrorFixture(const std::string& name) {
+  const std::string dir =
+      std::string(PALLASVM_FIXTURES_DIR) + "/errors/" + name;
+  tools::LoadOptions load;
+  load.use_cache = false;
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      tools::LoadExecutable(dir + "/kernel.json", load);
+  EXPECT_TRUE(exe.ok()) << exe.status();
+  if (!exe.ok()) return exe.status();
+  const runtime::Kernel& k = (*exe)->kernel();
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < k.in_types.size(); ++i) {
+    paths.push_back(dir + "/input_" + std::to_string(i) + ".npy");
+  }
+  absl::StatusOr<std::vector<tools::NpyArray>> in = tools::ReadInputs(k, paths);
+  EXPECT_TRUE(in.ok()) << in.status();
+  if (!in.ok()) return in.status();
+  std::vector<Array> ins, outs;
+  for (tools::NpyArray& a : *in) ins.push_back({*a.dtype, a.shape, a.data.data()});
+  std::vector<std::vector<uint8_t>> data;
+  for (const auto& t : k.out_types) data.emplace_back(t.bytes());
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    outs.push_back({k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
+  }
+  return (*exe)->Run(ins, outs);
+}
+
+TEST(GridErrors, RevisitedOutputBlock) {
+  absl::Status s = RunErrorFixture("revisit_output");
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "revisited block (0, 0)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1, 0)")) << s;
+}
+
+TEST(GridErrors, OutOfBoundsBlockIndex) {
+  absl::Status s = RunErrorFixture("oob_block_index");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(absl::StrContains(s.message(), "grid point (3)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "block index 4")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "float32[32,128]")) << s;
+}
+
+TEST(GridErrors, OutOfBoundsDynamicSliceNamesTheSourceLine) {
+  absl::Status s = RunErrorFixture("oob_dynamic_slice");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(absl::StrContains(s.message(), "out-of-bounds read")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "generate.py:")) << s;
+}
+
+}  // namespace
+}  // namespace pallasvm

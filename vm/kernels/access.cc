@@ -13,10 +13,12 @@
 
 namespace pallasvm::vm::kernels {
 
-bool ResolveAccess(const AccessDesc& access, const uint8_t* frame,
-                   ResolvedAccess* out, AccessFault* fault) {
-  int64_t shape[kMaxRank];
-  int64_t strides[kMaxRank];
+namespace {
+
+// The one walk over the dimensions, shared by the fast path and the error
+// path: on a bad start it reports the dimension and stops.
+inline bool WalkStarts(const AccessDesc& access, const uint8_t* frame,
+                       ResolvedAccess* out, AccessFault* fault) {
   int64_t buffer_stride = 1;  // elements per step of dim d in the buffer
   int64_t offset = 0;
   int64_t count = 1;
@@ -37,16 +39,40 @@ bool ResolveAccess(const AccessDesc& access, const uint8_t* frame,
       }
       offset += start * buffer_stride;
     }
-    shape[d] = dim.size;
-    strides[d] = dim.stride * buffer_stride;
     count *= dim.size;
     buffer_stride *= dim.extent;
   }
   out->byte_offset = offset * access.elem_size;
   out->count = count;
-  // A single element (an SMEM scalar) is copied directly; skip the walk plan.
-  if (count != 1) out->region = MergeDims(access.rank, shape, strides);
   return true;
+}
+
+}  // namespace
+
+ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame) {
+  ResolvedAccess r;
+  AccessFault fault;
+  if (!WalkStarts(access, frame, &r, &fault)) r.count = -1;
+  return r;
+}
+
+AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame) {
+  ResolvedAccess r;
+  AccessFault fault;
+  WalkStarts(access, frame, &r, &fault);
+  return fault;
+}
+
+StridedRegion PlanRegion(const AccessDesc& access) {
+  int64_t shape[kMaxRank];
+  int64_t strides[kMaxRank];
+  int64_t buffer_stride = 1;
+  for (int d = access.rank - 1; d >= 0; --d) {
+    shape[d] = access.dims[d].size;
+    strides[d] = access.dims[d].stride * buffer_stride;
+    buffer_stride *= access.dims[d].extent;
+  }
+  return MergeDims(access.rank, shape, strides);
 }
 
 std::string DescribeAccessFault(const AccessDesc& access,
@@ -70,23 +96,39 @@ std::string DescribeAccessFault(const AccessDesc& access,
                       dim.size, step, " (needs ", needs, ")");
 }
 
-void LoadRegion(uint8_t* dst, const uint8_t* base, const ResolvedAccess& r,
-                int elem_size) {
-  // One element (an SMEM scalar, say) is the common case in scalar code.
-  if (r.count == 1) {
-    std::memcpy(dst, base + r.byte_offset, elem_size);
-    return;
+namespace {
+
+// One element by its width: fixed-size copies are single moves, where a
+// memcpy of a run-time size is a library call.
+inline void CopyElement(uint8_t* dst, const uint8_t* src, int elem_size) {
+  switch (elem_size) {
+    case 4: std::memcpy(dst, src, 4); return;
+    case 2: std::memcpy(dst, src, 2); return;
+    default: *dst = *src; return;
   }
-  CopyRegionToDense(dst, base + r.byte_offset, r.region, elem_size);
 }
 
-void StoreRegion(uint8_t* base, const uint8_t* src, const ResolvedAccess& r,
-                 int elem_size) {
+}  // namespace
+
+void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
+                ResolvedAccess r) {
+  // One element (an SMEM scalar, say) is the common case in scalar code.
   if (r.count == 1) {
-    std::memcpy(base + r.byte_offset, src, elem_size);
+    CopyElement(dst, base + r.byte_offset, access.elem_size);
     return;
   }
-  CopyDenseToRegion(base + r.byte_offset, src, r.region, elem_size);
+  CopyRegionToDense(dst, base + r.byte_offset, PlanRegion(access),
+                    access.elem_size);
+}
+
+void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
+                 ResolvedAccess r) {
+  if (r.count == 1) {
+    CopyElement(base + r.byte_offset, src, access.elem_size);
+    return;
+  }
+  CopyDenseToRegion(base + r.byte_offset, src, PlanRegion(access),
+                    access.elem_size);
 }
 
 namespace {
@@ -105,7 +147,7 @@ inline Storage<T> AddElement(Storage<T> x, Storage<T> y) {
 
 template <DType T>
 void AddUpdateRegion(uint8_t* base, const uint8_t* src,
-                     const ResolvedAccess& r) {
+                     const AccessDesc& access, ResolvedAccess r) {
   using E = Storage<T>;
   E* dst = reinterpret_cast<E*>(base + r.byte_offset);
   const E* s = reinterpret_cast<const E*>(src);
@@ -113,8 +155,8 @@ void AddUpdateRegion(uint8_t* base, const uint8_t* src,
     *dst = AddElement<T>(*dst, *s);
     return;
   }
-  ForEachRow(r.region, [&](int64_t offset, int64_t dense, int64_t count,
-                           int64_t stride) {
+  ForEachRow(PlanRegion(access), [&](int64_t offset, int64_t dense,
+                                     int64_t count, int64_t stride) {
     E* d = dst + offset;
     const E* v = s + dense;
     if (stride == 1) {
@@ -127,13 +169,13 @@ void AddUpdateRegion(uint8_t* base, const uint8_t* src,
   });
 }
 
-template void AddUpdateRegion<DType::F32>(uint8_t*, const uint8_t*,
-                                          const ResolvedAccess&);
-template void AddUpdateRegion<DType::S32>(uint8_t*, const uint8_t*,
-                                          const ResolvedAccess&);
-template void AddUpdateRegion<DType::U32>(uint8_t*, const uint8_t*,
-                                          const ResolvedAccess&);
-template void AddUpdateRegion<DType::BF16>(uint8_t*, const uint8_t*,
-                                           const ResolvedAccess&);
+template void AddUpdateRegion<DType::F32>(
+    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::S32>(
+    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::U32>(
+    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::BF16>(
+    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
 
 }  // namespace pallasvm::vm::kernels

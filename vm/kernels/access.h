@@ -21,12 +21,13 @@
 
 namespace pallasvm::vm::kernels {
 
-// A region of the underlying buffer with its starts resolved: the byte
-// offset of its first element and its shape and element strides.
+// Where an access lands once its starts are resolved: the byte offset of
+// the region's first element from the base, and its element count (-1 when
+// a start puts the region out of its buffer). Small enough to travel in
+// registers, which matters for one-element SMEM reads in scalar code.
 struct ResolvedAccess {
   int64_t byte_offset = 0;
-  int64_t count = 0;  // elements in the region
-  StridedRegion region;  // left unset when count == 1
+  int64_t count = 0;
 };
 
 // Why an access was refused: the first dimension (innermost first) whose
@@ -37,26 +38,31 @@ struct AccessFault {
 };
 
 // Reads dynamic starts (S32 at frame + start_slot), then checks or clamps.
-// Returns false and fills `fault` when the region leaves the buffer.
-bool ResolveAccess(const AccessDesc& access, const uint8_t* frame,
-                   ResolvedAccess* out, AccessFault* fault);
+ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame);
+
+// For the error path, after ResolveAccess refused: which start was bad.
+AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame);
 
 // "out-of-bounds read of ref 2 (dims [8, 128]): dim 0 start 12 size 8
 // (needs start + (size-1)*stride < 8)"; the caller adds where it happened.
 std::string DescribeAccessFault(const AccessDesc& access,
                                 const AccessFault& fault, bool is_write);
 
+// The walk over an access's region, which depends only on the descriptor
+// (sizes, strides, extents), not on where the starts put it.
+StridedRegion PlanRegion(const AccessDesc& access);
+
 // LOAD: dense dst := region of base.
-void LoadRegion(uint8_t* dst, const uint8_t* base, const ResolvedAccess& r,
-                int elem_size);
+void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
+                ResolvedAccess r);
 // STORE: region of base := dense src.
-void StoreRegion(uint8_t* base, const uint8_t* src, const ResolvedAccess& r,
-                 int elem_size);
+void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
+                 ResolvedAccess r);
 // ADDUPDATE_T: region of base += dense src, in T's arithmetic (BF16 adds in
 // f32 and rounds to nearest even). Instantiated for F32, S32, U32, BF16.
 template <DType T>
 void AddUpdateRegion(uint8_t* base, const uint8_t* src,
-                     const ResolvedAccess& r);
+                     const AccessDesc& access, ResolvedAccess r);
 
 }  // namespace pallasvm::vm::kernels
 
