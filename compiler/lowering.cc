@@ -422,8 +422,12 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
                               " inputs but is given ", inputs.size()));
   }
   scopes_.emplace_back();
-  auto pop = [this](absl::Status s) {
+  // Code the caller emits after this jaxpr (loop plumbing, result copies)
+  // belongs to the caller's equation, not to the last one in here.
+  const vm::SourceLoc caller_loc = b_.location();
+  auto pop = [this, &caller_loc](absl::Status s) {
     scopes_.pop_back();
+    b_.SetLocation(caller_loc);
     return s;
   };
   // Bind constants and inputs.
@@ -494,6 +498,7 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
     }
   }
   scopes_.pop_back();
+  b_.SetLocation(caller_loc);
   return outputs;
 }
 
