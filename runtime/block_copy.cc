@@ -56,6 +56,25 @@ void ForEachRow(const BlockRegion& r, const int64_t* valid, RowFn row) {
   }
 }
 
+// If the block's in-bounds part is one contiguous run of the array (all
+// dims after the first taken whole), its element offset in the array and
+// its length; the block is then dense in the same order.
+bool ContiguousRun(const BlockRegion& r, const int64_t* valid,
+                   int64_t* offset, int64_t* count) {
+  int64_t stride = 1, n = 1;
+  for (int d = r.rank - 1; d >= 1; --d) {
+    if (r.start[d] != 0 || valid[d] != r.array_shape[d] ||
+        r.block_shape[d] != r.array_shape[d]) {
+      return false;
+    }
+    stride *= r.array_shape[d];
+    n *= r.array_shape[d];
+  }
+  *offset = r.rank == 0 ? 0 : r.start[0] * stride;
+  *count = r.rank == 0 ? 1 : valid[0] * n;
+  return true;
+}
+
 }  // namespace
 
 void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
@@ -71,6 +90,11 @@ void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
   const int es = r.elem_size;
   if (partial) FillElements(block, block_elems, fill, es);
   if (Empty(r, valid)) return;
+  int64_t offset, count;
+  if (ContiguousRun(r, valid, &offset, &count)) {
+    std::memcpy(block, array + offset * es, count * es);
+    return;
+  }
   ForEachRow(r, valid, [&](int64_t a, int64_t b, int64_t n) {
     std::memcpy(block + b * es, array + a * es, n * es);
   });
@@ -81,6 +105,11 @@ void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array) {
   ValidExtent(r, valid);
   if (Empty(r, valid)) return;
   const int es = r.elem_size;
+  int64_t offset, count;
+  if (ContiguousRun(r, valid, &offset, &count)) {
+    std::memcpy(array + offset * es, block, count * es);
+    return;
+  }
   ForEachRow(r, valid, [&](int64_t a, int64_t b, int64_t n) {
     std::memcpy(array + a * es, block + b * es, n * es);
   });

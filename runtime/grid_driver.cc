@@ -116,6 +116,7 @@ struct MappingPlan {
   BlockRegion region;        // start[] is set per block
   int64_t start_scale[vm::kMaxRank];  // block size for Blocked dims, else 1
   int64_t num_blocks = 0;    // range of BlockNumber, for the bitmaps
+  int64_t number_stride[vm::kMaxRank];  // BlockNumber = sum index * stride
   bool tiles = false;        // BlocksTileArray
 };
 
@@ -167,6 +168,12 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
       plan.num_blocks *= (bm.array.shape[d] + size - 1) / size + 1;
     }
     plan.tiles = BlocksTileArray(bm);
+    int64_t stride = 1;
+    for (int d = plan.region.rank - 1; d >= 0; --d) {
+      plan.number_stride[d] = stride;
+      const int64_t size = plan.start_scale[d];
+      stride *= (bm.array.shape[d] + size - 1) / size + 1;
+    }
     if (bm.is_output && plan.num_blocks <= (int64_t{1} << 26)) {
       ws_->visited[m].assign(plan.num_blocks, 0);
       ws_->written[m].assign(plan.num_blocks, 0);
@@ -285,9 +292,14 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
     return true;
   };
+  // = BlockNumber(bm, index.v), with the strides precomputed.
   auto block_number = [&](size_t m, const BlockIndex& index) {
-    const BlockMappingSpec& bm = k.block_mappings[m];
-    return BlockNumber(bm, index.v);
+    const MappingPlan& plan = ws.plans[m];
+    int64_t n = 0;
+    for (int d = 0; d < plan.region.rank; ++d) {
+      n += index.v[d] * plan.number_stride[d];
+    }
+    return n;
   };
   auto set_start = [&](MappingPlan& plan, const BlockIndex& index) {
     for (int d = 0; d < plan.region.rank; ++d) {

@@ -2,7 +2,8 @@
 // line, for debugging the compiler and for error reports.
 //
 //   ; function 0 'kernel'  entry 0  params []  results []
-//       0  ADD_F32_VV          r@128 := r@0, r@64  n=1024        ; add  kernel.py:12
+//       0  ADD_F32_VV          r@128 := r@0, r@64  n=1024        ; add
+//       kernel.py:12
 //
 // Frame operands print as r@<byte offset>; access regions as
 // `ref2[ds(r@16, 8), ds(0, 128, 2)]`, like pl.ds(start, size, stride).
@@ -43,9 +44,8 @@ std::string DescribeAccess(const Program& p, uint32_t d) {
   std::vector<int64_t> extents;
   for (int i = 0; i < rank; ++i) {
     const AccessDim& dim = acc.dims[i];
-    const std::string start = dim.start_slot >= 0
-                                  ? Slot(dim.start_slot)
-                                  : absl::StrCat(dim.start);
+    const std::string start =
+        dim.start_slot >= 0 ? Slot(dim.start_slot) : absl::StrCat(dim.start);
     extents.push_back(dim.extent);
     if (dim.squeezed) {
       index.push_back(start);
@@ -139,9 +139,8 @@ std::string Source(const Program& p, size_t pc) {
 
 std::string Disassemble(const Program& program) {
   std::string out = absl::StrCat("; frame ", program.frame_size,
-                                 " bytes, constants ",
-                                 program.constants.size(), " bytes, ",
-                                 program.num_refs, " refs\n");
+                                 " bytes, constants ", program.constants.size(),
+                                 " bytes, ", program.num_refs, " refs\n");
   for (size_t pc = 0; pc < program.code.size(); ++pc) {
     for (size_t f = 0; f < program.functions.size(); ++f) {
       const Function& fn = program.functions[f];
@@ -156,8 +155,8 @@ std::string Disassemble(const Program& program) {
     const Instr& in = program.code[pc];
     std::string line;
     if (static_cast<uint32_t>(in.op) >= static_cast<uint32_t>(kNumOps)) {
-      line = absl::StrFormat("%5d  <bad opcode %d>", pc,
-                             static_cast<int>(in.op));
+      line =
+          absl::StrFormat("%5d  <bad opcode %d>", pc, static_cast<int>(in.op));
     } else {
       line = absl::StrFormat("%5d  %-20s%s", pc, std::string(Info(in.op).name),
                              Operands(program, in));

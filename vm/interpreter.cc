@@ -16,6 +16,8 @@
 // switch 1.66 ns.
 // Scalar forms (_SS, _S, MOV, jumps, PROGRAM_ID) are inline in the loop;
 // block forms call the kernels in vm/kernels/.
+#include "vm/interpreter.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -23,7 +25,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "vm/interpreter.h"
 #include "vm/kernels/access.h"
 #include "vm/kernels/convert.h"
 #include "vm/kernels/dot.h"
@@ -53,9 +54,9 @@ std::string SourceOf(const Program& program, size_t pc) {
 }
 
 [[gnu::cold, gnu::noinline]] absl::Status AccessError(const Program& program,
-                                                     const Instr* ip,
-                                                     const uint8_t* frame,
-                                                     bool is_write) {
+                                                      const Instr* ip,
+                                                      const uint8_t* frame,
+                                                      bool is_write) {
   const size_t pc = ip - program.code.data();
   const AccessDesc& access = program.accesses[ip->d];
   return absl::OutOfRangeError(absl::StrCat(
@@ -64,13 +65,13 @@ std::string SourceOf(const Program& program, size_t pc) {
       " at ", SourceOf(program, pc)));
 }
 
-[[gnu::cold, gnu::noinline]] absl::Status GridAxisError(
-    const Program& program, const Instr* ip, int32_t grid_rank) {
+[[gnu::cold, gnu::noinline]] absl::Status GridAxisError(const Program& program,
+                                                        const Instr* ip,
+                                                        int32_t grid_rank) {
   const size_t pc = ip - program.code.data();
-  return absl::InvalidArgumentError(
-      absl::StrCat(std::string(Info(ip->op).name), " asks for grid axis ", ip->b,
-                   " but the grid has rank ", grid_rank, " at ",
-                   SourceOf(program, pc)));
+  return absl::InvalidArgumentError(absl::StrCat(
+      std::string(Info(ip->op).name), " asks for grid axis ", ip->b,
+      " but the grid has rank ", grid_rank, " at ", SourceOf(program, pc)));
 }
 
 }  // namespace
@@ -84,9 +85,9 @@ void InitFrame(const Program& program, uint8_t* frame) {
 absl::Status Execute(const Program& program, int function,
                      const ExecContext& ctx) {
   if (function < 0 || function >= static_cast<int>(program.functions.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("no function ", function, " in a program of ",
-                     program.functions.size()));
+    return absl::InvalidArgumentError(absl::StrCat("no function ", function,
+                                                   " in a program of ",
+                                                   program.functions.size()));
   }
   uint8_t* const frame = ctx.frame;
   const Instr* const code = program.code.data();
@@ -101,8 +102,9 @@ absl::Status Execute(const Program& program, int function,
 #define VM_GET(DT, off) LoadScalar<Storage<DType::DT>>(frame + (off))
 #define VM_SET(DT, off, v) StoreScalar<Storage<DType::DT>>(frame + (off), (v))
 // The base pointer of an access: a ref table entry or a frame value.
-#define VM_ACCESS_BASE(acc) \
-  ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] : frame + (acc).base)
+#define VM_ACCESS_BASE(acc)                                  \
+  ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] \
+                                      : frame + (acc).base)
 
 #if PALLASVM_SWITCH_DISPATCH
 #define VM_CASE(OP) case Op::OP:
@@ -110,38 +112,40 @@ absl::Status Execute(const Program& program, int function,
 #else
 #define VM_CASE(OP) L_##OP:
 #define VM_DISPATCH() goto* kLabels[static_cast<int>(ip->op)]
+  // clang-format off
   static const void* const kLabels[] = {
-#define VM_LABEL_BINARY(NAME, IN, OUT, F, S)                  \
-  &&L_##NAME##_##IN##_VV, &&L_##NAME##_##IN##_VS, &&L_##NAME##_##IN##_SV, \
-      &&L_##NAME##_##IN##_SS,
-      PALLASVM_BINARY_OPS(VM_LABEL_BINARY)
+#define VM_LABEL_BINARY(NAME, IN, OUT, F, S)                              \
+    &&L_##NAME##_##IN##_VV, &&L_##NAME##_##IN##_VS,                       \
+    &&L_##NAME##_##IN##_SV, &&L_##NAME##_##IN##_SS,
+    PALLASVM_BINARY_OPS(VM_LABEL_BINARY)
 #undef VM_LABEL_BINARY
 #define VM_LABEL_UNARY(NAME, IN, OUT, F, S) \
-  &&L_##NAME##_##IN##_V, &&L_##NAME##_##IN##_S,
-          PALLASVM_UNARY_OPS(VM_LABEL_UNARY)
+    &&L_##NAME##_##IN##_V, &&L_##NAME##_##IN##_S,
+    PALLASVM_UNARY_OPS(VM_LABEL_UNARY)
 #undef VM_LABEL_UNARY
 #define VM_LABEL_CVT(FROM, TO) \
-  &&L_CVT_##FROM##_##TO##_V, &&L_CVT_##FROM##_##TO##_S,
+    &&L_CVT_##FROM##_##TO##_V, &&L_CVT_##FROM##_##TO##_S,
 #define VM_LABEL_CVT_FROM(FROM) PALLASVM_DTYPE_NAMES_INNER(VM_LABEL_CVT, FROM)
-              PALLASVM_DTYPE_NAMES_OUTER(VM_LABEL_CVT_FROM)
+    PALLASVM_DTYPE_NAMES_OUTER(VM_LABEL_CVT_FROM)
 #undef VM_LABEL_CVT_FROM
 #undef VM_LABEL_CVT
 #define VM_LABEL_OTHER(NAME, FMT, IN, OUT, S) &&L_##NAME,
-                  PALLASVM_OTHER_OPS(VM_LABEL_OTHER)
+    PALLASVM_OTHER_OPS(VM_LABEL_OTHER)
 #undef VM_LABEL_OTHER
   };
+  // clang-format on
   static_assert(sizeof(kLabels) / sizeof(kLabels[0]) == kNumOps,
                 "/* ORDER OP */ the label table follows vm/opcodes.def");
 #endif
-#define VM_NEXT() \
-  do {            \
-    ++ip;         \
+#define VM_NEXT()  \
+  do {             \
+    ++ip;          \
     VM_DISPATCH(); \
   } while (0)
-#define VM_JUMP(target)     \
-  do {                      \
-    ip = code + (target);   \
-    VM_DISPATCH();          \
+#define VM_JUMP(target)   \
+  do {                    \
+    ip = code + (target); \
+    VM_DISPATCH();        \
   } while (0)
 
 #if PALLASVM_SWITCH_DISPATCH
@@ -154,54 +158,54 @@ vm_dispatch:
 
 // ------------------------------------------------ generated: binary ops
 // _VV / _VS / _SV call the block loops; _SS is one functor call, inline.
-#define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                  \
-  VM_CASE(NAME##_##IN##_VV) {                                                 \
-    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),     \
-                                  VM_CPTR(IN, ip->c), ip->n);                 \
-    VM_NEXT();                                                                \
-  }                                                                           \
-  VM_CASE(NAME##_##IN##_VS) {                                                 \
-    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),     \
-                                  VM_GET(IN, ip->c), ip->n);                  \
-    VM_NEXT();                                                                \
-  }                                                                           \
-  VM_CASE(NAME##_##IN##_SV) {                                                 \
-    kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),      \
-                                  VM_CPTR(IN, ip->c), ip->n);                 \
-    VM_NEXT();                                                                \
-  }                                                                           \
-  VM_CASE(NAME##_##IN##_SS) {                                                 \
-    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b), VM_GET(IN, ip->c)));   \
-    VM_NEXT();                                                                \
+#define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                \
+  VM_CASE(NAME##_##IN##_VV) {                                               \
+    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),   \
+                                  VM_CPTR(IN, ip->c), ip->n);               \
+    VM_NEXT();                                                              \
+  }                                                                         \
+  VM_CASE(NAME##_##IN##_VS) {                                               \
+    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),   \
+                                  VM_GET(IN, ip->c), ip->n);                \
+    VM_NEXT();                                                              \
+  }                                                                         \
+  VM_CASE(NAME##_##IN##_SV) {                                               \
+    kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),    \
+                                  VM_CPTR(IN, ip->c), ip->n);               \
+    VM_NEXT();                                                              \
+  }                                                                         \
+  VM_CASE(NAME##_##IN##_SS) {                                               \
+    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b), VM_GET(IN, ip->c))); \
+    VM_NEXT();                                                              \
   }
     PALLASVM_BINARY_OPS(VM_BINARY_CASES)
 #undef VM_BINARY_CASES
 
 // ------------------------------------------------- generated: unary ops
-#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                                 \
-  VM_CASE(NAME##_##IN##_V) {                                                \
-    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),     \
-                                ip->n);                                     \
-    VM_NEXT();                                                              \
-  }                                                                         \
-  VM_CASE(NAME##_##IN##_S) {                                                \
-    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                    \
-    VM_NEXT();                                                              \
+#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                             \
+  VM_CASE(NAME##_##IN##_V) {                                            \
+    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b), \
+                                ip->n);                                 \
+    VM_NEXT();                                                          \
+  }                                                                     \
+  VM_CASE(NAME##_##IN##_S) {                                            \
+    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                \
+    VM_NEXT();                                                          \
   }
     PALLASVM_UNARY_OPS(VM_UNARY_CASES)
 #undef VM_UNARY_CASES
 
 // ------------------------------------------------ generated: conversions
-#define VM_CVT_CASES(FROM, TO)                                                \
-  VM_CASE(CVT_##FROM##_##TO##_V) {                                            \
-    kernels::ConvertV<DType::FROM, DType::TO>(VM_PTR(TO, ip->a),              \
-                                              VM_CPTR(FROM, ip->b), ip->n);   \
-    VM_NEXT();                                                                \
-  }                                                                           \
-  VM_CASE(CVT_##FROM##_##TO##_S) {                                            \
-    VM_SET(TO, ip->a,                                                         \
-           (kernels::Convert<DType::FROM, DType::TO>(VM_GET(FROM, ip->b))));  \
-    VM_NEXT();                                                                \
+#define VM_CVT_CASES(FROM, TO)                                               \
+  VM_CASE(CVT_##FROM##_##TO##_V) {                                           \
+    kernels::ConvertV<DType::FROM, DType::TO>(VM_PTR(TO, ip->a),             \
+                                              VM_CPTR(FROM, ip->b), ip->n);  \
+    VM_NEXT();                                                               \
+  }                                                                          \
+  VM_CASE(CVT_##FROM##_##TO##_S) {                                           \
+    VM_SET(TO, ip->a,                                                        \
+           (kernels::Convert<DType::FROM, DType::TO>(VM_GET(FROM, ip->b)))); \
+    VM_NEXT();                                                               \
   }
 #define VM_CVT_FROM(FROM) PALLASVM_DTYPE_NAMES_INNER(VM_CVT_CASES, FROM)
     PALLASVM_DTYPE_NAMES_OUTER(VM_CVT_FROM)
@@ -298,17 +302,16 @@ vm_dispatch:
       VM_NEXT();
     }
     // ADDUPDATE_T: region += dense value at b, in T's arithmetic.
-#define VM_ADDUPDATE_CASE(DT)                                              \
-  VM_CASE(ADDUPDATE_##DT) {                                                \
-    const AccessDesc& acc = accesses[ip->d];                               \
-    const kernels::ResolvedAccess region =                                 \
-        kernels::ResolveAccess(acc, frame);                                \
-    if (region.count < 0) {                                                \
-      return AccessError(program, ip, frame, /*is_write=*/true);           \
-    }                                                                      \
-    kernels::AddUpdateRegion<DType::DT>(VM_ACCESS_BASE(acc),               \
-                                        frame + ip->b, acc, region);       \
-    VM_NEXT();                                                             \
+#define VM_ADDUPDATE_CASE(DT)                                                  \
+  VM_CASE(ADDUPDATE_##DT) {                                                    \
+    const AccessDesc& acc = accesses[ip->d];                                   \
+    const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame); \
+    if (region.count < 0) {                                                    \
+      return AccessError(program, ip, frame, /*is_write=*/true);               \
+    }                                                                          \
+    kernels::AddUpdateRegion<DType::DT>(VM_ACCESS_BASE(acc), frame + ip->b,    \
+                                        acc, region);                          \
+    VM_NEXT();                                                                 \
   }
     VM_ADDUPDATE_CASE(F32)
     VM_ADDUPDATE_CASE(S32)
@@ -319,15 +322,16 @@ vm_dispatch:
     // ------------------------------------------------ reductions
     // REDUCE_OP_T: the value at b viewed as [c, d, n]; a[o, i] := OP over r,
     // starting from OP's identity.
-#define VM_REDUCE_CASE(NAME, DT, F, INIT)                                   \
-  VM_CASE(NAME##_##DT) {                                                    \
-    kernels::Reduce<kernels::F>(VM_PTR(DT, ip->a), VM_CPTR(DT, ip->b),      \
-                                ip->c, ip->d, ip->n,                        \
-                                static_cast<Storage<DType::DT>>(INIT));     \
-    VM_NEXT();                                                              \
+#define VM_REDUCE_CASE(NAME, DT, F, INIT)                                     \
+  VM_CASE(NAME##_##DT) {                                                      \
+    kernels::Reduce<kernels::F>(VM_PTR(DT, ip->a), VM_CPTR(DT, ip->b), ip->c, \
+                                ip->d, ip->n,                                 \
+                                static_cast<Storage<DType::DT>>(INIT));       \
+    VM_NEXT();                                                                \
   }
     VM_REDUCE_CASE(REDUCE_SUM, F32, Add, 0.f)
-    VM_REDUCE_CASE(REDUCE_MAX, F32, Max, -std::numeric_limits<float>::infinity())
+    VM_REDUCE_CASE(REDUCE_MAX, F32, Max,
+                   -std::numeric_limits<float>::infinity())
     VM_REDUCE_CASE(REDUCE_MIN, F32, Min, std::numeric_limits<float>::infinity())
     VM_REDUCE_CASE(REDUCE_SUM, S32, Add, 0)
     VM_REDUCE_CASE(REDUCE_MAX, S32, Max, std::numeric_limits<int32_t>::min())
@@ -340,11 +344,11 @@ vm_dispatch:
 #undef VM_REDUCE_CASE
     // ARGMAX_T / ARGMIN_T: a[o, i] := the first r that is largest /
     // smallest (a NaN beats everything), as S32.
-#define VM_ARG_CASE(NAME, DT, IS_MAX)                                       \
-  VM_CASE(NAME##_##DT) {                                                    \
-    kernels::ArgReduce<IS_MAX>(VM_PTR(S32, ip->a), VM_CPTR(DT, ip->b),      \
-                               ip->c, ip->d, ip->n);                        \
-    VM_NEXT();                                                              \
+#define VM_ARG_CASE(NAME, DT, IS_MAX)                                         \
+  VM_CASE(NAME##_##DT) {                                                      \
+    kernels::ArgReduce<IS_MAX>(VM_PTR(S32, ip->a), VM_CPTR(DT, ip->b), ip->c, \
+                               ip->d, ip->n);                                 \
+    VM_NEXT();                                                                \
   }
     VM_ARG_CASE(ARGMAX, F32, true)
     VM_ARG_CASE(ARGMIN, F32, false)

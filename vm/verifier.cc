@@ -23,12 +23,12 @@
 #include <algorithm>
 #include <initializer_list>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "vm/interpreter.h"
 
 namespace pallasvm::vm {
@@ -91,9 +91,9 @@ class Verifier {
       }
       for (size_t pc = 0; pc < p_.debug_index.size(); ++pc) {
         if (p_.debug_index[pc] >= p_.debug_locs.size()) {
-          return Error(absl::StrCat("debug_index[", pc, "] = ",
-                                    p_.debug_index[pc], " but there are ",
-                                    p_.debug_locs.size(), " debug_locs"));
+          return Error(absl::StrCat(
+              "debug_index[", pc, "] = ", p_.debug_index[pc], " but there are ",
+              p_.debug_locs.size(), " debug_locs"));
         }
       }
     }
@@ -108,14 +108,13 @@ class Verifier {
 
  private:
   absl::Status Error(absl::string_view what) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid program: ", what));
+    return absl::InvalidArgumentError(absl::StrCat("invalid program: ", what));
   }
 
   absl::Status InstrError(size_t pc, absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid program: instruction ", pc, " (", std::string(Info(p_.code[pc].op).name),
-        "): ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid program: instruction ", pc, " (",
+                     std::string(Info(p_.code[pc].op).name), "): ", what));
   }
 
   // The operand's bytes lie in the frame, aligned to `align`, and (for a
@@ -124,24 +123,22 @@ class Verifier {
                           bool written) const {
     if (r.offset < 0 || r.offset + r.bytes > Int{p_.frame_size}) {
       return InstrError(
-          pc, absl::StrCat("operand ", r.name, ": ", Decimal(r.bytes),
-                           " bytes at frame offset ", Decimal(r.offset),
-                           " are outside the frame (", p_.frame_size,
-                           " bytes)"));
+          pc,
+          absl::StrCat("operand ", r.name, ": ", Decimal(r.bytes),
+                       " bytes at frame offset ", Decimal(r.offset),
+                       " are outside the frame (", p_.frame_size, " bytes)"));
     }
     if (r.offset % align != 0) {
-      return InstrError(pc, absl::StrCat("operand ", r.name,
-                                         " at frame offset ",
-                                         Decimal(r.offset),
-                                         " is not aligned to its ", align,
-                                         "-byte elements"));
+      return InstrError(
+          pc, absl::StrCat("operand ", r.name, " at frame offset ",
+                           Decimal(r.offset), " is not aligned to its ", align,
+                           "-byte elements"));
     }
     if (written && r.bytes > 0 && r.offset < Int(p_.constants.size())) {
-      return InstrError(pc, absl::StrCat("operand ", r.name,
-                                         " writes frame offset ",
-                                         Decimal(r.offset),
-                                         ", inside the constants [0, ",
-                                         p_.constants.size(), ")"));
+      return InstrError(
+          pc, absl::StrCat("operand ", r.name, " writes frame offset ",
+                           Decimal(r.offset), ", inside the constants [0, ",
+                           p_.constants.size(), ")"));
     }
     return absl::OkStatus();
   }
@@ -162,20 +159,20 @@ class Verifier {
       return absl::OkStatus();
     }
     return InstrError(
-        pc, absl::StrCat("destination ", dst.name, " [", Decimal(dst.offset),
-                         ", ", Decimal(dst.offset + dst.bytes),
-                         ") overlaps source ", src.name, " [",
-                         Decimal(src.offset), ", ",
-                         Decimal(src.offset + src.bytes), ")",
-                         in_place_ok ? " other than exactly in place" : ""));
+        pc,
+        absl::StrCat("destination ", dst.name, " [", Decimal(dst.offset), ", ",
+                     Decimal(dst.offset + dst.bytes), ") overlaps source ",
+                     src.name, " [", Decimal(src.offset), ", ",
+                     Decimal(src.offset + src.bytes), ")",
+                     in_place_ok ? " other than exactly in place" : ""));
   }
 
   absl::Status CheckTarget(size_t pc, absl::string_view name,
                            uint32_t target) const {
     if (target >= p_.code.size()) {
       return InstrError(pc, absl::StrCat("jump target ", name, " = ", target,
-                                         " is past the code (",
-                                         p_.code.size(), " instructions)"));
+                                         " is past the code (", p_.code.size(),
+                                         " instructions)"));
     }
     return absl::OkStatus();
   }
@@ -191,9 +188,9 @@ class Verifier {
     Int c = 1;
     for (int i = 0; i < l.rank; ++i) {
       if (l.shape[i] < 0 || l.shape[i] > Int{p_.frame_size}) {
-        return InstrError(pc, absl::StrCat("layout ", p_.code[pc].d,
-                                           " has shape[", i, "] = ",
-                                           l.shape[i]));
+        return InstrError(
+            pc, absl::StrCat("layout ", p_.code[pc].d, " has shape[", i,
+                             "] = ", l.shape[i]));
       }
       c *= l.shape[i];
       if (c > Int{p_.frame_size}) c = Int{p_.frame_size} + 1;  // too big
@@ -204,18 +201,18 @@ class Verifier {
 
   absl::Status VerifyLayout(size_t pc, const Instr& in) const {
     if (in.d >= p_.layouts.size()) {
-      return InstrError(pc, absl::StrCat("layout index d = ", in.d,
-                                         " but there are ", p_.layouts.size(),
-                                         " layouts"));
+      return InstrError(
+          pc, absl::StrCat("layout index d = ", in.d, " but there are ",
+                           p_.layouts.size(), " layouts"));
     }
     const LayoutDesc& l = p_.layouts[in.d];
     Int count = 0;
     if (absl::Status s = CheckLayout(pc, l, &count); !s.ok()) return s;
     if (in.op == Op::IOTA_S32) {
       if (in.aux >= l.rank) {
-        return InstrError(pc, absl::StrCat("iota dimension aux = ", in.aux,
-                                           " but layout ", in.d, " has rank ",
-                                           l.rank));
+        return InstrError(
+            pc, absl::StrCat("iota dimension aux = ", in.aux, " but layout ",
+                             in.d, " has rank ", l.rank));
       }
       return CheckRange(pc, {"a (dst)", in.a, count * 4}, 4, true);
     }
@@ -254,7 +251,8 @@ class Verifier {
     auto bad = [&](absl::string_view what) {
       return InstrError(pc, absl::StrCat("access ", d, ": ", what));
     };
-    if (acc.base_kind != AccessBase::REF && acc.base_kind != AccessBase::FRAME) {
+    if (acc.base_kind != AccessBase::REF &&
+        acc.base_kind != AccessBase::FRAME) {
       return bad(absl::StrCat("base_kind ", int(acc.base_kind),
                               " is neither REF nor FRAME"));
     }
@@ -289,10 +287,9 @@ class Verifier {
       if (dim.size > 0) {
         const Int last = Int{dim.size - 1} * dim.stride;
         if (last >= dim.extent) {
-          return bad_dim(absl::StrCat(
-              "size ", dim.size, " stride ", dim.stride,
-              " cannot fit in extent ", dim.extent,
-              " (needs (size-1)*stride < extent)"));
+          return bad_dim(absl::StrCat("size ", dim.size, " stride ", dim.stride,
+                                      " cannot fit in extent ", dim.extent,
+                                      " (needs (size-1)*stride < extent)"));
         }
         if (dim.start_slot < 0 && !acc.clamp &&
             (dim.start < 0 || dim.start + last >= dim.extent)) {
@@ -303,9 +300,8 @@ class Verifier {
         }
       }
       if (dim.start_slot >= 0) {
-        if (absl::Status s = CheckRange(pc,
-                                        {"start slot", dim.start_slot, 4}, 4,
-                                        false);
+        if (absl::Status s =
+                CheckRange(pc, {"start slot", dim.start_slot, 4}, 4, false);
             !s.ok()) {
           return s;
         }
@@ -338,9 +334,9 @@ class Verifier {
   absl::Status VerifyAccess(size_t pc, const Instr& in, const OpInfo& info,
                             bool is_load) const {
     if (in.d >= p_.accesses.size()) {
-      return InstrError(pc, absl::StrCat("access index d = ", in.d,
-                                         " but there are ",
-                                         p_.accesses.size(), " accesses"));
+      return InstrError(
+          pc, absl::StrCat("access index d = ", in.d, " but there are ",
+                           p_.accesses.size(), " accesses"));
     }
     const AccessDesc& acc = p_.accesses[in.d];
     Int dense_bytes = 0, buffer_bytes = 0;
@@ -349,12 +345,11 @@ class Verifier {
       return s;
     }
     if (info.in >= 0 && acc.elem_size != SizeOf(static_cast<DType>(info.in))) {
-      return InstrError(pc, absl::StrCat("access ", in.d, " has elem_size ",
-                                         int(acc.elem_size), " but the op's ",
-                                         Name(static_cast<DType>(info.in)),
-                                         " elements are ",
-                                         SizeOf(static_cast<DType>(info.in)),
-                                         " bytes"));
+      return InstrError(
+          pc, absl::StrCat("access ", in.d, " has elem_size ",
+                           int(acc.elem_size), " but the op's ",
+                           Name(static_cast<DType>(info.in)), " elements are ",
+                           SizeOf(static_cast<DType>(info.in)), " bytes"));
     }
     const Range dense = is_load ? Range{"a (dst)", in.a, dense_bytes}
                                 : Range{"b (src)", in.b, dense_bytes};
@@ -377,9 +372,9 @@ class Verifier {
 
   absl::Status VerifyDot(size_t pc, const Instr& in, const OpInfo& info) const {
     if (in.d >= p_.layouts.size()) {
-      return InstrError(pc, absl::StrCat("layout index d = ", in.d,
-                                         " but there are ", p_.layouts.size(),
-                                         " layouts"));
+      return InstrError(
+          pc, absl::StrCat("layout index d = ", in.d, " but there are ",
+                           p_.layouts.size(), " layouts"));
     }
     const LayoutDesc& l = p_.layouts[in.d];
     if (l.rank != 3) {
@@ -441,15 +436,15 @@ class Verifier {
         return CheckAliasing(pc, a, osz, b, isz, true);
       }
       case Format::BINARY_SV: {
-        const Range a{"a (dst)", in.a, n * osz},
-            b{"b (lhs scalar)", in.b, isz}, c{"c (rhs)", in.c, n * isz};
+        const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs scalar)", in.b, isz},
+            c{"c (rhs)", in.c, n * isz};
         if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
         return CheckAliasing(pc, a, osz, c, isz, true);
       }
       case Format::BINARY_SS:
-        return check({{{"b (lhs)", in.b, isz}, isz},
-                      {{"c (rhs)", in.c, isz}, isz}},
-                     {{"a (dst)", in.a, osz}, osz});
+        return check(
+            {{{"b (lhs)", in.b, isz}, isz}, {{"c (rhs)", in.c, isz}, isz}},
+            {{"a (dst)", in.a, osz}, osz});
       case Format::UNARY_V: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (src)", in.b, n * isz};
         if (auto s = check({{b, isz}}, {a, osz}); !s.ok()) return s;
@@ -501,8 +496,7 @@ class Verifier {
       case Format::JUMP:
         return CheckTarget(pc, "a", in.a);
       case Format::BRANCH:
-        if (auto s = CheckRange(pc, {"a (cond)", in.a, 1}, 1, false);
-            !s.ok()) {
+        if (auto s = CheckRange(pc, {"a (cond)", in.a, 1}, 1, false); !s.ok()) {
           return s;
         }
         return CheckTarget(pc, "b", in.b);
@@ -561,10 +555,10 @@ class Verifier {
       }
       if (format == Format::BRANCH) work.push_back(in.b);
       if (pc + 1 >= p_.code.size()) {
-        return InstrError(pc, absl::StrCat(
-                                  "function ", f, " '", fn.name,
-                                  "' runs past the end of the code here "
-                                  "(no RETURN)"));
+        return InstrError(pc,
+                          absl::StrCat("function ", f, " '", fn.name,
+                                       "' runs past the end of the code here "
+                                       "(no RETURN)"));
       }
       work.push_back(pc + 1);
     }
@@ -576,8 +570,6 @@ class Verifier {
 
 }  // namespace
 
-absl::Status Verify(const Program& program) {
-  return Verifier(program).Run();
-}
+absl::Status Verify(const Program& program) { return Verifier(program).Run(); }
 
 }  // namespace pallasvm::vm

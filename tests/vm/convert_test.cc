@@ -3,6 +3,8 @@
 // integer wrapping, PRED both ways, and the block loop for every dtype pair.
 #include "vm/kernels/convert.h"
 
+#include <gtest/gtest.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -10,8 +12,6 @@
 #include <limits>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace pallasvm::vm {
 namespace {
@@ -49,8 +49,8 @@ TEST(ConvertBf16, InfinityAndOverflow) {
 }
 
 TEST(ConvertBf16, NaNStaysQuietNaN) {
-  const uint32_t nans[] = {0x7fc00000, 0xffc00000, 0x7f800001, 0x7fffffff,
-                           0xff800001, 0x7f80ffff};
+  const uint32_t nans[] = {0x7fc00000, 0xffc00000, 0x7f800001,
+                           0x7fffffff, 0xff800001, 0x7f80ffff};
   for (uint32_t bits : nans) {
     const uint16_t h = F32ToBf16(FromBits(bits));
     EXPECT_TRUE(IsBf16NaN(h)) << std::hex << bits << " -> " << h;
@@ -126,8 +126,7 @@ TEST(ConvertF16, MatchesCompilerOnRandomFloats) {
   std::mt19937 rng(3);
   for (int i = 0; i < 1000000; ++i) {
     // Exponents around the half range, so subnormals and overflow are hit.
-    const uint32_t bits =
-        (rng() & 0x807fffffu) | ((100u + rng() % 50u) << 23);
+    const uint32_t bits = (rng() & 0x807fffffu) | ((100u + rng() % 50u) << 23);
     const float f = FromBits(bits);
     const _Float16 h = static_cast<_Float16>(f);
     ASSERT_EQ(F32ToF16(f), std::bit_cast<uint16_t>(h)) << std::hex << bits;

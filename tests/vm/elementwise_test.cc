@@ -5,6 +5,8 @@
 // bit, at sizes that exercise the batch tail.
 #include "vm/kernels/elementwise.h"
 
+#include <gtest/gtest.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -13,8 +15,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "vm/kernels/storage.h"
 #include "vm/opcodes.def"
@@ -46,11 +46,11 @@ bool SameFloat(float a, float b) {
   return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
 }
 
-#define EXPECT_SAME_FLOAT(a, b)                                       \
-  EXPECT_TRUE(SameFloat((a), (b))) << #a " = " << (a) << " (bits 0x" \
-                                   << std::hex                       \
-                                   << std::bit_cast<uint32_t>(float(a)) \
-                                   << std::dec << "), expected " << (b)
+#define EXPECT_SAME_FLOAT(a, b)                                          \
+  EXPECT_TRUE(SameFloat((a), (b)))                                       \
+      << #a " = " << (a) << " (bits 0x" << std::hex                      \
+      << std::bit_cast<uint32_t>(float(a)) << std::dec << "), expected " \
+      << (b)
 
 // ---------------------------------------------------------- F32 binary
 
@@ -108,7 +108,7 @@ TEST(ElementwiseF32, Pow) {
 }
 
 TEST(ElementwiseF32, Atan2) {
-  const float values[] = {0.f,  -0.f, 1.f,   -1.f, 0.5f, -3.f,
+  const float values[] = {0.f,    -0.f,  1.f,  -1.f,  0.5f, -3.f,
                           1e-30f, 1e30f, kInf, -kInf, kNaN};
   for (float x : values) {
     for (float y : values) {
@@ -444,7 +444,7 @@ template <class T>
 std::vector<T> EdgeValues(std::mt19937& rng, int n) {
   std::vector<T> v(n);
   if constexpr (std::is_same_v<T, float>) {
-    const float special[] = {0.f, -0.f, 1.f, -1.f, 0.5f, 2.5f, -2.5f,
+    const float special[] = {0.f,    -0.f,  1.f,  -1.f,  0.5f, 2.5f, -2.5f,
                              1e-40f, 3e38f, kInf, -kInf, kNaN, 100.f};
     std::uniform_real_distribution<float> d(-10.f, 10.f);
     for (int i = 0; i < n; ++i) {
@@ -453,8 +453,16 @@ std::vector<T> EdgeValues(std::mt19937& rng, int n) {
   } else if constexpr (std::is_same_v<T, uint8_t>) {
     for (int i = 0; i < n; ++i) v[i] = rng() & 1;
   } else {
-    const T special[] = {0, 1, T(-1), std::numeric_limits<T>::min(),
-                         std::numeric_limits<T>::max(), 31, 32, 33, 2, 3};
+    const T special[] = {0,
+                         1,
+                         T(-1),
+                         std::numeric_limits<T>::min(),
+                         std::numeric_limits<T>::max(),
+                         31,
+                         32,
+                         33,
+                         2,
+                         3};
     for (int i = 0; i < n; ++i) {
       v[i] = (i % 2 == 0) ? special[(i / 2) % std::size(special)]
                           : static_cast<T>(rng() % 64 - 16);
@@ -515,9 +523,8 @@ void CheckUnaryLoop(const char* name) {
 }
 
 TEST(ElementwiseLoops, EveryBinaryOpcodeMatchesItsScalarForm) {
-#define CHECK_BINARY(NAME, IN, OUT, F, S)                        \
-  CheckBinaryLoops<F, Storage<DType::IN>, Storage<DType::OUT>>( \
-      #NAME "_" #IN);
+#define CHECK_BINARY(NAME, IN, OUT, F, S) \
+  CheckBinaryLoops<F, Storage<DType::IN>, Storage<DType::OUT>>(#NAME "_" #IN);
   PALLASVM_BINARY_OPS(CHECK_BINARY)
 #undef CHECK_BINARY
 }

@@ -5,14 +5,14 @@
 // verifier cases.
 #include "vm/interpreter.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/vm/test_program.h"
 #include "vm/kernels/convert.h"
@@ -29,9 +29,9 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Verifies, initialises the frame and runs function 0.
 absl::Status VerifyAndRun(const Program& p, Buffer& frame,
-                 std::vector<uint8_t*> refs = {},
-                 std::vector<int32_t> program_ids = {},
-                 std::vector<int32_t> num_programs = {}) {
+                          std::vector<uint8_t*> refs = {},
+                          std::vector<int32_t> program_ids = {},
+                          std::vector<int32_t> num_programs = {}) {
   if (absl::Status s = Verify(p); !s.ok()) return s;
   InitFrame(p, frame.data());
   ExecContext ctx;
@@ -132,14 +132,12 @@ RowCopyProgram MakeRowCopy() {
   r.value = 64;
   const uint32_t get_loc = as.AddLoc({"get", "kernel.py", 42, "my_kernel"});
   const uint32_t swap_loc = as.AddLoc({"swap", "kernel.py", 43, "my_kernel"});
-  const uint32_t load = as.AddAccess(
-      Access(AccessBase::REF, 0, 4,
-             {Dim(8, 0, 2, 1, static_cast<int32_t>(r.start)),
-              Dim(128, 0, 128)}));
-  const uint32_t store = as.AddAccess(
-      Access(AccessBase::REF, 0, 4,
-             {Dim(8, 0, 2, 1, static_cast<int32_t>(r.start2)),
-              Dim(128, 0, 128)}));
+  const uint32_t load = as.AddAccess(Access(
+      AccessBase::REF, 0, 4,
+      {Dim(8, 0, 2, 1, static_cast<int32_t>(r.start)), Dim(128, 0, 128)}));
+  const uint32_t store = as.AddAccess(Access(
+      AccessBase::REF, 0, 4,
+      {Dim(8, 0, 2, 1, static_cast<int32_t>(r.start2)), Dim(128, 0, 128)}));
   as.Emit(Op::LOAD, r.value, 0, 0, load, 0, 0, get_loc);
   as.Emit(Op::ADD_F32_VS, r.value, r.value, r.one, 0, 256);
   as.Emit(Op::STORE, 0, r.value, 0, store, 0, 0, swap_loc);
@@ -163,7 +161,8 @@ TEST(InterpreterTest, LoadStoreWithDynamicStarts) {
   for (int row = 0; row < 8; ++row) {
     for (int col = 0; col < 128; col += 31) {
       const float original = float(row * 128 + col);
-      const float want = row >= 6 ? float((row - 3) * 128 + col) + 1.f : original;
+      const float want =
+          row >= 6 ? float((row - 3) * 128 + col) + 1.f : original;
       EXPECT_EQ(ref.As<float>(0)[row * 128 + col], want) << row << "," << col;
     }
   }
@@ -202,10 +201,10 @@ TEST(InterpreterTest, ClampedStridedSqueezedAccesses) {
   const uint32_t hundred = as.Constant<int32_t>(100);
   const uint32_t start = 16, out = 64, out2 = 128, out3 = 192;
   // dynamic_slice semantics: start 12 clamps to 6 - 3 = 3.
-  const uint32_t clamped = as.AddAccess(Access(
-      AccessBase::REF, 0, 4,
-      {Dim(6, 0, 3, 1, static_cast<int32_t>(start)), Dim(10, 2, 2)},
-      /*clamp=*/true));
+  const uint32_t clamped = as.AddAccess(
+      Access(AccessBase::REF, 0, 4,
+             {Dim(6, 0, 3, 1, static_cast<int32_t>(start)), Dim(10, 2, 2)},
+             /*clamp=*/true));
   // Row 4 squeezed, columns 1, 4, 7.
   const uint32_t strided = as.AddAccess(Access(
       AccessBase::REF, 0, 4, {Dim(6, 4, 1, 1, -1, true), Dim(10, 1, 3, 3)}));
@@ -245,10 +244,10 @@ TEST(InterpreterTest, ClampedStridedSqueezedAccesses) {
 TEST(InterpreterTest, AddUpdateF32AndBf16) {
   Assembler as;
   const uint32_t vf = 64, vb = 128;
-  const uint32_t acc_f = as.AddAccess(
-      Access(AccessBase::REF, 0, 4, {Dim(4, 0, 4)}));
-  const uint32_t acc_b = as.AddAccess(
-      Access(AccessBase::REF, 1, 2, {Dim(4, 0, 4)}));
+  const uint32_t acc_f =
+      as.AddAccess(Access(AccessBase::REF, 0, 4, {Dim(4, 0, 4)}));
+  const uint32_t acc_b =
+      as.AddAccess(Access(AccessBase::REF, 1, 2, {Dim(4, 0, 4)}));
   as.Emit(Op::ADDUPDATE_F32, 0, vf, 0, acc_f);
   as.Emit(Op::ADDUPDATE_BF16, 0, vb, 0, acc_b);
   as.Emit(Op::RETURN);
@@ -306,13 +305,14 @@ TEST(InterpreterTest, StridedCopyTransposeBroadcastReverse) {
   as.AddFunction("k", 0);
   as.program().frame_size = 320;
   Buffer frame(320);
-  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok()) << VerifyAndRun(as.program(), frame);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok())
+      << VerifyAndRun(as.program(), frame);
   auto row = [&](uint32_t at, int n) {
     const float* p = frame.As<float>(at);
     return std::vector<float>(p, p + n);
   };
-  EXPECT_EQ(row(t, 12), (std::vector<float>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7,
-                                            11}));
+  EXPECT_EQ(row(t, 12),
+            (std::vector<float>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11}));
   EXPECT_EQ(row(b, 8), (std::vector<float>{4, 5, 6, 7, 4, 5, 6, 7}));
   EXPECT_EQ(row(r, 4), (std::vector<float>{3, 2, 1, 0}));
   EXPECT_EQ(row(s, 4), (std::vector<float>{4, 6, 8, 10}));
@@ -324,7 +324,7 @@ TEST(InterpreterTest, IotaSelectFillCopyConvert) {
   const uint32_t iota = 64, pred = 128, sel = 192, fill = 256, copy = 320,
                  cvt = 384, bf = 448;
   as.Emit(Op::IOTA_S32, iota, 0, 0, as.AddLayout(4, {2, 3}), 0, /*aux=*/1);
-  as.Emit(Op::LT_S32_VS, pred, iota, two, 0, 6);   // pred = iota < 2
+  as.Emit(Op::LT_S32_VS, pred, iota, two, 0, 6);  // pred = iota < 2
   as.Emit(Op::FILL_B4, fill, two, 0, 0, 6);
   as.Emit(Op::SELECT_B4, sel, pred, fill, iota, 6);  // pred ? iota : 2
   as.Emit(Op::COPY, copy, sel, 0, 0, 24);
@@ -358,9 +358,9 @@ std::vector<float> NaiveReduce(const std::vector<float>& x, int axis,
       float acc = is_max ? -INFINITY : 0.f;
       for (int r = 0; r < dims[axis]; ++r) {
         const float v = x[(o * dims[axis] + r) * inner + i];
-        acc = is_max ? (std::isnan(acc) || std::isnan(v) ? kNaN
-                                                         : std::max(acc, v))
-                     : acc + v;
+        acc = is_max
+                  ? (std::isnan(acc) || std::isnan(v) ? kNaN : std::max(acc, v))
+                  : acc + v;
       }
       out[o * inner + i] = acc;
     }
@@ -427,7 +427,8 @@ TEST(InterpreterTest, ReduceWideAndLongRows) {
   Buffer frame(as.program().frame_size);
   std::mt19937 rng(5);
   int32_t* s = frame.As<int32_t>(src);
-  for (int i = 0; i < 6000; ++i) s[i] = static_cast<int32_t>(rng() % 2001) - 1000;
+  for (int i = 0; i < 6000; ++i)
+    s[i] = static_cast<int32_t>(rng() % 2001) - 1000;
   s[4321] = -5000;
   ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   for (int o = 0; o < 3; ++o) {
@@ -471,9 +472,10 @@ void CheckDotF32(int m, int k, int n) {
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {
       float want = 0.f;
-      for (int kk = 0; kk < k; ++kk) want = std::fma(A[i * k + kk], B[kk * n + j], want);
-      ASSERT_EQ(C[i * n + j], want) << m << "x" << k << "x" << n << " at "
-                                    << i << "," << j;
+      for (int kk = 0; kk < k; ++kk)
+        want = std::fma(A[i * k + kk], B[kk * n + j], want);
+      ASSERT_EQ(C[i * n + j], want)
+          << m << "x" << k << "x" << n << " at " << i << "," << j;
     }
   }
 }
@@ -483,11 +485,11 @@ TEST(InterpreterTest, DotF32MatchesNaive) {
   CheckDotF32(128, 128, 128);
   CheckDotF32(1, 300, 70);    // one row, k past one block
   CheckDotF32(100, 257, 50);  // edge tiles in both directions
-  CheckDotF32(16, 40, 100);  // few rows: B read in place, tail packed
+  CheckDotF32(16, 40, 100);   // few rows: B read in place, tail packed
   CheckDotF32(3, 600, 49);
   CheckDotF32(17, 520, 96);  // just past the in-place threshold
   CheckDotF32(9, 1, 1);
-  CheckDotF32(3, 0, 5);       // empty contraction: zeros
+  CheckDotF32(3, 0, 5);  // empty contraction: zeros
 }
 
 TEST(InterpreterTest, DotS32Wraps) {
@@ -500,8 +502,10 @@ TEST(InterpreterTest, DotS32Wraps) {
   as.program().frame_size = c + 4 * m * n;
   Buffer frame(as.program().frame_size);
   std::mt19937 rng(1);
-  for (int i = 0; i < m * k; ++i) frame.As<int32_t>(a)[i] = static_cast<int32_t>(rng());
-  for (int i = 0; i < k * n; ++i) frame.As<int32_t>(b)[i] = static_cast<int32_t>(rng());
+  for (int i = 0; i < m * k; ++i)
+    frame.As<int32_t>(a)[i] = static_cast<int32_t>(rng());
+  for (int i = 0; i < k * n; ++i)
+    frame.As<int32_t>(b)[i] = static_cast<int32_t>(rng());
   ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {

@@ -2,10 +2,10 @@
 // family and the name table's agreement with the enum.
 #include "vm/opcodes.h"
 
+#include <gtest/gtest.h>
+
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace pallasvm::vm {
 namespace {
@@ -50,8 +50,8 @@ TEST(OpcodesTest, ConvertLookup) {
   for (int from = 0; from < kNumDTypes; ++from) {
     for (int to = 0; to < kNumDTypes; ++to) {
       for (bool scalar : {false, true}) {
-        const Op op = ConvertOp(static_cast<DType>(from),
-                                static_cast<DType>(to), scalar);
+        const Op op =
+            ConvertOp(static_cast<DType>(from), static_cast<DType>(to), scalar);
         const OpInfo& info = Info(op);
         EXPECT_EQ(info.in, from);
         EXPECT_EQ(info.out, to);

@@ -62,16 +62,15 @@ class Assembler {
   void AddFunction(std::string name, uint32_t entry,
                    std::vector<uint32_t> params = {},
                    std::vector<uint32_t> results = {}) {
-    p_.functions.push_back(
-        Function{std::move(name), entry, std::move(params), std::move(results)});
+    p_.functions.push_back(Function{std::move(name), entry, std::move(params),
+                                    std::move(results)});
   }
 
   // Constants occupy [0, size) of the frame.
   template <class T>
   uint32_t Constant(T value) {
-    const uint32_t offset =
-        static_cast<uint32_t>((p_.constants.size() + sizeof(T) - 1) /
-                              sizeof(T) * sizeof(T));
+    const uint32_t offset = static_cast<uint32_t>(
+        (p_.constants.size() + sizeof(T) - 1) / sizeof(T) * sizeof(T));
     p_.constants.resize(offset + sizeof(T));
     std::memcpy(p_.constants.data() + offset, &value, sizeof(T));
     return offset;

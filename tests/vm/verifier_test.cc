@@ -3,13 +3,13 @@
 // field, jump target, function and debug table fails with an error that says
 // which instruction and what was wrong. A mutation fuzzer checks that Verify
 // never crashes and that whatever it accepts runs inside its buffers.
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <functional>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/vm/test_program.h"
 #include "vm/interpreter.h"
@@ -24,16 +24,34 @@ using test_program::Dim;
 
 // Frame layout of the sample program.
 constexpr uint32_t kA = 64, kB = 128, kC = 192;  // f32[16] each
-constexpr uint32_t kP = 256;                      // pred[16]
-constexpr uint32_t kS = 272, kIdx = 276;          // s32 scalars
+constexpr uint32_t kP = 256;                     // pred[16]
+constexpr uint32_t kS = 272, kIdx = 276;         // s32 scalars
 constexpr uint32_t kDot = 320, kRed = 384;
 constexpr uint32_t kFrame = 512;
 
 // Instruction indices in the sample program.
 enum Pc : uint32_t {
-  kAddVV, kMulVS, kSubSV, kAddSS, kExpV, kNegS, kCopy, kMov, kFill, kSelect,
-  kStrided, kLoad, kStore, kReduce, kDot_, kProgramId, kLt, kBranch, kJump,
-  kIota, kReturn,
+  kAddVV,
+  kMulVS,
+  kSubSV,
+  kAddSS,
+  kExpV,
+  kNegS,
+  kCopy,
+  kMov,
+  kFill,
+  kSelect,
+  kStrided,
+  kLoad,
+  kStore,
+  kReduce,
+  kDot_,
+  kProgramId,
+  kLt,
+  kBranch,
+  kJump,
+  kIota,
+  kReturn,
 };
 
 Program SampleProgram() {
@@ -97,7 +115,8 @@ struct Corruption {
 TEST(VerifierTest, EveryCorruptionIsReported) {
   const std::vector<Corruption> cases = {
       // Opcodes and plain operands.
-      {"bad opcode", [](Program& p) { p.code[kAddVV].op = static_cast<Op>(9999); },
+      {"bad opcode",
+       [](Program& p) { p.code[kAddVV].op = static_cast<Op>(9999); },
        "instruction 0: opcode 9999 does not exist"},
       {"dst past frame", [](Program& p) { p.code[kAddVV].a = kFrame - 4; },
        "instruction 0 (ADD_F32_VV): operand a (dst): 64 bytes at frame offset "
@@ -128,8 +147,8 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        "instruction 7 (MOV_B4): operand b (src"},
       {"fill dst outside", [](Program& p) { p.code[kFill].n = 200; },
        "instruction 8 (FILL_B4): operand a (dst"},
-      {"select pred outside", [](Program& p) { p.code[kSelect].b = kFrame - 4; },
-       "operand b (pred"},
+      {"select pred outside",
+       [](Program& p) { p.code[kSelect].b = kFrame - 4; }, "operand b (pred"},
       {"select on_true outside", [](Program& p) { p.code[kSelect].d = kFrame; },
        "operand d (on_true"},
       // Layout descriptors.
@@ -192,8 +211,8 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        "operand start slot"},
       {"access stride", [](Program& p) { p.accesses[0].dims[1].stride = 0; },
        "dim 1: stride 0 (must be >= 1)"},
-      {"access squeezed", [](Program& p) { p.accesses[0].dims[0].squeezed = 2; },
-       "squeezed = 2"},
+      {"access squeezed",
+       [](Program& p) { p.accesses[0].dims[0].squeezed = 2; }, "squeezed = 2"},
       {"access squeezed size",
        [](Program& p) { p.accesses[0].dims[0].size = 2; },
        "a squeezed dim has size 1"},
@@ -202,13 +221,15 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        "dim 0: extent -1"},
       {"access huge extents",
        [](Program& p) {
-         for (int i = 0; i < 8; ++i) p.accesses[0].dims[i] = Dim(INT64_MAX, 0, 1);
+         for (int i = 0; i < 8; ++i)
+           p.accesses[0].dims[i] = Dim(INT64_MAX, 0, 1);
          p.accesses[0].rank = 8;
        },
        "its extents describe a buffer of 2^62 bytes or more"},
       {"ref too small", [](Program& p) { p.ref_sizes = {100}; },
        "its extents cover 256 bytes but ref 0 has 100"},
-      {"load dense dst outside", [](Program& p) { p.code[kLoad].a = kFrame - 32; },
+      {"load dense dst outside",
+       [](Program& p) { p.code[kLoad].a = kFrame - 32; },
        "instruction 11 (LOAD): operand a (dst"},
       {"store dense src outside", [](Program& p) { p.code[kStore].b = kFrame; },
        "instruction 12 (STORE): operand b (src"},
@@ -260,12 +281,15 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
       {"jump target", [](Program& p) { p.code[kJump].a = kReturn + 1; },
        "instruction 18 (JUMP): jump target a = 21"},
       {"no return",
-       [](Program& p) { p.code[kReturn] = Instr{Op::MOV_B4, 0, kS, kS, 0, 0, 0}; },
+       [](Program& p) {
+         p.code[kReturn] = Instr{Op::MOV_B4, 0, kS, kS, 0, 0, 0};
+       },
        "runs past the end of the code here (no RETURN)"},
       // Functions and tables.
       {"entry pc", [](Program& p) { p.functions[0].entry_pc = 99; },
        "function 0 'kernel': entry_pc 99 is past the code"},
-      {"param slot outside", [](Program& p) { p.functions[0].param_slots = {kFrame}; },
+      {"param slot outside",
+       [](Program& p) { p.functions[0].param_slots = {kFrame}; },
        "param slot 0 at frame offset 512"},
       {"param slot in constants",
        [](Program& p) { p.functions[0].param_slots = {4}; },
@@ -279,14 +303,18 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        "debug_index[3] = 999"},
       {"constants too big", [](Program& p) { p.constants.resize(kFrame + 1); },
        "do not fit in the frame"},
-      {"ref sizes count", [](Program& p) { p.ref_sizes = {1, 2}; },
+      {"ref sizes count",
+       [](Program& p) {
+         p.ref_sizes = {1, 2};
+       },
        "ref_sizes has 2 entries for 1 refs"},
   };
   for (const Corruption& c : cases) {
     Program p = SampleProgram();
     c.apply(p);
     const absl::Status s = Verify(p);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument)
+        << c.what << ": " << s;
     EXPECT_NE(s.message().find(c.expected), std::string::npos)
         << c.what << ": got \"" << s.message() << "\", wanted \"" << c.expected
         << "\"";
@@ -329,45 +357,89 @@ TEST(VerifierTest, MutationsNeverCrash) {
       const uint32_t pick = rng() % 100;
       auto small = [&]() -> int64_t {
         switch (rng() % 4) {
-          case 0: return static_cast<int64_t>(rng() % 8);
-          case 1: return static_cast<int64_t>(rng() % 600);
-          case 2: return -static_cast<int64_t>(rng() % 8);
-          default: return static_cast<int64_t>(static_cast<int32_t>(rng()));
+          case 0:
+            return static_cast<int64_t>(rng() % 8);
+          case 1:
+            return static_cast<int64_t>(rng() % 600);
+          case 2:
+            return -static_cast<int64_t>(rng() % 8);
+          default:
+            return static_cast<int64_t>(static_cast<int32_t>(rng()));
         }
       };
       if (pick < 60) {
         Instr& in = p.code[rng() % p.code.size()];
         switch (rng() % 7) {
-          case 0: in.a = static_cast<uint32_t>(small()); break;
-          case 1: in.b = static_cast<uint32_t>(small()); break;
-          case 2: in.c = static_cast<uint32_t>(small()); break;
-          case 3: in.d = static_cast<uint32_t>(small()); break;
-          case 4: in.n = static_cast<uint32_t>(small()); break;
-          case 5: in.aux = static_cast<uint16_t>(small()); break;
-          default: in.op = static_cast<Op>(rng() % (kNumOps + 5)); break;
+          case 0:
+            in.a = static_cast<uint32_t>(small());
+            break;
+          case 1:
+            in.b = static_cast<uint32_t>(small());
+            break;
+          case 2:
+            in.c = static_cast<uint32_t>(small());
+            break;
+          case 3:
+            in.d = static_cast<uint32_t>(small());
+            break;
+          case 4:
+            in.n = static_cast<uint32_t>(small());
+            break;
+          case 5:
+            in.aux = static_cast<uint16_t>(small());
+            break;
+          default:
+            in.op = static_cast<Op>(rng() % (kNumOps + 5));
+            break;
         }
       } else if (pick < 80) {
         LayoutDesc& l = p.layouts[rng() % p.layouts.size()];
         const int i = rng() % kMaxRank;
         switch (rng() % 5) {
-          case 0: l.shape[i] = small(); break;
-          case 1: l.strides[i] = small(); break;
-          case 2: l.offset = small(); break;
-          case 3: l.rank = static_cast<int32_t>(small()); break;
-          default: l.elem_size = static_cast<int32_t>(small()); break;
+          case 0:
+            l.shape[i] = small();
+            break;
+          case 1:
+            l.strides[i] = small();
+            break;
+          case 2:
+            l.offset = small();
+            break;
+          case 3:
+            l.rank = static_cast<int32_t>(small());
+            break;
+          default:
+            l.elem_size = static_cast<int32_t>(small());
+            break;
         }
       } else {
         AccessDesc& a = p.accesses[0];
         AccessDim& d = a.dims[rng() % kMaxRank];
         switch (rng() % 9) {
-          case 0: d.extent = small(); break;
-          case 1: d.start = small(); break;
-          case 2: d.start_slot = static_cast<int32_t>(small()); break;
-          case 3: d.size = small(); break;
-          case 4: d.stride = small(); break;
-          case 5: d.squeezed = static_cast<int32_t>(small()); break;
-          case 6: a.rank = static_cast<uint8_t>(small()); break;
-          case 7: a.clamp = static_cast<uint8_t>(small()); break;
+          case 0:
+            d.extent = small();
+            break;
+          case 1:
+            d.start = small();
+            break;
+          case 2:
+            d.start_slot = static_cast<int32_t>(small());
+            break;
+          case 3:
+            d.size = small();
+            break;
+          case 4:
+            d.stride = small();
+            break;
+          case 5:
+            d.squeezed = static_cast<int32_t>(small());
+            break;
+          case 6:
+            a.rank = static_cast<uint8_t>(small());
+            break;
+          case 7:
+            a.clamp = static_cast<uint8_t>(small());
+            break;
           default:
             a.base_kind = static_cast<AccessBase>(rng() % 3);
             a.base = static_cast<int32_t>(small());

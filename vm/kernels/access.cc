@@ -78,7 +78,8 @@ StridedRegion PlanRegion(const AccessDesc& access) {
 std::string DescribeAccessFault(const AccessDesc& access,
                                 const AccessFault& fault, bool is_write) {
   std::vector<int64_t> extents;
-  for (int d = 0; d < access.rank; ++d) extents.push_back(access.dims[d].extent);
+  for (int d = 0; d < access.rank; ++d)
+    extents.push_back(access.dims[d].extent);
   const AccessDim& dim = access.dims[fault.dim];
   std::string what =
       access.base_kind == AccessBase::REF
@@ -87,9 +88,8 @@ std::string DescribeAccessFault(const AccessDesc& access,
   std::string step =
       dim.stride == 1 ? "" : absl::StrCat(" stride ", dim.stride);
   std::string needs =
-      fault.start < 0
-          ? std::string("start >= 0")
-          : absl::StrCat("start + (size-1)*stride < ", dim.extent);
+      fault.start < 0 ? std::string("start >= 0")
+                      : absl::StrCat("start + (size-1)*stride < ", dim.extent);
   return absl::StrCat("out-of-bounds ", is_write ? "write" : "read", " of ",
                       what, " (dims [", absl::StrJoin(extents, ", "),
                       "]): dim ", fault.dim, " start ", fault.start, " size ",
@@ -102,9 +102,15 @@ namespace {
 // memcpy of a run-time size is a library call.
 inline void CopyElement(uint8_t* dst, const uint8_t* src, int elem_size) {
   switch (elem_size) {
-    case 4: std::memcpy(dst, src, 4); return;
-    case 2: std::memcpy(dst, src, 2); return;
-    default: *dst = *src; return;
+    case 4:
+      std::memcpy(dst, src, 4);
+      return;
+    case 2:
+      std::memcpy(dst, src, 2);
+      return;
+    default:
+      *dst = *src;
+      return;
   }
 }
 
@@ -155,27 +161,28 @@ void AddUpdateRegion(uint8_t* base, const uint8_t* src,
     *dst = AddElement<T>(*dst, *s);
     return;
   }
-  ForEachRow(PlanRegion(access), [&](int64_t offset, int64_t dense,
-                                     int64_t count, int64_t stride) {
-    E* d = dst + offset;
-    const E* v = s + dense;
-    if (stride == 1) {
-      for (int64_t i = 0; i < count; ++i) d[i] = AddElement<T>(d[i], v[i]);
-    } else {
-      for (int64_t i = 0; i < count; ++i) {
-        d[i * stride] = AddElement<T>(d[i * stride], v[i]);
-      }
-    }
-  });
+  ForEachRow(PlanRegion(access),
+             [&](int64_t offset, int64_t dense, int64_t count, int64_t stride) {
+               E* d = dst + offset;
+               const E* v = s + dense;
+               if (stride == 1) {
+                 for (int64_t i = 0; i < count; ++i)
+                   d[i] = AddElement<T>(d[i], v[i]);
+               } else {
+                 for (int64_t i = 0; i < count; ++i) {
+                   d[i * stride] = AddElement<T>(d[i * stride], v[i]);
+                 }
+               }
+             });
 }
 
-template void AddUpdateRegion<DType::F32>(
-    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
-template void AddUpdateRegion<DType::S32>(
-    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
-template void AddUpdateRegion<DType::U32>(
-    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
-template void AddUpdateRegion<DType::BF16>(
-    uint8_t*, const uint8_t*, const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::F32>(uint8_t*, const uint8_t*,
+                                          const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::S32>(uint8_t*, const uint8_t*,
+                                          const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::U32>(uint8_t*, const uint8_t*,
+                                          const AccessDesc&, ResolvedAccess);
+template void AddUpdateRegion<DType::BF16>(uint8_t*, const uint8_t*,
+                                           const AccessDesc&, ResolvedAccess);
 
 }  // namespace pallasvm::vm::kernels

@@ -2,10 +2,10 @@
 // check the region once against the buffer's extents (or clamp the starts,
 // lax.dynamic_slice style), then copy between the region and a dense value.
 //
-// This is the only place where the VM checks anything at run time: starts
-// read from the frame are not known to the verifier. Static starts were
-// checked at load, but resolving them again costs a compare per dimension,
-// so all starts take the same path.
+// This is the only place where the VM checks memory bounds at run time:
+// starts read from the frame are not known to the verifier. Static starts
+// were checked at load, but resolving them again costs a compare per
+// dimension, so all starts take the same path.
 //
 // Knows nothing of instructions or where the base pointer came from (a ref
 // table entry or a frame value).

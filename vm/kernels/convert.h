@@ -73,8 +73,8 @@ inline uint16_t F32ToF16(float f) {
   if (bits >= kF16Overflow) {
     o = bits > kF32Inf ? (0x7e00u | ((bits >> 13) & 0x3ffu)) : 0x7c00u;
   } else if (bits < (113u << 23)) {  // below 2^-14: subnormal half or zero
-    const float sum = std::bit_cast<float>(bits) +
-                      std::bit_cast<float>(kDenormMagic);
+    const float sum =
+        std::bit_cast<float>(bits) + std::bit_cast<float>(kDenormMagic);
     o = std::bit_cast<uint32_t>(sum) - kDenormMagic;
   } else {
     const uint32_t mantissa_odd = (bits >> 13) & 1u;

@@ -21,11 +21,11 @@ namespace {
 
 using Batch = xsimd::batch<float>;
 constexpr int64_t kW = Batch::size;
-constexpr int64_t kDotMr = 8;          // rows of the C tile
-constexpr int64_t kDotNv = 3;          // vectors across the C tile
+constexpr int64_t kDotMr = 8;            // rows of the C tile
+constexpr int64_t kDotNv = 3;            // vectors across the C tile
 constexpr int64_t kDotNr = kDotNv * kW;  // columns of the C tile
-constexpr int64_t kDotKc = 256;        // k steps per packed block
-constexpr int64_t kDotMc = 96;         // rows of A packed at once (L2)
+constexpr int64_t kDotKc = 256;          // k steps per packed block
+constexpr int64_t kDotMc = 96;           // rows of A packed at once (L2)
 constexpr int64_t kDotNc = 22 * kDotNr;  // columns of B packed at once
 constexpr int64_t kDotSmallM = 16;       // up to this many rows, B unpacked
 
@@ -71,8 +71,8 @@ PackBuffers& ThreadPackBuffers() {
 // apart in a packed panel (kPackedB), or ldb apart when read in place.
 template <bool kPackedB>
 [[gnu::noinline]] void MicroKernel(int64_t kc, const float* __restrict ap,
-                                  const float* __restrict bp, int64_t ldb,
-                                  float* c, int64_t ldc, bool first) {
+                                   const float* __restrict bp, int64_t ldb,
+                                   float* c, int64_t ldc, bool first) {
   if constexpr (kPackedB) ldb = kDotNr;
   Batch acc[kDotMr][kDotNv];
 #pragma GCC unroll 8

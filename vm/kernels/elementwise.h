@@ -135,8 +135,8 @@ struct Max {
   uint32_t operator()(uint32_t x, uint32_t y) const { return std::max(x, y); }
   BatchF32 operator()(BatchF32 x, BatchF32 y) const {
     // On equal values (only +0 vs -0 differ) AND of the bits prefers +0.
-    BatchF32 ordered = xsimd::select(
-        x == y, xsimd::bitwise_and(x, y), xsimd::select(x > y, x, y));
+    BatchF32 ordered = xsimd::select(x == y, xsimd::bitwise_and(x, y),
+                                     xsimd::select(x > y, x, y));
     return xsimd::select(xsimd::isnan(x) || xsimd::isnan(y), x + y, ordered);
   }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return xsimd::max(x, y); }
@@ -153,8 +153,8 @@ struct Min {
   uint32_t operator()(uint32_t x, uint32_t y) const { return std::min(x, y); }
   BatchF32 operator()(BatchF32 x, BatchF32 y) const {
     // On equal values OR of the bits prefers -0.
-    BatchF32 ordered = xsimd::select(
-        x == y, xsimd::bitwise_or(x, y), xsimd::select(x < y, x, y));
+    BatchF32 ordered = xsimd::select(x == y, xsimd::bitwise_or(x, y),
+                                     xsimd::select(x < y, x, y));
     return xsimd::select(xsimd::isnan(x) || xsimd::isnan(y), x + y, ordered);
   }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return xsimd::min(x, y); }
@@ -190,15 +190,14 @@ struct Atan2 {
     const BatchF32 three_quarter_pi(2.35619449019234492885f);
     auto y_negative = SignBitSet(y);
     BatchF32 r = xsimd::atan2(x, y);
-    r = xsimd::select((x == BatchF32(0.f)) && (y == BatchF32(0.f)),
-                      xsimd::copysign(xsimd::select(y_negative, pi,
-                                                    BatchF32(0.f)), x),
-                      r);
-    r = xsimd::select(xsimd::isinf(x) && xsimd::isinf(y),
-                      xsimd::copysign(xsimd::select(y_negative,
-                                                    three_quarter_pi,
-                                                    quarter_pi), x),
-                      r);
+    r = xsimd::select(
+        (x == BatchF32(0.f)) && (y == BatchF32(0.f)),
+        xsimd::copysign(xsimd::select(y_negative, pi, BatchF32(0.f)), x), r);
+    r = xsimd::select(
+        xsimd::isinf(x) && xsimd::isinf(y),
+        xsimd::copysign(xsimd::select(y_negative, three_quarter_pi, quarter_pi),
+                        x),
+        r);
     return r;
   }
 };
@@ -207,21 +206,27 @@ struct Atan2 {
 
 struct And {
   template <std::integral T>
-  T operator()(T x, T y) const { return x & y; }
+  T operator()(T x, T y) const {
+    return x & y;
+  }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return x & y; }
   BatchU32 operator()(BatchU32 x, BatchU32 y) const { return x & y; }
 };
 
 struct Or {
   template <std::integral T>
-  T operator()(T x, T y) const { return x | y; }
+  T operator()(T x, T y) const {
+    return x | y;
+  }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return x | y; }
   BatchU32 operator()(BatchU32 x, BatchU32 y) const { return x | y; }
 };
 
 struct Xor {
   template <std::integral T>
-  T operator()(T x, T y) const { return x ^ y; }
+  T operator()(T x, T y) const {
+    return x ^ y;
+  }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return x ^ y; }
   BatchU32 operator()(BatchU32 x, BatchU32 y) const { return x ^ y; }
 };
@@ -263,27 +268,39 @@ struct ShrL {
 
 struct Eq {
   template <Scalar T>
-  uint8_t operator()(T x, T y) const { return x == y; }
+  uint8_t operator()(T x, T y) const {
+    return x == y;
+  }
 };
 struct Ne {
   template <Scalar T>
-  uint8_t operator()(T x, T y) const { return x != y; }
+  uint8_t operator()(T x, T y) const {
+    return x != y;
+  }
 };
 struct Lt {
   template <Scalar T>
-  uint8_t operator()(T x, T y) const { return x < y; }
+  uint8_t operator()(T x, T y) const {
+    return x < y;
+  }
 };
 struct Le {
   template <Scalar T>
-  uint8_t operator()(T x, T y) const { return x <= y; }
+  uint8_t operator()(T x, T y) const {
+    return x <= y;
+  }
 };
 struct Gt {
   template <Scalar T>
-  uint8_t operator()(T x, T y) const { return x > y; }
+  uint8_t operator()(T x, T y) const {
+    return x > y;
+  }
 };
 struct Ge {
   template <Scalar T>
-  uint8_t operator()(T x, T y) const { return x >= y; }
+  uint8_t operator()(T x, T y) const {
+    return x >= y;
+  }
 };
 
 // ------------------------------------------------------------------ unary
@@ -392,19 +409,19 @@ inline BatchF32 WithSubnormalResults(BatchF32 x, float threshold,
 }
 
 // Approximated functions: the batch form is the definition.
-#define PALLASVM_XSIMD_UNARY(FUNCTOR, EXPR)                              \
-  struct FUNCTOR {                                                       \
-    float operator()(float x) const { return ViaBatch(*this, x); }       \
-    BatchF32 operator()(BatchF32 x) const { return EXPR; }               \
+#define PALLASVM_XSIMD_UNARY(FUNCTOR, EXPR)                        \
+  struct FUNCTOR {                                                 \
+    float operator()(float x) const { return ViaBatch(*this, x); } \
+    BatchF32 operator()(BatchF32 x) const { return EXPR; }         \
   };
 PALLASVM_XSIMD_UNARY(Exp, WithSubnormalResults(x, -87.f, xsimd::exp(x),
-                                                 [](BatchF32 h) {
-                                                   return xsimd::exp(h);
-                                                 }))
+                                               [](BatchF32 h) {
+                                                 return xsimd::exp(h);
+                                               }))
 PALLASVM_XSIMD_UNARY(Exp2, WithSubnormalResults(x, -126.f, xsimd::exp2(x),
-                                                  [](BatchF32 h) {
-                                                    return xsimd::exp2(h);
-                                                  }))
+                                                [](BatchF32 h) {
+                                                  return xsimd::exp2(h);
+                                                }))
 PALLASVM_XSIMD_UNARY(Log, xsimd::log(x))
 // xsimd returns +0 for log1p(-0) and expm1(-0); IEEE says -0.
 PALLASVM_XSIMD_UNARY(Log1p,
@@ -448,8 +465,7 @@ inline void BatchTail(T* dst, const T* x, const T* y, int64_t m, F f) {
 // dst[i] = f(x[i], y[i]). dst may be x or y (in place), not overlap them
 // otherwise.
 template <class F, class In, class Out>
-[[gnu::noinline]] void BinaryVV(Out* dst, const In* x, const In* y,
-                                int64_t n) {
+[[gnu::noinline]] void BinaryVV(Out* dst, const In* x, const In* y, int64_t n) {
   F f;
   if constexpr (std::is_same_v<In, Out> && HasBatchBinary<F, In>) {
     using B = xsimd::batch<In>;

@@ -35,41 +35,47 @@ void GatherRow(uint8_t* dst, const uint8_t* src, int64_t count, int64_t stride,
     return;
   }
   switch (elem_size) {
-    case 1: return GatherRowOf<uint8_t>(dst, src, count, stride);
-    case 2: return GatherRowOf<uint16_t>(dst, src, count, stride);
-    default: return GatherRowOf<uint32_t>(dst, src, count, stride);
+    case 1:
+      return GatherRowOf<uint8_t>(dst, src, count, stride);
+    case 2:
+      return GatherRowOf<uint16_t>(dst, src, count, stride);
+    default:
+      return GatherRowOf<uint32_t>(dst, src, count, stride);
   }
 }
 
-void ScatterRow(uint8_t* dst, const uint8_t* src, int64_t count,
-                int64_t stride, int elem_size) {
+void ScatterRow(uint8_t* dst, const uint8_t* src, int64_t count, int64_t stride,
+                int elem_size) {
   if (stride == 1) {
     std::memcpy(dst, src, count * elem_size);
     return;
   }
   switch (elem_size) {
-    case 1: return ScatterRowOf<uint8_t>(dst, src, count, stride);
-    case 2: return ScatterRowOf<uint16_t>(dst, src, count, stride);
-    default: return ScatterRowOf<uint32_t>(dst, src, count, stride);
+    case 1:
+      return ScatterRowOf<uint8_t>(dst, src, count, stride);
+    case 2:
+      return ScatterRowOf<uint16_t>(dst, src, count, stride);
+    default:
+      return ScatterRowOf<uint32_t>(dst, src, count, stride);
   }
 }
 
 void CopyRegionToDense(uint8_t* dst, const uint8_t* src,
                        const StridedRegion& region, int elem_size) {
-  ForEachRow(region, [&](int64_t offset, int64_t dense, int64_t count,
-                         int64_t stride) {
-    GatherRow(dst + dense * elem_size, src + offset * elem_size, count, stride,
-              elem_size);
-  });
+  ForEachRow(region,
+             [&](int64_t offset, int64_t dense, int64_t count, int64_t stride) {
+               GatherRow(dst + dense * elem_size, src + offset * elem_size,
+                         count, stride, elem_size);
+             });
 }
 
 void CopyDenseToRegion(uint8_t* dst, const uint8_t* src,
                        const StridedRegion& region, int elem_size) {
-  ForEachRow(region, [&](int64_t offset, int64_t dense, int64_t count,
-                         int64_t stride) {
-    ScatterRow(dst + offset * elem_size, src + dense * elem_size, count,
-               stride, elem_size);
-  });
+  ForEachRow(region,
+             [&](int64_t offset, int64_t dense, int64_t count, int64_t stride) {
+               ScatterRow(dst + offset * elem_size, src + dense * elem_size,
+                          count, stride, elem_size);
+             });
 }
 
 void StridedCopy(uint8_t* dst, const uint8_t* src, const LayoutDesc& layout) {

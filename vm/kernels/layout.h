@@ -79,8 +79,8 @@ inline void ForEachRow(const StridedRegion& r, Row&& row) {
 void GatherRow(uint8_t* dst, const uint8_t* src, int64_t count, int64_t stride,
                int elem_size);
 // dst[0], dst[stride], ... := src[0..count); stride >= 1.
-void ScatterRow(uint8_t* dst, const uint8_t* src, int64_t count,
-                int64_t stride, int elem_size);
+void ScatterRow(uint8_t* dst, const uint8_t* src, int64_t count, int64_t stride,
+                int elem_size);
 
 // dense dst := the region of `src` (its element 0 at src) in row-major order.
 void CopyRegionToDense(uint8_t* dst, const uint8_t* src,

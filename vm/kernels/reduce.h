@@ -53,8 +53,8 @@ inline T HorizontalReduce(const T* x, int64_t n, T init) {
 // REDUCE_*: f is an exact combining op (sum, max, min, and, or), so its
 // scalar and batch forms agree and the narrow-row path may use either.
 template <class F, class T>
-[[gnu::noinline]] void Reduce(T* dst, const T* src, int64_t outer,
-                              int64_t size, int64_t inner, T init) {
+[[gnu::noinline]] void Reduce(T* dst, const T* src, int64_t outer, int64_t size,
+                              int64_t inner, T init) {
   F f;
   if (size == 0) {
     std::fill(dst, dst + outer * inner, init);

@@ -16,6 +16,7 @@ namespace pallasvm::vm {
 
 template <DType T>
 struct StorageOf;
+// clang-format off
 template <> struct StorageOf<DType::PRED> { using type = uint8_t; };
 template <> struct StorageOf<DType::S8> { using type = int8_t; };
 template <> struct StorageOf<DType::U8> { using type = uint8_t; };
@@ -26,6 +27,7 @@ template <> struct StorageOf<DType::U32> { using type = uint32_t; };
 template <> struct StorageOf<DType::F16> { using type = uint16_t; };
 template <> struct StorageOf<DType::BF16> { using type = uint16_t; };
 template <> struct StorageOf<DType::F32> { using type = float; };
+// clang-format on
 
 template <DType T>
 using Storage = typename StorageOf<T>::type;
