@@ -179,15 +179,7 @@ absl::StatusOr<std::vector<Value>> LowerWhile(Lowerer& l,
 
 // A FRAME access to row `i` (dynamic) of a value's leading axis.
 uint32_t RowAccess(Lowerer& l, const Value& stacked, uint32_t index_slot) {
-  vm::AccessDesc a;
-  a.base_kind = vm::AccessBase::FRAME;
-  a.base = static_cast<int32_t>(stacked.slot);
-  a.elem_size = static_cast<uint8_t>(vm::SizeOf(stacked.dtype));
-  a.rank = static_cast<uint8_t>(stacked.shape.size());
-  for (size_t i = 0; i < stacked.shape.size(); ++i) {
-    a.dims[i].extent = stacked.shape[i];
-    a.dims[i].size = stacked.shape[i];
-  }
+  vm::AccessDesc a = WholeFrameAccess(stacked);
   a.dims[0].size = 1;
   a.dims[0].squeezed = 1;
   a.dims[0].start_slot = static_cast<int32_t>(index_slot);

@@ -14,15 +14,6 @@ namespace {
 
 using vm::DType;
 
-DType Widen(DType t) {
-  switch (t) {
-    case DType::S8: case DType::S16: return DType::S32;
-    case DType::U8: case DType::U16: return DType::U32;
-    case DType::F16: case DType::BF16: return DType::F32;
-    default: return t;
-  }
-}
-
 bool IsLogical(absl::string_view op) {
   return op == "AND" || op == "OR" || op == "XOR" || op == "NOT";
 }

@@ -138,14 +138,30 @@ absl::StatusOr<Value> StoredValue(Lowerer& l, const Lowerer::Eqn& e,
   return v;
 }
 
-absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
-                                             const Lowerer::Eqn& e) {
+// What swap and addupdate share: the ref, its access and the value.
+struct RefWrite {
+  Value ref;
+  RefAccess access;
+  Value value;
+};
+
+absl::StatusOr<RefWrite> PrepareRefWrite(Lowerer& l, const Lowerer::Eqn& e) {
   absl::StatusOr<Value> ref = RefOperand(l, e);
   if (!ref.ok()) return ref.status();
   absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
   if (!acc.ok()) return acc.status();
   absl::StatusOr<Value> v = StoredValue(l, e, *ref, acc->shape);
   if (!v.ok()) return v.status();
+  return RefWrite{*ref, *acc, *v};
+}
+
+absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
+                                             const Lowerer::Eqn& e) {
+  absl::StatusOr<RefWrite> w = PrepareRefWrite(l, e);
+  if (!w.ok()) return w.status();
+  const Value* ref = &w->ref;
+  const RefAccess* acc = &w->access;
+  const Value* v = &w->value;
   // The old value is read only if the program uses it.
   Value old;
   old.dtype = ref->dtype;
@@ -160,12 +176,11 @@ absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
 
 absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
                                                   const Lowerer::Eqn& e) {
-  absl::StatusOr<Value> ref = RefOperand(l, e);
-  if (!ref.ok()) return ref.status();
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
-  if (!acc.ok()) return acc.status();
-  absl::StatusOr<Value> v = StoredValue(l, e, *ref, acc->shape);
-  if (!v.ok()) return v.status();
+  absl::StatusOr<RefWrite> w = PrepareRefWrite(l, e);
+  if (!w.ok()) return w.status();
+  const Value* ref = &w->ref;
+  const RefAccess* acc = &w->access;
+  const Value* v = &w->value;
   vm::Op op;
   switch (ref->dtype) {
     case DType::F32: op = vm::Op::ADDUPDATE_F32; break;

@@ -15,23 +15,6 @@ namespace {
 
 using vm::DType;
 
-std::vector<int64_t> RowMajorStrides(const Shape& shape) {
-  std::vector<int64_t> strides(shape.size(), 1);
-  for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) {
-    strides[i] = strides[i + 1] * shape[i + 1];
-  }
-  return strides;
-}
-
-DType Widen(DType t) {
-  switch (t) {
-    case DType::S8: case DType::S16: return DType::S32;
-    case DType::U8: case DType::U16: return DType::U32;
-    case DType::F16: case DType::BF16: return DType::F32;
-    default: return t;
-  }
-}
-
 absl::StatusOr<std::vector<Value>> LowerBroadcastInDim(Lowerer& l,
                                                        const Lowerer::Eqn& e) {
   const Value& x = e.in.at(0);
@@ -142,21 +125,6 @@ absl::StatusOr<std::vector<Value>> LowerSlice(Lowerer& l,
   return std::vector<Value>{l.StridedCopy(x, out, strides, offset)};
 }
 
-// A region of a frame value, for dynamic_slice / dynamic_update_slice /
-// concatenate / scan slices.
-vm::AccessDesc FrameAccess(const Value& base) {
-  vm::AccessDesc a;
-  a.base_kind = vm::AccessBase::FRAME;
-  a.base = static_cast<int32_t>(base.slot);
-  a.elem_size = static_cast<uint8_t>(vm::SizeOf(base.dtype));
-  a.rank = static_cast<uint8_t>(base.shape.size());
-  for (size_t i = 0; i < base.shape.size(); ++i) {
-    a.dims[i].extent = base.shape[i];
-    a.dims[i].size = base.shape[i];
-  }
-  return a;
-}
-
 absl::StatusOr<std::vector<Value>> LowerDynamicSlice(Lowerer& l,
                                                      const Lowerer::Eqn& e) {
   const Value& x = e.in.at(0);
@@ -164,7 +132,7 @@ absl::StatusOr<std::vector<Value>> LowerDynamicSlice(Lowerer& l,
   if (e.in.size() != 1 + x.shape.size() || out.size() != x.shape.size()) {
     return l.Error("dynamic_slice needs one start index per dimension");
   }
-  vm::AccessDesc a = FrameAccess(x);
+  vm::AccessDesc a = WholeFrameAccess(x);
   a.clamp = 1;  // lax.dynamic_slice clamps its starts into range
   for (size_t i = 0; i < x.shape.size(); ++i) {
     absl::StatusOr<Lowerer::Index> idx =
@@ -193,7 +161,7 @@ absl::StatusOr<std::vector<Value>> LowerDynamicUpdateSlice(
   }
   Value r = l.NewValue(x.dtype, x.shape);
   l.CopyInto(r, x);
-  vm::AccessDesc a = FrameAccess(r);
+  vm::AccessDesc a = WholeFrameAccess(r);
   a.clamp = 1;
   for (size_t i = 0; i < x.shape.size(); ++i) {
     absl::StatusOr<Lowerer::Index> idx =
@@ -222,7 +190,7 @@ absl::StatusOr<std::vector<Value>> LowerConcatenate(Lowerer& l,
     if (x.shape.size() != out.size() || x.dtype != r.dtype) {
       return l.Error("concatenate operands do not match");
     }
-    vm::AccessDesc a = FrameAccess(r);
+    vm::AccessDesc a = WholeFrameAccess(r);
     for (size_t i = 0; i < out.size(); ++i) a.dims[i].size = x.shape[i];
     a.dims[*dim].start = at;
     at += x.shape[*dim];

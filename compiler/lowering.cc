@@ -294,12 +294,34 @@ Value Lowerer::StridedCopy(const Value& src, const Shape& out_shape,
   return out;
 }
 
-static std::vector<int64_t> RowMajorStrides(const Shape& shape) {
+std::vector<int64_t> RowMajorStrides(const Shape& shape) {
   std::vector<int64_t> strides(shape.size(), 1);
   for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) {
     strides[i] = strides[i + 1] * shape[i + 1];
   }
   return strides;
+}
+
+vm::DType Widen(vm::DType t) {
+  switch (t) {
+    case vm::DType::S8: case vm::DType::S16: return vm::DType::S32;
+    case vm::DType::U8: case vm::DType::U16: return vm::DType::U32;
+    case vm::DType::F16: case vm::DType::BF16: return vm::DType::F32;
+    default: return t;
+  }
+}
+
+vm::AccessDesc WholeFrameAccess(const Value& base) {
+  vm::AccessDesc a;
+  a.base_kind = vm::AccessBase::FRAME;
+  a.base = static_cast<int32_t>(base.slot);
+  a.elem_size = static_cast<uint8_t>(vm::SizeOf(base.dtype));
+  a.rank = static_cast<uint8_t>(base.shape.size());
+  for (size_t i = 0; i < base.shape.size(); ++i) {
+    a.dims[i].extent = base.shape[i];
+    a.dims[i].size = base.shape[i];
+  }
+  return a;
 }
 
 Value Lowerer::Transpose(const Value& src, const std::vector<int64_t>& perm) {

@@ -48,6 +48,17 @@ struct Value {
 
 std::string TypeString(const Value& v);
 
+// Row-major element strides of a dense value of `shape`.
+std::vector<int64_t> RowMajorStrides(const Shape& shape);
+
+// The dtype narrow types compute in (vm/opcodes.def): S8/S16 -> S32,
+// U8/U16 -> U32, F16/BF16 -> F32; others unchanged.
+vm::DType Widen(vm::DType t);
+
+// An access descriptor covering all of the frame value `base` (sizes =
+// extents, static starts 0), to be narrowed by the caller.
+vm::AccessDesc WholeFrameAccess(const Value& base);
+
 class Lowerer {
  public:
   explicit Lowerer(ProgramBuilder& builder) : b_(builder) {}
