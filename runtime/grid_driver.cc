@@ -240,7 +240,38 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   int64_t num_points = 1;
   for (int64_t g : k.grid) num_points *= g;
   int32_t num_programs[vm::kMaxRank] = {};
+  // Loop indices run row-major; the grid point's coordinates are their
+  // images under options.grid_coordinates.
+  int32_t loop[vm::kMaxRank] = {}, next_loop[vm::kMaxRank] = {};
   int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
+  const auto& coords = options.grid_coordinates;
+  if (!coords.empty()) {
+    if (coords.size() != static_cast<size_t>(grid_rank)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kernel '", k.name, "': grid_coordinates has ", coords.size(),
+          " dimensions, the grid has ", grid_rank));
+    }
+    for (int g = 0; g < grid_rank; ++g) {
+      if (coords[g].empty()) continue;
+      std::vector<bool> seen(k.grid[g], false);
+      bool ok = static_cast<int64_t>(coords[g].size()) == k.grid[g];
+      for (int32_t c : coords[g]) {
+        ok = ok && c >= 0 && c < k.grid[g] && !seen[c];
+        if (ok) seen[c] = true;
+      }
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "kernel '", k.name, "': grid_coordinates[", g,
+            "] is not a permutation of 0..", k.grid[g] - 1));
+      }
+    }
+  }
+  auto to_point = [&](const int32_t* l, int32_t* p) {
+    for (int g = 0; g < grid_rank; ++g) {
+      p[g] = coords.empty() || coords[g].empty() ? l[g] : coords[g][l[g]];
+    }
+  };
+  to_point(loop, point);
   for (int g = 0; g < grid_rank; ++g) {
     num_programs[g] = static_cast<int32_t>(k.grid[g]);
   }
@@ -346,11 +377,12 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
     const bool last = t + 1 == num_points;
     if (!last) {
-      std::memcpy(next_point, point, sizeof(point));
+      std::memcpy(next_loop, loop, sizeof(loop));
       for (int g = grid_rank - 1; g >= 0; --g) {
-        if (++next_point[g] < k.grid[g]) break;
-        next_point[g] = 0;
+        if (++next_loop[g] < k.grid[g]) break;
+        next_loop[g] = 0;
       }
+      to_point(next_loop, next_point);
       if (absl::Status s = run_index_maps(next_point, ws.next); !s.ok()) {
         return s;
       }
@@ -370,6 +402,7 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
     std::swap(ws.prev, ws.cur);
     std::swap(ws.cur, ws.next);
+    std::memcpy(loop, next_loop, sizeof(loop));
     std::memcpy(point, next_point, sizeof(point));
   }
   // Fill the blocks of tiled outputs that were never written back.

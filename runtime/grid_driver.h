@@ -38,6 +38,12 @@ struct RunOptions {
   // What fresh buffers and block padding hold: NaN for floats, the largest
   // value for integers, true for bool; or zero.
   UninitializedMemory uninitialized_memory = UninitializedMemory::kNaN;
+  // The order grid coordinates are visited in, per grid dimension: empty
+  // for 0, 1, 2, ...; else a permutation, visited in its order (the grid
+  // point at loop index i has coordinate grid_coordinates[d][i]). JAX's
+  // interpret mode shuffles `parallel` dimensions this way with a seeded
+  // jax.random.permutation; the JAX bridge passes JAX's own permutations.
+  std::vector<std::vector<int32_t>> grid_coordinates;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

@@ -142,7 +142,8 @@ namespace {
 // Wrong kernels exported from JAX (tests/golden/errors/), on which JAX's
 // interpret mode raises too (jax_error.txt beside each): pallasvm must
 // refuse them with an error naming the problem and where it happened.
-absl::Status RunErrorFixture(const std::string& name) {
+absl::Status RunErrorFixture(const std::string& name,
+                             const RunOptions& options = {}) {
   const std::string dir =
       std::string(PALLASVM_FIXTURES_DIR) + "/errors/" + name;
   tools::LoadOptions load;
@@ -166,7 +167,7 @@ absl::Status RunErrorFixture(const std::string& name) {
   for (size_t j = 0; j < k.out_types.size(); ++j) {
     outs.push_back({k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
   }
-  return (*exe)->Run(ins, outs);
+  return (*exe)->Run(ins, outs, options);
 }
 
 TEST(GridErrors, RevisitedOutputBlock) {
@@ -192,6 +193,51 @@ TEST(GridErrors, OutOfBoundsDynamicSliceNamesTheSourceLine) {
   EXPECT_TRUE(absl::StrContains(s.message(), "out-of-bounds read")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1)")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "generate.py:")) << s;
+}
+
+TEST(GridOrder, PermutedCoordinatesAreVisitedInTheirOrder) {
+  // revisit_output: grid (2, 3), output block (j, 0). Visiting dimension 1
+  // as 2, 1, 0 makes the first revisit block (2, 0), at grid point (1, 2).
+  RunOptions options;
+  options.grid_coordinates = {{}, {2, 1, 0}};
+  absl::Status s = RunErrorFixture("revisit_output", options);
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "revisited block (2, 0)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1, 2)")) << s;
+}
+
+TEST(GridOrder, BadPermutationsAreRefused) {
+  for (const auto& coords : std::vector<std::vector<std::vector<int32_t>>>{
+           {{}, {0, 0, 1}}, {{}, {0, 1}}, {{}}, {{}, {0, 1, 3}}}) {
+    RunOptions options;
+    options.grid_coordinates = coords;
+    absl::Status s = RunErrorFixture("revisit_output", options);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "grid_coordinates")) << s;
+  }
+}
+
+TEST(GridOrder, ReversedGridGivesTheSameResult) {
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      Executable::Load(CompileFixture("add_one_grid_1d"), "add_one_grid_1d");
+  ASSERT_TRUE(exe.ok()) << exe.status();
+  std::vector<float> x(100), y(100), a(100), b(100);
+  for (int i = 0; i < 100; ++i) {
+    x[i] = static_cast<float>(i);
+    y[i] = 0.5f;
+  }
+  std::vector<Array> in = {{DType::F32, {100}, x.data()},
+                           {DType::F32, {100}, y.data()}};
+  RunOptions reversed;
+  reversed.grid_coordinates = {{}};
+  for (int i = 99; i >= 0; --i) reversed.grid_coordinates[0].push_back(i);
+  ASSERT_TRUE((*exe)->Run(in, {{DType::F32, {100}, a.data()}}).ok());
+  ASSERT_TRUE((*exe)->Run(in, {{DType::F32, {100}, b.data()}}, reversed).ok());
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(a[i], static_cast<float>(i) + 0.5f);  // exact in f32
+    EXPECT_EQ(b[i], a[i]);
+  }
 }
 
 }  // namespace
