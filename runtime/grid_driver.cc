@@ -118,6 +118,13 @@ struct MappingPlan {
   int64_t num_blocks = 0;    // range of BlockNumber, for the bitmaps
   int64_t number_stride[vm::kMaxRank];  // BlockNumber = sum index * stride
   bool tiles = false;        // BlocksTileArray
+  // An index map whose body is just RETURN (each result is a grid index or
+  // a constant, as in `lambda i, j: (i, 0)`) is evaluated here, without a
+  // call into the VM: grid_axis[d] >= 0 names the grid index, else the
+  // result is constant[d].
+  bool direct = false;
+  int grid_axis[vm::kMaxRank];
+  int32_t constant[vm::kMaxRank];
 };
 
 struct BlockIndex {
@@ -168,6 +175,21 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
       plan.num_blocks *= (bm.array.shape[d] + size - 1) / size + 1;
     }
     plan.tiles = BlocksTileArray(bm);
+    const vm::Function& f = p.functions[bm.index_map];
+    plan.direct = p.code[f.entry_pc].op == vm::Op::RETURN;
+    for (size_t d = 0; plan.direct && d < f.result_slots.size(); ++d) {
+      const uint32_t slot = f.result_slots[d];
+      auto param = std::find(f.param_slots.begin(), f.param_slots.end(), slot);
+      plan.grid_axis[d] = -1;
+      plan.constant[d] = 0;
+      if (param != f.param_slots.end()) {
+        plan.grid_axis[d] = static_cast<int>(param - f.param_slots.begin());
+      } else if (slot + 4 <= p.constants.size()) {
+        std::memcpy(&plan.constant[d], p.constants.data() + slot, 4);
+      } else {
+        plan.direct = false;  // reads a slot nothing wrote: let the VM run it
+      }
+    }
     int64_t stride = 1;
     for (int d = plan.region.rank - 1; d >= 0; --d) {
       plan.number_stride[d] = stride;
@@ -293,17 +315,23 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
       const vm::Function& f = p.functions[bm.index_map];
-      for (int g = 0; g < grid_rank; ++g) {
-        std::memcpy(frame + f.param_slots[g], &at[g], 4);
-      }
-      if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
-        return absl::Status(s.code(),
-                            absl::StrCat(where(at, bm), ": ", s.message()));
-      }
       const MappingPlan& plan = ws.plans[m];
+      if (!plan.direct) {
+        for (int g = 0; g < grid_rank; ++g) {
+          std::memcpy(frame + f.param_slots[g], &at[g], 4);
+        }
+        if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
+          return absl::Status(s.code(),
+                              absl::StrCat(where(at, bm), ": ", s.message()));
+        }
+      }
       for (int d = 0; d < plan.region.rank; ++d) {
         int32_t v;
-        std::memcpy(&v, frame + f.result_slots[d], 4);
+        if (plan.direct) {
+          v = plan.grid_axis[d] >= 0 ? at[plan.grid_axis[d]] : plan.constant[d];
+        } else {
+          std::memcpy(&v, frame + f.result_slots[d], 4);
+        }
         result[m].v[d] = v;
         // The block must start inside the array.
         const int64_t start = v * plan.start_scale[d];
