@@ -110,19 +110,29 @@ absl::StatusOr<std::vector<int64_t>> Lowerer::Eqn::Ints(
   return out;
 }
 
+const interchange::Eqn* Lowerer::WithSource() const {
+  for (auto it = eqn_stack_.rbegin(); it != eqn_stack_.rend(); ++it) {
+    if ((*it)->source_file() != nullptr && (*it)->source_file()->size() > 0) {
+      return *it;
+    }
+  }
+  return nullptr;
+}
+
 absl::Status Lowerer::Error(absl::string_view message) const {
   if (current_ == nullptr) return absl::InvalidArgumentError(message);
   std::string where = absl::StrCat(
       "`", current_->primitive() ? current_->primitive()->str() : "?",
       "`");
-  if (current_->source_file() != nullptr &&
-      current_->source_file()->size() > 0) {
-    absl::StrAppend(&where, " at ", current_->source_file()->str(),
-                    ":", current_->source_line());
-    if (current_->source_function() != nullptr &&
-        current_->source_function()->size() > 0) {
-      absl::StrAppend(&where, " (in ",
-                      current_->source_function()->str(), ")");
+  if (const interchange::Eqn* src = WithSource()) {
+    absl::StrAppend(&where, src == current_ ? " at " : " (inside `",
+                    src == current_ || !src->primitive() ? "" : src->primitive()->str(),
+                    src == current_ ? "" : "` at ",
+                    src->source_file()->str(), ":", src->source_line());
+    if (src != current_) absl::StrAppend(&where, ")");
+    if (src->source_function() != nullptr &&
+        src->source_function()->size() > 0) {
+      absl::StrAppend(&where, " (in ", src->source_function()->str(), ")");
     }
   }
   return absl::InvalidArgumentError(
@@ -528,19 +538,25 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn,
                                bool outputs_used) {
   const interchange::Eqn* saved = current_;
   current_ = &eqn;
+  eqn_stack_.push_back(&eqn);
   struct Restore {
     Lowerer* l;
     const interchange::Eqn* saved;
-    ~Restore() { l->current_ = saved; }
+    ~Restore() {
+      l->current_ = saved;
+      l->eqn_stack_.pop_back();
+    }
   } restore{this, saved};
 
   std::string primitive =
       eqn.primitive() ? eqn.primitive()->str() : std::string();
   vm::SourceLoc loc;
   loc.primitive = primitive;
-  if (eqn.source_file()) loc.file = eqn.source_file()->str();
-  loc.line = eqn.source_line();
-  if (eqn.source_function()) loc.function = eqn.source_function()->str();
+  if (const interchange::Eqn* src = WithSource()) {
+    loc.file = src->source_file()->str();
+    loc.line = src->source_line();
+    if (src->source_function()) loc.function = src->source_function()->str();
+  }
   b_.SetLocation(loc);
 
   if (!outputs_used && !HasEffects(primitive)) return absl::OkStatus();

@@ -123,6 +123,11 @@ class Lowerer {
   // One scope per jaxpr being lowered (jaxprs are closed).
   std::vector<absl::flat_hash_map<int, Value>> scopes_;
   const interchange::Eqn* current_ = nullptr;
+  // Equations being lowered, outermost first: an equation without a source
+  // line (one JAX made inside e.g. jnp.cumsum's jit) is reported at the
+  // nearest enclosing one that has it.
+  std::vector<const interchange::Eqn*> eqn_stack_;
+  const interchange::Eqn* WithSource() const;
 };
 
 // Registration of primitive lowerings (each lower_*.cc adds its own).

@@ -246,12 +246,17 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                  bm.array.num_elements(), fills[m].data(),
                  vm::SizeOf(bm.array.dtype));
   }
-  // SMEM copies of scalar prefetch operands; scratch starts uninitialized.
+  // SMEM copies of scalar prefetch operands. Scratch and output block
+  // buffers start uninitialized, once per call: an output block is never
+  // loaded, so what a kernel leaves unwritten in it is the fill value or,
+  // after the first block, what the previous block left (as on a TPU and
+  // in interpret mode, which also reuse one buffer).
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const RefSpec& ref = k.refs[r];
     if (ref.kind == RefKind::SCALAR_PREFETCH) {
       std::memcpy(ws.ref_table[r], in_hbm[ref.operand], ref.type.bytes());
-    } else if (ref.kind == RefKind::SCRATCH) {
+    } else if (ref.kind == RefKind::SCRATCH ||
+               ref.kind == RefKind::OUTPUT_BLOCK) {
       uint8_t fill[8];
       FillValue(ref.type.dtype, options.uninitialized_memory, fill);
       FillElements(ws.ref_table[r], ref.type.num_elements(), fill,

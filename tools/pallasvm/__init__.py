@@ -1,5 +1,24 @@
-"""pallasvm: run Pallas TPU kernels on a CPU (Python side)."""
+"""pallasvm: run Pallas TPU kernels on a CPU (Python side).
+
+`export_kernels` writes kernel interchange files; the JAX bridge
+(`install`, `uninstall`, `enabled`, `InterpretParams`, in bridge.py) runs
+pallas_calls inside jax.jit on pallasvm. The bridge is imported on first use,
+so the exporter works without the bridge's shared library.
+"""
 
 from pallasvm.export import ExportError, export_kernels
 
-__all__ = ["ExportError", "export_kernels"]
+_BRIDGE_NAMES = frozenset({
+    "BridgeError", "CompileError", "InterpretParams", "compile_interchange",
+    "enabled", "install", "is_installed", "library_path", "stats",
+    "uninstall",
+})
+
+__all__ = ["ExportError", "export_kernels", *sorted(_BRIDGE_NAMES)]
+
+
+def __getattr__(name):
+  if name in _BRIDGE_NAMES:
+    from pallasvm import bridge
+    return getattr(bridge, name)
+  raise AttributeError(f"module 'pallasvm' has no attribute {name!r}")

@@ -306,6 +306,10 @@ class _KernelExporter:
 
   def __init__(self):
     self._next_id = 0
+    # The grid dimension that `program_id` / `num_programs` axis i of the
+    # kernel body names: i itself, unless vmap added grid dimensions (the
+    # kernel does not see those; see `kernel`).
+    self._kernel_grid_axes: list[int] | None = None
 
   # Vars and atoms. `env` maps the jax Vars of one jaxpr to their ids.
 
@@ -371,6 +375,9 @@ class _KernelExporter:
   def _params(self, eqn, where: str) -> list[dict]:
     params = dict(eqn.params)
     out = []
+    if (eqn.primitive.name in ("program_id", "num_programs")
+        and self._kernel_grid_axes is not None):
+      params["axis"] = self._kernel_grid_axes[params["axis"]]
     layout = _REF_ACCESS_LAYOUTS.get(eqn.primitive.name)
     if layout is not None:
       tree_param, split = layout
@@ -473,33 +480,52 @@ class _KernelExporter:
 
   # The pallas_call.
 
-  def kernel(self, eqn, name: str) -> dict:
-    params = eqn.params
-    where = f"pallas_call {name} at {_location(eqn.source_info)}"
+  def kernel(self, params, in_avals, source_info, name: str) -> dict:
+    """The Kernel table for a pallas_call with `params` (its equation's
+    params) applied to operands of `in_avals`. `source_info` is the
+    equation's (anything with a `traceback`, or None)."""
+    where = f"pallas_call {name} at {_location(source_info)}"
     grid_mapping = params["grid_mapping"]
     kernel_jaxpr = params["jaxpr"]
 
-    if any(isinstance(a, state_types.AbstractRef)
-           for a in (v.aval for v in eqn.invars)):
+    if any(isinstance(a, state_types.AbstractRef) for a in in_avals):
       raise ExportError(f"{where}: the kernel closes over Refs")
     if grid_mapping.num_dynamic_grid_bounds:
       raise ExportError(f"{where}: dynamic grid {grid_mapping.grid}")
-    if grid_mapping.vmapped_dims:
-      raise ExportError(f"{where}: a vmapped pallas_call")
     if kernel_jaxpr.constvars:
       raise ExportError(f"{where}: the kernel jaxpr has constants")
     if params.get("mesh") is not None:
       raise ExportError(f"{where}: a pallas_call with a mesh")
+
+    # jax.vmap of a pallas_call adds grid dimensions (`vmapped_dims`) that
+    # the index maps take as arguments but the kernel body does not see: its
+    # program_id(i) is the i-th of the other dimensions. The interchange has
+    # one grid, so the body's axes are renumbered into it.
+    vmapped = set(grid_mapping.vmapped_dims)
+    grid_rank = len(grid_mapping.grid)
+    if vmapped:
+      self._kernel_grid_axes = [d for d in range(grid_rank) if d not in vmapped]
+    try:
+      kernel_body = self.jaxpr(kernel_jaxpr, where=where)
+    finally:
+      self._kernel_grid_axes = None
+    semantics = _dimension_semantics(params["compiler_params"])
+    if vmapped and semantics:
+      # compiler_params still describe the unbatched grid; batch dimensions
+      # are independent, i.e. parallel (and a prefix of the grid).
+      rest = iter(semantics)
+      semantics = ["parallel" if d in vmapped else next(rest, "arbitrary")
+                   for d in range(grid_rank)]
 
     num_scratch = grid_mapping.num_scratch_operands
     scratch_invars = kernel_jaxpr.invars[len(kernel_jaxpr.invars) - num_scratch:]
     out = {
         "version": INTERCHANGE_VERSION,
         "name": name,
-        "jaxpr": self.jaxpr(kernel_jaxpr, where=where),
+        "jaxpr": kernel_body,
         "grid": [int(d) for d in grid_mapping.grid],
         "num_scalar_prefetch": grid_mapping.num_index_operands,
-        "in_types": [_type(v.aval, where) for v in eqn.invars],
+        "in_types": [_type(a, where) for a in in_avals],
         "out_types": [_type(a, where) for a in params["out_avals"]],
         "block_mappings": [
             self._block_mapping(bm, where) for bm in grid_mapping.block_mappings
@@ -509,9 +535,9 @@ class _KernelExporter:
             {"input": int(i), "output": int(o)}
             for i, o in params["input_output_aliases"]
         ],
-        "dimension_semantics": _dimension_semantics(params["compiler_params"]),
+        "dimension_semantics": semantics,
     }
-    frame = _user_frame(eqn.source_info)
+    frame = _user_frame(source_info)
     if frame is not None:
       out["source_file"] = _display_path(frame.file_name)
       out["source_line"] = frame.start_line
@@ -595,10 +621,12 @@ def _find_pallas_calls(jaxpr, only_through_calls=True) -> list[_Found]:
   return found
 
 
-def _kernel_name(eqn) -> str:
-  name = eqn.params.get("name")
+def kernel_name(params) -> str:
+  """The name of a pallas_call with equation params `params`: its `name=`,
+  else its kernel function's name, made safe for a file name."""
+  name = params.get("name")
   if not name:
-    debug_info = getattr(eqn.params["jaxpr"], "debug_info", None)
+    debug_info = getattr(params["jaxpr"], "debug_info", None)
     name = debug_info.func_name if debug_info is not None else "kernel"
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "kernel"
 
@@ -721,6 +749,16 @@ def _dumps(kernel: dict) -> str:
 # ---------------------------------------------------------------------------
 
 
+def export_pallas_call(params, in_avals, source_info=None) -> bytes:
+  """The interchange (JSON bytes) of one pallas_call, from its equation's
+  params and operand avals; `source_info` (anything with a `traceback`)
+  locates it in errors. Used by the JAX bridge at lowering time. Raises
+  ExportError like export_kernels."""
+  kernel = _KernelExporter().kernel(params, in_avals, source_info,
+                                    kernel_name(params))
+  return _dumps(kernel).encode()
+
+
 def export_kernels(fn, *example_args, out_dir, name: str | None = None,
                    with_io: bool = False) -> list[pathlib.Path]:
   """Exports every pallas_call in `fn(*example_args)` to the interchange.
@@ -756,14 +794,16 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
 
   kernels, used_stems = [], set()
   for f in found:
-    kernel_name = _kernel_name(f.eqn)
-    stem = name or kernel_name
+    k_name = kernel_name(f.eqn.params)
+    stem = name or k_name
     unique, n = stem, 0
     while unique in used_stems:
       n += 1
       unique = f"{stem}_{n}"
     used_stems.add(unique)
-    kernels.append((unique, _KernelExporter().kernel(f.eqn, kernel_name)))
+    kernels.append((unique, _KernelExporter().kernel(
+        f.eqn.params, [v.aval for v in f.eqn.invars], f.eqn.source_info,
+        k_name)))
   # Everything is computed before anything is written, so that a failure
   # leaves no partial output.
   if with_io:

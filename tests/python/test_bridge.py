@@ -1,0 +1,337 @@
+"""Tests for the JAX bridge (tools/pallasvm/bridge.py + tools/jax_bridge/):
+pallas_calls inside jax.jit run on pallasvm through an XLA FFI call, checked
+against JAX's TPU interpret mode (the truth)."""
+
+import concurrent.futures
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas.ops.tpu import matmul as tpu_matmul
+
+import pallasvm
+from pallasvm import bridge
+
+if bridge.library_path() is None or not bridge.library_path().exists():
+  pytest.skip(
+      "the bridge library (libpallasvm_xla.so) is not built: build pallasvm"
+      " into build/ with jax in .venv, or set PALLASVM_LIBRARY",
+      allow_module_level=True)
+
+
+def line_of(marker: str) -> int:
+  """The line of this file holding `marker` (a comment on the line)."""
+  lines = pathlib.Path(__file__).read_text().splitlines()
+  return next(i + 1 for i, l in enumerate(lines)
+              if marker in l and "line_of(" not in l)
+
+
+def interpret_mode(fn, *args, params=None):
+  """`fn(*args)` jitted with every pallas_call in TPU interpret mode."""
+  assert not pallasvm.is_installed()
+  with pltpu.force_tpu_interpret_mode(params or pltpu.InterpretParams()):
+    return jax.jit(fn)(*args)
+
+
+# --- Kernels --------------------------------------------------------------------
+
+
+def add_kernel(x_ref, y_ref, o_ref):
+  o_ref[...] = x_ref[...] + y_ref[...]
+
+
+def add(x, y, **kwargs):
+  return pl.pallas_call(
+      add_kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+      **kwargs)(x, y)
+
+
+def sin_plus_twice_sum(x, y):
+  return jnp.sin(x) + add(x, y) * 2
+
+
+def offset_by_program_id_kernel(x_ref, o_ref):
+  o_ref[...] = x_ref[...] + pl.program_id(0).astype(jnp.float32) * 100
+
+
+def offset_by_program_id(x):
+  """Grid of 2 blocks of 8 rows; block i adds 100 * i."""
+  spec = pl.BlockSpec((8, 128), lambda i: (i, 0))
+  return pl.pallas_call(
+      offset_by_program_id_kernel, grid=(2,), in_specs=[spec], out_specs=spec,
+      out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype))(x)
+
+
+def scratch_first_rows_kernel(x_ref, o_ref, scratch_ref):
+  scratch_ref[:4, :] = x_ref[:4, :]
+  o_ref[...] = scratch_ref[...]
+
+
+def scratch_first_rows(x, **kwargs):
+  """Copies a scratch buffer of which only rows 0-3 were written: the rest
+  holds the uninitialized fill value."""
+  return pl.pallas_call(
+      scratch_first_rows_kernel,
+      out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+      scratch_shapes=[pltpu.VMEM(x.shape, x.dtype)], **kwargs)(x)
+
+
+def first_rows_only_kernel(x_ref, o_ref):
+  o_ref[:4, :] = x_ref[:4, :]
+
+
+def first_rows_only(x):
+  """Writes rows 0-3 of an output block: the rest holds the fill value."""
+  return pl.pallas_call(
+      first_rows_only_kernel,
+      out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype))(x)
+
+
+def data(shape, seed=0, dtype=jnp.float32):
+  return jax.random.normal(jax.random.key(seed), shape, dtype)
+
+
+# --- Results match interpret mode ----------------------------------------------------
+
+
+def test_kernel_between_xla_ops_inside_jit_matches_interpret_mode():
+  x, y = data((16, 128), 0), data((16, 128), 1)
+  expected = interpret_mode(sin_plus_twice_sum, x, y)
+  with pallasvm.enabled():
+    got = jax.jit(sin_plus_twice_sum)(x, y)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_tpu_matmul_matches_interpret_mode():
+  x, y = data((512, 256), 2), data((256, 384), 3)
+
+  def fn(x, y):
+    return tpu_matmul.matmul(x, y, block_shape=(128, 128), block_k=128)
+
+  expected = interpret_mode(fn, x, y)
+  with pallasvm.enabled():
+    got = jax.jit(fn)(x, y)
+  # Reduction over K in blocks of 128, like interpret mode: f32 sums whose
+  # order can differ inside a block (tolerance grows with K = 256).
+  np.testing.assert_allclose(np.asarray(got), np.asarray(expected),
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_vmap_of_a_caller_adds_a_grid_dimension():
+  # pallas_call's batching rule adds a grid dimension that the kernel body
+  # does not see: program_id(0) must still be the block index.
+  x = data((3, 16, 128), 4)
+  expected = interpret_mode(jax.vmap(offset_by_program_id), x)
+  with pallasvm.enabled():
+    got = jax.jit(jax.vmap(offset_by_program_id))(x)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_nested_vmap():
+  x, y = data((2, 3, 8, 128), 5), data((2, 3, 8, 128), 6)
+  fn = jax.vmap(jax.vmap(add))
+  expected = interpret_mode(fn, x, y)
+  with pallasvm.enabled():
+    got = jax.jit(fn)(x, y)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.parametrize("fill", ["nan", "zero"])
+def test_uninitialized_memory_option(fill):
+  x = data((8, 128), 7)
+  expected = interpret_mode(
+      scratch_first_rows, x,
+      params=pltpu.InterpretParams(uninitialized_memory=fill))
+  with pallasvm.enabled(pallasvm.InterpretParams(uninitialized_memory=fill)):
+    got = np.asarray(jax.jit(scratch_first_rows)(x))
+  np.testing.assert_array_equal(got, np.asarray(expected))
+  assert (np.isnan(got[4:]).all() if fill == "nan" else (got[4:] == 0).all())
+
+
+def test_unwritten_part_of_output_block_holds_the_fill_value():
+  x = data((8, 128), 7)
+  expected = interpret_mode(first_rows_only, x)
+  with pallasvm.enabled():
+    got = np.asarray(jax.jit(first_rows_only)(x))
+  np.testing.assert_array_equal(got, np.asarray(expected))
+
+
+def test_call_asking_for_interpret_mode_runs_on_pallasvm_with_its_params():
+  x = data((8, 128), 8)
+
+  def fn(x):
+    return scratch_first_rows(
+        x, interpret=pltpu.InterpretParams(uninitialized_memory="zero"))
+
+  expected = np.asarray(jax.jit(fn)(x))  # JAX's interpret mode
+  with pallasvm.enabled():  # default params say NaN; the call's say zero
+    before = pallasvm.stats()["lowerings"]
+    got = np.asarray(jax.jit(fn)(x))
+    assert pallasvm.stats()["lowerings"] == before + 1
+  np.testing.assert_array_equal(got, expected)
+  assert (got[4:] == 0).all()
+
+
+def test_int_and_bool_operands_and_two_outputs():
+  def kernel(x_ref, m_ref, sum_ref, sel_ref):
+    sum_ref[...] = x_ref[...] * 3 + 1
+    sel_ref[...] = jnp.where(m_ref[...], x_ref[...], -x_ref[...])
+
+  def fn(x, m):
+    return pl.pallas_call(
+        kernel, out_shape=(jax.ShapeDtypeStruct(x.shape, x.dtype),
+                           jax.ShapeDtypeStruct(x.shape, x.dtype)))(x, m)
+
+  x = jnp.arange(8 * 128, dtype=jnp.int32).reshape(8, 128) - 500
+  m = (x % 3) == 0
+  expected = interpret_mode(fn, x, m)
+  with pallasvm.enabled():
+    got = jax.jit(fn)(x, m)
+  for g, e in zip(got, expected, strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+
+
+def test_input_output_aliases():
+  def kernel(x_ref, acc_ref, o_ref):
+    o_ref[...] = acc_ref[...] + x_ref[...] * 2
+
+  def fn(x, acc):
+    return pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct(acc.shape, acc.dtype),
+        input_output_aliases={1: 0})(x, acc)
+
+  x, acc = data((8, 128), 15), data((8, 128), 16)
+  expected = interpret_mode(fn, x, acc)
+  with pallasvm.enabled():
+    got = jax.jit(fn)(x, acc)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+# --- Errors --------------------------------------------------------------------------
+
+
+def test_unsupported_primitive_fails_at_lowering_naming_it_and_its_line():
+  def kernel(x_ref, o_ref):
+    o_ref[...] = jax.lax.cumsum(x_ref[...], axis=0)  # cumsum line
+
+  def fn(x):
+    return pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype))(x)
+
+  x = data((8, 128))
+  with pallasvm.enabled():
+    with pytest.raises(pallasvm.CompileError,
+                       match=rf"cumsum.*test_bridge.py:{line_of('# cumsum line')}"):
+      jax.jit(fn).lower(x)
+
+
+def test_kernel_the_exporter_refuses_fails_at_lowering():
+  def kernel(x_ref, o_ref):
+    o_ref[...] = x_ref[...].astype(jnp.complex64).real  # complex line
+
+  def fn(x):
+    return pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype))(x)
+
+  with pallasvm.enabled():
+    with pytest.raises(pallasvm.ExportError, match="complex64"):
+      jax.jit(fn).lower(data((8, 128)))
+
+
+@pytest.mark.parametrize("option", [
+    {"detect_races": True},
+    {"out_of_bounds_reads": "uninitialized"},
+    {"skip_floating_point_ops": True},
+    {"num_cores_or_threads": 2},
+    {"dma_execution_mode": "eager"},
+    {"random_seed": 0},
+    {"grid_point_recorder": lambda point, core: None},
+])
+def test_unimplemented_interpret_params_option_raises(option):
+  [name] = option
+  with pytest.raises(NotImplementedError, match=name):
+    pallasvm.install(pallasvm.InterpretParams(**option))
+  assert not pallasvm.is_installed()
+  # Also when a pallas_call brings it (found when it is lowered).
+  x = data((8, 128))
+  with pallasvm.enabled():
+    with pytest.raises(NotImplementedError, match=name):
+      jax.jit(lambda x: add(x, x, interpret=pltpu.InterpretParams(**option))
+              ).lower(x)
+
+
+def test_run_time_error_is_an_xla_error_with_pallasvm_message():
+  def kernel(idx_ref, x_ref, o_ref):
+    o_ref[...] = x_ref[pl.ds(idx_ref[0], 8), :]
+
+  def fn(idx, x):
+    return pl.pallas_call(
+        kernel,
+        grid_spec=pltpu.PrefetchScalarGridSpec(
+            num_scalar_prefetch=1, grid=(1,),
+            in_specs=[pl.BlockSpec((16, 128), lambda i, idx: (0, 0))],
+            out_specs=pl.BlockSpec((8, 128), lambda i, idx: (0, 0))),
+        out_shape=jax.ShapeDtypeStruct((8, 128), x.dtype))(idx, x)
+
+  x = data((16, 128))
+  with pallasvm.enabled():
+    f = jax.jit(fn)
+    np.testing.assert_array_equal(np.asarray(f(jnp.array([8], jnp.int32), x)),
+                                  np.asarray(x[8:]))
+    with pytest.raises(Exception, match="out of bounds|out-of-bounds"):
+      np.asarray(f(jnp.array([12], jnp.int32), x))
+
+
+# --- Installation and caching ---------------------------------------------------------
+
+
+def test_no_python_per_call_after_compilation():
+  x, y = data((16, 128), 0), data((16, 128), 1)
+  with pallasvm.enabled():
+    f = jax.jit(sin_plus_twice_sum)
+    first = np.asarray(f(x, y))
+    after_first = pallasvm.stats()
+    for _ in range(100):
+      out = f(x, y)
+    out.block_until_ready()
+    assert pallasvm.stats() == after_first
+  np.testing.assert_array_equal(np.asarray(out), first)
+
+
+def test_each_kernel_is_compiled_once():
+  x, y = data((8, 128), 9), data((8, 128), 10)
+  with pallasvm.enabled():
+    jax.jit(lambda x, y: add(x, y) + add(y, x))(x, y)
+    before = pallasvm.stats()
+    # A different function around the same kernel: lowered, not compiled.
+    jax.jit(lambda x, y: add(x, y) * 3)(x, y)
+    after = pallasvm.stats()
+  assert after["lowerings"] > before["lowerings"]
+  assert after["compilations"] == before["compilations"]
+
+
+def test_uninstall_restores_jax_and_a_jitted_function_follows():
+  x, y = data((8, 128), 11), data((8, 128), 12)
+  f = jax.jit(add)
+  with pytest.raises(Exception, match="interpret mode"):
+    f(x, y)  # JAX's CPU rule: interpret mode only
+  with pallasvm.enabled():
+    np.testing.assert_array_equal(np.asarray(f(x, y)), np.asarray(x + y))
+  assert not pallasvm.is_installed()
+  with pytest.raises(Exception, match="interpret mode"):
+    f(x, y)
+
+
+def test_concurrent_calls_from_threads():
+  x, y = data((16, 128), 13), data((16, 128), 14)
+  with pallasvm.enabled():
+    f = jax.jit(sin_plus_twice_sum)
+    expected = np.asarray(f(x, y))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      results = list(pool.map(lambda _: np.asarray(f(x, y)), range(64)))
+  for r in results:
+    np.testing.assert_array_equal(r, expected)

@@ -1,0 +1,239 @@
+// The C++ half of the JAX bridge (tools/pallasvm/bridge.py is the other):
+// one shared library that XLA:CPU and Python both load.
+//
+//  - `PallasvmCall`, an XLA FFI handler. A pallas_call lowered by the bridge
+//    is a custom call to it whose attributes carry the compiled module, its
+//    key (a content hash) and the run options; the handler runs the module
+//    on XLA's buffers directly, with no Python on the way.
+//  - `pallasvm_compile` / `pallasvm_free`, a C interface for ctypes: the
+//    bridge compiles each kernel once, when JAX lowers it, so that an
+//    unsupported primitive is an error at trace/compile time.
+//
+// Executables are kept for the life of the process, by module key. An
+// Executable owns its workspace and is not safe for concurrent runs, so
+// each key has a pool: a call takes a free executable (loading another when
+// all are busy, e.g. when XLA runs the same program on several threads) and
+// gives it back afterwards.
+//
+// Knows nothing of how JAX lowers or traces; the Python side decides what
+// goes into the attributes.
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "compiler/compiler.h"
+#include "runtime/pallasvm.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace pallasvm::jax_bridge {
+namespace {
+
+// Debian's Abseil has its own string_view; XLA's FFI uses the standard one.
+absl::string_view AsAbsl(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+// An executable with the Array descriptions it is run on, kept so that a
+// call reuses their storage instead of allocating shapes.
+struct Instance {
+  std::unique_ptr<Executable> exe;
+  std::vector<Array> inputs, outputs;
+};
+
+class ExecutablePool {
+ public:
+  static ExecutablePool& Get() {
+    static ExecutablePool* pool = new ExecutablePool();  // never destroyed:
+    return *pool;  // XLA may still call the handler during process exit.
+  }
+
+  // A free instance of the module with key `key`; loaded from `module`
+  // when none is free.
+  absl::StatusOr<std::unique_ptr<Instance>> Acquire(absl::string_view key,
+                                                    absl::string_view module) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(key);
+      if (it != free_.end() && !it->second.empty()) {
+        std::unique_ptr<Instance> instance = std::move(it->second.back());
+        it->second.pop_back();
+        return instance;
+      }
+    }
+    // Loading (verification) runs outside the lock: it is the slow part.
+    absl::StatusOr<std::unique_ptr<Executable>> exe =
+        Executable::Load(module, "pallas_call module");
+    if (!exe.ok()) return exe.status();
+    auto instance = std::make_unique<Instance>();
+    instance->exe = *std::move(exe);
+    return instance;
+  }
+
+  void Release(absl::string_view key, std::unique_ptr<Instance> instance) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[key].push_back(std::move(instance));
+  }
+
+ private:
+  std::mutex mu_;
+  absl::flat_hash_map<std::string, std::vector<std::unique_ptr<Instance>>>
+      free_;
+};
+
+absl::StatusOr<DType> ToDType(ffi::DataType type) {
+  switch (type) {
+    case ffi::DataType::PRED:
+      return DType::PRED;
+    case ffi::DataType::S8:
+      return DType::S8;
+    case ffi::DataType::U8:
+      return DType::U8;
+    case ffi::DataType::S16:
+      return DType::S16;
+    case ffi::DataType::U16:
+      return DType::U16;
+    case ffi::DataType::S32:
+      return DType::S32;
+    case ffi::DataType::U32:
+      return DType::U32;
+    case ffi::DataType::F16:
+      return DType::F16;
+    case ffi::DataType::BF16:
+      return DType::BF16;
+    case ffi::DataType::F32:
+      return DType::F32;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("XLA element type ",
+                                                     static_cast<int>(type),
+                                                     " has no pallasvm dtype"));
+  }
+}
+
+absl::Status Describe(const ffi::AnyBuffer& buffer, Array& array) {
+  absl::StatusOr<DType> dtype = ToDType(buffer.element_type());
+  if (!dtype.ok()) return dtype.status();
+  array.dtype = *dtype;
+  ffi::AnyBuffer::Dimensions dims = buffer.dimensions();
+  array.shape.assign(dims.begin(), dims.end());
+  array.data = buffer.untyped_data();
+  return absl::OkStatus();
+}
+
+absl::Status Run(Instance& instance, ffi::RemainingArgs args,
+                 ffi::RemainingRets rets, const RunOptions& options) {
+  instance.inputs.resize(args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    ffi::ErrorOr<ffi::AnyBuffer> buffer = args.get<ffi::AnyBuffer>(i);
+    if (!buffer.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("operand ", i, ": ", buffer.error().message()));
+    }
+    if (absl::Status s = Describe(*buffer, instance.inputs[i]); !s.ok()) {
+      return s;
+    }
+  }
+  instance.outputs.resize(rets.size());
+  for (size_t i = 0; i < rets.size(); ++i) {
+    ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> buffer =
+        rets.get<ffi::AnyBuffer>(i);
+    if (!buffer.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("result ", i, ": ", buffer.error().message()));
+    }
+    if (absl::Status s = Describe(**buffer, instance.outputs[i]); !s.ok()) {
+      return s;
+    }
+  }
+  return instance.exe->Run(instance.inputs, instance.outputs, options);
+}
+
+ffi::Error ToFfiError(const absl::Status& status) {
+  if (status.ok()) return ffi::Error::Success();
+  // ffi::ErrorCode mirrors absl::StatusCode value for value.
+  return ffi::Error(static_cast<ffi::ErrorCode>(status.code()),
+                    std::string(status.message()));
+}
+
+// `uninitialized_memory`: 0 = NaN / largest integer / true, 1 = zero
+// (bridge.py's InterpretParams).
+ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
+                            std::string_view module_key,
+                            ffi::Span<const uint8_t> module,
+                            int64_t uninitialized_memory) {
+  RunOptions options;
+  options.uninitialized_memory = uninitialized_memory == 1
+                                     ? UninitializedMemory::kZero
+                                     : UninitializedMemory::kNaN;
+  absl::string_view module_bytes(reinterpret_cast<const char*>(module.begin()),
+                                 module.size());
+  ExecutablePool& pool = ExecutablePool::Get();
+  absl::StatusOr<std::unique_ptr<Instance>> instance =
+      pool.Acquire(AsAbsl(module_key), module_bytes);
+  if (!instance.ok()) return ToFfiError(instance.status());
+  absl::Status status = Run(**instance, args, rets, options);
+  pool.Release(AsAbsl(module_key), *std::move(instance));
+  return ToFfiError(status);
+}
+
+char* CopyToMalloc(absl::string_view bytes) {
+  char* out = static_cast<char*>(std::malloc(bytes.size() + 1));
+  if (out == nullptr) return nullptr;
+  std::memcpy(out, bytes.data(), bytes.size());
+  out[bytes.size()] = '\0';
+  return out;
+}
+
+}  // namespace
+}  // namespace pallasvm::jax_bridge
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
+                              pallasvm::jax_bridge::PallasvmCallImpl,
+                              ffi::Ffi::Bind()
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<std::string_view>("module_key")
+                                  .Attr<ffi::Span<const uint8_t>>("module")
+                                  .Attr<int64_t>("uninitialized_memory"));
+
+extern "C" {
+
+// Compiles an interchange (JSON or binary, format/kernel.fbs) into module
+// bytes. Returns 0 and sets *out / *out_len to the module, or returns
+// nonzero and sets *out / *out_len to the error message. *out is malloc'ed
+// (free it with pallasvm_free) and NUL-terminated.
+__attribute__((visibility("default"))) int pallasvm_compile(
+    const char* interchange, size_t interchange_len, const char* origin,
+    char** out, size_t* out_len) {
+  absl::StatusOr<std::string> module = pallasvm::compiler::CompileInterchange(
+      absl::string_view(interchange, interchange_len), origin);
+  absl::string_view result =
+      module.ok() ? absl::string_view(*module) : module.status().message();
+  *out = pallasvm::jax_bridge::CopyToMalloc(result);
+  *out_len = *out == nullptr ? 0 : result.size();
+  return module.ok() ? 0 : 1;
+}
+
+__attribute__((visibility("default"))) void pallasvm_free(void* p) {
+  std::free(p);
+}
+
+// The compiler's version string (part of the bridge's cache key).
+__attribute__((visibility("default"))) const char* pallasvm_compiler_version() {
+  static const std::string version(pallasvm::compiler::kCompilerVersion);
+  return version.c_str();
+}
+
+}  // extern "C"

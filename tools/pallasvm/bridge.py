@@ -1,0 +1,306 @@
+"""The JAX bridge: runs unchanged `pallas_call`s inside `jax.jit` on CPU.
+
+    import pallasvm
+    with pallasvm.enabled():             # or pallasvm.install() ... uninstall()
+      y = jax.jit(my_fn_with_pallas_calls)(x)
+
+While installed, every `pallas_call` that JAX lowers for the CPU backend
+becomes an XLA FFI custom call ("pallasvm_call") to the handler in
+`tools/jax_bridge/pallasvm_xla.cc`, which runs the compiled pallasvm module
+directly on XLA's buffers: once compiled, no Python runs per call or per grid
+step. Each kernel is exported and compiled when JAX lowers it, so a primitive
+pallasvm does not support fails at trace/compile time with the exporter's or
+compiler's message naming it and its source line. Compiled modules are
+cached in-process by the content hash of their interchange.
+
+Which pallas_calls are routed: all of them, on CPU. A pallas_call that asks
+for TPU interpret mode (`interpret=pltpu.InterpretParams(...)`) runs on
+pallasvm with its own params (checked like `install`'s); any other
+(`interpret=False`, or `interpret=True`, JAX's generic HLO interpreter) runs
+with the params given to `install`.
+
+JAX caches compiled functions without knowing about lowering rules, so
+`install` and `uninstall` clear JAX's caches (`jax.clear_caches()`): a
+function jitted before is lowered again, the right way, on its next call.
+
+What this module knows: how to register a lowering for pallas_call and emit
+an FFI call. What it must not know: the interchange format (export.py) or how
+modules are compiled and run (the C++ library).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import hashlib
+import os
+import pathlib
+import threading
+import types
+
+import jax
+import numpy as np
+from jax._src.interpreters import mlir
+from jax._src.pallas import pallas_call as pallas_call_lib
+from jax.experimental.pallas import tpu as pltpu
+
+from pallasvm import export
+
+FFI_TARGET = "pallasvm_call"
+LIBRARY_NAME = "libpallasvm_xla.so"
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+class BridgeError(Exception):
+  """The bridge's shared library is missing or cannot be loaded."""
+
+
+class CompileError(Exception):
+  """pallasvm's compiler refused a kernel (the message names the primitive
+  and its source line)."""
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InterpretParams(pltpu.InterpretParams):
+  """The options of JAX's TPU interpret mode (`pltpu.InterpretParams`, same
+  fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
+  ("nan" or "zero"). Every other field must keep its default: a non-default
+  value raises NotImplementedError naming it, so none is silently ignored."""
+
+
+# The fields pallasvm implements; all others must hold JAX's default.
+_IMPLEMENTED_FIELDS = frozenset({"uninitialized_memory"})
+
+# RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
+_UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
+
+
+def _run_options(params: pltpu.InterpretParams) -> dict:
+  """The FFI attributes for `params`; NotImplementedError for any option
+  pallasvm does not implement that is not at its default."""
+  defaults = pltpu.InterpretParams()
+  for field in dataclasses.fields(pltpu.InterpretParams):
+    if field.name in _IMPLEMENTED_FIELDS:
+      continue
+    value = getattr(params, field.name)
+    if value != getattr(defaults, field.name):
+      raise NotImplementedError(
+          f"pallasvm does not implement InterpretParams.{field.name}="
+          f"{value!r} yet (only the default, "
+          f"{getattr(defaults, field.name)!r})")
+  if params.uninitialized_memory not in _UNINITIALIZED_MEMORY:
+    raise ValueError(
+        f"InterpretParams.uninitialized_memory={params.uninitialized_memory!r}"
+        f": expected one of {sorted(_UNINITIALIZED_MEMORY)}")
+  return {"uninitialized_memory":
+          np.int64(_UNINITIALIZED_MEMORY[params.uninitialized_memory])}
+
+
+# ---------------------------------------------------------------------------
+# The shared library
+# ---------------------------------------------------------------------------
+
+
+def library_path() -> pathlib.Path | None:
+  """$PALLASVM_LIBRARY, else <repo>/build/tools/jax_bridge/, else next to
+  this package; None if none exists."""
+  env = os.environ.get("PALLASVM_LIBRARY")
+  if env:
+    return pathlib.Path(env)
+  for path in (_REPO / "build" / "tools" / "jax_bridge" / LIBRARY_NAME,
+               pathlib.Path(__file__).resolve().parent / LIBRARY_NAME):
+    if path.exists():
+      return path
+  return None
+
+
+_lock = threading.RLock()
+_library: ctypes.CDLL | None = None
+_registered = False
+
+
+def _load_library() -> ctypes.CDLL:
+  global _library
+  with _lock:
+    if _library is not None:
+      return _library
+    path = library_path()
+    if path is None or not path.exists():
+      raise BridgeError(
+          f"the pallasvm JAX bridge library ({LIBRARY_NAME}) is not built:"
+          " build pallasvm (tools/build.sh) with jax installed in .venv, or"
+          " set PALLASVM_LIBRARY to its path"
+          + (f" (PALLASVM_LIBRARY={path} does not exist)" if path else ""))
+    lib = ctypes.CDLL(str(path))
+    lib.pallasvm_compile.argtypes = [
+        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+    lib.pallasvm_compile.restype = ctypes.c_int
+    lib.pallasvm_free.argtypes = [ctypes.c_void_p]
+    lib.pallasvm_free.restype = None
+    lib.pallasvm_compiler_version.argtypes = []
+    lib.pallasvm_compiler_version.restype = ctypes.c_char_p
+    _library = lib
+    return lib
+
+
+def _register_target(lib: ctypes.CDLL) -> None:
+  global _registered
+  with _lock:
+    if not _registered:
+      jax.ffi.register_ffi_target(
+          FFI_TARGET, jax.ffi.pycapsule(lib.PallasvmCall), platform="cpu")
+      _registered = True
+
+
+# ---------------------------------------------------------------------------
+# Compiling
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+  module: np.ndarray  # uint8: the module bytes, as the FFI attribute
+  key: str            # content hash of the module: the handler's pool key
+
+
+_compiled: dict[str, _Compiled] = {}  # interchange hash -> module
+_stats = {"lowerings": 0, "compilations": 0}
+
+
+def compile_interchange(interchange: bytes, origin: str = "pallas_call") -> bytes:
+  """Module bytes for interchange bytes (JSON or binary); CompileError with
+  the compiler's message if it refuses the kernel."""
+  lib = _load_library()
+  out, out_len = ctypes.c_void_p(), ctypes.c_size_t()
+  rc = lib.pallasvm_compile(interchange, len(interchange), origin.encode(),
+                            ctypes.byref(out), ctypes.byref(out_len))
+  try:
+    data = ctypes.string_at(out, out_len.value) if out.value else b""
+  finally:
+    lib.pallasvm_free(out)
+  if rc != 0:
+    raise CompileError(data.decode(errors="replace"))
+  return data
+
+
+def _compile_cached(interchange: bytes, origin: str) -> _Compiled:
+  lib = _load_library()
+  key = hashlib.sha256(lib.pallasvm_compiler_version() + b"\0" +
+                       interchange).hexdigest()
+  with _lock:
+    hit = _compiled.get(key)
+  if hit is not None:
+    return hit
+  module = compile_interchange(interchange, origin)
+  compiled = _Compiled(np.frombuffer(module, dtype=np.uint8),
+                       hashlib.sha256(module).hexdigest())
+  with _lock:
+    _stats["compilations"] += 1
+    return _compiled.setdefault(key, compiled)
+
+
+def stats() -> dict:
+  """Counters: `lowerings` (pallas_calls lowered by the bridge) and
+  `compilations` (kernels compiled, i.e. in-process cache misses)."""
+  with _lock:
+    return dict(_stats)
+
+
+# ---------------------------------------------------------------------------
+# The lowering
+# ---------------------------------------------------------------------------
+
+
+def _lowering_rule(default_params: pltpu.InterpretParams):
+  def rule(ctx, *in_nodes, interpret, **params):
+    with _lock:
+      _stats["lowerings"] += 1
+    run_params = (interpret if isinstance(interpret, pltpu.InterpretParams)
+                  else default_params)
+    attrs = _run_options(run_params)
+    if params["jaxpr"].constvars:
+      raise ValueError("Cannot lower a pallas_call with constants.")
+    source_info = types.SimpleNamespace(traceback=ctx.traceback)
+    interchange = export.export_pallas_call(params, ctx.avals_in, source_info)
+    compiled = _compile_cached(interchange,
+                               f"pallas_call {export.kernel_name(params)}")
+    results = jax.ffi.ffi_lowering(FFI_TARGET)(
+        ctx, *in_nodes, module_key=compiled.key, module=compiled.module,
+        **attrs)
+    # A pallas_call in JAX's interpret mode carries the ordered IO effects
+    # of its callbacks; pallasvm has none, so the tokens pass through.
+    if ctx.tokens_in is not None and ctx.tokens_out is None:
+      ctx.set_tokens_out(ctx.tokens_in)
+    return results
+  return rule
+
+
+_prim = pallas_call_lib.pallas_call_p
+# A stack, one entry per install(): (the CPU rule it replaced or None,
+# whether pallas_call was already an uncacheable primitive).
+_installed: list = []
+
+
+def _set_cpu_rule(entry) -> None:
+  rules = mlir._platform_specific_lowerings["cpu"]
+  if entry is None:
+    rules.pop(_prim, None)
+  else:
+    rules[_prim] = entry
+
+
+def install(params: pltpu.InterpretParams | None = None) -> None:
+  """Routes pallas_calls on the CPU backend to pallasvm (see the module
+  docstring). `params` (default: InterpretParams()) apply to pallas_calls
+  that do not bring their own TPU InterpretParams. Raises BridgeError if the
+  library is not built, NotImplementedError for an unimplemented option."""
+  params = InterpretParams() if params is None else params
+  _run_options(params)  # validate now, not at the first lowering
+  lib = _load_library()
+  _register_target(lib)
+  with _lock:
+    previous = mlir._platform_specific_lowerings["cpu"].get(_prim)
+    was_uncacheable = _prim in mlir._uncacheable_primitives
+    # Not cacheable: JAX gives an uncached lowering rule the equation's
+    # traceback, which locates the pallas_call in errors. (Our own cache
+    # makes lowering the same kernel twice cheap.)
+    mlir.register_lowering(_prim, _lowering_rule(params), platform="cpu",
+                           cacheable=False)
+    _installed.append((previous, was_uncacheable))
+  jax.clear_caches()
+
+
+def uninstall() -> None:
+  """Undoes the last `install`: restores the CPU lowering that was there
+  before (JAX's own: interpret mode only). A no-op if not installed."""
+  with _lock:
+    if not _installed:
+      return
+    previous, was_uncacheable = _installed.pop()
+    _set_cpu_rule(previous)
+    if not was_uncacheable:
+      mlir._uncacheable_primitives.discard(_prim)
+  jax.clear_caches()
+
+
+def is_installed() -> bool:
+  with _lock:
+    return bool(_installed)
+
+
+@contextlib.contextmanager
+def enabled(params: pltpu.InterpretParams | None = None):
+  """`install(params)` for the duration of a `with` block."""
+  install(params)
+  try:
+    yield
+  finally:
+    uninstall()
