@@ -335,3 +335,39 @@ def test_concurrent_calls_from_threads():
       results = list(pool.map(lambda _: np.asarray(f(x, y)), range(64)))
   for r in results:
     np.testing.assert_array_equal(r, expected)
+
+
+def visit_order(x):
+  """Output block i records when grid point i ran: order-dependent on
+  purpose, so it shows the order the grid was visited in."""
+  def kernel(x_ref, o_ref, step_ref):
+    @pl.when(jnp.logical_and(pl.program_id(0) == 0, pl.program_id(1) == 0))
+    def _():
+      step_ref[0] = 0
+    o_ref[...] = x_ref[...] * 0 + step_ref[0].astype(jnp.float32)
+    step_ref[0] += 1
+
+  return pl.pallas_call(
+      kernel,
+      out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+      grid_spec=pltpu.PrefetchScalarGridSpec(
+          num_scalar_prefetch=0, grid=(8, 2),
+          in_specs=[pl.BlockSpec((8, 128), lambda i, j: (i, j))],
+          out_specs=pl.BlockSpec((8, 128), lambda i, j: (i, j)),
+          scratch_shapes=[pltpu.SMEM((1,), jnp.int32)]),
+      compiler_params=pltpu.CompilerParams(
+          dimension_semantics=("parallel", "arbitrary")),
+  )(x)
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_parallel_dimensions_are_visited_in_interpret_modes_order(seed):
+  x = data((64, 256), 11)
+  params = pltpu.InterpretParams(random_seed=seed)
+  expected = np.asarray(interpret_mode(visit_order, x, params=params))
+  # Interpret mode really shuffled the parallel dimension (else this test
+  # would show nothing): in grid order, block (i, 0) would run at step 2 i.
+  assert not np.array_equal(expected[::8, 0], np.arange(0, 16, 2))
+  with pallasvm.enabled(pallasvm.InterpretParams(random_seed=seed)):
+    got = np.asarray(jax.jit(visit_order)(x))
+  np.testing.assert_array_equal(got, expected)

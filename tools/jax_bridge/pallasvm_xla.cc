@@ -169,14 +169,31 @@ ffi::Error ToFfiError(const absl::Status& status) {
 
 // `uninitialized_memory`: 0 = NaN / largest integer / true, 1 = zero
 // (bridge.py's InterpretParams).
+// `grid_coordinates`: per grid dimension, its length L and then L
+// coordinates, the order interpret mode visits it in (L = 0: in order);
+// see bridge.py's _grid_coordinates.
 ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             std::string_view module_key,
                             ffi::Span<const uint8_t> module,
+                            ffi::Span<const int32_t> grid_coordinates,
                             int64_t uninitialized_memory) {
   RunOptions options;
   options.uninitialized_memory = uninitialized_memory == 1
                                      ? UninitializedMemory::kZero
                                      : UninitializedMemory::kNaN;
+  bool any_permuted = false;
+  for (size_t i = 0; i < grid_coordinates.size();) {
+    const int64_t n = grid_coordinates[i++];
+    if (n < 0 || i + n > grid_coordinates.size()) {
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                        "pallasvm: malformed grid_coordinates attribute");
+    }
+    options.grid_coordinates.emplace_back(grid_coordinates.begin() + i,
+                                          grid_coordinates.begin() + i + n);
+    any_permuted |= n > 0;
+    i += n;
+  }
+  if (!any_permuted) options.grid_coordinates.clear();
   absl::string_view module_bytes(reinterpret_cast<const char*>(module.begin()),
                                  module.size());
   ExecutablePool& pool = ExecutablePool::Get();
@@ -206,6 +223,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
                                   .RemainingRets()
                                   .Attr<std::string_view>("module_key")
                                   .Attr<ffi::Span<const uint8_t>>("module")
+                                  .Attr<ffi::Span<const int32_t>>(
+                                      "grid_coordinates")
                                   .Attr<int64_t>("uninitialized_memory"));
 
 extern "C" {

@@ -76,7 +76,7 @@ class InterpretParams(pltpu.InterpretParams):
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
-_IMPLEMENTED_FIELDS = frozenset({"uninitialized_memory"})
+_IMPLEMENTED_FIELDS = frozenset({"uninitialized_memory", "random_seed"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -99,8 +99,40 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.uninitialized_memory={params.uninitialized_memory!r}"
         f": expected one of {sorted(_UNINITIALIZED_MEMORY)}")
+  if params.random_seed is not None and not isinstance(params.random_seed, int):
+    raise ValueError(
+        f"InterpretParams.random_seed={params.random_seed!r}: expected an int"
+        " or None")
   return {"uninitialized_memory":
           np.int64(_UNINITIALIZED_MEMORY[params.uninitialized_memory])}
+
+
+def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
+  """The order interpret mode visits the grid in, as the FFI attribute
+  `grid_coordinates`: per grid dimension its length L then L coordinates
+  (L = 0: in order). Interpret mode shuffles each `parallel` dimension with
+  jax.random.permutation seeded by random_seed (None counts as 0); the
+  permutations are JAX's own, computed by its own function, so pallasvm
+  visits grid points in exactly the same order."""
+  from jax._src.pallas.mosaic import core as mosaic_core  # pylint: disable=g-import-not-at-top
+  from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
+  grid = tuple(params["grid_mapping"].grid)
+  compiler_params = params.get("compiler_params")
+  if isinstance(compiler_params, mosaic_core.CompilerParams):
+    mosaic_params = compiler_params
+  else:
+    mosaic_params = mosaic_core.CompilerParams()
+  if mosaic_params.dimension_semantics is not None and len(
+      mosaic_params.dimension_semantics) != len(grid):
+    return np.zeros(len(grid), np.int32)  # e.g. vmap added dims: in order
+  coords = ipc._get_randomized_grid_coordinates(  # pylint: disable=protected-access
+      grid, mosaic_params, run_params.random_seed)
+  flat = []
+  for c in coords:
+    c = np.asarray(c, np.int32).reshape(-1)
+    flat.append(len(c))
+    flat.extend(int(v) for v in c)
+  return np.asarray(flat, np.int32)
 
 
 # ---------------------------------------------------------------------------
@@ -234,7 +266,7 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
                                f"pallas_call {export.kernel_name(params)}")
     results = jax.ffi.ffi_lowering(FFI_TARGET)(
         ctx, *in_nodes, module_key=compiled.key, module=compiled.module,
-        **attrs)
+        grid_coordinates=_grid_coordinates(params, run_params), **attrs)
     # A pallas_call in JAX's interpret mode carries the ordered IO effects
     # of its callbacks; pallasvm has none, so the tokens pass through.
     if ctx.tokens_in is not None and ctx.tokens_out is None:
