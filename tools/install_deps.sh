@@ -33,3 +33,9 @@ if ! .venv/bin/python -c "import jax, pytest" >/dev/null 2>&1 ||
   .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
   cp tools/requirements.txt .venv/.pallasvm-requirements
 fi
+# The pallasvm package itself (exporter, JAX bridge), editable.
+if ! .venv/bin/python -c "import pallasvm.export" >/dev/null 2>&1 ||
+   [[ "$(.venv/bin/python -c 'import pallasvm, pathlib; print(pathlib.Path(pallasvm.__file__).resolve().parent)')" != "$PWD/tools/pallasvm" ]]; then
+  echo "installing the pallasvm Python package (tools/, editable)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e tools/
+fi
