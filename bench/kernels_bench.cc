@@ -38,6 +38,14 @@ void RunKernel(benchmark::State& state, const char* name) {
         float v = normal(rng);
         std::memcpy(data.back().data() + 4 * i, &v, 4);
       }
+    } else if (t.dtype == DType::BF16) {
+      for (int64_t i = 0; i < t.num_elements(); ++i) {
+        float v = normal(rng);
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        const uint16_t hi = static_cast<uint16_t>(bits >> 16);
+        std::memcpy(data.back().data() + 2 * i, &hi, 2);
+      }
     }
     ins.push_back({t.dtype, t.shape, data.back().data()});
   }
@@ -57,10 +65,10 @@ void RunKernel(benchmark::State& state, const char* name) {
     benchmark::ClobberMemory();
   }
   state.counters["grid_steps"] = static_cast<double>(points);
-  state.counters["per_step"] = benchmark::Counter(
-      static_cast<double>(points),
-      benchmark::Counter::kIsIterationInvariantRate |
-          benchmark::Counter::kInvert);
+  state.counters["per_step"] =
+      benchmark::Counter(static_cast<double>(points),
+                         benchmark::Counter::kIsIterationInvariantRate |
+                             benchmark::Counter::kInvert);
 }
 
 // o = x + y, one f32 element per step, 100 steps: pure per-step overhead.
@@ -76,6 +84,23 @@ BENCHMARK(BM_Elementwise8x128x1024Steps);
 // jax.experimental.pallas.ops.tpu.matmul, 512^3 f32, 128x128x128 blocks.
 void BM_Matmul512F32(benchmark::State& s) { RunKernel(s, "matmul_512_f32"); }
 BENCHMARK(BM_Matmul512F32)->Unit(benchmark::kMillisecond);
+
+// jax.experimental.pallas.ops.tpu.matmul, 1024^3 f32, 256x256x256 blocks.
+void BM_Matmul1024F32(benchmark::State& s) { RunKernel(s, "matmul_1024_f32"); }
+BENCHMARK(BM_Matmul1024F32)->Unit(benchmark::kMillisecond);
+
+// The same at bf16 (f32 accumulator scratch, bf16 output).
+void BM_Matmul1024BF16(benchmark::State& s) {
+  RunKernel(s, "matmul_1024_bf16");
+}
+BENCHMARK(BM_Matmul1024BF16)->Unit(benchmark::kMillisecond);
+
+// jax.experimental.pallas.ops.tpu.flash_attention forward: batch 1, 4 heads,
+// sequence 2048, head dim 128, f32, default 128 blocks.
+void BM_FlashAttentionFwd(benchmark::State& s) {
+  RunKernel(s, "flash_attention_fwd");
+}
+BENCHMARK(BM_FlashAttentionFwd)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace pallasvm

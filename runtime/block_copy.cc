@@ -9,8 +9,8 @@ namespace {
 // Elements of the block that lie inside the array, per dimension.
 void ValidExtent(const BlockRegion& r, int64_t* valid) {
   for (int d = 0; d < r.rank; ++d) {
-    valid[d] = std::clamp<int64_t>(r.array_shape[d] - r.start[d], 0,
-                                   r.block_shape[d]);
+    valid[d] =
+        std::clamp<int64_t>(r.array_shape[d] - r.start[d], 0, r.block_shape[d]);
   }
 }
 
@@ -59,8 +59,8 @@ void ForEachRow(const BlockRegion& r, const int64_t* valid, RowFn row) {
 // If the block's in-bounds part is one contiguous run of the array (all
 // dims after the first taken whole), its element offset in the array and
 // its length; the block is then dense in the same order.
-bool ContiguousRun(const BlockRegion& r, const int64_t* valid,
-                   int64_t* offset, int64_t* count) {
+bool ContiguousRun(const BlockRegion& r, const int64_t* valid, int64_t* offset,
+                   int64_t* count) {
   int64_t stride = 1, n = 1;
   for (int d = r.rank - 1; d >= 1; --d) {
     if (r.start[d] != 0 || valid[d] != r.array_shape[d] ||
@@ -125,8 +125,7 @@ void FillBlockOut(const BlockRegion& r, const uint8_t* fill, uint8_t* array) {
   });
 }
 
-void FillElements(uint8_t* dst, int64_t count, const uint8_t* value,
-                  int size) {
+void FillElements(uint8_t* dst, int64_t count, const uint8_t* value, int size) {
   switch (size) {
     case 1:
       std::memset(dst, value[0], count);
@@ -144,7 +143,8 @@ void FillElements(uint8_t* dst, int64_t count, const uint8_t* value,
       return;
     }
     default:
-      for (int64_t i = 0; i < count; ++i) std::memcpy(dst + i * size, value, size);
+      for (int64_t i = 0; i < count; ++i)
+        std::memcpy(dst + i * size, value, size);
   }
 }
 

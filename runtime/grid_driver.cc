@@ -19,16 +19,36 @@ void FillValue(vm::DType dtype, UninitializedMemory mode, uint8_t* out) {
   if (mode == UninitializedMemory::kZero) return;
   auto put = [&](uint64_t v) { std::memcpy(out, &v, size); };
   switch (dtype) {
-    case vm::DType::PRED: put(1); break;
-    case vm::DType::S8: put(0x7f); break;
-    case vm::DType::U8: put(0xff); break;
-    case vm::DType::S16: put(0x7fff); break;
-    case vm::DType::U16: put(0xffff); break;
-    case vm::DType::S32: put(0x7fffffff); break;
-    case vm::DType::U32: put(0xffffffff); break;
-    case vm::DType::F16: put(0x7e00); break;
-    case vm::DType::BF16: put(0x7fc0); break;
-    case vm::DType::F32: put(0x7fc00000); break;
+    case vm::DType::PRED:
+      put(1);
+      break;
+    case vm::DType::S8:
+      put(0x7f);
+      break;
+    case vm::DType::U8:
+      put(0xff);
+      break;
+    case vm::DType::S16:
+      put(0x7fff);
+      break;
+    case vm::DType::U16:
+      put(0xffff);
+      break;
+    case vm::DType::S32:
+      put(0x7fffffff);
+      break;
+    case vm::DType::U32:
+      put(0xffffffff);
+      break;
+    case vm::DType::F16:
+      put(0x7e00);
+      break;
+    case vm::DType::BF16:
+      put(0x7fc0);
+      break;
+    case vm::DType::F32:
+      put(0x7fc00000);
+      break;
   }
 }
 
@@ -48,7 +68,6 @@ Buffer AllocBuffer(int64_t bytes) {
 std::string PointString(const std::vector<int32_t>& idx) {
   return absl::StrCat("(", absl::StrJoin(idx, ", "), ")");
 }
-
 
 // Linear number of a block index, for the revisit check and the map of
 // written blocks: dims are numbered by how many blocks fit in the array
@@ -95,9 +114,8 @@ void FillUnwritten(const BlockMappingSpec& bm,
       r.elem_size = vm::SizeOf(bm.array.dtype);
       for (int d = 0; d < r.rank; ++d) {
         r.array_shape[d] = bm.array.shape[d];
-        r.block_shape[d] = bm.dims[d].kind == BlockDimKind::BLOCKED
-                               ? bm.dims[d].size
-                               : 1;
+        r.block_shape[d] =
+            bm.dims[d].kind == BlockDimKind::BLOCKED ? bm.dims[d].size : 1;
         r.start[d] = index[d] * r.block_shape[d];
       }
       FillBlockOut(r, fill, array);
@@ -113,11 +131,11 @@ void FillUnwritten(const BlockMappingSpec& bm,
 
 // Per block mapping, what a grid step needs, precomputed at construction.
 struct MappingPlan {
-  BlockRegion region;        // start[] is set per block
-  int64_t start_scale[vm::kMaxRank];  // block size for Blocked dims, else 1
-  int64_t num_blocks = 0;    // range of BlockNumber, for the bitmaps
+  BlockRegion region;                   // start[] is set per block
+  int64_t start_scale[vm::kMaxRank];    // block size for Blocked dims, else 1
+  int64_t num_blocks = 0;               // range of BlockNumber, for the bitmaps
   int64_t number_stride[vm::kMaxRank];  // BlockNumber = sum index * stride
-  bool tiles = false;        // BlocksTileArray
+  bool tiles = false;                   // BlocksTileArray
   // An index map whose body is just RETURN (each result is a grid index or
   // a constant, as in `lambda i, j: (i, 0)`) is evaluated here, without a
   // call into the VM: grid_axis[d] >= 0 names the grid index, else the
@@ -274,9 +292,9 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   const auto& coords = options.grid_coordinates;
   if (!coords.empty()) {
     if (coords.size() != static_cast<size_t>(grid_rank)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "kernel '", k.name, "': grid_coordinates has ", coords.size(),
-          " dimensions, the grid has ", grid_rank));
+      return absl::InvalidArgumentError(
+          absl::StrCat("kernel '", k.name, "': grid_coordinates has ",
+                       coords.size(), " dimensions, the grid has ", grid_rank));
     }
     for (int g = 0; g < grid_rank; ++g) {
       if (coords[g].empty()) continue;
@@ -287,9 +305,9 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
         if (ok) seen[c] = true;
       }
       if (!ok) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "kernel '", k.name, "': grid_coordinates[", g,
-            "] is not a permutation of 0..", k.grid[g] - 1));
+        return absl::InvalidArgumentError(
+            absl::StrCat("kernel '", k.name, "': grid_coordinates[", g,
+                         "] is not a permutation of 0..", k.grid[g] - 1));
       }
     }
   }
@@ -340,11 +358,12 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
         result[m].v[d] = v;
         // The block must start inside the array.
         const int64_t start = v * plan.start_scale[d];
-        if (v < 0 || start >= std::max<int64_t>(plan.region.array_shape[d], 1)) {
+        if (v < 0 ||
+            start >= std::max<int64_t>(plan.region.array_shape[d], 1)) {
           return absl::OutOfRangeError(absl::StrCat(
               where(at, bm), " returned block index ", v, " in dimension ", d,
-              ": the block starts at element ", start,
-              ", outside the array ", bm.array.ToString()));
+              ": the block starts at element ", start, ", outside the array ",
+              bm.array.ToString()));
         }
       }
     }
@@ -386,7 +405,8 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                 "kernel '", k.name, "', grid point ",
                 PointString(std::vector<int32_t>(point, point + grid_rank)),
                 ": revisited block (",
-                absl::StrJoin(ws.cur[m].v, ws.cur[m].v + plan.region.rank, ", "),
+                absl::StrJoin(ws.cur[m].v, ws.cur[m].v + plan.region.rank,
+                              ", "),
                 ") of output ", bm.operand,
                 " after leaving it; its earlier contents were already "
                 "written back and would be overwritten. Order the grid so "
@@ -402,11 +422,11 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
     ctx.program_ids = point;
     if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
-      return absl::Status(
-          s.code(),
-          absl::StrCat("kernel '", k.name, "', grid point ",
-                       PointString(std::vector<int32_t>(point, point + grid_rank)),
-                       ": ", s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("kernel '", k.name, "', grid point ",
+                                       PointString(std::vector<int32_t>(
+                                           point, point + grid_rank)),
+                                       ": ", s.message()));
     }
     const bool last = t + 1 == num_points;
     if (!last) {

@@ -24,15 +24,20 @@ struct ArrayType {
   std::string ToString() const;
 };
 
-enum class RefKind : uint8_t { SCALAR_PREFETCH, INPUT_BLOCK, OUTPUT_BLOCK, SCRATCH };
+enum class RefKind : uint8_t {
+  SCALAR_PREFETCH,
+  INPUT_BLOCK,
+  OUTPUT_BLOCK,
+  SCRATCH
+};
 enum class MemorySpace : uint8_t { VMEM, SMEM };
 enum class BlockDimKind : uint8_t { BLOCKED, SQUEEZED, ELEMENT };
 
 struct RefSpec {
   RefKind kind;
-  int operand = -1;       // pallas_call operand (inputs) or result index
+  int operand = -1;  // pallas_call operand (inputs) or result index
   MemorySpace memory_space = MemorySpace::VMEM;
-  ArrayType type;         // the kernel's view
+  ArrayType type;  // the kernel's view
 };
 
 struct BlockDim {
@@ -42,11 +47,11 @@ struct BlockDim {
 
 struct BlockMappingSpec {
   int ref = 0;
-  int operand = 0;        // input operand index, or output index
+  int operand = 0;  // input operand index, or output index
   bool is_output = false;
   ArrayType array;
   std::vector<BlockDim> dims;
-  int index_map = 0;      // function index
+  int index_map = 0;  // function index
 };
 
 struct Kernel {

@@ -117,8 +117,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
       d.base = a->base();
       for (int i = 0; i < vm::kMaxRank; ++i) {
         const bc::AccessDim* x = a->dims()->Get(i);
-        d.dims[i] = vm::AccessDim{x->extent(), x->start(), x->start_slot(),
-                                  x->squeezed(), x->size(), x->stride()};
+        d.dims[i] = vm::AccessDim{x->extent(),   x->start(), x->start_slot(),
+                                  x->squeezed(), x->size(),  x->stride()};
       }
       p.accesses.push_back(d);
     }
@@ -237,11 +237,11 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     }
     const RefSpec& ref = kernel->refs[spec.ref];
     const bool ok_operand =
-        spec.is_output ? (spec.operand >= 0 && spec.operand < n_out &&
-                          ref.kind == RefKind::OUTPUT_BLOCK)
-                       : (spec.operand >= kernel->num_scalar_prefetch &&
-                          spec.operand < n_in &&
-                          ref.kind == RefKind::INPUT_BLOCK);
+        spec.is_output
+            ? (spec.operand >= 0 && spec.operand < n_out &&
+               ref.kind == RefKind::OUTPUT_BLOCK)
+            : (spec.operand >= kernel->num_scalar_prefetch &&
+               spec.operand < n_in && ref.kind == RefKind::INPUT_BLOCK);
     if (!ok_operand) {
       return bad(absl::StrCat("block mapping ", i, " has a bad operand"));
     }
@@ -265,8 +265,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
       if (d->kind() != bc::BlockDimKind::SQUEEZED) view.push_back(d->size());
     }
     if (view != ref.type.shape) {
-      return bad(absl::StrCat("block mapping ", i,
-                              " does not match its ref's shape"));
+      return bad(
+          absl::StrCat("block mapping ", i, " does not match its ref's shape"));
     }
     if (spec.index_map < 0 ||
         spec.index_map >= static_cast<int>(p.functions.size())) {

@@ -10,17 +10,17 @@ absl::Status CheckArrays(absl::Span<const Array> given,
                          const std::vector<runtime::ArrayType>& want,
                          absl::string_view what, absl::string_view kernel) {
   if (given.size() != want.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kernel '", kernel, "' takes ", want.size(), " ", what, "s, got ",
-        given.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", kernel, "' takes ", want.size(), " ", what,
+                     "s, got ", given.size()));
   }
   for (size_t i = 0; i < given.size(); ++i) {
     const Array& a = given[i];
     if (a.dtype != want[i].dtype || a.shape != want[i].shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "kernel '", kernel, "': ", what, " ", i, " must be ",
-          want[i].ToString(), ", got ", vm::Name(a.dtype), "[",
-          absl::StrJoin(a.shape, ","), "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("kernel '", kernel, "': ", what, " ", i, " must be ",
+                       want[i].ToString(), ", got ", vm::Name(a.dtype), "[",
+                       absl::StrJoin(a.shape, ","), "]"));
     }
     if (a.data == nullptr && want[i].bytes() > 0) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -24,9 +24,9 @@
 
 namespace pallasvm {
 
-using vm::DType;
 using runtime::RunOptions;
 using runtime::UninitializedMemory;
+using vm::DType;
 
 struct Array {
   DType dtype = DType::F32;

@@ -15,8 +15,8 @@ namespace pallasvm::tools {
 namespace {
 
 // Files named <prefix><i>.npy in `dir`, in order of i; gaps are an error.
-absl::StatusOr<std::vector<std::string>> NumberedFiles(const std::string& dir,
-                                                       absl::string_view prefix) {
+absl::StatusOr<std::vector<std::string>> NumberedFiles(
+    const std::string& dir, absl::string_view prefix) {
   std::vector<std::pair<int, std::string>> found;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
@@ -27,15 +27,16 @@ absl::StatusOr<std::vector<std::string>> NumberedFiles(const std::string& dir,
       continue;
     }
     int i;
-    if (absl::SimpleAtoi(rest, &i)) found.emplace_back(i, entry.path().string());
+    if (absl::SimpleAtoi(rest, &i))
+      found.emplace_back(i, entry.path().string());
   }
   if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", dir));
   std::sort(found.begin(), found.end());
   std::vector<std::string> paths;
   for (size_t k = 0; k < found.size(); ++k) {
     if (found[k].first != static_cast<int>(k)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          dir, ": ", prefix, k, ".npy is missing"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, ": ", prefix, k, ".npy is missing"));
     }
     paths.push_back(found[k].second);
   }
@@ -47,9 +48,9 @@ absl::StatusOr<std::vector<NpyArray>> ReadArrays(
     const std::vector<std::string>& paths, absl::string_view what,
     absl::string_view kernel) {
   if (paths.size() != types.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kernel '", kernel, "' has ", types.size(), " ", what, "s, given ",
-        paths.size(), " .npy files"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", kernel, "' has ", types.size(), " ", what,
+                     "s, given ", paths.size(), " .npy files"));
   }
   std::vector<NpyArray> arrays;
   for (size_t i = 0; i < paths.size(); ++i) {
@@ -60,9 +61,9 @@ absl::StatusOr<std::vector<NpyArray>> ReadArrays(
       return s;
     }
     if (a->shape != types[i].shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          label, " has shape (", absl::StrJoin(a->shape, ", "),
-          ") but the kernel expects ", types[i].ToString()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, " has shape (", absl::StrJoin(a->shape, ", "),
+                       ") but the kernel expects ", types[i].ToString()));
     }
     arrays.push_back(*std::move(a));
   }

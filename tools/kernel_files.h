@@ -30,8 +30,8 @@ struct LoadOptions {
 };
 
 struct LoadedModule {
-  std::string bytes;       // the module
-  bool compiled = false;   // false: read as a module file
+  std::string bytes;      // the module
+  bool compiled = false;  // false: read as a module file
   bool cache_hit = false;
 };
 

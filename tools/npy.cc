@@ -33,16 +33,26 @@ const DescrInfo kDescrs[] = {
 
 const char* DescrFor(vm::DType t) {
   switch (t) {
-    case vm::DType::PRED: return "|b1";
-    case vm::DType::S8: return "|i1";
-    case vm::DType::U8: return "|u1";
-    case vm::DType::S16: return "<i2";
-    case vm::DType::U16: return "<u2";
-    case vm::DType::S32: return "<i4";
-    case vm::DType::U32: return "<u4";
-    case vm::DType::F16: return "<f2";
-    case vm::DType::BF16: return "<V2";
-    case vm::DType::F32: return "<f4";
+    case vm::DType::PRED:
+      return "|b1";
+    case vm::DType::S8:
+      return "|i1";
+    case vm::DType::U8:
+      return "|u1";
+    case vm::DType::S16:
+      return "<i2";
+    case vm::DType::U16:
+      return "<u2";
+    case vm::DType::S32:
+      return "<i4";
+    case vm::DType::U32:
+      return "<u4";
+    case vm::DType::F16:
+      return "<f2";
+    case vm::DType::BF16:
+      return "<V2";
+    case vm::DType::F32:
+      return "<f4";
   }
   return "";
 }
@@ -177,9 +187,9 @@ absl::Status ResolveDType(NpyArray& array, vm::DType expected,
   } else if (*array.dtype == expected) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      what, " has dtype '", array.descr, "' but the kernel expects ",
-      vm::Name(expected)));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " has dtype '", array.descr,
+                   "' but the kernel expects ", vm::Name(expected)));
 }
 
 std::string SerializeNpy(vm::DType dtype, const std::vector<int64_t>& shape,
@@ -218,8 +228,8 @@ absl::Status WriteNpy(const std::string& path, vm::DType dtype,
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
-    return absl::DataLossError(absl::StrCat("cannot write ", path, ": ",
-                                            ec.message()));
+    return absl::DataLossError(
+        absl::StrCat("cannot write ", path, ": ", ec.message()));
   }
   return absl::OkStatus();
 }

@@ -17,8 +17,8 @@
 namespace pallasvm::tools {
 
 struct NpyArray {
-  std::string descr;                  // as in the file, e.g. "<f4"
-  std::optional<vm::DType> dtype;     // nullopt for "V2" until resolved
+  std::string descr;               // as in the file, e.g. "<f4"
+  std::optional<vm::DType> dtype;  // nullopt for "V2" until resolved
   int element_size = 0;
   std::vector<int64_t> shape;
   std::vector<uint8_t> data;

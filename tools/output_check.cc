@@ -31,39 +31,70 @@ float HalfBitsToFloat(uint16_t h) {
 
 Tolerance DefaultTolerance(vm::DType dtype) {
   switch (dtype) {
-    case vm::DType::F32: return {1e-5, 1e-5};
-    case vm::DType::BF16: return {1e-2, 1e-2};
-    case vm::DType::F16: return {1e-3, 1e-3};
-    default: return {0, 0};
+    case vm::DType::F32:
+      return {1e-5, 1e-5};
+    case vm::DType::BF16:
+      return {1e-2, 1e-2};
+    case vm::DType::F16:
+      return {1e-3, 1e-3};
+    default:
+      return {0, 0};
   }
 }
 
 double ElementAsDouble(vm::DType dtype, const void* data, int64_t i) {
   const uint8_t* p = static_cast<const uint8_t*>(data);
   switch (dtype) {
-    case vm::DType::PRED: return p[i] != 0;
-    case vm::DType::S8: return static_cast<int8_t>(p[i]);
-    case vm::DType::U8: return p[i];
-    case vm::DType::S16: { int16_t v; std::memcpy(&v, p + 2 * i, 2); return v; }
-    case vm::DType::U16: { uint16_t v; std::memcpy(&v, p + 2 * i, 2); return v; }
-    case vm::DType::S32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); return v; }
-    case vm::DType::U32: { uint32_t v; std::memcpy(&v, p + 4 * i, 4); return v; }
-    case vm::DType::F32: { float v; std::memcpy(&v, p + 4 * i, 4); return v; }
+    case vm::DType::PRED:
+      return p[i] != 0;
+    case vm::DType::S8:
+      return static_cast<int8_t>(p[i]);
+    case vm::DType::U8:
+      return p[i];
+    case vm::DType::S16: {
+      int16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return v;
+    }
+    case vm::DType::U16: {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      return v;
+    }
+    case vm::DType::S32: {
+      int32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case vm::DType::U32: {
+      uint32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case vm::DType::F32: {
+      float v;
+      std::memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
     case vm::DType::BF16: {
-      uint16_t h; std::memcpy(&h, p + 2 * i, 2);
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
       uint32_t bits = static_cast<uint32_t>(h) << 16;
-      float f; std::memcpy(&f, &bits, 4); return f;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
     }
     case vm::DType::F16: {
-      uint16_t h; std::memcpy(&h, p + 2 * i, 2); return HalfBitsToFloat(h);
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      return HalfBitsToFloat(h);
     }
   }
   return 0;
 }
 
 CheckResult CompareArrays(vm::DType dtype, const void* actual,
-                          const void* expected, int64_t count,
-                          Tolerance tol) {
+                          const void* expected, int64_t count, Tolerance tol) {
   CheckResult r;
   r.count = count;
   double worst_excess = -1;
@@ -101,9 +132,9 @@ CheckResult CompareArrays(vm::DType dtype, const void* actual,
 }
 
 std::string CheckResult::Summary() const {
-  std::string s = absl::StrFormat(
-      "max |diff| = %.3g, max rel diff = %.3g over %d elements", max_abs_diff,
-      max_rel_diff, count);
+  std::string s =
+      absl::StrFormat("max |diff| = %.3g, max rel diff = %.3g over %d elements",
+                      max_abs_diff, max_rel_diff, count);
   if (mismatches > 0) {
     absl::StrAppendFormat(&s,
                           "; %d outside tolerance, worst at flat index %d: "

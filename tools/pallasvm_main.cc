@@ -34,7 +34,8 @@ commands:
 `pallasvm <command> --help` describes each command.
 )";
 
-constexpr const char* kCompileUsage = R"(usage: pallasvm compile KERNEL.json -o MODULE.pvm
+constexpr const char* kCompileUsage =
+    R"(usage: pallasvm compile KERNEL.json -o MODULE.pvm
 
 Compiles an exported pallas_call (kernel interchange, JSON or binary) to a
 bytecode module, for offline precompilation. The module can be given to
@@ -44,7 +45,8 @@ options:
   -o, --output PATH   where to write the module (required; never the input)
 )";
 
-constexpr const char* kRunUsage = R"(usage: pallasvm run KERNEL [INPUT.npy ...] [options]
+constexpr const char* kRunUsage =
+    R"(usage: pallasvm run KERNEL [INPUT.npy ...] [options]
 
 KERNEL is a module (.pvm), a kernel interchange (.json/.pvmk; compiled once
 and cached by content hash), or a fixture directory holding kernel.json,
@@ -68,7 +70,8 @@ options:
                         $XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm)
 )";
 
-constexpr const char* kDisasmUsage = R"(usage: pallasvm disasm KERNEL [--no-cache]
+constexpr const char* kDisasmUsage =
+    R"(usage: pallasvm disasm KERNEL [--no-cache]
 
 Prints the kernel's grid, refs and block mappings, then every function's
 instructions with operands and the Python source line each came from.
@@ -76,7 +79,8 @@ KERNEL is a module (.pvm) or a kernel interchange (.json/.pvmk).
 )";
 
 int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "pallasvm: error: %s\n", std::string(s.message()).c_str());
+  std::fprintf(stderr, "pallasvm: error: %s\n",
+               std::string(s.message()).c_str());
   return 1;
 }
 
@@ -205,8 +209,10 @@ int Run(const std::vector<std::string>& args) {
     if (expected.empty()) expected = f->expected;
   }
   if (check && expected.empty()) {
-    return UsageError("--check needs expected outputs (--expected or a "
-                      "fixture directory)", kRunUsage);
+    return UsageError(
+        "--check needs expected outputs (--expected or a "
+        "fixture directory)",
+        kRunUsage);
   }
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<Executable>> exe =
@@ -246,8 +252,9 @@ int Run(const std::vector<std::string>& args) {
       Tolerance tol = DefaultTolerance(t.dtype);
       if (atol) tol.atol = *atol;
       if (rtol) tol.rtol = *rtol;
-      CheckResult r = CompareArrays(t.dtype, out_data[j].data(),
-                                    (*ex)[j].data.data(), t.num_elements(), tol);
+      CheckResult r =
+          CompareArrays(t.dtype, out_data[j].data(), (*ex)[j].data.data(),
+                        t.num_elements(), tol);
       const bool ok = r.ok();
       std::printf("check output %zu %s against %s: %s (%s; atol %g, rtol %g)\n",
                   j, t.ToString().c_str(), expected[j].c_str(),
@@ -327,7 +334,8 @@ int Disasm(const std::vector<std::string>& args) {
   }
   if (kernel.empty()) return UsageError("need a KERNEL", kDisasmUsage);
   if (std::filesystem::is_directory(kernel)) kernel += "/kernel.json";
-  absl::StatusOr<std::unique_ptr<Executable>> exe = LoadExecutable(kernel, load);
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      LoadExecutable(kernel, load);
   if (!exe.ok()) return Fail(exe.status());
   const runtime::Kernel& k = (*exe)->kernel();
   std::printf("%s\n", Describe(k).c_str());
@@ -335,10 +343,10 @@ int Disasm(const std::vector<std::string>& args) {
                                  "output block", "scratch"};
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const runtime::RefSpec& ref = k.refs[r];
-    std::printf("ref %zu: %s %s in %s\n", r, kKinds[static_cast<int>(ref.kind)],
-                ref.type.ToString().c_str(),
-                ref.memory_space == runtime::MemorySpace::SMEM ? "SMEM"
-                                                               : "VMEM");
+    std::printf(
+        "ref %zu: %s %s in %s\n", r, kKinds[static_cast<int>(ref.kind)],
+        ref.type.ToString().c_str(),
+        ref.memory_space == runtime::MemorySpace::SMEM ? "SMEM" : "VMEM");
   }
   std::printf("frame: %u bytes (%zu bytes of constants)\n\n",
               k.program.frame_size, k.program.constants.size());

@@ -29,13 +29,17 @@ const Case kCases[] = {
     // up to 1 ulp of the product apart, so an absolute floor near zero.
     {"blockspec_partial_edge", {1e-6, 2.5e-7}, "x * 2 + 1 (FMA in XLA)"},
     {"blockspec_squeezed", {1e-6, 2.5e-7}, "x * 3 - 1 (FMA in XLA)"},
-    {"reduce_accumulate", {1e-5, 1e-5},
+    {"reduce_accumulate",
+     {1e-5, 1e-5},
      "f32 sums; summation order may differ from XLA's"},
-    {"matmul_f32", {1e-4, 1e-5},
+    {"matmul_f32",
+     {1e-4, 1e-5},
      "K=256 f32 dot: accumulation order differs from XLA's"},
-    {"matmul_bf16", {1e-2, 1e-2},
+    {"matmul_bf16",
+     {1e-2, 1e-2},
      "bf16 operands, f32 accumulation, one bf16 rounding of the result"},
-    {"matmul_transposed_rhs", {1e-4, 1e-5},
+    {"matmul_transposed_rhs",
+     {1e-4, 1e-5},
      "bf16 operands are exact in f32; f32 accumulation order differs"},
     {"fori_loop", {1e-6, 1e-6}, "a few f32 ops per element"},
     {"scalar_prefetch", {1e-6, 2.5e-7}, "x * 10 + s (FMA in XLA)"},
@@ -45,22 +49,29 @@ const Case kCases[] = {
     // would hide a missing intermediate rounding, the thing tested here.
     {"bf16_elementwise", {0, 0}, "bf16 per-op rounding: exact"},
     {"int8_matmul", {0, 0}, "int8 dot into int32: exact"},
-    {"transcendental", {1e-6, 4e-7},
+    {"transcendental",
+     {1e-6, 4e-7},
      "logistic/rsqrt/log: 1 ulp observed, a few ulp allowed"},
-    {"reductions", {1e-5, 1e-6},
+    {"reductions",
+     {1e-5, 1e-6},
      "f32 sums of up to 1024 elements: summation order (5.7e-6 observed)"},
-    {"layout_ops", {0, 0},
+    {"layout_ops",
+     {0, 0},
      "data movement; x * 2, x + r - c, iota * (i + 0.5): exact, no FMA"},
-    {"dot_variants", {5e-5, 1e-5},
+    {"dot_variants",
+     {5e-5, 1e-5},
      "f32 dots over K=128: accumulation order (1.5e-5 observed)"},
-    {"control_flow", {1e-6, 1e-6},
+    {"control_flow",
+     {1e-6, 1e-6},
      "a few f32 ops per element; x * 0.5 + c may be an FMA in XLA"},
     {"custom_calls", {1e-6, 2.5e-7}, "sin: 1 ulp; v * w - |w| (FMA in XLA)"},
-    {"scratch_accumulate", {5e-5, 1e-5},
+    {"scratch_accumulate",
+     {5e-5, 1e-5},
      "bf16 operands exact in f32; K=192 f32 accumulation order"},
     {"uint32_ops", {0, 0}, "integers and int <-> f32 conversions: exact"},
     {"aliasing", {0, 0}, "data movement and (x + 1) * y (no FMA): exact"},
-    {"partial_edge_2d_reduce", {1e-5, 1e-6},
+    {"partial_edge_2d_reduce",
+     {1e-5, 1e-6},
      "masked f32 block sums of up to 1024 elements: summation order"},
 };
 
@@ -86,11 +97,13 @@ TEST_P(GoldenTest, MatchesJaxInterpretMode) {
   ASSERT_TRUE(expected.ok()) << expected.status();
   ASSERT_FALSE(expected->empty());
   std::vector<Array> ins, outs;
-  for (tools::NpyArray& a : *in) ins.push_back({*a.dtype, a.shape, a.data.data()});
+  for (tools::NpyArray& a : *in)
+    ins.push_back({*a.dtype, a.shape, a.data.data()});
   std::vector<std::vector<uint8_t>> data;
   for (const auto& t : k.out_types) data.emplace_back(t.bytes() + 1);
   for (size_t j = 0; j < k.out_types.size(); ++j) {
-    outs.push_back({k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
+    outs.push_back(
+        {k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
   }
   // Twice: the second run must not depend on state left by the first.
   for (int run = 0; run < 2; ++run) {
@@ -100,20 +113,19 @@ TEST_P(GoldenTest, MatchesJaxInterpretMode) {
       const auto& t = k.out_types[j];
       tools::Tolerance tol =
           vm::Info(t.dtype).is_float ? c.tolerance : tools::Tolerance{0, 0};
-      tools::CheckResult r = tools::CompareArrays(
-          t.dtype, data[j].data(), (*expected)[j].data.data(),
-          t.num_elements(), tol);
-      EXPECT_TRUE(r.ok()) << c.name << " output " << j << " run " << run
-                          << ": " << r.Summary();
+      tools::CheckResult r = tools::CompareArrays(t.dtype, data[j].data(),
+                                                  (*expected)[j].data.data(),
+                                                  t.num_elements(), tol);
+      EXPECT_TRUE(r.ok()) << c.name << " output " << j << " run " << run << ": "
+                          << r.Summary();
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, GoldenTest, ::testing::ValuesIn(kCases),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      return std::string(info.param.name);
-    });
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.name);
+                         });
 
 }  // namespace
 }  // namespace pallasvm

@@ -60,9 +60,11 @@ TEST(LoadModule, CorruptedModulesNeverCrash) {
         k.out_types[0].bytes() != 400) {
       continue;
     }
-    std::vector<Array> in = {{k.in_types[0].dtype, k.in_types[0].shape, x.data()},
-                             {k.in_types[1].dtype, k.in_types[1].shape, y.data()}};
-    std::vector<Array> o = {{k.out_types[0].dtype, k.out_types[0].shape, out.data()}};
+    std::vector<Array> in = {
+        {k.in_types[0].dtype, k.in_types[0].shape, x.data()},
+        {k.in_types[1].dtype, k.in_types[1].shape, y.data()}};
+    std::vector<Array> o = {
+        {k.out_types[0].dtype, k.out_types[0].shape, out.data()}};
     (void)(*exe)->Run(in, o);  // any status; no crash, no stray writes
   }
   EXPECT_GT(refused, static_cast<int>(module.size() / 4));
@@ -161,11 +163,13 @@ absl::Status RunErrorFixture(const std::string& name,
   EXPECT_TRUE(in.ok()) << in.status();
   if (!in.ok()) return in.status();
   std::vector<Array> ins, outs;
-  for (tools::NpyArray& a : *in) ins.push_back({*a.dtype, a.shape, a.data.data()});
+  for (tools::NpyArray& a : *in)
+    ins.push_back({*a.dtype, a.shape, a.data.data()});
   std::vector<std::vector<uint8_t>> data;
   for (const auto& t : k.out_types) data.emplace_back(t.bytes());
   for (size_t j = 0; j < k.out_types.size(); ++j) {
-    outs.push_back({k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
+    outs.push_back(
+        {k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
   }
   return (*exe)->Run(ins, outs, options);
 }

@@ -1,11 +1,12 @@
 // .npy reading and writing, including the files the exporter writes.
+#include "tools/npy.h"
+
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
-#include "tools/npy.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -25,8 +26,8 @@ TEST(Npy, RoundTrips) {
 
 TEST(Npy, ReadsWhatNumpyWrote) {
   // input_0.npy of add_vectors was written by numpy (f32[8]).
-  absl::StatusOr<NpyArray> a = ReadNpy(std::string(PALLASVM_FIXTURES_DIR) +
-                                       "/add_vectors/input_0.npy");
+  absl::StatusOr<NpyArray> a =
+      ReadNpy(std::string(PALLASVM_FIXTURES_DIR) + "/add_vectors/input_0.npy");
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->dtype, vm::DType::F32);
   EXPECT_EQ(a->shape, std::vector<int64_t>{8});
