@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE.parent / "tools"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
+from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # noqa: E402
 from jax.experimental.pallas.ops.tpu import matmul as tpu_matmul  # noqa: E402
 
 from pallasvm import export_kernels  # noqa: E402
@@ -63,12 +64,57 @@ def matmul_512_f32():
   return fn, (x, x)
 
 
+def matmul_1024(dtype, block: int):
+  """jax.experimental.pallas.ops.tpu.matmul, 1024^3, block x block x block."""
+  def fn(x, y):
+    return tpu_matmul.matmul(x, y, block_shape=(block, block), block_k=block)
+
+  x = jnp.zeros((1024, 1024), dtype)
+  return fn, (x, x)
+
+
+def matmul_1024_f32():
+  """jax.experimental.pallas.ops.tpu.matmul, 1024^3 f32, 256x256x256 blocks."""
+  return matmul_1024(jnp.float32, 256)
+
+
+def matmul_1024_bf16():
+  """jax.experimental.pallas.ops.tpu.matmul, 1024^3 bf16 (f32 accumulator),
+  256x256x256 blocks."""
+  return matmul_1024(jnp.bfloat16, 256)
+
+
+FLASH_SHAPE = (1, 4, 2048, 128)  # batch, heads, sequence, head dim
+
+
+def flash_attention_fwd(shape=FLASH_SHAPE):
+  """jax.experimental.pallas.ops.tpu.flash_attention forward, f32, default
+  block sizes (128), not causal, sm_scale = 1/sqrt(head dim)."""
+  def fn(q, k, v):
+    return tpu_flash.flash_attention(q, k, v, sm_scale=shape[-1] ** -0.5)
+
+  x = jnp.zeros(shape, jnp.float32)
+  return fn, (x, x, x)
+
+
+KERNELS = (add_one_100, elementwise_8x128_1024, matmul_512_f32,
+           matmul_1024_f32, matmul_1024_bf16, flash_attention_fwd)
+
+
 def main():
   out = HERE / "kernels"
   out.mkdir(exist_ok=True)
-  for build in (add_one_100, elementwise_8x128_1024, matmul_512_f32):
+  names = set(sys.argv[1:])
+  for build in KERNELS:
+    if names and build.__name__ not in names:
+      continue
     fn, args = build()
-    export_kernels(fn, *args, out_dir=out, name=build.__name__)
+    try:
+      export_kernels(fn, *args, out_dir=out, name=build.__name__)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f"FAILED {build.__name__}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}")
+      continue
     print("wrote", out / f"{build.__name__}.json")
 
 
