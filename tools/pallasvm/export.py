@@ -720,24 +720,26 @@ def _dumps(kernel: dict) -> str:
       return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return json.dumps(value)
 
+  # Each child is formatted once (both layouts indent it the same way), so
+  # the cost is linear in the size of the kernel, not exponential in depth.
   def fmt(value, indent: str) -> str:
     inner = indent + " "
     if isinstance(value, dict):
       if not value:
         return "{}"
-      flat = ", ".join(f"{json.dumps(k)}: {fmt(value[k], inner)}"
-                       for k in sorted(value))
+      parts = [(json.dumps(k), fmt(value[k], inner)) for k in sorted(value)]
+      flat = ", ".join(f"{k}: {v}" for k, v in parts)
       if "\n" not in flat and len(flat) < 100:
         return "{" + flat + "}"
-      items = [f"{inner}{json.dumps(k)}: {fmt(value[k], inner)}"
-               for k in sorted(value)]
+      items = [f"{inner}{k}: {v}" for k, v in parts]
       return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(value, list):
-      flat = ", ".join(fmt(v, inner) for v in value)
+      parts = [fmt(v, inner) for v in value]
+      flat = ", ".join(parts)
       if all(not isinstance(v, (dict, list)) for v in value) or (
           "\n" not in flat and len(flat) < 100):
         return "[" + flat + "]"
-      items = [inner + fmt(v, inner) for v in value]
+      items = [inner + p for p in parts]
       return "[\n" + ",\n".join(items) + "\n" + indent + "]"
     return scalar(value)
 
