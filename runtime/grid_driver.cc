@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -149,34 +150,274 @@ struct BlockIndex {
   int64_t v[vm::kMaxRank];
 };
 
-struct GridDriver::Workspace {
+// One simulated TensorCore: its VMEM/SMEM buffers (blocks and scratch), its
+// VM frame, and its view of the grid walk.
+struct CoreState {
   Buffer frame;
   std::vector<Buffer> ref_buffers;
   std::vector<uint8_t*> ref_table;
-  std::vector<MappingPlan> plans;
+  std::vector<MappingPlan> plans;  // region.start is this core's
   // Block indices per mapping at the previous, current and next point.
   std::vector<BlockIndex> prev, cur, next;
   // Per output mapping: blocks visited (revisit check) and written back.
   std::vector<std::vector<uint8_t>> visited, written;
 };
 
+struct GridDriver::Workspace {
+  std::vector<MappingPlan> plans;
+  std::vector<std::unique_ptr<CoreState>> cores;  // made on first use
+};
+
+namespace {
+
+std::unique_ptr<CoreState> NewCore(const Kernel& k,
+                                   const std::vector<MappingPlan>& plans) {
+  auto core = std::make_unique<CoreState>();
+  const vm::Program& p = k.program;
+  core->frame = AllocBuffer(p.frame_size);
+  std::memset(core->frame.get(), 0, p.frame_size);
+  vm::InitFrame(p, core->frame.get());
+  for (const RefSpec& ref : k.refs) {
+    core->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
+    core->ref_table.push_back(core->ref_buffers.back().get());
+  }
+  const size_t n = k.block_mappings.size();
+  core->plans = plans;
+  core->prev.resize(n);
+  core->cur.resize(n);
+  core->next.resize(n);
+  core->visited.resize(n);
+  core->written.resize(n);
+  for (size_t m = 0; m < n; ++m) {
+    if (k.block_mappings[m].is_output &&
+        plans[m].num_blocks <= (int64_t{1} << 26)) {
+      core->visited[m].assign(plans[m].num_blocks, 0);
+      core->written[m].assign(plans[m].num_blocks, 0);
+    }
+  }
+  return core;
+}
+
+// What every core of one call shares: read-only after setup.
+struct CallState {
+  const Kernel* kernel;
+  const RunOptions* options;
+  std::vector<const uint8_t*> in_hbm;
+  std::vector<uint8_t*> out_hbm;
+  std::vector<bool> out_aliased;
+  std::vector<std::array<uint8_t, 8>> fills;  // per mapping
+};
+
+bool SameBlock(const BlockIndex& a, const BlockIndex& b, int rank) {
+  for (int d = 0; d < rank; ++d) {
+    if (a.v[d] != b.v[d]) return false;
+  }
+  return true;
+}
+
+// Runs loop indices [begin, end) of the grid (row-major numbering) on one
+// core, with interpret mode's per-core semantics: the core's first
+// iteration copies every input block in; afterwards blocks move only when
+// their index changes.
+absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
+                     int64_t begin, int64_t end) {
+  const Kernel& k = *call.kernel;
+  const vm::Program& p = k.program;
+  const RunOptions& options = *call.options;
+  uint8_t* frame = core.frame.get();
+  const int grid_rank = static_cast<int>(k.grid.size());
+  const size_t num_mappings = k.block_mappings.size();
+
+  // Scalar prefetch operands are copied to SMEM; scratch and output block
+  // buffers start uninitialized, once per call: an output block is never
+  // loaded, so what a kernel leaves unwritten in it is the fill value or,
+  // after the first block, what the previous block left (as on a TPU and
+  // in interpret mode, which also reuse one buffer).
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    const RefSpec& ref = k.refs[r];
+    if (ref.kind == RefKind::SCALAR_PREFETCH) {
+      std::memcpy(core.ref_table[r], call.in_hbm[ref.operand],
+                  ref.type.bytes());
+    } else if (ref.kind == RefKind::SCRATCH ||
+               ref.kind == RefKind::OUTPUT_BLOCK) {
+      uint8_t fill[8];
+      FillValue(ref.type.dtype, options.uninitialized_memory, fill);
+      FillElements(core.ref_table[r], ref.type.num_elements(), fill,
+                   vm::SizeOf(ref.type.dtype));
+    }
+  }
+  for (size_t m = 0; m < num_mappings; ++m) {
+    std::fill(core.visited[m].begin(), core.visited[m].end(), 0);
+    std::fill(core.written[m].begin(), core.written[m].end(), 0);
+  }
+  if (begin >= end) return absl::OkStatus();
+
+  const auto& coords = options.grid_coordinates;
+  int32_t num_programs[vm::kMaxRank] = {};
+  int32_t loop[vm::kMaxRank] = {}, next_loop[vm::kMaxRank] = {};
+  int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
+  for (int g = 0; g < grid_rank; ++g) {
+    num_programs[g] = static_cast<int32_t>(k.grid[g]);
+  }
+  // Loop indices run row-major; the grid point's coordinates are their
+  // images under options.grid_coordinates.
+  auto to_point = [&](const int32_t* l, int32_t* pt) {
+    for (int g = 0; g < grid_rank; ++g) {
+      pt[g] = coords.empty() || coords[g].empty() ? l[g] : coords[g][l[g]];
+    }
+  };
+  for (int64_t rest = begin, g = grid_rank - 1; g >= 0; --g) {
+    loop[g] = static_cast<int32_t>(rest % k.grid[g]);
+    rest /= k.grid[g];
+  }
+  to_point(loop, point);
+
+  vm::ExecContext ctx;
+  ctx.frame = frame;
+  ctx.refs = core.ref_table.data();
+  ctx.num_programs = num_programs;
+  ctx.grid_rank = grid_rank;
+
+  auto where = [&](const int32_t* at) {
+    return absl::StrCat("kernel '", k.name, "', grid point ",
+                        PointString(std::vector<int32_t>(at, at + grid_rank)),
+                        core_index > 0
+                            ? absl::StrCat(" (core ", core_index, ")")
+                            : std::string());
+  };
+  auto run_index_maps = [&](const int32_t* at,
+                            std::vector<BlockIndex>& result) -> absl::Status {
+    ctx.program_ids = at;
+    for (size_t m = 0; m < num_mappings; ++m) {
+      const BlockMappingSpec& bm = k.block_mappings[m];
+      const vm::Function& f = p.functions[bm.index_map];
+      const MappingPlan& plan = core.plans[m];
+      auto map_name = [&] {
+        return absl::StrCat(where(at), ", index map of ",
+                            bm.is_output ? "output " : "input ", bm.operand);
+      };
+      if (!plan.direct) {
+        for (int g = 0; g < grid_rank; ++g) {
+          std::memcpy(frame + f.param_slots[g], &at[g], 4);
+        }
+        if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
+          return absl::Status(s.code(),
+                              absl::StrCat(map_name(), ": ", s.message()));
+        }
+      }
+      for (int d = 0; d < plan.region.rank; ++d) {
+        int32_t v;
+        if (plan.direct) {
+          v = plan.grid_axis[d] >= 0 ? at[plan.grid_axis[d]] : plan.constant[d];
+        } else {
+          std::memcpy(&v, frame + f.result_slots[d], 4);
+        }
+        result[m].v[d] = v;
+        // The block must start inside the array.
+        const int64_t start = v * plan.start_scale[d];
+        if (v < 0 ||
+            start >= std::max<int64_t>(plan.region.array_shape[d], 1)) {
+          return absl::OutOfRangeError(absl::StrCat(
+              map_name(), " returned block index ", v, " in dimension ", d,
+              ": the block starts at element ", start, ", outside the array ",
+              bm.array.ToString()));
+        }
+      }
+    }
+    return absl::OkStatus();
+  };
+  // = BlockNumber(bm, index.v), with the strides precomputed.
+  auto block_number = [&](size_t m, const BlockIndex& index) {
+    const MappingPlan& plan = core.plans[m];
+    int64_t n = 0;
+    for (int d = 0; d < plan.region.rank; ++d) {
+      n += index.v[d] * plan.number_stride[d];
+    }
+    return n;
+  };
+  auto set_start = [&](MappingPlan& plan, const BlockIndex& index) {
+    for (int d = 0; d < plan.region.rank; ++d) {
+      plan.region.start[d] = index.v[d] * plan.start_scale[d];
+    }
+  };
+
+  if (absl::Status s = run_index_maps(point, core.cur); !s.ok()) return s;
+  for (int64_t t = begin; t < end; ++t) {
+    // Copy in input blocks whose index changed; check output revisits.
+    for (size_t m = 0; m < num_mappings; ++m) {
+      const BlockMappingSpec& bm = k.block_mappings[m];
+      MappingPlan& plan = core.plans[m];
+      if (t > begin && SameBlock(core.cur[m], core.prev[m], plan.region.rank)) {
+        continue;
+      }
+      if (bm.is_output) {
+        if (!call.out_aliased[bm.operand] && !core.visited[m].empty()) {
+          uint8_t& seen = core.visited[m][block_number(m, core.cur[m])];
+          if (seen) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                where(point), ": revisited block (",
+                absl::StrJoin(core.cur[m].v, core.cur[m].v + plan.region.rank,
+                              ", "),
+                ") of output ", bm.operand,
+                " after leaving it; its earlier contents were already "
+                "written back and would be overwritten. Order the grid so "
+                "that each output block's visits are consecutive."));
+          }
+          seen = 1;
+        }
+        continue;
+      }
+      set_start(plan, core.cur[m]);
+      CopyBlockIn(plan.region, call.in_hbm[bm.operand], call.fills[m].data(),
+                  core.ref_table[bm.ref]);
+    }
+    ctx.program_ids = point;
+    if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat(where(point), ": ", s.message()));
+    }
+    const bool last = t + 1 == end;
+    if (!last) {
+      std::memcpy(next_loop, loop, sizeof(loop));
+      for (int g = grid_rank - 1; g >= 0; --g) {
+        if (++next_loop[g] < k.grid[g]) break;
+        next_loop[g] = 0;
+      }
+      to_point(next_loop, next_point);
+      if (absl::Status s = run_index_maps(next_point, core.next); !s.ok()) {
+        return s;
+      }
+    }
+    // Write back output blocks that are being left.
+    for (size_t m = 0; m < num_mappings; ++m) {
+      const BlockMappingSpec& bm = k.block_mappings[m];
+      MappingPlan& plan = core.plans[m];
+      if (!bm.is_output ||
+          (!last && SameBlock(core.next[m], core.cur[m], plan.region.rank))) {
+        continue;
+      }
+      set_start(plan, core.cur[m]);
+      CopyBlockOut(plan.region, core.ref_table[bm.ref],
+                   call.out_hbm[bm.operand]);
+      if (!core.written[m].empty()) {
+        core.written[m][block_number(m, core.cur[m])] = 1;
+      }
+    }
+    std::swap(core.prev, core.cur);
+    std::swap(core.cur, core.next);
+    std::memcpy(loop, next_loop, sizeof(loop));
+    std::memcpy(point, next_point, sizeof(point));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
     : kernel_(std::move(kernel)), ws_(std::make_unique<Workspace>()) {
   const vm::Program& p = kernel_->program;
-  ws_->frame = AllocBuffer(p.frame_size);
-  std::memset(ws_->frame.get(), 0, p.frame_size);
-  vm::InitFrame(p, ws_->frame.get());
-  for (const RefSpec& ref : kernel_->refs) {
-    ws_->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
-    ws_->ref_table.push_back(ws_->ref_buffers.back().get());
-  }
   const size_t n = kernel_->block_mappings.size();
   ws_->plans.resize(n);
-  ws_->prev.resize(n);
-  ws_->cur.resize(n);
-  ws_->next.resize(n);
-  ws_->visited.resize(n);
-  ws_->written.resize(n);
   for (size_t m = 0; m < n; ++m) {
     const BlockMappingSpec& bm = kernel_->block_mappings[m];
     MappingPlan& plan = ws_->plans[m];
@@ -214,11 +455,8 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
       const int64_t size = plan.start_scale[d];
       stride *= (bm.array.shape[d] + size - 1) / size + 1;
     }
-    if (bm.is_output && plan.num_blocks <= (int64_t{1} << 26)) {
-      ws_->visited[m].assign(plan.num_blocks, 0);
-      ws_->written[m].assign(plan.num_blocks, 0);
-    }
   }
+  ws_->cores.push_back(NewCore(*kernel_, ws_->plans));
 }
 
 GridDriver::~GridDriver() = default;
@@ -227,68 +465,13 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                              absl::Span<void* const> outputs,
                              const RunOptions& options) {
   const Kernel& k = *kernel_;
-  const vm::Program& p = k.program;
-  Workspace& ws = *ws_;
-  uint8_t* frame = ws.frame.get();
   const int grid_rank = static_cast<int>(k.grid.size());
   const size_t num_mappings = k.block_mappings.size();
-
-  // HBM: inputs are read in place; outputs are the caller's buffers. An
-  // aliased input is read from its output, which starts as a copy of it.
-  std::vector<const uint8_t*> in_hbm(inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    in_hbm[i] = static_cast<const uint8_t*>(inputs[i]);
+  if (options.num_cores < 1 || options.num_cores > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", k.name, "': num_cores is ", options.num_cores,
+                     "; expected 1 to 256"));
   }
-  std::vector<bool> out_aliased(outputs.size(), false);
-  for (auto [in, out] : k.aliases) {
-    std::memmove(outputs[out], inputs[in], k.in_types[in].bytes());
-    in_hbm[in] = static_cast<const uint8_t*>(outputs[out]);
-    out_aliased[out] = true;
-  }
-  // Fill values per mapping, for padding on the way in.
-  std::vector<std::array<uint8_t, 8>> fills(num_mappings);
-  for (size_t m = 0; m < num_mappings; ++m) {
-    FillValue(k.block_mappings[m].array.dtype, options.uninitialized_memory,
-              fills[m].data());
-  }
-  // Outputs start uninitialized. Where blocks tile the array, only blocks
-  // never written back are filled, after the grid; otherwise all of it now.
-  for (size_t m = 0; m < num_mappings; ++m) {
-    const BlockMappingSpec& bm = k.block_mappings[m];
-    if (!bm.is_output) continue;
-    std::fill(ws.visited[m].begin(), ws.visited[m].end(), 0);
-    std::fill(ws.written[m].begin(), ws.written[m].end(), 0);
-    const bool tracked = !ws.written[m].empty();
-    if (out_aliased[bm.operand] || (ws.plans[m].tiles && tracked)) continue;
-    FillElements(static_cast<uint8_t*>(outputs[bm.operand]),
-                 bm.array.num_elements(), fills[m].data(),
-                 vm::SizeOf(bm.array.dtype));
-  }
-  // SMEM copies of scalar prefetch operands. Scratch and output block
-  // buffers start uninitialized, once per call: an output block is never
-  // loaded, so what a kernel leaves unwritten in it is the fill value or,
-  // after the first block, what the previous block left (as on a TPU and
-  // in interpret mode, which also reuse one buffer).
-  for (size_t r = 0; r < k.refs.size(); ++r) {
-    const RefSpec& ref = k.refs[r];
-    if (ref.kind == RefKind::SCALAR_PREFETCH) {
-      std::memcpy(ws.ref_table[r], in_hbm[ref.operand], ref.type.bytes());
-    } else if (ref.kind == RefKind::SCRATCH ||
-               ref.kind == RefKind::OUTPUT_BLOCK) {
-      uint8_t fill[8];
-      FillValue(ref.type.dtype, options.uninitialized_memory, fill);
-      FillElements(ws.ref_table[r], ref.type.num_elements(), fill,
-                   vm::SizeOf(ref.type.dtype));
-    }
-  }
-
-  int64_t num_points = 1;
-  for (int64_t g : k.grid) num_points *= g;
-  int32_t num_programs[vm::kMaxRank] = {};
-  // Loop indices run row-major; the grid point's coordinates are their
-  // images under options.grid_coordinates.
-  int32_t loop[vm::kMaxRank] = {}, next_loop[vm::kMaxRank] = {};
-  int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
   const auto& coords = options.grid_coordinates;
   if (!coords.empty()) {
     if (coords.size() != static_cast<size_t>(grid_rank)) {
@@ -311,162 +494,91 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       }
     }
   }
-  auto to_point = [&](const int32_t* l, int32_t* p) {
-    for (int g = 0; g < grid_rank; ++g) {
-      p[g] = coords.empty() || coords[g].empty() ? l[g] : coords[g][l[g]];
-    }
-  };
-  to_point(loop, point);
-  for (int g = 0; g < grid_rank; ++g) {
-    num_programs[g] = static_cast<int32_t>(k.grid[g]);
-  }
-  vm::ExecContext ctx;
-  ctx.frame = frame;
-  ctx.refs = ws.ref_table.data();
-  ctx.num_programs = num_programs;
-  ctx.grid_rank = grid_rank;
 
-  auto where = [&](const int32_t* at, const BlockMappingSpec& bm) {
-    return absl::StrCat("kernel '", k.name, "', grid point ",
-                        PointString(std::vector<int32_t>(at, at + grid_rank)),
-                        ", index map of ", bm.is_output ? "output " : "input ",
-                        bm.operand);
-  };
-  auto run_index_maps = [&](const int32_t* at,
-                            std::vector<BlockIndex>& result) -> absl::Status {
-    ctx.program_ids = at;
-    for (size_t m = 0; m < num_mappings; ++m) {
-      const BlockMappingSpec& bm = k.block_mappings[m];
-      const vm::Function& f = p.functions[bm.index_map];
-      const MappingPlan& plan = ws.plans[m];
-      if (!plan.direct) {
-        for (int g = 0; g < grid_rank; ++g) {
-          std::memcpy(frame + f.param_slots[g], &at[g], 4);
-        }
-        if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
-          return absl::Status(s.code(),
-                              absl::StrCat(where(at, bm), ": ", s.message()));
-        }
-      }
-      for (int d = 0; d < plan.region.rank; ++d) {
-        int32_t v;
-        if (plan.direct) {
-          v = plan.grid_axis[d] >= 0 ? at[plan.grid_axis[d]] : plan.constant[d];
-        } else {
-          std::memcpy(&v, frame + f.result_slots[d], 4);
-        }
-        result[m].v[d] = v;
-        // The block must start inside the array.
-        const int64_t start = v * plan.start_scale[d];
-        if (v < 0 ||
-            start >= std::max<int64_t>(plan.region.array_shape[d], 1)) {
-          return absl::OutOfRangeError(absl::StrCat(
-              where(at, bm), " returned block index ", v, " in dimension ", d,
-              ": the block starts at element ", start, ", outside the array ",
-              bm.array.ToString()));
-        }
-      }
-    }
-    return absl::OkStatus();
-  };
-  auto same = [](const BlockIndex& a, const BlockIndex& b, int rank) {
-    for (int d = 0; d < rank; ++d) {
-      if (a.v[d] != b.v[d]) return false;
-    }
-    return true;
-  };
-  // = BlockNumber(bm, index.v), with the strides precomputed.
-  auto block_number = [&](size_t m, const BlockIndex& index) {
-    const MappingPlan& plan = ws.plans[m];
-    int64_t n = 0;
-    for (int d = 0; d < plan.region.rank; ++d) {
-      n += index.v[d] * plan.number_stride[d];
-    }
-    return n;
-  };
-  auto set_start = [&](MappingPlan& plan, const BlockIndex& index) {
-    for (int d = 0; d < plan.region.rank; ++d) {
-      plan.region.start[d] = index.v[d] * plan.start_scale[d];
-    }
-  };
-
-  if (absl::Status s = run_index_maps(point, ws.cur); !s.ok()) return s;
-  for (int64_t t = 0; t < num_points; ++t) {
-    // Copy in input blocks whose index changed; check output revisits.
-    for (size_t m = 0; m < num_mappings; ++m) {
-      const BlockMappingSpec& bm = k.block_mappings[m];
-      MappingPlan& plan = ws.plans[m];
-      if (t > 0 && same(ws.cur[m], ws.prev[m], plan.region.rank)) continue;
-      if (bm.is_output) {
-        if (!out_aliased[bm.operand] && !ws.visited[m].empty()) {
-          uint8_t& seen = ws.visited[m][block_number(m, ws.cur[m])];
-          if (seen) {
-            return absl::FailedPreconditionError(absl::StrCat(
-                "kernel '", k.name, "', grid point ",
-                PointString(std::vector<int32_t>(point, point + grid_rank)),
-                ": revisited block (",
-                absl::StrJoin(ws.cur[m].v, ws.cur[m].v + plan.region.rank,
-                              ", "),
-                ") of output ", bm.operand,
-                " after leaving it; its earlier contents were already "
-                "written back and would be overwritten. Order the grid so "
-                "that each output block's visits are consecutive."));
-          }
-          seen = 1;
-        }
-        continue;
-      }
-      set_start(plan, ws.cur[m]);
-      CopyBlockIn(plan.region, in_hbm[bm.operand], fills[m].data(),
-                  ws.ref_table[bm.ref]);
-    }
-    ctx.program_ids = point;
-    if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat("kernel '", k.name, "', grid point ",
-                                       PointString(std::vector<int32_t>(
-                                           point, point + grid_rank)),
-                                       ": ", s.message()));
-    }
-    const bool last = t + 1 == num_points;
-    if (!last) {
-      std::memcpy(next_loop, loop, sizeof(loop));
-      for (int g = grid_rank - 1; g >= 0; --g) {
-        if (++next_loop[g] < k.grid[g]) break;
-        next_loop[g] = 0;
-      }
-      to_point(next_loop, next_point);
-      if (absl::Status s = run_index_maps(next_point, ws.next); !s.ok()) {
-        return s;
-      }
-    }
-    // Write back output blocks that are being left.
-    for (size_t m = 0; m < num_mappings; ++m) {
-      const BlockMappingSpec& bm = k.block_mappings[m];
-      MappingPlan& plan = ws.plans[m];
-      if (!bm.is_output ||
-          (!last && same(ws.next[m], ws.cur[m], plan.region.rank))) {
-        continue;
-      }
-      set_start(plan, ws.cur[m]);
-      CopyBlockOut(plan.region, ws.ref_table[bm.ref],
-                   static_cast<uint8_t*>(outputs[bm.operand]));
-      if (!ws.written[m].empty()) ws.written[m][block_number(m, ws.cur[m])] = 1;
-    }
-    std::swap(ws.prev, ws.cur);
-    std::swap(ws.cur, ws.next);
-    std::memcpy(loop, next_loop, sizeof(loop));
-    std::memcpy(point, next_point, sizeof(point));
+  CallState call;
+  call.kernel = &k;
+  call.options = &options;
+  // HBM: inputs are read in place; outputs are the caller's buffers. An
+  // aliased input is read from its output, which starts as a copy of it.
+  call.in_hbm.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    call.in_hbm[i] = static_cast<const uint8_t*>(inputs[i]);
   }
-  // Fill the blocks of tiled outputs that were never written back.
+  call.out_hbm.resize(outputs.size());
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    call.out_hbm[j] = static_cast<uint8_t*>(outputs[j]);
+  }
+  call.out_aliased.assign(outputs.size(), false);
+  for (auto [in, out] : k.aliases) {
+    std::memmove(outputs[out], inputs[in], k.in_types[in].bytes());
+    call.in_hbm[in] = static_cast<const uint8_t*>(outputs[out]);
+    call.out_aliased[out] = true;
+  }
+  // Fill values per mapping, for padding on the way in.
+  call.fills.resize(num_mappings);
+  for (size_t m = 0; m < num_mappings; ++m) {
+    FillValue(k.block_mappings[m].array.dtype, options.uninitialized_memory,
+              call.fills[m].data());
+  }
+  // Outputs start uninitialized. Where blocks tile the array, only blocks
+  // never written back are filled, after the grid; otherwise all of it now.
+  auto tracked = [&](size_t m) {
+    return ws_->plans[m].tiles &&
+           ws_->plans[m].num_blocks <= (int64_t{1} << 26);
+  };
   for (size_t m = 0; m < num_mappings; ++m) {
     const BlockMappingSpec& bm = k.block_mappings[m];
-    if (!bm.is_output || out_aliased[bm.operand] || !ws.plans[m].tiles ||
-        ws.written[m].empty()) {
+    if (!bm.is_output || call.out_aliased[bm.operand] || tracked(m)) continue;
+    FillElements(call.out_hbm[bm.operand], bm.array.num_elements(),
+                 call.fills[m].data(), vm::SizeOf(bm.array.dtype));
+  }
+
+  // Cores split the grid as interpret mode does: the P points of the
+  // `parallel` dimensions (a prefix of the grid) go in consecutive ranges
+  // of ceil(P / C) points, each with all N / P iterations of the rest.
+  int64_t num_points = 1, parallel_points = 1;
+  for (int g = 0; g < grid_rank; ++g) {
+    num_points *= k.grid[g];
+    if (g < static_cast<int>(k.dimension_semantics.size()) &&
+        k.dimension_semantics[g] == "parallel") {
+      parallel_points *= k.grid[g];
+    }
+  }
+  const int num_cores = options.num_cores;
+  const int64_t per_core = (parallel_points + num_cores - 1) / num_cores *
+                           (num_points / parallel_points);
+  while (static_cast<int>(ws_->cores.size()) < num_cores) {
+    ws_->cores.push_back(NewCore(k, ws_->plans));
+  }
+  std::vector<absl::Status> status(num_cores);
+  auto run = [&](int c) {
+    const int64_t begin = std::min(num_points, c * per_core);
+    const int64_t end = std::min(num_points, (c + 1) * per_core);
+    status[c] = RunCore(call, *ws_->cores[c], c, begin, end);
+  };
+  if (num_cores == 1) {
+    run(0);
+  } else {
+    std::vector<std::thread> threads;
+    for (int c = 1; c < num_cores; ++c) threads.emplace_back(run, c);
+    run(0);
+    for (std::thread& t : threads) t.join();
+  }
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
+  }
+  // Fill the blocks of tiled outputs that no core wrote back.
+  for (size_t m = 0; m < num_mappings; ++m) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    if (!bm.is_output || call.out_aliased[bm.operand] || !tracked(m)) {
       continue;
     }
-    FillUnwritten(bm, ws.written[m], fills[m].data(),
-                  static_cast<uint8_t*>(outputs[bm.operand]));
+    std::vector<uint8_t>& written = ws_->cores[0]->written[m];
+    for (int c = 1; c < num_cores; ++c) {
+      const std::vector<uint8_t>& other = ws_->cores[c]->written[m];
+      for (size_t i = 0; i < written.size(); ++i) written[i] |= other[i];
+    }
+    FillUnwritten(bm, written, call.fills[m].data(), call.out_hbm[bm.operand]);
   }
   return absl::OkStatus();
 }

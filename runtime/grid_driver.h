@@ -44,6 +44,11 @@ struct RunOptions {
   // interpret mode shuffles `parallel` dimensions this way with a seeded
   // jax.random.permutation; the JAX bridge passes JAX's own permutations.
   std::vector<std::vector<int32_t>> grid_coordinates;
+  // Simulated TensorCores, each a thread with its own VMEM, SMEM, scratch
+  // and frame. As in interpret mode (num_cores_or_threads), the points of
+  // the `parallel` grid dimensions are split into num_cores consecutive
+  // ranges; a kernel without parallel dimensions runs on core 0.
+  int num_cores = 1;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

@@ -62,6 +62,9 @@ options:
   -o, --output-dir DIR  write output_<i>.npy into DIR
   --time                time the kernel: per call and per grid step
   --min-time SECONDS    minimum total timing duration (default 1)
+  --cores N             simulated TensorCores (threads), splitting the
+                        `parallel` grid dimensions as interpret mode's
+                        num_cores_or_threads does (default 1)
   --uninitialized nan|zero
                         fill value of fresh buffers and block padding
                         (default nan: NaN for floats, max for integers)
@@ -175,6 +178,10 @@ int Run(const std::vector<std::string>& args) {
       output_dir = v;
     } else if (a == "--cache-dir" && value(&v)) {
       load.cache_dir = v;
+    } else if (a == "--cores" && value(&v)) {
+      if (!absl::SimpleAtoi(v, &run_options.num_cores)) {
+        return UsageError("bad --cores " + v, kRunUsage);
+      }
     } else if (a == "--min-time" && value(&v)) {
       if (!absl::SimpleAtod(v, &min_time)) {
         return UsageError("bad --min-time " + v, kRunUsage);

@@ -246,9 +246,7 @@ def test_kernel_the_exporter_refuses_fails_at_lowering():
     {"detect_races": True},
     {"out_of_bounds_reads": "uninitialized"},
     {"skip_floating_point_ops": True},
-    {"num_cores_or_threads": 2},
     {"dma_execution_mode": "eager"},
-    {"random_seed": 0},
     {"grid_point_recorder": lambda point, core: None},
 ])
 def test_unimplemented_interpret_params_option_raises(option):
@@ -369,5 +367,18 @@ def test_parallel_dimensions_are_visited_in_interpret_modes_order(seed):
   # would show nothing): in grid order, block (i, 0) would run at step 2 i.
   assert not np.array_equal(expected[::8, 0], np.arange(0, 16, 2))
   with pallasvm.enabled(pallasvm.InterpretParams(random_seed=seed)):
+    got = np.asarray(jax.jit(visit_order)(x))
+  np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_cores_split_the_parallel_dimension_as_interpret_mode_does(cores):
+  # visit_order's SMEM counter is per core, so each core numbers its own
+  # steps: the result shows which core ran which grid points, and when.
+  x = data((64, 256), 12)
+  params = pltpu.InterpretParams(num_cores_or_threads=cores, random_seed=5)
+  expected = np.asarray(interpret_mode(visit_order, x, params=params))
+  with pallasvm.enabled(pallasvm.InterpretParams(num_cores_or_threads=cores,
+                                                 random_seed=5)):
     got = np.asarray(jax.jit(visit_order)(x))
   np.testing.assert_array_equal(got, expected)

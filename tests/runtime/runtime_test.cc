@@ -10,6 +10,7 @@
 #include "runtime/pallasvm.h"
 #include "tools/kernel_files.h"
 #include "tools/npy.h"
+#include "tools/output_check.h"
 
 namespace pallasvm {
 namespace {
@@ -242,6 +243,64 @@ TEST(GridOrder, ReversedGridGivesTheSameResult) {
     EXPECT_EQ(a[i], static_cast<float>(i) + 0.5f);  // exact in f32
     EXPECT_EQ(b[i], a[i]);
   }
+}
+
+// Runs a golden fixture with `options`; returns the largest violation
+// summary, or "" when every output matches JAX's.
+std::string RunGolden(const std::string& name, const RunOptions& options) {
+  const std::string dir = std::string(PALLASVM_FIXTURES_DIR) + "/" + name;
+  absl::StatusOr<tools::Fixture> f = tools::FindFixture(dir);
+  if (!f.ok()) return std::string(f.status().message());
+  tools::LoadOptions load;
+  load.use_cache = false;
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      tools::LoadExecutable(f->kernel_path, load);
+  if (!exe.ok()) return std::string(exe.status().message());
+  const runtime::Kernel& k = (*exe)->kernel();
+  absl::StatusOr<std::vector<tools::NpyArray>> in =
+      tools::ReadInputs(k, f->inputs);
+  absl::StatusOr<std::vector<tools::NpyArray>> ex =
+      tools::ReadExpected(k, f->expected);
+  if (!in.ok() || !ex.ok()) return "cannot read the fixture";
+  std::vector<Array> ins, outs;
+  for (tools::NpyArray& a : *in)
+    ins.push_back({*a.dtype, a.shape, a.data.data()});
+  std::vector<std::vector<uint8_t>> data;
+  for (const auto& t : k.out_types) data.emplace_back(t.bytes());
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    outs.push_back(
+        {k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
+  }
+  absl::Status s = (*exe)->Run(ins, outs, options);
+  if (!s.ok()) return std::string(s.message());
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    const auto& t = k.out_types[j];
+    // These kernels' outputs do not depend on how the grid is split: the
+    // same per-block arithmetic, so the single-core tolerances are exact.
+    tools::CheckResult r =
+        tools::CompareArrays(t.dtype, data[j].data(), (*ex)[j].data.data(),
+                             t.num_elements(), tools::Tolerance{0, 0});
+    if (!r.ok()) return r.Summary();
+  }
+  return "";
+}
+
+TEST(Cores, SplittingParallelDimensionsGivesJaxsResults) {
+  // matmul: grid (2, 2, 2) with dims ("parallel", "parallel", "arbitrary");
+  // int8_matmul likewise; 3 cores do not divide the 4 parallel points.
+  for (int cores : {1, 2, 3, 4, 8}) {
+    RunOptions options;
+    options.num_cores = cores;
+    EXPECT_EQ(RunGolden("matmul_f32", options), "") << cores << " cores";
+    EXPECT_EQ(RunGolden("int8_matmul", options), "") << cores << " cores";
+  }
+}
+
+TEST(Cores, BadCoreCountIsRefused) {
+  RunOptions options;
+  options.num_cores = 0;
+  std::string r = RunGolden("matmul_f32", options);
+  EXPECT_TRUE(absl::StrContains(r, "num_cores is 0")) << r;
 }
 
 }  // namespace

@@ -176,8 +176,9 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             std::string_view module_key,
                             ffi::Span<const uint8_t> module,
                             ffi::Span<const int32_t> grid_coordinates,
-                            int64_t uninitialized_memory) {
+                            int64_t num_cores, int64_t uninitialized_memory) {
   RunOptions options;
+  options.num_cores = static_cast<int>(num_cores);
   options.uninitialized_memory = uninitialized_memory == 1
                                      ? UninitializedMemory::kZero
                                      : UninitializedMemory::kNaN;
@@ -225,6 +226,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
                                   .Attr<ffi::Span<const uint8_t>>("module")
                                   .Attr<ffi::Span<const int32_t>>(
                                       "grid_coordinates")
+                                  .Attr<int64_t>("num_cores")
                                   .Attr<int64_t>("uninitialized_memory"));
 
 extern "C" {

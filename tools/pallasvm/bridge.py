@@ -76,7 +76,8 @@ class InterpretParams(pltpu.InterpretParams):
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
-_IMPLEMENTED_FIELDS = frozenset({"uninitialized_memory", "random_seed"})
+_IMPLEMENTED_FIELDS = frozenset(
+    {"uninitialized_memory", "random_seed", "num_cores_or_threads"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -103,8 +104,14 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.random_seed={params.random_seed!r}: expected an int"
         " or None")
+  cores = params.num_cores_or_threads
+  if not isinstance(cores, int) or not 1 <= cores <= 256:
+    raise ValueError(
+        f"InterpretParams.num_cores_or_threads={cores!r}: expected an int"
+        " from 1 to 256")
   return {"uninitialized_memory":
-          np.int64(_UNINITIALIZED_MEMORY[params.uninitialized_memory])}
+          np.int64(_UNINITIALIZED_MEMORY[params.uninitialized_memory]),
+          "num_cores": np.int64(cores)}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
