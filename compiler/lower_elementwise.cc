@@ -214,6 +214,97 @@ absl::StatusOr<std::vector<Value>> LowerClamp(Lowerer& l,
   return std::vector<Value>{l.Convert(*hi, e.out_dtypes[0])};
 }
 
+// reduce_precision(x; exponent_bits, mantissa_bits) of f32 to the formats
+// of bf16 (8, 7) or f16 (5, 10): a round trip through that dtype (round to
+// nearest even). f32's own (8, 23) is the identity.
+absl::StatusOr<std::vector<Value>> LowerReducePrecision(Lowerer& l,
+                                                        const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  absl::StatusOr<int64_t> exponent = e.Int("exponent_bits");
+  absl::StatusOr<int64_t> mantissa = e.Int("mantissa_bits");
+  if (!exponent.ok() || !mantissa.ok()) {
+    return l.Error("reduce_precision needs exponent_bits and mantissa_bits");
+  }
+  if (x.is_ref() || x.dtype != DType::F32) {
+    return l.Error(absl::StrCat("reduce_precision of ", TypeString(x),
+                                ": only f32 is supported yet"));
+  }
+  if (*exponent == 8 && *mantissa == 23) return std::vector<Value>{x};
+  DType via;
+  if (*exponent == 8 && *mantissa == 7) {
+    via = DType::BF16;
+  } else if (*exponent == 5 && *mantissa == 10) {
+    via = DType::F16;
+  } else {
+    return l.Error(absl::StrCat("reduce_precision to (", *exponent, ", ",
+                                *mantissa, ") bits is not supported yet"));
+  }
+  return std::vector<Value>{l.Convert(l.Convert(x, via), DType::F32)};
+}
+
+// bitcast_convert_type between dtypes of one size: the same bytes, read as
+// the new dtype (a fresh slot holding a copy, so liveness stays simple).
+absl::StatusOr<std::vector<Value>> LowerBitcastConvert(Lowerer& l,
+                                                       const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  const DType to = e.out_dtypes.at(0);
+  if (x.is_ref() || vm::SizeOf(x.dtype) != vm::SizeOf(to)) {
+    return l.Error(absl::StrCat("bitcast_convert_type from ", TypeString(x),
+                                " changes the element size: not supported yet"));
+  }
+  Value r = l.NewValue(to, e.out_shapes.at(0));
+  l.CopyInto(r, x);
+  return std::vector<Value>{r};
+}
+
+// threefry2x32(k1, k2, x0, x1) -> (y0, y1): JAX's Threefry-2x32 hash
+// (jax/_src/prng.py, 20 rounds), written out as u32 add / rotate / xor.
+absl::StatusOr<std::vector<Value>> LowerThreefry2x32(Lowerer& l,
+                                                     const Lowerer::Eqn& e) {
+  if (e.in.size() != 4 || e.out_shapes.size() != 2) {
+    return l.Error("threefry2x32 takes (k1, k2, x0, x1) and gives two results");
+  }
+  for (const Value& v : e.in) {
+    if (v.is_ref() || v.dtype != DType::U32) {
+      return l.Error(absl::StrCat("operand ", TypeString(v), " is not u32"));
+    }
+  }
+  const Shape& shape = e.out_shapes[0];
+  absl::Status status;
+  // One u32 op; errors are kept in `status` (the first one wins).
+  auto op = [&](absl::string_view name, const Value& a, const Value& b,
+                const Shape& s) -> Value {
+    absl::StatusOr<Value> r = l.Binary(name, a, b, DType::U32, s);
+    if (!r.ok()) {
+      if (status.ok()) status = r.status();
+      return a;
+    }
+    return *r;
+  };
+  auto k = [&](uint32_t c) { return l.ConstantScalar(DType::U32, c); };
+  const Shape& ks_shape = e.in[0].shape;
+  const Value ks[3] = {
+      e.in[0], e.in[1],
+      op("XOR", op("XOR", e.in[0], e.in[1], ks_shape), k(0x1BD11BDA),
+         ks_shape)};
+  static constexpr uint32_t kRotations[2][4] = {{13, 15, 26, 6},
+                                                {17, 29, 16, 24}};
+  Value x0 = op("ADD", e.in[2], ks[0], shape);
+  Value x1 = op("ADD", e.in[3], ks[1], shape);
+  for (int i = 0; i < 5; ++i) {
+    for (uint32_t r : kRotations[i % 2]) {
+      x0 = op("ADD", x0, x1, shape);
+      Value rotated = op("OR", op("SHL", x1, k(r), shape),
+                         op("SHRL", x1, k(32 - r), shape), shape);
+      x1 = op("XOR", rotated, x0, shape);
+    }
+    x0 = op("ADD", x0, ks[(i + 1) % 3], shape);
+    x1 = op("ADD", x1, op("ADD", ks[(i + 2) % 3], k(i + 1), ks_shape), shape);
+  }
+  if (!status.ok()) return status;
+  return std::vector<Value>{x0, x1};
+}
+
 }  // namespace
 
 void AddElementwiseRules(RuleTable& t) {
@@ -243,6 +334,9 @@ void AddElementwiseRules(RuleTable& t) {
   t["convert_element_type"] = LowerConvert;
   t["select_n"] = LowerSelectN;
   t["clamp"] = LowerClamp;
+  t["threefry2x32"] = LowerThreefry2x32;
+  t["bitcast_convert_type"] = LowerBitcastConvert;
+  t["reduce_precision"] = LowerReducePrecision;
   // Identities on a CPU: hints and barriers that change no value.
   for (const char* p : {"copy", "copy_p", "multiple_of", "optimization_barrier",
                         "stop_gradient", "pvary", "reduce_precision_noop"}) {

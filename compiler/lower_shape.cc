@@ -4,6 +4,7 @@
 // Reshapes of dense values are free: the result shares the operand's slot.
 // Everything that permutes or repeats elements is one STRIDED_COPY.
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -198,6 +199,132 @@ absl::StatusOr<std::vector<Value>> LowerConcatenate(Lowerer& l,
     l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0, l.builder().AddAccess(a), 0});
   }
   return std::vector<Value>{r};
+}
+
+// tile(x, reps): x repeated reps[i] times along each dimension i; one
+// STORE of all of x per repetition.
+absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
+                                             const Lowerer::Eqn& e) {
+  absl::StatusOr<std::vector<int64_t>> reps = e.Ints("reps");
+  if (!reps.ok()) return l.Error(reps.status().message());
+  const Value& x = e.in.at(0);
+  const Shape& out = e.out_shapes.at(0);
+  if (x.is_ref() || reps->size() != x.shape.size() ||
+      out.size() != x.shape.size()) {
+    return l.Error("tile: operand, reps and result ranks differ");
+  }
+  Value r = l.NewValue(e.out_dtypes.at(0), out);
+  if (r.dtype != x.dtype) return l.Error("tile changes the dtype");
+  std::vector<int64_t> at(out.size(), 0);  // repetition index, row-major
+  for (int64_t n = NumElements(*reps); n > 0; --n) {
+    vm::AccessDesc a = WholeFrameAccess(r);
+    for (size_t i = 0; i < out.size(); ++i) {
+      a.dims[i].size = x.shape[i];
+      a.dims[i].start = at[i] * x.shape[i];
+    }
+    l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0, l.builder().AddAccess(a), 0});
+    for (int i = static_cast<int>(at.size()) - 1; i >= 0; --i) {
+      if (++at[i] < (*reps)[i]) break;
+      at[i] = 0;
+    }
+  }
+  return std::vector<Value>{r};
+}
+
+// roll(x, shift; axis) (pltpu.roll): out[(i + shift) % n] = x[i] along
+// `axis`, as the two slices x[n - shift:] and x[:n - shift] stored side by
+// side. Static shifts only, no strided roll.
+absl::StatusOr<std::vector<Value>> LowerRoll(Lowerer& l,
+                                             const Lowerer::Eqn& e) {
+  absl::StatusOr<int64_t> axis = e.Int("axis");
+  if (!axis.ok()) return l.Error(axis.status().message());
+  if (e.Int("stride").ok()) {
+    return l.Error("roll with a stride is not supported yet");
+  }
+  absl::StatusOr<Lowerer::Index> shift =
+      l.ScalarIndex(e.eqn->invars()->Get(1));
+  if (!shift.ok()) return shift.status();
+  if (!shift->is_static) return l.Error("roll by a dynamic shift is not supported yet");
+  const Value& x = e.in.at(0);
+  if (x.is_ref() || *axis < 0 || *axis >= static_cast<int64_t>(x.shape.size())) {
+    return l.Error("roll: bad operand or axis");
+  }
+  const int64_t n = x.shape[*axis];
+  const int64_t s = n == 0 ? 0 : ((shift->value % n) + n) % n;
+  if (s == 0) return std::vector<Value>{x};
+  const std::vector<int64_t> strides = RowMajorStrides(x.shape);
+  Value r = l.NewValue(x.dtype, x.shape);
+  // (start in x, length, start in r)
+  const int64_t parts[2][3] = {{n - s, s, 0}, {0, n - s, s}};
+  for (const auto& [from, len, to] : parts) {
+    Shape part = x.shape;
+    part[*axis] = len;
+    Value piece = l.StridedCopy(x, part, strides, from * strides[*axis]);
+    vm::AccessDesc a = WholeFrameAccess(r);
+    for (size_t i = 0; i < part.size(); ++i) a.dims[i].size = part[i];
+    a.dims[*axis].start = to;
+    l.builder().Emit({vm::Op::STORE, 0, 0, piece.slot, 0, l.builder().AddAccess(a), 0});
+  }
+  return std::vector<Value>{r};
+}
+
+// cumsum / cumprod / cummax / cummin(x; axis, reverse): an inclusive scan
+// along `axis` in log2(n) steps (Hillis-Steele): y = op(y, y shifted by s
+// with the identity shifted in), s = 1, 2, 4, ... Float sums therefore
+// associate differently from a sequential scan.
+Lowerer::Rule ScanRule(std::string op) {
+  return [op](Lowerer& l, const Lowerer::Eqn& e)
+             -> absl::StatusOr<std::vector<Value>> {
+    absl::StatusOr<int64_t> axis = e.Int("axis");
+    if (!axis.ok()) return l.Error(axis.status().message());
+    absl::StatusOr<int64_t> reverse_param = e.Int("reverse");
+    if (!reverse_param.ok()) return l.Error(reverse_param.status().message());
+    const bool reverse = *reverse_param != 0;
+    const Value& x = e.in.at(0);
+    if (x.is_ref() || *axis < 0 ||
+        *axis >= static_cast<int64_t>(x.shape.size())) {
+      return l.Error("scan: bad operand or axis");
+    }
+    const DType compute = Widen(x.dtype == DType::PRED ? DType::S32 : x.dtype);
+    Value identity;
+    if (compute == DType::F32) {
+      const float inf = std::numeric_limits<float>::infinity();
+      identity = l.ConstantF32(op == "ADD" ? 0.0f : op == "MUL" ? 1.0f
+                               : op == "MAX" ? -inf : inf);
+    } else if (compute == DType::S32 || compute == DType::U32) {
+      const bool u = compute == DType::U32;
+      const int64_t lowest = u ? 0 : std::numeric_limits<int32_t>::min();
+      const int64_t highest = u ? std::numeric_limits<uint32_t>::max()
+                                : std::numeric_limits<int32_t>::max();
+      identity = l.ConstantScalar(compute, op == "ADD" ? 0 : op == "MUL" ? 1
+                                           : op == "MAX" ? lowest : highest);
+    } else {
+      return l.Error(absl::StrCat("scan over ", TypeString(x),
+                                  " is not supported yet"));
+    }
+    const int64_t n = x.shape[*axis];
+    const std::vector<int64_t> strides = RowMajorStrides(x.shape);
+    Value y = l.Convert(x, compute);
+    for (int64_t shift = 1; shift < n; shift *= 2) {
+      absl::StatusOr<Value> shifted = l.Broadcast(identity, x.shape);
+      if (!shifted.ok()) return shifted.status();
+      Shape part = x.shape;
+      part[*axis] = n - shift;
+      // Forward: shifted[shift:] = y[:n-shift]; reverse: shifted[:n-shift] =
+      // y[shift:].
+      Value piece = l.StridedCopy(y, part, strides,
+                                  reverse ? shift * strides[*axis] : 0);
+      vm::AccessDesc a = WholeFrameAccess(*shifted);
+      for (size_t i = 0; i < part.size(); ++i) a.dims[i].size = part[i];
+      a.dims[*axis].start = reverse ? 0 : shift;
+      l.builder().Emit({vm::Op::STORE, 0, 0, piece.slot, 0,
+                        l.builder().AddAccess(a), 0});
+      absl::StatusOr<Value> next = l.Binary(op, y, *shifted, compute, x.shape);
+      if (!next.ok()) return next.status();
+      y = *next;
+    }
+    return std::vector<Value>{l.Convert(y, e.out_dtypes.at(0))};
+  };
 }
 
 absl::StatusOr<std::vector<Value>> LowerIota(Lowerer& l,
@@ -422,6 +549,12 @@ void AddShapeRules(RuleTable& t) {
   t["dynamic_update_slice"] = LowerDynamicUpdateSlice;
   t["concatenate"] = LowerConcatenate;
   t["iota"] = LowerIota;
+  t["tile"] = LowerTile;
+  t["roll"] = LowerRoll;
+  t["cumsum"] = ScanRule("ADD");
+  t["cumprod"] = ScanRule("MUL");
+  t["cummax"] = ScanRule("MAX");
+  t["cummin"] = ScanRule("MIN");
   t["reduce_sum"] = ReduceRule("SUM");
   t["reduce_max"] = ReduceRule("MAX");
   t["reduce_min"] = ReduceRule("MIN");
