@@ -6,4 +6,5 @@ cd "$(dirname "$0")"
 tools/install_deps.sh
 tools/build.sh
 meson test -C build --print-errorlogs --num-processes 2
-.venv/bin/python -m pytest tests/python -q
+# A test stuck for 5 minutes dumps every thread's stack (faulthandler).
+.venv/bin/python -m pytest tests/python -q -o faulthandler_timeout=300

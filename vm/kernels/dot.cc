@@ -18,6 +18,8 @@
 #include <mutex>
 #include <thread>
 
+#include <unistd.h>
+
 #include "vm/kernels/simd.h"
 
 namespace pallasvm::vm::kernels {
@@ -218,10 +220,12 @@ void DotF32Serial(float* c, const float* a, const float* b, int64_t m,
 class DotHelper {
  public:
   static DotHelper* Get() {
-    // Leaked on purpose: its thread lives as long as the process.
+    // Leaked on purpose: its thread lives as long as the process. A forked
+    // child has the object but not the thread, so it must not use it.
     static DotHelper* helper =
         std::thread::hardware_concurrency() >= 2 ? new DotHelper : nullptr;
-    return helper;
+    static const pid_t owner = getpid();
+    return helper != nullptr && getpid() == owner ? helper : nullptr;
   }
 
   // Runs job on the helper thread and returns true, or returns false at
