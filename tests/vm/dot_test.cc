@@ -1,7 +1,8 @@
 // DOT_F32's kernel against a naive triple loop. The kernel promises one
 // fused multiply-add per k step in increasing k order, whatever its
-// blocking and whether it splits the rows over two threads, so the naive
-// loop written the same way must agree bit for bit.
+// blocking, so the naive loop written the same way must agree bit for bit;
+// and it keeps its packing buffers per thread, so concurrent callers must
+// not disturb each other.
 #include "vm/kernels/dot.h"
 
 #include <cmath>
@@ -42,14 +43,14 @@ void Check(int64_t m, int64_t k, int64_t n) {
   }
 }
 
-// Large enough that the rows are split over two threads (see dot.cc).
-TEST(DotF32, SplitAcrossThreadsMatchesNaiveExactly) {
+// Sizes past every block size of the kernel (kc 256, mc 96), with edges.
+TEST(DotF32, MatchesNaiveExactly) {
   Check(256, 300, 200);
   Check(263, 256, 129);  // odd row count: the halves differ in size
 }
 
 TEST(DotF32, ConcurrentCallersAllGetExactResults) {
-  // Several threads at once: one gets the helper, the others run serially.
+  // Several threads at once, as with several simulated cores.
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([] { Check(256, 256, 128); });

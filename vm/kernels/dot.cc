@@ -7,18 +7,18 @@
 // 8 rows x 3 vectors keeps 24 accumulators, 3 B vectors and a broadcast in
 // the 32 vector registers, and works for AVX2's 16 registers at half width
 // only by spilling, which is acceptable there.
+//
+// One thread. Splitting C's rows over a second thread was tried (XLA:CPU
+// uses both cores for jnp.dot) and made things worse on this project's
+// 2-vCPU machines: ops.tpu.matmul 1024^3 f32 with 256 blocks took 58.6,
+// 67.6, 66.6 ms threaded against 40.4, 45.4, 40.2 ms serial, alternating
+// runs of build/bench/kernels_bench --benchmark_filter=Matmul1024F32.
 #include "vm/kernels/dot.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <memory>
-#include <mutex>
-#include <thread>
-
-#include <unistd.h>
 
 #include "vm/kernels/simd.h"
 
@@ -140,8 +140,10 @@ void PackA(float* dst, const float* a, int64_t lda, int64_t mc, int64_t kc) {
   }
 }
 
-void DotF32Serial(float* c, const float* a, const float* b, int64_t m,
-                  int64_t k, int64_t n) {
+}  // namespace
+
+void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
+            int64_t n) {
   if (k == 0) {
     std::fill(c, c + m * n, 0.f);
     return;
@@ -208,91 +210,6 @@ void DotF32Serial(float* c, const float* a, const float* b, int64_t m,
       }
     }
   }
-}
-
-// A second thread for large DOT_F32s. XLA:CPU spreads a matmul over every
-// core, and on the 2-core machines this project runs on that halves its
-// time, so a large DOT does the same: the helper computes the lower half
-// of C's rows while the caller computes the upper half. Each element is
-// computed exactly as by the serial kernel (same k order, same FMAs), so
-// results do not depend on the split. One helper serves the process; a DOT
-// that finds it busy (another thread's DOT) runs serially.
-class DotHelper {
- public:
-  static DotHelper* Get() {
-    // Leaked on purpose: its thread lives as long as the process. A forked
-    // child has the object but not the thread, so it must not use it.
-    static DotHelper* helper =
-        std::thread::hardware_concurrency() >= 2 ? new DotHelper : nullptr;
-    static const pid_t owner = getpid();
-    return helper != nullptr && getpid() == owner ? helper : nullptr;
-  }
-
-  // Runs job on the helper thread and returns true, or returns false at
-  // once if the helper is busy.
-  bool TryStart(std::function<void()> job) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (busy_) return false;
-    busy_ = true;
-    job_ = std::move(job);
-    cv_.notify_all();
-    return true;
-  }
-
-  // Waits for the job TryStart started.
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !job_ && busy_done_; });
-    busy_done_ = false;
-    busy_ = false;
-  }
-
- private:
-  DotHelper() : thread_([this] { Loop(); }) { thread_.detach(); }
-
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [this] { return static_cast<bool>(job_); });
-      std::function<void()> job = std::move(job_);
-      job_ = nullptr;
-      lock.unlock();
-      job();
-      lock.lock();
-      busy_done_ = true;
-      cv_.notify_all();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::function<void()> job_;
-  bool busy_ = false;       // a job was started and not yet waited for
-  bool busy_done_ = false;  // that job has finished
-  std::thread thread_;
-};
-
-// Below this many multiply-adds a thread handoff (a few microseconds) costs
-// more than it saves.
-constexpr int64_t kDotParallelWork = int64_t{1} << 22;
-
-}  // namespace
-
-void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
-            int64_t n) {
-  DotHelper* helper = m * k * n >= kDotParallelWork && m >= 2 * kDotMc
-                          ? DotHelper::Get()
-                          : nullptr;
-  // Split on a kDotMr boundary so both halves use full micro-tiles.
-  const int64_t upper = (m / 2 + kDotMr - 1) / kDotMr * kDotMr;
-  if (helper != nullptr && helper->TryStart([=] {
-        DotF32Serial(c + upper * n, a + upper * k, b, m - upper, k, n);
-      })) {
-    DotF32Serial(c, a, b, upper, k, n);
-    helper->Wait();
-    return;
-  }
-  DotF32Serial(c, a, b, m, k, n);
 }
 
 void DotS32(int32_t* c, const int32_t* a, const int32_t* b, int64_t m,
