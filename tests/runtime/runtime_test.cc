@@ -142,6 +142,44 @@ TEST_F(BindingTest, WrongOutputShape) {
 namespace pallasvm {
 namespace {
 
+// A fixture's kernel, loaded, with its inputs read and output buffers
+// allocated: what the error and core tests below run.
+struct BoundFixture {
+  std::unique_ptr<Executable> exe;
+  std::vector<tools::NpyArray> inputs;
+  std::vector<std::vector<uint8_t>> outputs;
+  std::vector<Array> in_arrays, out_arrays;
+
+  absl::Status Run(const RunOptions& options) {
+    return exe->Run(in_arrays, out_arrays, options);
+  }
+};
+
+absl::StatusOr<BoundFixture> Bind(const std::string& kernel_path,
+                                  const std::vector<std::string>& inputs) {
+  tools::LoadOptions load;
+  load.use_cache = false;
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      tools::LoadExecutable(kernel_path, load);
+  if (!exe.ok()) return exe.status();
+  BoundFixture f;
+  f.exe = *std::move(exe);
+  const runtime::Kernel& k = f.exe->kernel();
+  absl::StatusOr<std::vector<tools::NpyArray>> in =
+      tools::ReadInputs(k, inputs);
+  if (!in.ok()) return in.status();
+  f.inputs = *std::move(in);
+  for (tools::NpyArray& a : f.inputs) {
+    f.in_arrays.push_back({*a.dtype, a.shape, a.data.data()});
+  }
+  for (const auto& t : k.out_types) f.outputs.emplace_back(t.bytes());
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    f.out_arrays.push_back(
+        {k.out_types[j].dtype, k.out_types[j].shape, f.outputs[j].data()});
+  }
+  return f;
+}
+
 // Wrong kernels exported from JAX (tests/golden/errors/), on which JAX's
 // interpret mode raises too (jax_error.txt beside each): pallasvm must
 // refuse them with an error naming the problem and where it happened.
@@ -149,30 +187,11 @@ absl::Status RunErrorFixture(const std::string& name,
                              const RunOptions& options = {}) {
   const std::string dir =
       std::string(PALLASVM_FIXTURES_DIR) + "/errors/" + name;
-  tools::LoadOptions load;
-  load.use_cache = false;
-  absl::StatusOr<std::unique_ptr<Executable>> exe =
-      tools::LoadExecutable(dir + "/kernel.json", load);
-  EXPECT_TRUE(exe.ok()) << exe.status();
-  if (!exe.ok()) return exe.status();
-  const runtime::Kernel& k = (*exe)->kernel();
-  std::vector<std::string> paths;
-  for (size_t i = 0; i < k.in_types.size(); ++i) {
-    paths.push_back(dir + "/input_" + std::to_string(i) + ".npy");
-  }
-  absl::StatusOr<std::vector<tools::NpyArray>> in = tools::ReadInputs(k, paths);
-  EXPECT_TRUE(in.ok()) << in.status();
-  if (!in.ok()) return in.status();
-  std::vector<Array> ins, outs;
-  for (tools::NpyArray& a : *in)
-    ins.push_back({*a.dtype, a.shape, a.data.data()});
-  std::vector<std::vector<uint8_t>> data;
-  for (const auto& t : k.out_types) data.emplace_back(t.bytes());
-  for (size_t j = 0; j < k.out_types.size(); ++j) {
-    outs.push_back(
-        {k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
-  }
-  return (*exe)->Run(ins, outs, options);
+  absl::StatusOr<BoundFixture> f =
+      Bind(dir + "/kernel.json", {dir + "/input_0.npy"});
+  EXPECT_TRUE(f.ok()) << f.status();
+  if (!f.ok()) return f.status();
+  return f->Run(options);
 }
 
 TEST(GridErrors, RevisitedOutputBlock) {
@@ -249,37 +268,23 @@ TEST(GridOrder, ReversedGridGivesTheSameResult) {
 // summary, or "" when every output matches JAX's.
 std::string RunGolden(const std::string& name, const RunOptions& options) {
   const std::string dir = std::string(PALLASVM_FIXTURES_DIR) + "/" + name;
-  absl::StatusOr<tools::Fixture> f = tools::FindFixture(dir);
+  absl::StatusOr<tools::Fixture> fixture = tools::FindFixture(dir);
+  if (!fixture.ok()) return std::string(fixture.status().message());
+  absl::StatusOr<BoundFixture> f = Bind(fixture->kernel_path, fixture->inputs);
   if (!f.ok()) return std::string(f.status().message());
-  tools::LoadOptions load;
-  load.use_cache = false;
-  absl::StatusOr<std::unique_ptr<Executable>> exe =
-      tools::LoadExecutable(f->kernel_path, load);
-  if (!exe.ok()) return std::string(exe.status().message());
-  const runtime::Kernel& k = (*exe)->kernel();
-  absl::StatusOr<std::vector<tools::NpyArray>> in =
-      tools::ReadInputs(k, f->inputs);
+  const runtime::Kernel& k = f->exe->kernel();
   absl::StatusOr<std::vector<tools::NpyArray>> ex =
-      tools::ReadExpected(k, f->expected);
-  if (!in.ok() || !ex.ok()) return "cannot read the fixture";
-  std::vector<Array> ins, outs;
-  for (tools::NpyArray& a : *in)
-    ins.push_back({*a.dtype, a.shape, a.data.data()});
-  std::vector<std::vector<uint8_t>> data;
-  for (const auto& t : k.out_types) data.emplace_back(t.bytes());
-  for (size_t j = 0; j < k.out_types.size(); ++j) {
-    outs.push_back(
-        {k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
-  }
-  absl::Status s = (*exe)->Run(ins, outs, options);
-  if (!s.ok()) return std::string(s.message());
+      tools::ReadExpected(k, fixture->expected);
+  if (!ex.ok()) return std::string(ex.status().message());
+  if (absl::Status s = f->Run(options); !s.ok())
+    return std::string(s.message());
   for (size_t j = 0; j < k.out_types.size(); ++j) {
     const auto& t = k.out_types[j];
     // These kernels' outputs do not depend on how the grid is split: the
     // same per-block arithmetic, so the single-core tolerances are exact.
-    tools::CheckResult r =
-        tools::CompareArrays(t.dtype, data[j].data(), (*ex)[j].data.data(),
-                             t.num_elements(), tools::Tolerance{0, 0});
+    tools::CheckResult r = tools::CompareArrays(
+        t.dtype, f->outputs[j].data(), (*ex)[j].data.data(), t.num_elements(),
+        tools::Tolerance{0, 0});
     if (!r.ok()) return r.Summary();
   }
   return "";
