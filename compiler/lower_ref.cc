@@ -14,8 +14,8 @@ namespace {
 using vm::DType;
 
 struct RefAccess {
-  uint32_t access;   // descriptor index
-  Shape shape;       // shape of the accessed value
+  uint32_t access;  // descriptor index
+  Shape shape;      // shape of the accessed value
 };
 
 // Builds the access descriptor for `ref` indexed by the equation's
@@ -44,9 +44,8 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
     const interchange::Indexer* ix = p->indexers()->Get(0);
     const int nd = ix->dims() ? static_cast<int>(ix->dims()->size()) : 0;
     if (nd != static_cast<int>(ref.shape.size())) {
-      return l.Error(absl::StrCat("indexer has ", nd,
-                                  " dimensions but the ref is ",
-                                  TypeString(ref)));
+      return l.Error(absl::StrCat(
+          "indexer has ", nd, " dimensions but the ref is ", TypeString(ref)));
     }
     for (int i = 0; i < nd; ++i) {
       const interchange::IndexDim* d = ix->dims()->Get(i);
@@ -56,9 +55,8 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
       ad.size = is_index ? 1 : d->size();
       ad.stride = is_index ? 1 : d->stride();
       if (ad.size < 0 || ad.stride < 1) {
-        return l.Error(absl::StrCat("invalid slice in dimension ", i,
-                                    ": size ", ad.size, ", stride ",
-                                    ad.stride));
+        return l.Error(absl::StrCat("invalid slice in dimension ", i, ": size ",
+                                    ad.size, ", stride ", ad.stride));
       }
       if (d->start_operand() >= 0) {
         if (e.eqn->invars() == nullptr ||
@@ -77,8 +75,7 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
         ad.start = d->start();
       }
       if (ad.start_slot < 0 && ad.size > 0 &&
-          (ad.start < 0 ||
-           ad.start + (ad.size - 1) * ad.stride >= ad.extent)) {
+          (ad.start < 0 || ad.start + (ad.size - 1) * ad.stride >= ad.extent)) {
         return l.Error(absl::StrCat(
             "out-of-bounds access to ", TypeString(ref), ": dimension ", i,
             " takes ", ad.size, " elements from ", ad.start, " with stride ",
@@ -100,8 +97,7 @@ absl::StatusOr<Value> RefOperand(Lowerer& l, const Lowerer::Eqn& e) {
   return e.in[0];
 }
 
-absl::StatusOr<std::vector<Value>> LowerGet(Lowerer& l,
-                                            const Lowerer::Eqn& e) {
+absl::StatusOr<std::vector<Value>> LowerGet(Lowerer& l, const Lowerer::Eqn& e) {
   absl::StatusOr<Value> ref = RefOperand(l, e);
   if (!ref.ok()) return ref.status();
   absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
@@ -124,8 +120,8 @@ absl::StatusOr<Value> StoredValue(Lowerer& l, const Lowerer::Eqn& e,
   }
   const Value& v = e.in[1];
   if (v.dtype != ref.dtype) {
-    return l.Error(absl::StrCat("stores ", TypeString(v), " into ",
-                                TypeString(ref)));
+    return l.Error(
+        absl::StrCat("stores ", TypeString(v), " into ", TypeString(ref)));
   }
   if (v.count() != NumElements(region)) {
     if (v.count() != 1) {
@@ -159,18 +155,16 @@ absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
                                              const Lowerer::Eqn& e) {
   absl::StatusOr<RefWrite> w = PrepareRefWrite(l, e);
   if (!w.ok()) return w.status();
-  const Value* ref = &w->ref;
-  const RefAccess* acc = &w->access;
-  const Value* v = &w->value;
+  const auto& [ref, acc, v] = *w;
   // The old value is read only if the program uses it.
   Value old;
-  old.dtype = ref->dtype;
+  old.dtype = ref.dtype;
   old.shape = e.out_shapes.at(0);
   if (e.outputs_used) {
-    old = l.NewValue(ref->dtype, e.out_shapes.at(0));
-    l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc->access, 0});
+    old = l.NewValue(ref.dtype, e.out_shapes.at(0));
+    l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc.access, 0});
   }
-  l.builder().Emit({vm::Op::STORE, 0, 0, v->slot, 0, acc->access, 0});
+  l.builder().Emit({vm::Op::STORE, 0, 0, v.slot, 0, acc.access, 0});
   return std::vector<Value>{old};
 }
 
@@ -178,26 +172,32 @@ absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
                                                   const Lowerer::Eqn& e) {
   absl::StatusOr<RefWrite> w = PrepareRefWrite(l, e);
   if (!w.ok()) return w.status();
-  const Value* ref = &w->ref;
-  const RefAccess* acc = &w->access;
-  const Value* v = &w->value;
+  const auto& [ref, acc, v] = *w;
   vm::Op op;
-  switch (ref->dtype) {
-    case DType::F32: op = vm::Op::ADDUPDATE_F32; break;
-    case DType::S32: op = vm::Op::ADDUPDATE_S32; break;
-    case DType::U32: op = vm::Op::ADDUPDATE_U32; break;
-    case DType::BF16: op = vm::Op::ADDUPDATE_BF16; break;
+  switch (ref.dtype) {
+    case DType::F32:
+      op = vm::Op::ADDUPDATE_F32;
+      break;
+    case DType::S32:
+      op = vm::Op::ADDUPDATE_S32;
+      break;
+    case DType::U32:
+      op = vm::Op::ADDUPDATE_U32;
+      break;
+    case DType::BF16:
+      op = vm::Op::ADDUPDATE_BF16;
+      break;
     default:
-      return l.Error(absl::StrCat("addupdate on ", TypeString(*ref),
+      return l.Error(absl::StrCat("addupdate on ", TypeString(ref),
                                   " is not supported yet"));
   }
-  l.builder().Emit({op, 0, 0, v->slot, 0, acc->access, 0});
+  l.builder().Emit({op, 0, 0, v.slot, 0, acc.access, 0});
   return std::vector<Value>{};
 }
 
 Lowerer::Rule GridRule(vm::Op op) {
-  return [op](Lowerer& l, const Lowerer::Eqn& e)
-             -> absl::StatusOr<std::vector<Value>> {
+  return [op](Lowerer& l,
+              const Lowerer::Eqn& e) -> absl::StatusOr<std::vector<Value>> {
     absl::StatusOr<int64_t> axis = e.Int("axis");
     if (!axis.ok()) return l.Error(axis.status().message());
     if (*axis < 0 || *axis >= vm::kMaxRank) return l.Error("bad grid axis");

@@ -29,16 +29,26 @@ std::string TypeString(const Value& v) {
 absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype) {
   using D = interchange::DType;
   switch (dtype) {
-    case D::PRED: return vm::DType::PRED;
-    case D::S8: return vm::DType::S8;
-    case D::U8: return vm::DType::U8;
-    case D::S16: return vm::DType::S16;
-    case D::U16: return vm::DType::U16;
-    case D::S32: return vm::DType::S32;
-    case D::U32: return vm::DType::U32;
-    case D::F16: return vm::DType::F16;
-    case D::BF16: return vm::DType::BF16;
-    case D::F32: return vm::DType::F32;
+    case D::PRED:
+      return vm::DType::PRED;
+    case D::S8:
+      return vm::DType::S8;
+    case D::U8:
+      return vm::DType::U8;
+    case D::S16:
+      return vm::DType::S16;
+    case D::U16:
+      return vm::DType::U16;
+    case D::S32:
+      return vm::DType::S32;
+    case D::U32:
+      return vm::DType::U32;
+    case D::F16:
+      return vm::DType::F16;
+    case D::BF16:
+      return vm::DType::BF16;
+    case D::F32:
+      return vm::DType::F32;
     default:
       return absl::UnimplementedError(absl::StrCat(
           "dtype ", interchange::EnumNameDType(dtype),
@@ -50,9 +60,8 @@ absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype) {
 bool HasEffects(absl::string_view p) {
   return p == "swap" || p == "addupdate" || p == "cond" || p == "while" ||
          p == "scan" || p == "pjit" || p == "jit" || p == "closed_call" ||
-         p == "core_call" || p == "custom_jvp_call" ||
-         p == "custom_vjp_call" || p == "custom_vjp_call_jaxpr" ||
-         p == "run_scoped";
+         p == "core_call" || p == "custom_jvp_call" || p == "custom_vjp_call" ||
+         p == "custom_vjp_call_jaxpr" || p == "run_scoped";
 }
 
 const RuleTable& Rules() {
@@ -122,14 +131,17 @@ const interchange::Eqn* Lowerer::WithSource() const {
 absl::Status Lowerer::Error(absl::string_view message) const {
   if (current_ == nullptr) return absl::InvalidArgumentError(message);
   std::string where = absl::StrCat(
-      "`", current_->primitive() ? current_->primitive()->str() : "?",
-      "`");
+      "`", current_->primitive() ? current_->primitive()->str() : "?", "`");
   if (const interchange::Eqn* src = WithSource()) {
-    absl::StrAppend(&where, src == current_ ? " at " : " (inside `",
-                    src == current_ || !src->primitive() ? "" : src->primitive()->str(),
-                    src == current_ ? "" : "` at ",
-                    src->source_file()->str(), ":", src->source_line());
-    if (src != current_) absl::StrAppend(&where, ")");
+    const std::string at =
+        absl::StrCat(src->source_file()->str(), ":", src->source_line());
+    if (src == current_) {
+      absl::StrAppend(&where, " at ", at);
+    } else {
+      absl::StrAppend(&where, " (inside `",
+                      src->primitive() ? src->primitive()->str() : "?", "` at ",
+                      at, ")");
+    }
     if (src->source_function() != nullptr &&
         src->source_function()->size() > 0) {
       absl::StrAppend(&where, " (in ", src->source_function()->str(), ")");
@@ -152,9 +164,21 @@ Value Lowerer::ConstantScalar(vm::DType dtype, int64_t value) {
   v.dtype = dtype;
   uint8_t bytes[8] = {};
   switch (vm::SizeOf(dtype)) {
-    case 1: { uint8_t x = static_cast<uint8_t>(value); std::memcpy(bytes, &x, 1); break; }
-    case 2: { uint16_t x = static_cast<uint16_t>(value); std::memcpy(bytes, &x, 2); break; }
-    default: { uint32_t x = static_cast<uint32_t>(value); std::memcpy(bytes, &x, 4); break; }
+    case 1: {
+      uint8_t x = static_cast<uint8_t>(value);
+      std::memcpy(bytes, &x, 1);
+      break;
+    }
+    case 2: {
+      uint16_t x = static_cast<uint16_t>(value);
+      std::memcpy(bytes, &x, 2);
+      break;
+    }
+    default: {
+      uint32_t x = static_cast<uint32_t>(value);
+      std::memcpy(bytes, &x, 4);
+      break;
+    }
   }
   if (dtype == vm::DType::F32) {
     float f = static_cast<float>(value);
@@ -265,8 +289,8 @@ absl::StatusOr<Value> Lowerer::Binary(absl::string_view name, const Value& x,
   }
   std::optional<vm::Op> op = vm::BinaryOp(name, compute, layout);
   if (!op) {
-    return Error(absl::StrCat("no ", name, " operation on ",
-                              vm::Name(compute)));
+    return Error(
+        absl::StrCat("no ", name, " operation on ", vm::Name(compute)));
   }
   Value out = NewValue(static_cast<vm::DType>(vm::Info(*op).out), shape);
   b_.Emit({*op, 0, out.slot, xc.slot, yc.slot, 0, static_cast<uint32_t>(n)});
@@ -278,12 +302,11 @@ absl::StatusOr<Value> Lowerer::Unary(absl::string_view name, const Value& x,
   Value xc = Convert(x, compute);
   std::optional<vm::Op> op = vm::UnaryOp(name, compute, xc.count() == 1);
   if (!op) {
-    return Error(absl::StrCat("no ", name, " operation on ",
-                              vm::Name(compute)));
+    return Error(
+        absl::StrCat("no ", name, " operation on ", vm::Name(compute)));
   }
   Value out = NewValue(static_cast<vm::DType>(vm::Info(*op).out), x.shape);
-  b_.Emit({*op, 0, out.slot, xc.slot, 0, 0,
-           static_cast<uint32_t>(xc.count())});
+  b_.Emit({*op, 0, out.slot, xc.slot, 0, 0, static_cast<uint32_t>(xc.count())});
   return out;
 }
 
@@ -299,8 +322,8 @@ Value Lowerer::StridedCopy(const Value& src, const Shape& out_shape,
     layout.strides[i] = strides[i];
   }
   Value out = NewValue(src.dtype, out_shape);
-  b_.Emit({vm::Op::STRIDED_COPY, 0, out.slot, src.slot, 0,
-           b_.AddLayout(layout), 0});
+  b_.Emit({vm::Op::STRIDED_COPY, 0, out.slot, src.slot, 0, b_.AddLayout(layout),
+           0});
   return out;
 }
 
@@ -314,10 +337,17 @@ std::vector<int64_t> RowMajorStrides(const Shape& shape) {
 
 vm::DType Widen(vm::DType t) {
   switch (t) {
-    case vm::DType::S8: case vm::DType::S16: return vm::DType::S32;
-    case vm::DType::U8: case vm::DType::U16: return vm::DType::U32;
-    case vm::DType::F16: case vm::DType::BF16: return vm::DType::F32;
-    default: return t;
+    case vm::DType::S8:
+    case vm::DType::S16:
+      return vm::DType::S32;
+    case vm::DType::U8:
+    case vm::DType::U16:
+      return vm::DType::U32;
+    case vm::DType::F16:
+    case vm::DType::BF16:
+      return vm::DType::F32;
+    default:
+      return t;
   }
 }
 
@@ -360,13 +390,44 @@ static absl::StatusOr<int64_t> LiteralInt(const interchange::Literal& lit) {
     return absl::OkStatus();
   };
   switch (lit.type()->dtype()) {
-    case D::PRED: case D::U8: if (auto s = need(1); !s.ok()) return s; return d[0];
-    case D::S8: if (auto s = need(1); !s.ok()) return s; return static_cast<int8_t>(d[0]);
-    case D::S16: { if (auto s = need(2); !s.ok()) return s; int16_t v; std::memcpy(&v, d, 2); return v; }
-    case D::U16: { if (auto s = need(2); !s.ok()) return s; uint16_t v; std::memcpy(&v, d, 2); return v; }
-    case D::S32: { if (auto s = need(4); !s.ok()) return s; int32_t v; std::memcpy(&v, d, 4); return v; }
-    case D::U32: { if (auto s = need(4); !s.ok()) return s; uint32_t v; std::memcpy(&v, d, 4); return v; }
-    case D::S64: case D::U64: { if (auto s = need(8); !s.ok()) return s; int64_t v; std::memcpy(&v, d, 8); return v; }
+    case D::PRED:
+    case D::U8:
+      if (auto s = need(1); !s.ok()) return s;
+      return d[0];
+    case D::S8:
+      if (auto s = need(1); !s.ok()) return s;
+      return static_cast<int8_t>(d[0]);
+    case D::S16: {
+      if (auto s = need(2); !s.ok()) return s;
+      int16_t v;
+      std::memcpy(&v, d, 2);
+      return v;
+    }
+    case D::U16: {
+      if (auto s = need(2); !s.ok()) return s;
+      uint16_t v;
+      std::memcpy(&v, d, 2);
+      return v;
+    }
+    case D::S32: {
+      if (auto s = need(4); !s.ok()) return s;
+      int32_t v;
+      std::memcpy(&v, d, 4);
+      return v;
+    }
+    case D::U32: {
+      if (auto s = need(4); !s.ok()) return s;
+      uint32_t v;
+      std::memcpy(&v, d, 4);
+      return v;
+    }
+    case D::S64:
+    case D::U64: {
+      if (auto s = need(8); !s.ok()) return s;
+      int64_t v;
+      std::memcpy(&v, d, 8);
+      return v;
+    }
     default:
       return absl::InvalidArgumentError("index literal is not an integer");
   }
@@ -376,7 +437,8 @@ absl::StatusOr<Lowerer::Index> Lowerer::ScalarIndex(
     const interchange::Atom* atom) {
   Index index;
   if (atom->var() < 0) {
-    if (atom->literal() == nullptr) return Error("operand is neither a variable nor a literal");
+    if (atom->literal() == nullptr)
+      return Error("operand is neither a variable nor a literal");
     absl::StatusOr<int64_t> v = LiteralInt(*atom->literal());
     if (!v.ok()) return Error(v.status().message());
     index.value = *v;
@@ -384,8 +446,7 @@ absl::StatusOr<Lowerer::Index> Lowerer::ScalarIndex(
   }
   absl::StatusOr<Value> v = Materialize(atom);
   if (!v.ok()) return v.status();
-  if (v->is_ref() || v->count() != 1 ||
-      vm::Info(v->dtype).is_float) {
+  if (v->is_ref() || v->count() != 1 || vm::Info(v->dtype).is_float) {
     return Error(absl::StrCat("index operand must be an integer scalar, got ",
                               TypeString(*v)));
   }
@@ -417,8 +478,8 @@ absl::StatusOr<Value> Lowerer::Materialize(const interchange::Atom* atom) {
   }
   const size_t have = lit->data() ? lit->data()->size() : 0;
   if (have != static_cast<size_t>(v.bytes())) {
-    return Error(absl::StrCat("literal of type ", TypeString(v), " has ",
-                              have, " bytes of data, expected ", v.bytes()));
+    return Error(absl::StrCat("literal of type ", TypeString(v), " has ", have,
+                              " bytes of data, expected ", v.bytes()));
   }
   v.slot = b_.Constant(lit->data()->data(), have);
   return v;
@@ -475,8 +536,8 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
     Value v = *declared;
     const size_t have = lit && lit->data() ? lit->data()->size() : 0;
     if (have != static_cast<size_t>(v.bytes())) {
-      return pop(Error(absl::StrCat("constant of type ", TypeString(v),
-                                    " has ", have, " bytes of data")));
+      return pop(Error(absl::StrCat("constant of type ", TypeString(v), " has ",
+                                    have, " bytes of data")));
     }
     v.slot = b_.Constant(lit->data()->data(), have);
     scopes_.back()[jaxpr.constvars()->Get(i)->id()] = v;
@@ -534,8 +595,7 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
   return outputs;
 }
 
-absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn,
-                               bool outputs_used) {
+absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
   const interchange::Eqn* saved = current_;
   current_ = &eqn;
   eqn_stack_.push_back(&eqn);
@@ -602,8 +662,7 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn,
   }
   for (size_t i = 0; i < declared.size(); ++i) {
     Value& r = (*results)[i];
-    if (r.dtype != declared[i].dtype ||
-        r.count() != declared[i].count()) {
+    if (r.dtype != declared[i].dtype || r.count() != declared[i].count()) {
       return Error(absl::StrCat("result ", i, " is declared ",
                                 TypeString(declared[i]), " but computes ",
                                 TypeString(r)));
