@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "bytecode_generated.h"
 #include "compiler/lowering.h"
 #include "compiler/program_builder.h"
@@ -73,7 +74,8 @@ class KernelCompiler {
   ProgramBuilder builder_;
   Lowerer lowerer_;
   std::vector<int64_t> grid_;
-  int nsp_ = 0, n_in_ = 0, n_out_ = 0, n_scratch_ = 0;
+  // Operands: ndg_ dynamic grid bounds, nsp_ scalar prefetch, n_in_ inputs.
+  int ndg_ = 0, nsp_ = 0, n_in_ = 0, n_out_ = 0, n_scratch_ = 0;
   std::vector<Shaped> in_types_, out_types_;
   std::vector<Value> refs_;
   std::vector<bc::RefKind> ref_kinds_;
@@ -87,25 +89,40 @@ absl::Status KernelCompiler::CheckSignature() {
   if (grid_.size() > static_cast<size_t>(vm::kMaxRank)) {
     return absl::UnimplementedError("grid has more than 8 dimensions");
   }
+  int num_dynamic = 0;
   for (int64_t g : grid_) {
-    if (g <= 0) {
+    if (g == -1) {
+      ++num_dynamic;
+    } else if (g <= 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("grid dimension ", g, " is not positive"));
     }
   }
+  ndg_ = k_.num_dynamic_grid_bounds();
+  if (ndg_ != num_dynamic) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the grid (", absl::StrJoin(grid_, ", "), ") has ", num_dynamic,
+        " dynamic dimensions but num_dynamic_grid_bounds is ", ndg_));
+  }
   nsp_ = k_.num_scalar_prefetch();
   const int num_in_types = k_.in_types() ? k_.in_types()->size() : 0;
   n_out_ = k_.out_types() ? k_.out_types()->size() : 0;
-  n_in_ = num_in_types - nsp_;
+  n_in_ = num_in_types - ndg_ - nsp_;
   if (nsp_ < 0 || n_in_ < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "num_scalar_prefetch ", nsp_, " exceeds the number of operands ",
+        ndg_, " dynamic grid bounds and ", nsp_,
+        " scalar prefetch operands exceed the number of operands ",
         num_in_types));
   }
   for (int i = 0; i < num_in_types; ++i) {
     absl::StatusOr<Shaped> t =
         FromType(k_.in_types()->Get(i), absl::StrCat("operand ", i));
     if (!t.ok()) return t.status();
+    if (i < ndg_ && (t->dtype != vm::DType::S32 || NumElements(t->shape) != 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "operand ", i, " is a dynamic grid bound and must be one int32, not ",
+          vm::Name(t->dtype), ShapeString(t->shape)));
+    }
     in_types_.push_back(*t);
   }
   for (int i = 0; i < n_out_; ++i) {
@@ -139,14 +156,15 @@ absl::Status KernelCompiler::CheckSignature() {
     int operand = -1;
     if (i < nsp_) {
       kind = bc::RefKind::SCALAR_PREFETCH;
-      operand = i;
-      if (in_types_[i].dtype != t->dtype || in_types_[i].shape != t->shape) {
+      operand = ndg_ + i;
+      if (in_types_[operand].dtype != t->dtype ||
+          in_types_[operand].shape != t->shape) {
         return absl::InvalidArgumentError(absl::StrCat(
-            what, ": scalar prefetch ref does not match operand ", i));
+            what, ": scalar prefetch ref does not match operand ", operand));
       }
     } else if (i < nsp_ + n_in_) {
       kind = bc::RefKind::INPUT_BLOCK;
-      operand = i;
+      operand = ndg_ + i;
     } else if (i < nsp_ + n_in_ + n_out_) {
       kind = bc::RefKind::OUTPUT_BLOCK;
       operand = i - nsp_ - n_in_;
@@ -190,9 +208,10 @@ absl::Status KernelCompiler::CheckSignature() {
   for (int m = 0; m < num_mappings; ++m) {
     const ic::BlockMapping* bm = k_.block_mappings()->Get(m);
     const bool is_output = m >= n_in_;
-    const Shaped& array = is_output ? out_types_[m - n_in_] : in_types_[nsp_ + m];
+    const Shaped& array =
+        is_output ? out_types_[m - n_in_] : in_types_[ndg_ + nsp_ + m];
     std::string what = is_output ? absl::StrCat("output ", m - n_in_)
-                                 : absl::StrCat("input ", nsp_ + m);
+                                 : absl::StrCat("input ", ndg_ + nsp_ + m);
     const int nd = bm->block_dims() ? bm->block_dims()->size() : 0;
     if (nd != static_cast<int>(array.shape.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -349,9 +368,9 @@ std::string KernelCompiler::Write(const vm::Program& p) {
           fb, static_cast<bc::BlockDimKind>(d->kind()), d->size()));
     }
     const Shaped& array =
-        is_output ? out_types_[m - n_in_] : in_types_[nsp_ + m];
+        is_output ? out_types_[m - n_in_] : in_types_[ndg_ + nsp_ + m];
     mappings.push_back(bc::CreateBlockMapping(
-        fb, nsp_ + m, is_output ? m - n_in_ : nsp_ + m, is_output,
+        fb, nsp_ + m, is_output ? m - n_in_ : ndg_ + nsp_ + m, is_output,
         WriteType(fb, array), fb.CreateVector(dims),
         index_map_functions_[m]));
   }
@@ -371,7 +390,7 @@ std::string KernelCompiler::Write(const vm::Program& p) {
       fb.CreateVector(locs), fb.CreateVector(grid_),
       fb.CreateVector(semantics), nsp_, fb.CreateVector(in_types),
       fb.CreateVector(out_types), fb.CreateVector(refs),
-      fb.CreateVector(mappings), fb.CreateVector(aliases));
+      fb.CreateVector(mappings), fb.CreateVector(aliases), ndg_);
   bc::FinishModuleBuffer(fb, module);
   return std::string(reinterpret_cast<const char*>(fb.GetBufferPointer()),
                      fb.GetSize());

@@ -202,6 +202,7 @@ std::unique_ptr<CoreState> NewCore(const Kernel& k,
 struct CallState {
   const Kernel* kernel;
   const RunOptions* options;
+  std::vector<int64_t> grid;  // with dynamic dimensions resolved
   std::vector<const uint8_t*> in_hbm;
   std::vector<uint8_t*> out_hbm;
   std::vector<bool> out_aliased;
@@ -225,7 +226,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   const vm::Program& p = k.program;
   const RunOptions& options = *call.options;
   uint8_t* frame = core.frame.get();
-  const int grid_rank = static_cast<int>(k.grid.size());
+  const std::vector<int64_t>& grid = call.grid;
+  const int grid_rank = static_cast<int>(grid.size());
   const size_t num_mappings = k.block_mappings.size();
 
   // Scalar prefetch operands are copied to SMEM; scratch and output block
@@ -257,7 +259,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   int32_t loop[vm::kMaxRank] = {}, next_loop[vm::kMaxRank] = {};
   int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
   for (int g = 0; g < grid_rank; ++g) {
-    num_programs[g] = static_cast<int32_t>(k.grid[g]);
+    num_programs[g] = static_cast<int32_t>(grid[g]);
   }
   // Loop indices run row-major; the grid point's coordinates are their
   // images under options.grid_coordinates.
@@ -267,8 +269,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     }
   };
   for (int64_t rest = begin, g = grid_rank - 1; g >= 0; --g) {
-    loop[g] = static_cast<int32_t>(rest % k.grid[g]);
-    rest /= k.grid[g];
+    loop[g] = static_cast<int32_t>(rest % grid[g]);
+    rest /= grid[g];
   }
   to_point(loop, point);
 
@@ -380,7 +382,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     if (!last) {
       std::memcpy(next_loop, loop, sizeof(loop));
       for (int g = grid_rank - 1; g >= 0; --g) {
-        if (++next_loop[g] < k.grid[g]) break;
+        if (++next_loop[g] < grid[g]) break;
         next_loop[g] = 0;
       }
       to_point(next_loop, next_point);
@@ -412,6 +414,39 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<int64_t>> ResolveGrid(
+    const Kernel& kernel, absl::Span<const void* const> inputs) {
+  std::vector<int64_t> grid = kernel.grid;
+  int next_bound = 0;
+  int64_t points = 1;
+  for (size_t g = 0; g < grid.size(); ++g) {
+    if (grid[g] == kDynamicGridDim) {
+      const int operand = next_bound++;
+      if (operand >= kernel.num_dynamic_grid_bounds ||
+          static_cast<size_t>(operand) >= inputs.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "kernel '", kernel.name, "': no operand for dynamic grid "
+            "dimension ", g));
+      }
+      int32_t size;
+      std::memcpy(&size, inputs[operand], sizeof(size));
+      if (size < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "kernel '", kernel.name, "': dynamic grid dimension ", g,
+            " (operand ", operand, ") has size ", size));
+      }
+      grid[g] = size;
+    }
+    if (grid[g] > 0 && points > (int64_t{1} << 62) / grid[g]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kernel '", kernel.name, "': the grid (", absl::StrJoin(grid, ", "),
+          ") has more than 2^62 points"));
+    }
+    points *= grid[g];
+  }
+  return grid;
+}
 
 GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
     : kernel_(std::move(kernel)), ws_(std::make_unique<Workspace>()) {
@@ -465,7 +500,14 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                              absl::Span<void* const> outputs,
                              const RunOptions& options) {
   const Kernel& k = *kernel_;
-  const int grid_rank = static_cast<int>(k.grid.size());
+  CallState call;
+  call.kernel = &k;
+  call.options = &options;
+  absl::StatusOr<std::vector<int64_t>> resolved = ResolveGrid(k, inputs);
+  if (!resolved.ok()) return resolved.status();
+  call.grid = *std::move(resolved);
+  const std::vector<int64_t>& grid = call.grid;
+  const int grid_rank = static_cast<int>(grid.size());
   const size_t num_mappings = k.block_mappings.size();
   if (options.num_cores < 1 || options.num_cores > 256) {
     return absl::InvalidArgumentError(
@@ -481,23 +523,19 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
     for (int g = 0; g < grid_rank; ++g) {
       if (coords[g].empty()) continue;
-      std::vector<bool> seen(k.grid[g], false);
-      bool ok = static_cast<int64_t>(coords[g].size()) == k.grid[g];
+      std::vector<bool> seen(grid[g], false);
+      bool ok = static_cast<int64_t>(coords[g].size()) == grid[g];
       for (int32_t c : coords[g]) {
-        ok = ok && c >= 0 && c < k.grid[g] && !seen[c];
+        ok = ok && c >= 0 && c < grid[g] && !seen[c];
         if (ok) seen[c] = true;
       }
       if (!ok) {
         return absl::InvalidArgumentError(
             absl::StrCat("kernel '", k.name, "': grid_coordinates[", g,
-                         "] is not a permutation of 0..", k.grid[g] - 1));
+                         "] is not a permutation of 0..", grid[g] - 1));
       }
     }
   }
-
-  CallState call;
-  call.kernel = &k;
-  call.options = &options;
   // HBM: inputs are read in place; outputs are the caller's buffers. An
   // aliased input is read from its output, which starts as a copy of it.
   call.in_hbm.resize(inputs.size());
@@ -538,15 +576,17 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   // of ceil(P / C) points, each with all N / P iterations of the rest.
   int64_t num_points = 1, parallel_points = 1;
   for (int g = 0; g < grid_rank; ++g) {
-    num_points *= k.grid[g];
+    num_points *= grid[g];
     if (g < static_cast<int>(k.dimension_semantics.size()) &&
         k.dimension_semantics[g] == "parallel") {
-      parallel_points *= k.grid[g];
+      parallel_points *= grid[g];
     }
   }
   const int num_cores = options.num_cores;
-  const int64_t per_core = (parallel_points + num_cores - 1) / num_cores *
-                           (num_points / parallel_points);
+  const int64_t per_core =
+      num_points == 0 ? 0
+                      : (parallel_points + num_cores - 1) / num_cores *
+                            (num_points / parallel_points);
   while (static_cast<int>(ws_->cores.size()) < num_cores) {
     ws_->cores.push_back(NewCore(k, ws_->plans));
   }

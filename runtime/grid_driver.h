@@ -1,7 +1,9 @@
 // Drives a kernel's grid with the semantics of JAX's TPU interpret mode
 // (jax/_src/pallas/mosaic/interpret/interpret_pallas_call.py):
 //
-//  - grid points run in row-major order, last dimension fastest;
+//  - grid points run in row-major order, last dimension fastest; a
+//    dynamic grid dimension's size is read from its operand at each call
+//    (0 runs no grid point: every output holds the fill value);
 //  - at each point every block mapping's index map runs; a block starts at
 //    index * size for Blocked dims and at index for Squeezed/Element dims;
 //  - an input block is copied HBM -> VMEM at the first point and whenever
@@ -27,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/kernel.h"
 
@@ -53,6 +56,12 @@ struct RunOptions {
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).
 void FillValue(vm::DType dtype, UninitializedMemory mode, uint8_t* out);
+
+// The grid of one call: the kernel's grid with each dynamic dimension
+// sized by its dynamic grid bound operand (inputs[0..], int32). A negative
+// bound, or a grid of more than 2^62 points, is an error naming it.
+absl::StatusOr<std::vector<int64_t>> ResolveGrid(
+    const Kernel& kernel, absl::Span<const void* const> inputs);
 
 class GridDriver {
  public:

@@ -54,12 +54,20 @@ struct BlockMappingSpec {
   int index_map = 0;  // function index
 };
 
+inline constexpr int64_t kDynamicGridDim = -1;
+
 struct Kernel {
   std::string name;
   std::string compiler_version;
   vm::Program program;
+  // Size per grid dimension; kDynamicGridDim for a dimension sized at run
+  // time by a dynamic grid bound (see ResolveGrid in grid_driver.h).
   std::vector<int64_t> grid;
   std::vector<std::string> dimension_semantics;
+  // pallas_call operands, in order: num_dynamic_grid_bounds int32 scalars
+  // (the sizes of the dynamic grid dimensions, in order), then
+  // num_scalar_prefetch scalar prefetch operands, then the inputs.
+  int num_dynamic_grid_bounds = 0;
   int num_scalar_prefetch = 0;
   std::vector<ArrayType> in_types;   // pallas_call operands
   std::vector<ArrayType> out_types;  // pallas_call results

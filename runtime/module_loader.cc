@@ -160,14 +160,20 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   if (kernel->grid.size() > static_cast<size_t>(vm::kMaxRank)) {
     return bad("grid rank exceeds 8");
   }
+  int num_dynamic = 0;
   for (int64_t g : kernel->grid) {
-    if (g <= 0 || g > (int64_t{1} << 31)) return bad("bad grid dimension");
+    if (g == kDynamicGridDim) {
+      ++num_dynamic;
+    } else if (g <= 0 || g > (int64_t{1} << 31)) {
+      return bad("bad grid dimension");
+    }
   }
   if (m->dimension_semantics()) {
     for (const flatbuffers::String* s : *m->dimension_semantics()) {
       kernel->dimension_semantics.push_back(s->str());
     }
   }
+  kernel->num_dynamic_grid_bounds = m->num_dynamic_grid_bounds();
   kernel->num_scalar_prefetch = m->num_scalar_prefetch();
   if (m->in_types()) {
     for (size_t i = 0; i < m->in_types()->size(); ++i) {
@@ -185,7 +191,18 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   }
   const int n_in = static_cast<int>(kernel->in_types.size());
   const int n_out = static_cast<int>(kernel->out_types.size());
-  if (kernel->num_scalar_prefetch < 0 || kernel->num_scalar_prefetch > n_in) {
+  const int ndg = kernel->num_dynamic_grid_bounds;
+  if (ndg != num_dynamic || ndg > n_in) {
+    return bad("bad number of dynamic grid bounds");
+  }
+  for (int i = 0; i < ndg; ++i) {
+    if (kernel->in_types[i].dtype != vm::DType::S32 ||
+        kernel->in_types[i].num_elements() != 1) {
+      return bad(absl::StrCat("dynamic grid bound ", i, " is not one int32"));
+    }
+  }
+  const int nsp = kernel->num_scalar_prefetch;
+  if (nsp < 0 || nsp > n_in - ndg) {
     return bad("bad number of scalar prefetch operands");
   }
   if (m->refs() == nullptr || m->refs()->size() != p.num_refs) {
@@ -211,7 +228,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
       return bad(absl::StrCat("ref ", i, " size does not match its type"));
     }
     if (spec.kind == RefKind::SCALAR_PREFETCH &&
-        (spec.operand < 0 || spec.operand >= kernel->num_scalar_prefetch ||
+        (spec.operand < ndg || spec.operand >= ndg + nsp ||
          kernel->in_types[spec.operand].bytes() != spec.type.bytes())) {
       return bad(absl::StrCat("scalar prefetch ref ", i, " is inconsistent"));
     }
@@ -219,7 +236,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   }
   if (m->block_mappings() == nullptr ||
       static_cast<int>(m->block_mappings()->size()) !=
-          n_in - kernel->num_scalar_prefetch + n_out) {
+          n_in - ndg - nsp + n_out) {
     return bad("expected one block mapping per input and output");
   }
   for (size_t i = 0; i < m->block_mappings()->size(); ++i) {
@@ -240,7 +257,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
         spec.is_output
             ? (spec.operand >= 0 && spec.operand < n_out &&
                ref.kind == RefKind::OUTPUT_BLOCK)
-            : (spec.operand >= kernel->num_scalar_prefetch &&
+            : (spec.operand >= ndg + nsp &&
                spec.operand < n_in && ref.kind == RefKind::INPUT_BLOCK);
     if (!ok_operand) {
       return bad(absl::StrCat("block mapping ", i, " has a bad operand"));

@@ -138,12 +138,24 @@ int Compile(const std::vector<std::string>& args) {
 
 std::string Describe(const runtime::Kernel& k) {
   int64_t points = 1;
-  for (int64_t g : k.grid) points *= g;
+  std::vector<std::string> dims;
+  for (int64_t g : k.grid) {
+    points *= g;
+    dims.push_back(g == runtime::kDynamicGridDim ? "dynamic"
+                                                 : absl::StrCat(g));
+  }
   std::vector<std::string> ins, outs;
   for (const auto& t : k.in_types) ins.push_back(t.ToString());
   for (const auto& t : k.out_types) outs.push_back(t.ToString());
-  return absl::StrFormat("kernel '%s': grid (%s) = %d points; (%s) -> (%s)",
-                         k.name, absl::StrJoin(k.grid, ", "), points,
+  const std::string size =
+      k.num_dynamic_grid_bounds > 0
+          ? (k.num_dynamic_grid_bounds == 1
+                 ? std::string("sized by operand 0")
+                 : absl::StrFormat("sized by operands 0..%d",
+                                   k.num_dynamic_grid_bounds - 1))
+          : absl::StrFormat("%d points", points);
+  return absl::StrFormat("kernel '%s': grid (%s), %s; (%s) -> (%s)", k.name,
+                         absl::StrJoin(dims, ", "), size,
                          absl::StrJoin(ins, ", "), absl::StrJoin(outs, ", "));
 }
 
@@ -284,8 +296,13 @@ int Run(const std::vector<std::string>& args) {
     }
   }
   if (time) {
+    std::vector<const void*> in_data;
+    for (const Array& a : in_arrays) in_data.push_back(a.data);
+    absl::StatusOr<std::vector<int64_t>> grid =
+        runtime::ResolveGrid(k, in_data);
+    if (!grid.ok()) return Fail(grid.status());
     int64_t points = 1;
-    for (int64_t g : k.grid) points *= g;
+    for (int64_t g : *grid) points *= g;
     // Batches of calls until min_time has passed; the median batch is
     // reported, which is robust to a noisy shared machine.
     using Clock = std::chrono::steady_clock;

@@ -104,6 +104,38 @@ TEST(Compiler, MismatchedShapesAreAnError) {
   EXPECT_TRUE(absl::StrContains(msg, "[9]")) << msg;
 }
 
+TEST(Compiler, DynamicGridNeedsItsBoundOperand) {
+  // dynamic_grid: grid [-1], sized by operand 0 (int32[]).
+  const std::string json = Fixture("dynamic_grid");
+  ASSERT_TRUE(CompileInterchange(json, "k.json").ok());
+  absl::StatusOr<std::string> r = CompileInterchange(
+      ReplaceFirst(json, "\"num_dynamic_grid_bounds\": 1",
+                   "\"num_dynamic_grid_bounds\": 0"),
+      "k.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(),
+                                "1 dynamic dimensions but "
+                                "num_dynamic_grid_bounds is 0"))
+      << r.status();
+  r = CompileInterchange(
+      ReplaceFirst(json, "{\"dtype\": \"S32\", \"shape\": []}",
+                   "{\"dtype\": \"F32\", \"shape\": []}",
+                   json.find("\"in_types\"")),
+      "k.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(),
+                                "operand 0 is a dynamic grid bound and must "
+                                "be one int32, not float32[]"))
+      << r.status();
+  r = CompileInterchange(ReplaceFirst(json, "\"grid\": [-1]",
+                                      "\"grid\": [-2]"),
+                         "k.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(),
+                                "grid dimension -2 is not positive"))
+      << r.status();
+}
+
 TEST(Compiler, RealKernelsCompileAndDisassembleWithSourceLines) {
   for (const char* name : {"matmul_f32", "fori_loop", "scalar_prefetch",
                            "reduce_accumulate", "while_cond"}) {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import os
 import pathlib
@@ -742,6 +743,43 @@ def partial_edge_2d_reduce():
 
   rng = np.random.RandomState(24)
   return fn, (f32(rng, 20, 300),)
+
+
+@case
+def dynamic_grid():
+  # A grid dimension whose size is a traced value (the first pallas_call
+  # operand, int32): 3 of the 5 row blocks run; num_programs reads it; the
+  # 2 blocks never visited hold interpret mode's fill value (NaN).
+  def kernel(x_ref, o_ref):
+    n = pl.num_programs(0).astype(jnp.float32)
+    o_ref[...] = x_ref[...] * n + pl.program_id(0).astype(jnp.float32)
+
+  @jax.jit
+  def fn(n, x):
+    spec = pl.BlockSpec((8, 128), lambda i: (i, 0))
+    return pl.pallas_call(kernel, out_shape=like(x), grid=(n,),
+                          in_specs=[spec], out_specs=spec)(x)
+
+  rng = np.random.RandomState(25)
+  return fn, (jnp.int32(3), f32(rng, 40, 128))
+
+
+@case
+def megablox_gmm():
+  # jax.experimental.pallas.ops.tpu.megablox gmm: grid (tiles_n,
+  # num_active_tiles, tiles_k) with num_active_tiles computed from the group
+  # sizes (dynamic), two scalar prefetch operands (group metadata) indexing
+  # the block specs; ragged groups straddle m tiles; k not a multiple of tk.
+  # (The megablox package exports the function under the module's name.)
+  gmm = importlib.import_module(
+      "jax.experimental.pallas.ops.tpu.megablox.gmm").gmm
+
+  def fn(lhs, rhs, sizes):
+    return gmm(lhs, rhs, sizes, tiling=(64, 128, 128))
+
+  rng = np.random.RandomState(26)
+  sizes = jnp.asarray([30, 0, 70, 92], jnp.int32)
+  return fn, (f32(rng, 192, 136), f32(rng, 4, 136, 128), sizes)
 
 
 # --- Error cases ------------------------------------------------------------

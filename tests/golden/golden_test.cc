@@ -73,6 +73,10 @@ const Case kCases[] = {
     {"partial_edge_2d_reduce",
      {1e-5, 1e-6},
      "masked f32 block sums of up to 1024 elements: summation order"},
+    {"dynamic_grid", {1e-6, 2.5e-7}, "x * n + i (FMA in XLA); NaN fill"},
+    {"megablox_gmm",
+     {1e-4, 1e-5},
+     "f32 dots over K=136 in two k tiles: accumulation order"},
 };
 
 class GoldenTest : public ::testing::TestWithParam<Case> {};

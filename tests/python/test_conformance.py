@@ -467,30 +467,94 @@ def test_flash_attention_backward(causal, with_segments):
 # --- ops/tpu/megablox/gmm.py ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gmm's grid is (tiles_n, num_active_tiles, tiles_k) where"
-    " num_active_tiles is a traced value computed from group_sizes"
-    " (make_group_metadata); pallasvm's exporter supports static grids only:"
-    " `pallasvm.export.ExportError: pallas_call kernel at"
-    " jax/experimental/pallas/ops/tpu/megablox/gmm.py:547: dynamic grid"
-    " (1, DynamicGridDim, 1)`")
-@pytest.mark.parametrize("group_sizes", [[128, 0, 128], [100, 56, 100]],
-                         ids=["aligned", "ragged"])
+# gmm's grid is (tiles_n, num_active_tiles, tiles_k), where num_active_tiles
+# is a traced value computed from group_sizes: a dynamic grid dimension.
+GMM_CASES = {
+    # group sizes, (k, n), tiling (tm, tk, tn)
+    "aligned": ([128, 0, 128], (128, 128), (128, 128, 128)),
+    "ragged": ([100, 56, 100], (128, 128), (128, 128, 128)),
+    # Groups straddle m tiles, empty groups at both ends, several n and k
+    # tiles, and k not a multiple of tk (the kernel masks the last k tile).
+    "ragged_k_rem": ([0, 40, 70, 0, 90, 56, 0], (200, 256), (64, 128, 128)),
+    # Every row in one group.
+    "one_group": ([256], (128, 256), (128, 128, 128)),
+}
+
+
+@pytest.mark.parametrize("case", list(GMM_CASES))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_megablox_gmm(dtype, group_sizes):
-  m, k, n = sum(group_sizes), 128, 128
+def test_megablox_gmm(dtype, case):
+  group_sizes, (k, n), tiling = GMM_CASES[case]
+  m = sum(group_sizes)
   lhs = normal((m, k), 0, dtype)
   rhs = normal((len(group_sizes), k, n), 1, dtype)
   sizes = jnp.asarray(group_sizes, jnp.int32)
 
   def fn(lhs, rhs, sizes):
     return megablox_gmm.gmm(lhs, rhs, sizes, preferred_element_type=jnp.dtype(dtype),
-                            tiling=(128, 128, 128))
+                            tiling=tiling)
 
   got, expected = run_both(fn, lhs, rhs, sizes)
-  # One dot of K = 128 per output tile, accumulated in f32.
   assert_matmul_close(got, expected, dtype, k)
+
+
+@pytest.mark.parametrize("transpose_rhs", [False, True])
+def test_megablox_gmm_sharded_into_existing_out(transpose_rhs):
+  """A shard of the groups (group_offset, rhs holds groups 1..2 of 4)
+  written into an existing output: the output aliases an input, whose
+  operand number JAX counts without the dynamic grid bound."""
+  group_sizes = [60, 70, 80, 46]
+  m, k, n = sum(group_sizes), 128, 128
+  lhs = normal((m, k), 0)
+  rhs_shape = (2, n, k) if transpose_rhs else (2, k, n)
+  rhs = normal(rhs_shape, 1)
+  existing = normal((m, n), 2)
+  sizes = jnp.asarray(group_sizes, jnp.int32)
+
+  def fn(lhs, rhs, sizes, existing):
+    return megablox_gmm.gmm(lhs, rhs, sizes, tiling=(128, 128, 128),
+                            group_offset=jnp.asarray(1, jnp.int32),
+                            existing_out=existing, transpose_rhs=transpose_rhs)
+
+  got, expected = run_both(fn, lhs, rhs, sizes, existing)
+  assert_matmul_close(got, expected, jnp.float32, k)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_megablox_tgmm(dtype):
+  """tgmm, gmm's transpose (the weight gradient): also a dynamic grid."""
+  group_sizes = [100, 0, 156]
+  m, k, n = sum(group_sizes), 128, 128
+  lhs = normal((k, m), 0, dtype)
+  rhs = normal((m, n), 1, dtype)
+  sizes = jnp.asarray(group_sizes, jnp.int32)
+
+  def fn(lhs, rhs, sizes):
+    return megablox_gmm.tgmm(lhs, rhs, sizes, preferred_element_type=jnp.dtype(dtype),
+                             tiling=(128, 128, 128))
+
+  got, expected = run_both(fn, lhs, rhs, sizes)
+  assert_matmul_close(got, expected, dtype, m)
+
+
+def test_megablox_gmm_grad():
+  """jax.grad through megablox's custom_vjp (gmm forward, gmm with
+  transpose_rhs and tgmm backward)."""
+  from jax.experimental.pallas.ops.tpu.megablox import ops as megablox_ops  # pylint: disable=g-import-not-at-top
+  group_sizes = [100, 56, 100]
+  m, k, n = sum(group_sizes), 128, 128
+  lhs = normal((m, k), 0)
+  rhs = normal((3, k, n), 1)
+  sizes = jnp.asarray(group_sizes, jnp.int32)
+
+  def fn(lhs, rhs, sizes):
+    def loss(lhs, rhs):
+      out = megablox_ops.gmm(lhs, rhs, sizes, jnp.float32, (128, 128, 128))
+      return jnp.sum(jnp.tanh(out))
+    return jax.grad(loss, argnums=(0, 1))(lhs, rhs)
+
+  got, expected = run_both(fn, lhs, rhs, sizes)
+  assert_matmul_close(got, expected, jnp.float32, m)
 
 
 # --- ops/tpu/random/threefry.py --------------------------------------------------------

@@ -1,5 +1,6 @@
 // Runtime tests: loading modules (including truncated and corrupted ones),
 // binding inputs and outputs, and the grid driver's checks.
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -299,6 +300,66 @@ TEST(Cores, SplittingParallelDimensionsGivesJaxsResults) {
     EXPECT_EQ(RunGolden("matmul_f32", options), "") << cores << " cores";
     EXPECT_EQ(RunGolden("int8_matmul", options), "") << cores << " cores";
   }
+}
+
+// dynamic_grid (tests/golden/generate.py): grid (n,) with n operand 0;
+// block i of x (40 x 128, 8-row blocks) becomes x * n + i.
+class DynamicGridTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir =
+        std::string(PALLASVM_FIXTURES_DIR) + "/dynamic_grid";
+    absl::StatusOr<BoundFixture> f =
+        Bind(dir + "/kernel.json", {dir + "/input_0.npy", dir + "/input_1.npy"});
+    ASSERT_TRUE(f.ok()) << f.status();
+    f_ = *std::move(f);
+  }
+  absl::Status RunWith(int32_t n) {
+    std::memcpy(f_.inputs[0].data.data(), &n, sizeof(n));
+    return f_.Run({});
+  }
+  float x(int i) const {
+    float v;
+    std::memcpy(&v, f_.inputs[1].data.data() + 4 * i, 4);
+    return v;
+  }
+  float out(int i) const {
+    float v;
+    std::memcpy(&v, f_.outputs[0].data() + 4 * i, 4);
+    return v;
+  }
+  BoundFixture f_;
+};
+
+TEST_F(DynamicGridTest, TheBoundOperandSizesTheGridAtEachCall) {
+  for (int32_t n : {5, 2, 0, 5}) {
+    ASSERT_TRUE(RunWith(n).ok()) << n;
+    for (int i = 0; i < 40 * 128; i += 97) {
+      const int block = i / (8 * 128);
+      if (block < n) {
+        // Two roundings, as the jaxpr says (volatile: no contraction here).
+        volatile float product = x(i) * static_cast<float>(n);
+        EXPECT_EQ(out(i), product + static_cast<float>(block))
+            << "n " << n << " element " << i;
+      } else {
+        EXPECT_TRUE(std::isnan(out(i))) << "n " << n << " element " << i;
+      }
+    }
+  }
+}
+
+TEST_F(DynamicGridTest, NegativeOrTooLargeBoundsAreErrors) {
+  absl::Status s = RunWith(-1);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(
+      s.message(), "dynamic grid dimension 0 (operand 0) has size -1"))
+      << s;
+  // Block 5 would start at row 40 of 40.
+  s = RunWith(6);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(absl::StrContains(s.message(), "grid point (5)")) << s;
 }
 
 TEST(Cores, BadCoreCountIsRefused) {

@@ -490,8 +490,6 @@ class _KernelExporter:
 
     if any(isinstance(a, state_types.AbstractRef) for a in in_avals):
       raise ExportError(f"{where}: the kernel closes over Refs")
-    if grid_mapping.num_dynamic_grid_bounds:
-      raise ExportError(f"{where}: dynamic grid {grid_mapping.grid}")
     if kernel_jaxpr.constvars:
       raise ExportError(f"{where}: the kernel jaxpr has constants")
     if params.get("mesh") is not None:
@@ -517,13 +515,20 @@ class _KernelExporter:
       semantics = ["parallel" if d in vmapped else next(rest, "arbitrary")
                    for d in range(grid_rank)]
 
+    num_dynamic = grid_mapping.num_dynamic_grid_bounds
+    for aval in in_avals[:num_dynamic]:
+      if aval.dtype != np.int32 or math.prod(aval.shape) != 1:
+        raise ExportError(f"{where}: a dynamic grid bound of type {aval}")
     num_scratch = grid_mapping.num_scratch_operands
     scratch_invars = kernel_jaxpr.invars[len(kernel_jaxpr.invars) - num_scratch:]
     out = {
         "version": INTERCHANGE_VERSION,
         "name": name,
         "jaxpr": kernel_body,
-        "grid": [int(d) for d in grid_mapping.grid],
+        # A dynamic dimension (its size a traced value, as in megablox's
+        # gmm) is -1; its size is one of the first operands.
+        "grid": [_grid_dim(d, where) for d in grid_mapping.grid],
+        "num_dynamic_grid_bounds": num_dynamic,
         "num_scalar_prefetch": grid_mapping.num_index_operands,
         "in_types": [_type(a, where) for a in in_avals],
         "out_types": [_type(a, where) for a in params["out_avals"]],
@@ -531,8 +536,10 @@ class _KernelExporter:
             self._block_mapping(bm, where) for bm in grid_mapping.block_mappings
         ],
         "scratch_types": [_type(v.aval, where) for v in scratch_invars],
+        # JAX numbers alias inputs without the dynamic grid bounds; the
+        # interchange numbers all operands.
         "input_output_aliases": [
-            {"input": int(i), "output": int(o)}
+            {"input": int(i) + num_dynamic, "output": int(o)}
             for i, o in params["input_output_aliases"]
         ],
         "dimension_semantics": semantics,
@@ -555,6 +562,14 @@ class _KernelExporter:
             bm.transformed_block_aval.memory_space, where),
         "index_map": self.jaxpr(bm.index_map_jaxpr, where=f"{where}: index map"),
     }
+
+
+def _grid_dim(dim, where: str) -> int:
+  if isinstance(dim, pallas_core.DynamicGridDim):
+    return -1
+  if _is_int(dim) and int(dim) > 0:
+    return int(dim)
+  raise ExportError(f"{where}: grid dimension {dim!r} is not supported")
 
 
 def _block_dim(dim, where: str) -> dict:
