@@ -4,6 +4,8 @@
 // Narrow dtypes compute in their wide type (vm/opcodes.def): the operands
 // are converted up, the op runs, and the result is converted back, which
 // rounds once per operation as JAX does on CPU.
+#include <limits>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "compiler/lowering.h"
@@ -257,6 +259,135 @@ absl::StatusOr<std::vector<Value>> LowerBitcastConvert(Lowerer& l,
   return std::vector<Value>{r};
 }
 
+// Builds a composite lowering out of VM ops over one result shape; the
+// first error is kept in `status` (later ops then return their first
+// operand, and the rule returns the error).
+struct Composer {
+  Lowerer& l;
+  Shape shape;
+  absl::Status status;
+
+  Value Keep(absl::StatusOr<Value> r, const Value& fallback) {
+    if (r.ok()) return *r;
+    if (status.ok()) status = r.status();
+    return fallback;
+  }
+  Value Bin(absl::string_view name, const Value& a, const Value& b,
+            DType compute) {
+    return Keep(l.Binary(name, a, b, compute, shape), a);
+  }
+  Value Un(absl::string_view name, const Value& a) {
+    return Keep(l.Unary(name, a, a.dtype), a);
+  }
+  Value F32(float c) { return l.ConstantF32(c); }
+  Value U32(uint32_t c) { return l.ConstantScalar(DType::U32, c); }
+  // pred ? on_true : on_false, elementwise.
+  Value Select(const Value& pred, const Value& on_true,
+               const Value& on_false) {
+    Value p = Keep(l.Broadcast(pred, shape), pred);
+    Value t = Keep(l.Broadcast(on_true, shape), on_true);
+    Value f = Keep(l.Broadcast(on_false, shape), on_false);
+    Value out = l.NewValue(t.dtype, shape);
+    l.builder().Emit({SelectOp(vm::SizeOf(t.dtype)), 0, out.slot, p.slot,
+                      f.slot, t.slot, static_cast<uint32_t>(NumElements(shape))});
+    return out;
+  }
+};
+
+// erf_inv as XLA computes it for f32 (ErfInv32 in xla/hlo/builder/lib/
+// math.cc, also CHLO's decomposition): w = -log1p(-x^2), a degree-8
+// polynomial in w - 2.5 (w < 5) or sqrt(w) - 3, times x; +-1 gives +-inf.
+// Narrow floats compute in f32 and round once.
+absl::StatusOr<std::vector<Value>> LowerErfInv(Lowerer& l,
+                                               const Lowerer::Eqn& e) {
+  if (e.in.size() != 1 || !vm::Info(e.in[0].dtype).is_float) {
+    return l.Error("erf_inv takes one floating-point operand");
+  }
+  static constexpr float kLess[9] = {
+      2.81022636e-08f,  3.43273939e-07f, -3.5233877e-06f,
+      -4.39150654e-06f, 0.00021858087f,  -0.00125372503f,
+      -0.00417768164f,  0.246640727f,    1.50140941f};
+  static constexpr float kGreater[9] = {
+      -0.000200214257f, 0.000100950558f, 0.00134934322f,
+      -0.00367342844f,  0.00573950773f,  -0.0076224613f,
+      0.00943887047f,   1.00167406f,     2.83297682f};
+  Composer c{l, e.out_shapes.at(0), absl::OkStatus()};
+  const Value x = l.Convert(e.in[0], DType::F32);
+  Value w = c.Un("NEG", c.Un("LOG1P", c.Bin("MUL", x, c.Un("NEG", x),
+                                            DType::F32)));
+  const Value lt = c.Bin("LT", w, c.F32(5.0f), DType::F32);
+  // Per element, every coefficient comes from the same table, so the two
+  // polynomials are evaluated apart and the right one selected.
+  auto horner = [&](const float* coef, const Value& t) {
+    Value p = c.F32(coef[0]);
+    for (int i = 1; i < 9; ++i) {
+      p = c.Bin("ADD", c.F32(coef[i]), c.Bin("MUL", p, t, DType::F32),
+                DType::F32);
+    }
+    return p;
+  };
+  const Value p_less = horner(kLess, c.Bin("SUB", w, c.F32(2.5f), DType::F32));
+  const Value p_greater = horner(
+      kGreater, c.Bin("SUB", c.Un("SQRT", w), c.F32(3.0f), DType::F32));
+  Value result =
+      c.Bin("MUL", c.Select(lt, p_less, p_greater), x, DType::F32);
+  const Value at_one = c.Bin("EQ", c.Un("ABS", x), c.F32(1.0f), DType::F32);
+  const Value inf = c.Bin(
+      "MUL", x, c.F32(std::numeric_limits<float>::infinity()), DType::F32);
+  result = c.Select(at_one, inf, result);
+  if (!c.status.ok()) return c.status;
+  return std::vector<Value>{l.Convert(result, e.out_dtypes[0])};
+}
+
+// nextafter(from, to) on f32 bit patterns, as XLA's NextAfter: NaN if
+// either is NaN; `to` if they compare equal; the smallest
+// subnormal signed like `to` from zero; else one step of the magnitude
+// towards `to`.
+absl::StatusOr<std::vector<Value>> LowerNextAfter(Lowerer& l,
+                                                  const Lowerer::Eqn& e) {
+  if (e.in.size() != 2 || e.in[0].dtype != DType::F32 ||
+      e.in[1].dtype != DType::F32) {
+    return l.Error(absl::StrCat(
+        "nextafter is supported on float32 only, not ",
+        e.in.empty() ? std::string("no operands") : TypeString(e.in[0])));
+  }
+  Composer c{l, e.out_shapes.at(0), absl::OkStatus()};
+  const Value& from = e.in[0];
+  const Value& to = e.in[1];
+  Value from_bits = l.NewValue(DType::U32, from.shape);
+  l.CopyInto(from_bits, from);
+  Value to_bits = l.NewValue(DType::U32, to.shape);
+  l.CopyInto(to_bits, to);
+  const Value nan_input =
+      c.Bin("OR", c.Bin("NE", from, from, DType::F32),
+            c.Bin("NE", to, to, DType::F32), DType::PRED);
+  const Value magnitude = c.U32(0x7fffffffu), sign = c.U32(0x80000000u);
+  const Value from_abs = c.Bin("AND", from_bits, magnitude, DType::U32);
+  const Value to_abs = c.Bin("AND", to_bits, magnitude, DType::U32);
+  const Value to_sign = c.Bin("AND", to_bits, sign, DType::U32);
+  const Value signs_disagree = c.Bin(
+      "NE", c.Bin("AND", from_bits, sign, DType::U32), to_sign, DType::U32);
+  const Value smaller = c.Bin(
+      "OR", c.Bin("GT", from_abs, to_abs, DType::U32), signs_disagree,
+      DType::PRED);
+  Value result = c.Bin("ADD", from_bits,
+                       c.Select(smaller, c.U32(0xffffffffu), c.U32(1)),
+                       DType::U32);
+  const Value zero = c.U32(0);
+  result = c.Select(c.Bin("EQ", from_abs, zero, DType::U32),
+                    c.Select(c.Bin("EQ", to_abs, zero, DType::U32), to_bits,
+                             c.Bin("OR", to_sign, c.U32(1), DType::U32)),
+                    result);
+  // Equal as floats (so +0 == -0, and, since the runtime runs with
+  // denormals-are-zero like XLA:CPU, subnormals equal zero): `to`.
+  result = c.Select(c.Bin("EQ", from, to, DType::F32), to_bits, result);
+  result = c.Select(nan_input, c.U32(0x7fc00000u), result);
+  if (!c.status.ok()) return c.status;
+  Value out = l.NewValue(DType::F32, c.shape);
+  l.CopyInto(out, result);
+  return std::vector<Value>{out};
+}
+
 // threefry2x32(k1, k2, x0, x1) -> (y0, y1): JAX's Threefry-2x32 hash
 // (jax/_src/prng.py, 20 rounds), written out as u32 add / rotate / xor.
 absl::StatusOr<std::vector<Value>> LowerThreefry2x32(Lowerer& l,
@@ -269,39 +400,31 @@ absl::StatusOr<std::vector<Value>> LowerThreefry2x32(Lowerer& l,
       return l.Error(absl::StrCat("operand ", TypeString(v), " is not u32"));
     }
   }
-  const Shape& shape = e.out_shapes[0];
-  absl::Status status;
-  // One u32 op; errors are kept in `status` (the first one wins).
-  auto op = [&](absl::string_view name, const Value& a, const Value& b,
-                const Shape& s) -> Value {
-    absl::StatusOr<Value> r = l.Binary(name, a, b, DType::U32, s);
-    if (!r.ok()) {
-      if (status.ok()) status = r.status();
-      return a;
-    }
-    return *r;
-  };
-  auto k = [&](uint32_t c) { return l.ConstantScalar(DType::U32, c); };
-  const Shape& ks_shape = e.in[0].shape;
+  // u32 ops over the keys' shape and over the counters' (result) shape.
+  Composer ck{l, e.in[0].shape, absl::OkStatus()};
+  Composer c{l, e.out_shapes[0], absl::OkStatus()};
   const Value ks[3] = {
       e.in[0], e.in[1],
-      op("XOR", op("XOR", e.in[0], e.in[1], ks_shape), k(0x1BD11BDA),
-         ks_shape)};
+      ck.Bin("XOR", ck.Bin("XOR", e.in[0], e.in[1], DType::U32),
+             ck.U32(0x1BD11BDA), DType::U32)};
   static constexpr uint32_t kRotations[2][4] = {{13, 15, 26, 6},
                                                 {17, 29, 16, 24}};
-  Value x0 = op("ADD", e.in[2], ks[0], shape);
-  Value x1 = op("ADD", e.in[3], ks[1], shape);
+  Value x0 = c.Bin("ADD", e.in[2], ks[0], DType::U32);
+  Value x1 = c.Bin("ADD", e.in[3], ks[1], DType::U32);
   for (int i = 0; i < 5; ++i) {
     for (uint32_t r : kRotations[i % 2]) {
-      x0 = op("ADD", x0, x1, shape);
-      Value rotated = op("OR", op("SHL", x1, k(r), shape),
-                         op("SHRL", x1, k(32 - r), shape), shape);
-      x1 = op("XOR", rotated, x0, shape);
+      x0 = c.Bin("ADD", x0, x1, DType::U32);
+      Value rotated = c.Bin("OR", c.Bin("SHL", x1, c.U32(r), DType::U32),
+                            c.Bin("SHRL", x1, c.U32(32 - r), DType::U32),
+                            DType::U32);
+      x1 = c.Bin("XOR", rotated, x0, DType::U32);
     }
-    x0 = op("ADD", x0, ks[(i + 1) % 3], shape);
-    x1 = op("ADD", x1, op("ADD", ks[(i + 2) % 3], k(i + 1), ks_shape), shape);
+    x0 = c.Bin("ADD", x0, ks[(i + 1) % 3], DType::U32);
+    x1 = c.Bin("ADD", x1, ck.Bin("ADD", ks[(i + 2) % 3], ck.U32(i + 1), DType::U32),
+               DType::U32);
   }
-  if (!status.ok()) return status;
+  if (!ck.status.ok()) return ck.status;
+  if (!c.status.ok()) return c.status;
   return std::vector<Value>{x0, x1};
 }
 
@@ -337,6 +460,8 @@ void AddElementwiseRules(RuleTable& t) {
   t["threefry2x32"] = LowerThreefry2x32;
   t["bitcast_convert_type"] = LowerBitcastConvert;
   t["reduce_precision"] = LowerReducePrecision;
+  t["erf_inv"] = LowerErfInv;
+  t["nextafter"] = LowerNextAfter;
   // Identities on a CPU: hints and barriers that change no value.
   for (const char* p : {"copy", "copy_p", "multiple_of", "optimization_barrier",
                         "stop_gradient", "pvary", "reduce_precision_noop"}) {

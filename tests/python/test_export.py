@@ -225,20 +225,28 @@ def test_array_index_raises_naming_the_line(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-def test_dynamic_grid_raises_naming_the_line(tmp_path):
+def test_dynamic_grid_is_exported_with_its_bound_operand(tmp_path):
   def kernel(x_ref, o_ref):
     o_ref[...] = x_ref[...]
 
   def fn(x, n):
-    spec = pl.BlockSpec((8, 128), lambda i: (0, 0))
-    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),  # DYN-GRID
-                          grid=(n,), in_specs=[spec], out_specs=spec)(x)
+    spec = pl.BlockSpec((8, 128), lambda i, j: (i, 0))
+    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          grid=(n, 2), in_specs=[spec], out_specs=spec,
+                          input_output_aliases={0: 0})(x)
 
-  with pytest.raises(ExportError) as error:
-    export_kernels(fn, jnp.zeros((8, 128)), jnp.int32(3), out_dir=tmp_path)
-  message = str(error.value)
-  assert "dynamic grid" in message
-  assert f"test_export.py:{line_of('# DYN-GRID')}" in message
+  x = jnp.arange(24 * 128, dtype=jnp.float32).reshape(24, 128)
+  paths = export_kernels(fn, x, jnp.int32(2), out_dir=tmp_path, with_io=True)
+  [path] = [p for p in paths if p.suffix == ".json"]
+  kernel = json.loads(path.read_text())
+  assert kernel["grid"] == [-1, 2]
+  assert kernel["num_dynamic_grid_bounds"] == 1
+  # The bound is operand 0; JAX's alias {0: 0} names x, now operand 1.
+  assert [t["dtype"] for t in kernel["in_types"]] == ["S32", "F32"]
+  assert kernel["input_output_aliases"] == [{"input": 1, "output": 0}]
+  assert load_npy(path.parent / "input_0.npy") == 2
+  # Rows 0..15 (two row blocks) copied; the aliased rest keeps x.
+  np.testing.assert_array_equal(load_npy(path.parent / "expected_0.npy"), x)
 
 
 def test_with_io_rejects_a_kernel_inside_a_branch(tmp_path):

@@ -2,6 +2,7 @@
 // binding inputs and outputs, and the grid driver's checks.
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -99,6 +100,27 @@ TEST_F(BindingTest, RunsWithTheRightArrays) {
   std::vector<Array> out = {{DType::F32, {8}, out_.data()}};
   ASSERT_TRUE(exe_->Run(in, out).ok());
   for (float v : out_) EXPECT_EQ(v, 3.5f);  // 1 + 2.5, exactly
+}
+
+TEST_F(BindingTest, SubnormalsAreFlushedLikeXla) {
+  // XLA:CPU (interpret mode's arithmetic) reads subnormal inputs as zero and
+  // flushes subnormal results: 1e-40 + 0 = 0, 1e-40 + 1e-38 = 0 (2^-126 is
+  // the smallest normal, ~1.18e-38), 2^-126 + 2^-126 = 2^-125.
+  const float kMinNormal = std::numeric_limits<float>::min();
+  std::vector<float> x = {1e-40f, 1e-40f, kMinNormal, -1e-40f,
+                          1.0f,   0.0f,   1e-38f,     3.0f};
+  std::vector<float> y = {0.0f, 1e-38f, kMinNormal, 0.0f,
+                          1e-40f, 0.0f, 1e-38f,     1.0f};
+  std::vector<Array> in = {{DType::F32, {8}, x.data()},
+                           {DType::F32, {8}, y.data()}};
+  ASSERT_TRUE(exe_->Run(in, {{DType::F32, {8}, out_.data()}}).ok());
+  // -1e-40 reads as -0, and -0 + +0 = +0.
+  const std::vector<float> expected = {0.0f, 0.0f, 2 * kMinNormal, 0.0f,
+                                       1.0f, 0.0f, 0.0f,           4.0f};
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(out_[i], expected[i]) << i;
+    EXPECT_EQ(std::signbit(out_[i]), std::signbit(expected[i])) << i;
+  }
 }
 
 TEST_F(BindingTest, WrongNumberOfInputs) {
