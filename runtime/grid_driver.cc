@@ -399,6 +399,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       CopyBlockIn(plan.region, call.in_hbm[bm.operand], call.fills[m].data(),
                   core.ref_table[bm.ref]);
     }
+    if (options.grid_point_record != nullptr) {
+      int32_t* row = options.grid_point_record + t * (grid_rank + 1);
+      std::memcpy(row, point, sizeof(int32_t) * grid_rank);
+      row[grid_rank] = core_index;
+    }
     ctx.program_ids = point;
     if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
       return absl::Status(s.code(),

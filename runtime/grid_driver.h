@@ -52,6 +52,12 @@ struct RunOptions {
   // the `parallel` grid dimensions are split into num_cores consecutive
   // ranges; a kernel without parallel dimensions runs on core 0.
   int num_cores = 1;
+  // If set, receives the grid points as they are visited: per point, its
+  // coordinates and then the core that ran it (grid rank + 1 int32s), in
+  // each core's visit order, core 0's points first. It must hold
+  // (number of grid points) * (grid rank + 1) int32s, the grid being the
+  // resolved one (ResolveGrid). Interpret mode's grid_point_recorder.
+  int32_t* grid_point_record = nullptr;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

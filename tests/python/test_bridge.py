@@ -247,7 +247,6 @@ def test_kernel_the_exporter_refuses_fails_at_lowering():
     {"out_of_bounds_reads": "uninitialized"},
     {"skip_floating_point_ops": True},
     {"dma_execution_mode": "eager"},
-    {"grid_point_recorder": lambda point, core: None},
 ])
 def test_unimplemented_interpret_params_option_raises(option):
   [name] = option
@@ -382,3 +381,54 @@ def test_cores_split_the_parallel_dimension_as_interpret_mode_does(cores):
                                                  random_seed=5)):
     got = np.asarray(jax.jit(visit_order)(x))
   np.testing.assert_array_equal(got, expected)
+
+
+class Recorder:
+  """A grid_point_recorder: keeps (grid point, core) per call, in order."""
+
+  def __init__(self):
+    self.points = []
+
+  def __call__(self, token, grid_point, core_id):
+    self.points.append((tuple(int(c) for c in grid_point), int(core_id)))
+    return token
+
+  def per_core(self):
+    """Each core's points in the order it visited them (interpret mode runs
+    cores as threads, so only the order within a core is defined)."""
+    cores = {}
+    for point, core in self.points:
+      cores.setdefault(core, []).append(point)
+    return cores
+
+
+@pytest.mark.parametrize("cores,seed", [(1, None), (1, 3), (2, 5), (3, 7)])
+def test_grid_point_recorder_sees_interpret_modes_points(cores, seed):
+  x = data((64, 256), 13)
+  expected, got = Recorder(), Recorder()
+  jax.block_until_ready(interpret_mode(visit_order, x, params=pltpu.InterpretParams(
+      num_cores_or_threads=cores, random_seed=seed,
+      grid_point_recorder=expected)))
+  with pallasvm.enabled(pallasvm.InterpretParams(
+      num_cores_or_threads=cores, random_seed=seed, grid_point_recorder=got)):
+    jax.block_until_ready(jax.jit(visit_order)(x))
+  assert len(expected.points) == 16
+  assert got.per_core() == expected.per_core()
+  # pallasvm hands each core's points over together, core 0's first.
+  assert [core for _, core in got.points] == sorted(
+      core for _, core in got.points)
+
+
+def test_grid_point_recorder_with_a_dynamic_grid_is_not_implemented():
+  def fn(n, x):
+    spec = pl.BlockSpec((8, 128), lambda i: (i, 0))
+    return pl.pallas_call(
+        lambda x_ref, o_ref: o_ref.__setitem__(..., x_ref[...]),
+        out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(n,),
+        in_specs=[spec], out_specs=spec)(x)
+
+  with pallasvm.enabled(pallasvm.InterpretParams(
+      grid_point_recorder=Recorder())):
+    with pytest.raises(NotImplementedError,
+                       match="grid_point_recorder for a dynamic grid"):
+      jax.jit(fn).lower(jnp.int32(2), data((32, 128)))

@@ -370,6 +370,20 @@ TEST_F(DynamicGridTest, TheBoundOperandSizesTheGridAtEachCall) {
   }
 }
 
+TEST_F(DynamicGridTest, GridPointRecordListsTheVisitedPoints) {
+  int32_t n = 3;
+  std::memcpy(f_.inputs[0].data.data(), &n, sizeof(n));
+  // Per point: its coordinate, then the core (0).
+  std::vector<int32_t> record(6, -1);
+  RunOptions options;
+  options.grid_point_record = record.data();
+  ASSERT_TRUE(f_.Run(options).ok());
+  EXPECT_EQ(record, (std::vector<int32_t>{0, 0, 1, 0, 2, 0}));
+  options.grid_coordinates = {{2, 0, 1}};
+  ASSERT_TRUE(f_.Run(options).ok());
+  EXPECT_EQ(record, (std::vector<int32_t>{2, 0, 0, 0, 1, 0}));
+}
+
 TEST_F(DynamicGridTest, NegativeOrTooLargeBoundsAreErrors) {
   absl::Status s = RunWith(-1);
   ASSERT_FALSE(s.ok());

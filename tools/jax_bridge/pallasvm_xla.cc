@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "compiler/compiler.h"
 #include "runtime/pallasvm.h"
 #include "xla/ffi/api/ffi.h"
@@ -133,7 +134,8 @@ absl::Status Describe(const ffi::AnyBuffer& buffer, Array& array) {
 }
 
 absl::Status Run(Instance& instance, ffi::RemainingArgs args,
-                 ffi::RemainingRets rets, const RunOptions& options) {
+                 ffi::RemainingRets rets, const RunOptions& options,
+                 int64_t record_size) {
   instance.inputs.resize(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
     ffi::ErrorOr<ffi::AnyBuffer> buffer = args.get<ffi::AnyBuffer>(i);
@@ -145,8 +147,11 @@ absl::Status Run(Instance& instance, ffi::RemainingArgs args,
       return s;
     }
   }
-  instance.outputs.resize(rets.size());
-  for (size_t i = 0; i < rets.size(); ++i) {
+  // With a grid point record, the last result is the record, not a
+  // kernel output.
+  const size_t num_outputs = rets.size() - (options.grid_point_record ? 1 : 0);
+  instance.outputs.resize(num_outputs);
+  for (size_t i = 0; i < num_outputs; ++i) {
     ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> buffer =
         rets.get<ffi::AnyBuffer>(i);
     if (!buffer.has_value()) {
@@ -155,6 +160,24 @@ absl::Status Run(Instance& instance, ffi::RemainingArgs args,
     }
     if (absl::Status s = Describe(**buffer, instance.outputs[i]); !s.ok()) {
       return s;
+    }
+  }
+  if (options.grid_point_record != nullptr) {
+    std::vector<const void*> data;
+    for (const Array& a : instance.inputs) data.push_back(a.data);
+    const runtime::Kernel& k = instance.exe->kernel();
+    if (k.num_dynamic_grid_bounds > static_cast<int>(data.size())) {
+      return absl::InvalidArgumentError("missing dynamic grid bounds");
+    }
+    absl::StatusOr<std::vector<int64_t>> grid = runtime::ResolveGrid(k, data);
+    if (!grid.ok()) return grid.status();
+    int64_t points = 1;
+    for (int64_t g : *grid) points *= g;
+    if (record_size != points * static_cast<int64_t>(grid->size() + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the grid point record holds ", record_size, " int32s; the grid (",
+          absl::StrJoin(*grid, ", "), ") needs ",
+          points * static_cast<int64_t>(grid->size() + 1)));
     }
   }
   return instance.exe->Run(instance.inputs, instance.outputs, options);
@@ -172,12 +195,31 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // `grid_coordinates`: per grid dimension, its length L and then L
 // coordinates, the order interpret mode visits it in (L = 0: in order);
 // see bridge.py's _grid_coordinates.
+// `record_grid_points`: 1 if the last result is an int32 buffer for
+// RunOptions::grid_point_record (bridge.py's grid_point_recorder).
 ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             std::string_view module_key,
                             ffi::Span<const uint8_t> module,
                             ffi::Span<const int32_t> grid_coordinates,
-                            int64_t num_cores, int64_t uninitialized_memory) {
+                            int64_t num_cores, int64_t uninitialized_memory,
+                            int64_t record_grid_points) {
   RunOptions options;
+  int64_t record_size = 0;
+  if (record_grid_points == 1) {
+    ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> record =
+        rets.size() == 0 ? ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>>(
+                               ffi::Unexpected(ffi::Error(
+                                   ffi::ErrorCode::kInvalidArgument, "none")))
+                         : rets.get<ffi::AnyBuffer>(rets.size() - 1);
+    if (!record.has_value() ||
+        (**record).element_type() != ffi::DataType::S32) {
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                        "pallasvm: record_grid_points without an int32 "
+                        "record as the last result");
+    }
+    options.grid_point_record = (**record).typed_data<int32_t>();
+    record_size = (**record).element_count();
+  }
   options.num_cores = static_cast<int>(num_cores);
   options.uninitialized_memory = uninitialized_memory == 1
                                      ? UninitializedMemory::kZero
@@ -201,7 +243,7 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
   absl::StatusOr<std::unique_ptr<Instance>> instance =
       pool.Acquire(AsAbsl(module_key), module_bytes);
   if (!instance.ok()) return ToFfiError(instance.status());
-  absl::Status status = Run(**instance, args, rets, options);
+  absl::Status status = Run(**instance, args, rets, options, record_size);
   pool.Release(AsAbsl(module_key), *std::move(instance));
   return ToFfiError(status);
 }
@@ -227,7 +269,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
                                   .Attr<ffi::Span<const int32_t>>(
                                       "grid_coordinates")
                                   .Attr<int64_t>("num_cores")
-                                  .Attr<int64_t>("uninitialized_memory"));
+                                  .Attr<int64_t>("uninitialized_memory")
+                                  .Attr<int64_t>("record_grid_points"));
 
 extern "C" {
 

@@ -33,13 +33,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import hashlib
+import math
 import os
 import pathlib
 import threading
 import types
 
 import jax
+import jax.experimental
 import numpy as np
 from jax._src.interpreters import mlir
 from jax._src.pallas import pallas_call as pallas_call_lib
@@ -71,13 +74,16 @@ class CompileError(Exception):
 class InterpretParams(pltpu.InterpretParams):
   """The options of JAX's TPU interpret mode (`pltpu.InterpretParams`, same
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
-  ("nan" or "zero"). Every other field must keep its default: a non-default
-  value raises NotImplementedError naming it, so none is silently ignored."""
+  ("nan" or "zero"), `random_seed`, `num_cores_or_threads` and
+  `grid_point_recorder` (see _call_and_record). Every other field must keep
+  its default: a non-default value raises NotImplementedError naming it, so
+  none is silently ignored."""
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
 _IMPLEMENTED_FIELDS = frozenset(
-    {"uninitialized_memory", "random_seed", "num_cores_or_threads"})
+    {"uninitialized_memory", "random_seed", "num_cores_or_threads",
+     "grid_point_recorder"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -109,9 +115,16 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.num_cores_or_threads={cores!r}: expected an int"
         " from 1 to 256")
+  if params.grid_point_recorder is not None and not callable(
+      params.grid_point_recorder):
+    raise ValueError(
+        f"InterpretParams.grid_point_recorder={params.grid_point_recorder!r}:"
+        " expected a callable or None")
   return {"uninitialized_memory":
           np.int64(_UNINITIALIZED_MEMORY[params.uninitialized_memory]),
-          "num_cores": np.int64(cores)}
+          "num_cores": np.int64(cores),
+          "record_grid_points": np.int64(
+              params.grid_point_recorder is not None)}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
@@ -271,15 +284,53 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     interchange = export.export_pallas_call(params, ctx.avals_in, source_info)
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
-    results = jax.ffi.ffi_lowering(FFI_TARGET)(
-        ctx, *in_nodes, module_key=compiled.key, module=compiled.module,
+    call = functools.partial(
+        jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
+        module=compiled.module,
         grid_coordinates=_grid_coordinates(params, run_params), **attrs)
+    recorder = run_params.grid_point_recorder
+    if recorder is None:
+      results = call(ctx, *in_nodes)
+    else:
+      results = _call_and_record(ctx, in_nodes, call, params, recorder)
     # A pallas_call in JAX's interpret mode carries the ordered IO effects
     # of its callbacks; pallasvm has none, so the tokens pass through.
     if ctx.tokens_in is not None and ctx.tokens_out is None:
       ctx.set_tokens_out(ctx.tokens_in)
     return results
   return rule
+
+
+def _call_and_record(ctx, in_nodes, call, params, recorder):
+  """The FFI call with one more result, the grid points in the order
+  pallasvm visited them (RunOptions::grid_point_record), then a host
+  callback that hands them to `recorder` one by one, as interpret mode's
+  grid_point_recorder is called: recorder(token, grid_point, core_id),
+  here with a placeholder token (np.int32(0)), grid_point an int32 numpy
+  array and core_id an np.int32. Each core's points come in its visit
+  order, core 0's first (interpret mode interleaves cores as they run),
+  after the kernel has run rather than while it runs."""
+  grid = tuple(params["grid_mapping"].grid)
+  if not all(isinstance(d, (int, np.integer)) for d in grid):
+    raise NotImplementedError(
+        "pallasvm does not implement InterpretParams.grid_point_recorder for"
+        f" a dynamic grid {grid} yet")
+  record_aval = jax.core.ShapedArray((math.prod(grid), len(grid) + 1),
+                                     np.int32)
+  *results, record = call(
+      ctx.replace(avals_out=[*ctx.avals_out, record_aval]), *in_nodes)
+
+  def replay(points):
+    for row in np.asarray(points):
+      recorder(np.int32(0), row[:-1], row[-1])
+
+  def emit(points):
+    jax.experimental.io_callback(replay, None, points, ordered=False)
+    return []
+
+  mlir.lower_fun(emit, multiple_results=True)(
+      ctx.replace(avals_in=[record_aval], avals_out=[]), record)
+  return results
 
 
 _prim = pallas_call_lib.pallas_call_p
