@@ -160,6 +160,7 @@ struct CoreState {
   Buffer frame;
   std::vector<Buffer> ref_buffers;
   std::vector<uint8_t*> ref_table;
+  std::vector<uint64_t> ref_fills;  // per ref, for OutOfBoundsReads
   std::vector<MappingPlan> plans;  // region.start is this core's
   // Block indices per mapping at the previous, current and next point.
   std::vector<BlockIndex> prev, cur, next;
@@ -185,6 +186,7 @@ std::unique_ptr<CoreState> NewCore(const Kernel& k,
     core->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
     core->ref_table.push_back(core->ref_buffers.back().get());
   }
+  core->ref_fills.assign(k.refs.size(), 0);
   const size_t n = k.block_mappings.size();
   core->plans = plans;
   core->prev.resize(n);
@@ -261,8 +263,12 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   // loaded, so what a kernel leaves unwritten in it is the fill value or,
   // after the first block, what the previous block left (as on a TPU and
   // in interpret mode, which also reuse one buffer).
+  const bool fill_oob_reads =
+      options.out_of_bounds_reads == OutOfBoundsReads::kUninitialized;
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const RefSpec& ref = k.refs[r];
+    FillValue(ref.type.dtype, options.uninitialized_memory,
+              reinterpret_cast<uint8_t*>(&core.ref_fills[r]));
     if (ref.kind == RefKind::SCALAR_PREFETCH) {
       std::memcpy(core.ref_table[r], call.in_hbm[ref.operand],
                   ref.type.bytes());
@@ -305,6 +311,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   ctx.refs = core.ref_table.data();
   ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
+  ctx.ref_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
 
   auto where = [&](const int32_t* at) {
     return absl::StrCat("kernel '", k.name, "', grid point ",
@@ -341,10 +348,12 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           std::memcpy(&v, frame + f.result_slots[d], 4);
         }
         result[m].v[d] = v;
-        // The block must start inside the array.
+        // The block must start inside the array (or, for an input when
+        // out-of-bounds reads are filled, anywhere after its start).
         const int64_t start = v * plan.start_scale[d];
         if (v < 0 ||
-            start >= std::max<int64_t>(plan.region.array_shape[d], 1)) {
+            (start >= std::max<int64_t>(plan.region.array_shape[d], 1) &&
+             (bm.is_output || !fill_oob_reads))) {
           return absl::OutOfRangeError(absl::StrCat(
               map_name(), " returned block index ", v, " in dimension ", d,
               ": the block starts at element ", start, ", outside the array ",

@@ -37,10 +37,17 @@ namespace pallasvm::runtime {
 
 enum class UninitializedMemory { kNaN, kZero };
 
+// What a read outside a buffer does: an error naming it, or (interpret
+// mode's out_of_bounds_reads="uninitialized") the outside part reads the
+// fill value. Input blocks past the end of their array (block index >= 0)
+// are then filled too. Writes outside a buffer are always errors.
+enum class OutOfBoundsReads { kRaise, kUninitialized };
+
 struct RunOptions {
   // What fresh buffers and block padding hold: NaN for floats, the largest
   // value for integers, true for bool; or zero.
   UninitializedMemory uninitialized_memory = UninitializedMemory::kNaN;
+  OutOfBoundsReads out_of_bounds_reads = OutOfBoundsReads::kRaise;
   // The order grid coordinates are visited in, per grid dimension: empty
   // for 0, 1, 2, ...; else a permutation, visited in its order (the grid
   // point at loop index i has coordinate grid_coordinates[d][i]). JAX's

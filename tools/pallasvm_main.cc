@@ -68,6 +68,9 @@ options:
   --uninitialized nan|zero
                         fill value of fresh buffers and block padding
                         (default nan: NaN for floats, max for integers)
+  --out-of-bounds-reads raise|uninitialized
+                        a read outside a buffer (or an input block past
+                        its array) is an error (default), or reads the fill
   --no-cache            compile without the module cache
   --cache-dir DIR       module cache directory (default: $PALLASVM_CACHE_DIR,
                         $XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm)
@@ -209,6 +212,16 @@ int Run(const std::vector<std::string>& args) {
         run_options.uninitialized_memory = UninitializedMemory::kZero;
       } else {
         return UsageError("--uninitialized takes nan or zero", kRunUsage);
+      }
+    } else if (a == "--out-of-bounds-reads" && value(&v)) {
+      if (v == "raise") {
+        run_options.out_of_bounds_reads = runtime::OutOfBoundsReads::kRaise;
+      } else if (v == "uninitialized") {
+        run_options.out_of_bounds_reads =
+            runtime::OutOfBoundsReads::kUninitialized;
+      } else {
+        return UsageError("--out-of-bounds-reads takes raise or uninitialized",
+                          kRunUsage);
       }
     } else if (!a.empty() && a[0] == '-') {
       return UsageError("unknown or incomplete option " + a, kRunUsage);

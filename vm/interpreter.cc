@@ -286,7 +286,13 @@ vm_dispatch:
       const AccessDesc& acc = accesses[ip->d];
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (region.count < 0) {
-        return AccessError(program, ip, frame, /*is_write=*/false);
+        if (ctx.ref_fills == nullptr || acc.base_kind != AccessBase::REF) {
+          return AccessError(program, ip, frame, /*is_write=*/false);
+        }
+        kernels::LoadRegionFilled(
+            frame + ip->a, VM_ACCESS_BASE(acc), acc, frame,
+            reinterpret_cast<const uint8_t*>(&ctx.ref_fills[acc.base]));
+        VM_NEXT();
       }
       kernels::LoadRegion(frame + ip->a, VM_ACCESS_BASE(acc), acc, region);
       VM_NEXT();

@@ -19,6 +19,11 @@ struct ExecContext {
   const int32_t* program_ids = nullptr;   // one per grid axis
   const int32_t* num_programs = nullptr;  // one per grid axis
   int32_t grid_rank = 0;
+  // Per ref, its dtype's fill value (SizeOf bytes, little-endian in the
+  // low bytes): a LOAD whose region leaves its ref reads it where outside
+  // (interpret mode's out_of_bounds_reads="uninitialized"). Null: such a
+  // LOAD is an OutOfRange error. Writes out of bounds are always errors.
+  const uint64_t* ref_fills = nullptr;
 };
 
 // Copies the program's constants into the frame's constant region. Done

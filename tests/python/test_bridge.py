@@ -244,7 +244,6 @@ def test_kernel_the_exporter_refuses_fails_at_lowering():
 
 @pytest.mark.parametrize("option", [
     {"detect_races": True},
-    {"out_of_bounds_reads": "uninitialized"},
     {"skip_floating_point_ops": True},
     {"dma_execution_mode": "eager"},
 ])
@@ -432,3 +431,57 @@ def test_grid_point_recorder_with_a_dynamic_grid_is_not_implemented():
     with pytest.raises(NotImplementedError,
                        match="grid_point_recorder for a dynamic grid"):
       jax.jit(fn).lower(jnp.int32(2), data((32, 128)))
+
+
+def oob_reads(x):
+  """Three reads outside their buffers: an input block past the array
+  (index map one block ahead), a VMEM slice hanging over its block's end,
+  and an SMEM scalar index past its array (as in JAX's interpret mode
+  tests, summing over a while loop)."""
+  def kernel(s_ref, x_ref, y_ref, o_ref, p_ref, q_ref):
+    i = pl.program_id(0)
+    o_ref[...] = x_ref[...] * 2.0
+    p_ref[...] = y_ref[pl.ds(i * 4, 8), :]
+
+    def body(carry):
+      j, acc = carry
+      return j + 1, acc + s_ref[j]
+    q_ref[0, 0] = jax.lax.while_loop(lambda c: c[0] < 7, body,
+                                     (jnp.int32(0), jnp.int32(0)))[1]
+
+  spec = pl.BlockSpec((8, 128), lambda i, s: (i, 0))
+  return pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct(x.shape, x.dtype),
+                 jax.ShapeDtypeStruct(x.shape, x.dtype),
+                 jax.ShapeDtypeStruct((1, 1), jnp.int32)),
+      grid_spec=pltpu.PrefetchScalarGridSpec(
+          num_scalar_prefetch=1, grid=(4,),
+          in_specs=[pl.BlockSpec((8, 128), lambda i, s: (i + 1, 0)), spec],
+          out_specs=(spec, spec,
+                     pl.BlockSpec(memory_space=pltpu.SMEM))),
+  )(jnp.arange(5, dtype=jnp.int32), x, x)
+
+
+@pytest.mark.parametrize("fill", ["nan", "zero"])
+def test_out_of_bounds_reads_uninitialized_matches_interpret_mode(fill):
+  x = data((32, 128), 14)
+  params = dict(out_of_bounds_reads="uninitialized", uninitialized_memory=fill)
+  expected = interpret_mode(oob_reads, x,
+                            params=pltpu.InterpretParams(**params))
+  with pallasvm.enabled(pallasvm.InterpretParams(**params)):
+    got = jax.jit(oob_reads)(x)
+  for g, e in zip(got, expected, strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+  # Filled where outside: the last output block, and the second half of
+  # every other VMEM slice.
+  fill_value = np.nan if fill == "nan" else 0.0
+  np.testing.assert_array_equal(np.asarray(got[0])[24:], fill_value)
+  np.testing.assert_array_equal(np.asarray(got[1])[12:16], fill_value)
+
+
+def test_out_of_bounds_reads_raise_by_default():
+  x = data((32, 128), 14)
+  with pallasvm.enabled():
+    with pytest.raises(Exception, match="out-of-bounds read of ref 0"):
+      jax.block_until_ready(jax.jit(oob_reads)(x))

@@ -242,6 +242,55 @@ TEST(GridErrors, OutOfBoundsDynamicSliceNamesTheSourceLine) {
   EXPECT_TRUE(absl::StrContains(s.message(), "generate.py:")) << s;
 }
 
+// With out-of-bounds reads filled (interpret mode's
+// out_of_bounds_reads="uninitialized"), the error fixtures run: parts read
+// outside their buffer hold the fill value.
+TEST(OutOfBoundsReads, UninitializedReadsTheFill) {
+  const std::string dir = std::string(PALLASVM_FIXTURES_DIR) + "/errors/";
+  RunOptions options;
+  options.out_of_bounds_reads = runtime::OutOfBoundsReads::kUninitialized;
+  for (auto mode : {UninitializedMemory::kNaN, UninitializedMemory::kZero}) {
+    options.uninitialized_memory = mode;
+    // oob_block_index: out block i (8 x 128) = 2 * (x block i + 1); at i = 3
+    // input block 4 is past the (32, 128) array: all fill.
+    absl::StatusOr<BoundFixture> f =
+        Bind(dir + "oob_block_index/kernel.json",
+             {dir + "oob_block_index/input_0.npy"});
+    ASSERT_TRUE(f.ok()) << f.status();
+    ASSERT_TRUE(f->Run(options).ok());
+    const float* x = reinterpret_cast<const float*>(f->inputs[0].data.data());
+    const float* out = reinterpret_cast<const float*>(f->outputs[0].data());
+    for (int i = 0; i < 32 * 128; ++i) {
+      if (i < 24 * 128) {
+        EXPECT_EQ(out[i], x[i + 8 * 128] * 2.0f) << i;
+      } else if (mode == UninitializedMemory::kNaN) {
+        EXPECT_TRUE(std::isnan(out[i])) << i;  // NaN * 2
+      } else {
+        EXPECT_EQ(out[i], 0.0f) << i;
+      }
+    }
+    // oob_dynamic_slice: rows [8 i, 8 i + 8) of an (8, 128) block: all in
+    // at step 0, all outside (fill) at step 1.
+    f = Bind(dir + "oob_dynamic_slice/kernel.json",
+             {dir + "oob_dynamic_slice/input_0.npy"});
+    ASSERT_TRUE(f.ok()) << f.status();
+    ASSERT_TRUE(f->Run(options).ok());
+    x = reinterpret_cast<const float*>(f->inputs[0].data.data());
+    out = reinterpret_cast<const float*>(f->outputs[0].data());
+    const int64_t n = f->exe->kernel().out_types[0].num_elements();
+    ASSERT_EQ(n, 16 * 128);
+    for (int i = 0; i < n; ++i) {
+      if (i < 8 * 128) {
+        EXPECT_EQ(out[i], x[i]) << i;
+      } else if (mode == UninitializedMemory::kNaN) {
+        EXPECT_TRUE(std::isnan(out[i])) << i;
+      } else {
+        EXPECT_EQ(out[i], 0.0f) << i;
+      }
+    }
+  }
+}
+
 TEST(GridOrder, PermutedCoordinatesAreVisitedInTheirOrder) {
   // revisit_output: grid (2, 3), output block (j, 0). Visiting dimension 1
   // as 2, 1, 0 makes the first revisit block (2, 0), at grid point (1, 2).

@@ -195,6 +195,7 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // `grid_coordinates`: per grid dimension, its length L and then L
 // coordinates, the order interpret mode visits it in (L = 0: in order);
 // see bridge.py's _grid_coordinates.
+// `out_of_bounds_reads`: 0 = raise, 1 = uninitialized (read the fill).
 // `record_grid_points`: 1 if the last result is an int32 buffer for
 // RunOptions::grid_point_record (bridge.py's grid_point_recorder).
 ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
@@ -202,6 +203,7 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             ffi::Span<const uint8_t> module,
                             ffi::Span<const int32_t> grid_coordinates,
                             int64_t num_cores, int64_t uninitialized_memory,
+                            int64_t out_of_bounds_reads,
                             int64_t record_grid_points) {
   RunOptions options;
   int64_t record_size = 0;
@@ -224,6 +226,9 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
   options.uninitialized_memory = uninitialized_memory == 1
                                      ? UninitializedMemory::kZero
                                      : UninitializedMemory::kNaN;
+  options.out_of_bounds_reads = out_of_bounds_reads == 1
+                                    ? runtime::OutOfBoundsReads::kUninitialized
+                                    : runtime::OutOfBoundsReads::kRaise;
   bool any_permuted = false;
   for (size_t i = 0; i < grid_coordinates.size();) {
     const int64_t n = grid_coordinates[i++];
@@ -270,6 +275,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
                                       "grid_coordinates")
                                   .Attr<int64_t>("num_cores")
                                   .Attr<int64_t>("uninitialized_memory")
+                                  .Attr<int64_t>("out_of_bounds_reads")
                                   .Attr<int64_t>("record_grid_points"));
 
 extern "C" {

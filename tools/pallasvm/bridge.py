@@ -74,8 +74,8 @@ class CompileError(Exception):
 class InterpretParams(pltpu.InterpretParams):
   """The options of JAX's TPU interpret mode (`pltpu.InterpretParams`, same
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
-  ("nan" or "zero"), `random_seed`, `num_cores_or_threads` and
-  `grid_point_recorder` (see _call_and_record). Every other field must keep
+  ("nan" or "zero"), `out_of_bounds_reads`, `random_seed`,
+  `num_cores_or_threads` and `grid_point_recorder` (see _call_and_record). Every other field must keep
   its default: a non-default value raises NotImplementedError naming it, so
   none is silently ignored."""
 
@@ -83,10 +83,12 @@ class InterpretParams(pltpu.InterpretParams):
 # The fields pallasvm implements; all others must hold JAX's default.
 _IMPLEMENTED_FIELDS = frozenset(
     {"uninitialized_memory", "random_seed", "num_cores_or_threads",
-     "grid_point_recorder"})
+     "grid_point_recorder", "out_of_bounds_reads"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
+# RunOptions::out_of_bounds_reads.
+_OUT_OF_BOUNDS_READS = {"raise": 0, "uninitialized": 1}
 
 
 def _run_options(params: pltpu.InterpretParams) -> dict:
@@ -106,6 +108,10 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.uninitialized_memory={params.uninitialized_memory!r}"
         f": expected one of {sorted(_UNINITIALIZED_MEMORY)}")
+  if params.out_of_bounds_reads not in _OUT_OF_BOUNDS_READS:
+    raise ValueError(
+        f"InterpretParams.out_of_bounds_reads={params.out_of_bounds_reads!r}"
+        f": expected one of {sorted(_OUT_OF_BOUNDS_READS)}")
   if params.random_seed is not None and not isinstance(params.random_seed, int):
     raise ValueError(
         f"InterpretParams.random_seed={params.random_seed!r}: expected an int"
@@ -123,6 +129,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
   return {"uninitialized_memory":
           np.int64(_UNINITIALIZED_MEMORY[params.uninitialized_memory]),
           "num_cores": np.int64(cores),
+          "out_of_bounds_reads":
+          np.int64(_OUT_OF_BOUNDS_READS[params.out_of_bounds_reads]),
           "record_grid_points": np.int64(
               params.grid_point_recorder is not None)}
 

@@ -127,6 +127,37 @@ void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
                     access.elem_size);
 }
 
+void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
+                      const AccessDesc& access, const uint8_t* frame,
+                      const uint8_t* fill) {
+  int64_t start[kMaxRank], buffer_stride[kMaxRank];
+  int64_t total = 1, stride = 1;
+  for (int d = access.rank - 1; d >= 0; --d) {
+    const AccessDim& dim = access.dims[d];
+    start[d] = dim.start_slot < 0 ? dim.start
+                                  : LoadScalar<int32_t>(frame + dim.start_slot);
+    buffer_stride[d] = stride;
+    stride *= dim.extent;
+    total *= dim.size;
+  }
+  const int es = access.elem_size;
+  int64_t idx[kMaxRank] = {};
+  for (int64_t e = 0; e < total; ++e) {
+    int64_t offset = 0;
+    bool inside = true;
+    for (int d = 0; d < access.rank; ++d) {
+      const int64_t at = start[d] + idx[d] * access.dims[d].stride;
+      inside = inside && at >= 0 && at < access.dims[d].extent;
+      offset += at * buffer_stride[d];
+    }
+    CopyElement(dst + e * es, inside ? base + offset * es : fill, es);
+    for (int d = access.rank - 1; d >= 0; --d) {
+      if (++idx[d] < access.dims[d].size) break;
+      idx[d] = 0;
+    }
+  }
+}
+
 void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
                  ResolvedAccess r) {
   if (r.count == 1) {

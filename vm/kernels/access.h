@@ -55,6 +55,12 @@ StridedRegion PlanRegion(const AccessDesc& access);
 // LOAD: dense dst := region of base.
 void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
                 ResolvedAccess r);
+// LOAD of a region that leaves its buffer, for out_of_bounds_reads =
+// "uninitialized": elements outside the buffer read `fill` (elem_size
+// bytes), the rest the buffer. Element by element: the rare, slow path.
+void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
+                      const AccessDesc& access, const uint8_t* frame,
+                      const uint8_t* fill);
 // STORE: region of base := dense src.
 void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
                  ResolvedAccess r);
