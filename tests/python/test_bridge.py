@@ -245,7 +245,6 @@ def test_kernel_the_exporter_refuses_fails_at_lowering():
 @pytest.mark.parametrize("option", [
     {"detect_races": True},
     {"skip_floating_point_ops": True},
-    {"dma_execution_mode": "eager"},
 ])
 def test_unimplemented_interpret_params_option_raises(option):
   [name] = option
@@ -485,3 +484,13 @@ def test_out_of_bounds_reads_raise_by_default():
   with pallasvm.enabled():
     with pytest.raises(Exception, match="out-of-bounds read of ref 0"):
       jax.block_until_ready(jax.jit(oob_reads)(x))
+
+
+def test_dma_execution_mode_is_accepted_and_checked():
+  x = data((8, 128))
+  for mode in ("eager", "on_wait"):
+    with pallasvm.enabled(pallasvm.InterpretParams(dma_execution_mode=mode)):
+      np.testing.assert_array_equal(jax.jit(lambda x: add(x, x))(x), x + x)
+  with pytest.raises(ValueError, match="dma_execution_mode"):
+    pallasvm.install(pallasvm.InterpretParams(dma_execution_mode="never"))
+  assert not pallasvm.is_installed()

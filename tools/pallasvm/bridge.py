@@ -75,7 +75,8 @@ class InterpretParams(pltpu.InterpretParams):
   """The options of JAX's TPU interpret mode (`pltpu.InterpretParams`, same
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
   ("nan" or "zero"), `out_of_bounds_reads`, `random_seed`,
-  `num_cores_or_threads` and `grid_point_recorder` (see _call_and_record). Every other field must keep
+  `num_cores_or_threads`, `grid_point_recorder` (see _call_and_record) and
+  `dma_execution_mode` (no kernel pallasvm compiles issues DMAs yet). Every other field must keep
   its default: a non-default value raises NotImplementedError naming it, so
   none is silently ignored."""
 
@@ -83,7 +84,7 @@ class InterpretParams(pltpu.InterpretParams):
 # The fields pallasvm implements; all others must hold JAX's default.
 _IMPLEMENTED_FIELDS = frozenset(
     {"uninitialized_memory", "random_seed", "num_cores_or_threads",
-     "grid_point_recorder", "out_of_bounds_reads"})
+     "grid_point_recorder", "out_of_bounds_reads", "dma_execution_mode"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -112,6 +113,13 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.out_of_bounds_reads={params.out_of_bounds_reads!r}"
         f": expected one of {sorted(_OUT_OF_BOUNDS_READS)}")
+  # When DMAs run ("eager": at start; "on_wait": at the wait). pallasvm
+  # compiles no kernel that issues DMAs yet (the compiler names the
+  # primitive), so either value is valid and changes nothing it runs.
+  if params.dma_execution_mode not in ("eager", "on_wait"):
+    raise ValueError(
+        f"InterpretParams.dma_execution_mode={params.dma_execution_mode!r}:"
+        " expected 'eager' or 'on_wait'")
   if params.random_seed is not None and not isinstance(params.random_seed, int):
     raise ValueError(
         f"InterpretParams.random_seed={params.random_seed!r}: expected an int"
