@@ -24,6 +24,10 @@ void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array);
 // Writes the fill value over the block's in-bounds part of the array.
 void FillBlockOut(const BlockRegion& r, const uint8_t* fill, uint8_t* array);
 
+// Sets to 1 the bytes of `marks` (one per array element) under the
+// block's in-bounds part: race detection's record of who touched what.
+void MarkBlock(const BlockRegion& r, uint8_t* marks);
+
 // Fills `count` elements of `size` bytes with `value`.
 void FillElements(uint8_t* dst, int64_t count, const uint8_t* value, int size);
 

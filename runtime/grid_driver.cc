@@ -213,6 +213,10 @@ struct CallState {
   std::vector<uint8_t*> out_hbm;
   std::vector<bool> out_aliased;
   std::vector<std::array<uint8_t, 8>> fills;  // per mapping
+  // Race detection (empty when off): per core, per output, one byte per
+  // element: written back / read through an aliased input by that core.
+  std::vector<std::vector<uint8_t*>> written_by, read_by;
+  std::vector<int> alias_of_input;  // per input operand: its output, or -1
 };
 
 bool SameBlock(const BlockIndex& a, const BlockIndex& b, int rank) {
@@ -407,6 +411,10 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       set_start(plan, core.cur[m]);
       CopyBlockIn(plan.region, call.in_hbm[bm.operand], call.fills[m].data(),
                   core.ref_table[bm.ref]);
+      if (!call.read_by.empty() && call.alias_of_input[bm.operand] >= 0) {
+        MarkBlock(plan.region,
+                  call.read_by[core_index][call.alias_of_input[bm.operand]]);
+      }
     }
     if (options.grid_point_record != nullptr) {
       int32_t* row = options.grid_point_record + t * (grid_rank + 1);
@@ -441,6 +449,9 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       set_start(plan, core.cur[m]);
       CopyBlockOut(plan.region, core.ref_table[bm.ref],
                    call.out_hbm[bm.operand]);
+      if (!call.written_by.empty()) {
+        MarkBlock(plan.region, call.written_by[core_index][bm.operand]);
+      }
       if (!core.written[m].empty()) {
         core.written[m][block_number(m, core.cur[m])] = 1;
       }
@@ -451,6 +462,54 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     std::memcpy(point, next_point, sizeof(point));
   }
   return absl::OkStatus();
+}
+
+// Elements written back by one core and written or read by another.
+void FindRaces(const Kernel& k,
+               const std::vector<std::vector<uint8_t*>>& written_by,
+               const std::vector<std::vector<uint8_t*>>& read_by,
+               RaceReport& report) {
+  constexpr int kDescribed = 5;
+  int described = 0;
+  const int num_cores = static_cast<int>(written_by.size());
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    const ArrayType& type = k.out_types[j];
+    const int64_t n = type.num_elements();
+    for (int64_t e = 0; e < n; ++e) {
+      int writer = -1, other = -1;
+      bool other_writes = false;
+      for (int c = 0; c < num_cores && other < 0; ++c) {
+        if (!written_by[c][j][e]) continue;
+        if (writer < 0) {
+          writer = c;
+        } else {
+          other = c;
+          other_writes = true;
+        }
+      }
+      for (int c = 0; writer >= 0 && other < 0 && c < num_cores; ++c) {
+        if (c != writer && read_by[c][j][e]) other = c;
+      }
+      if (other < 0) continue;
+      ++report.racy_elements;
+      if (described++ >= kDescribed) continue;
+      std::vector<int64_t> index(type.shape.size());
+      for (int64_t d = static_cast<int64_t>(index.size()) - 1, rest = e;
+           d >= 0; --d) {
+        index[d] = rest % type.shape[d];
+        rest /= type.shape[d];
+      }
+      absl::StrAppend(
+          &report.description, "race on output ", j, " ", type.ToString(),
+          " element (", absl::StrJoin(index, ", "), "): written back by core ",
+          writer, other_writes ? " and by core " : " and read by core ", other,
+          other_writes ? "" : " (aliased input block)", "\n");
+    }
+  }
+  if (described > kDescribed) {
+    absl::StrAppend(&report.description, "... ", report.racy_elements,
+                    " racy elements in all\n");
+  }
 }
 
 }  // namespace
@@ -623,6 +682,25 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
   }
   const int num_cores = options.num_cores;
+  // Race detection: marks per core and output (one core cannot race).
+  std::vector<std::vector<uint8_t>> race_marks;
+  if (options.races != nullptr) *options.races = RaceReport();
+  if (options.detect_races && num_cores > 1) {
+    call.alias_of_input.assign(inputs.size(), -1);
+    for (auto [in, out] : k.aliases) call.alias_of_input[in] = out;
+    race_marks.reserve(2 * num_cores * outputs.size());
+    call.written_by.resize(num_cores);
+    call.read_by.resize(num_cores);
+    for (int c = 0; c < num_cores; ++c) {
+      for (size_t j = 0; j < outputs.size(); ++j) {
+        const int64_t n = k.out_types[j].num_elements();
+        race_marks.emplace_back(n, 0);
+        call.written_by[c].push_back(race_marks.back().data());
+        race_marks.emplace_back(n, 0);
+        call.read_by[c].push_back(race_marks.back().data());
+      }
+    }
+  }
   const int64_t per_core =
       num_points == 0 ? 0
                       : (parallel_points + num_cores - 1) / num_cores *
@@ -646,6 +724,9 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   }
   for (const absl::Status& s : status) {
     if (!s.ok()) return s;
+  }
+  if (!call.written_by.empty() && options.races != nullptr) {
+    FindRaces(k, call.written_by, call.read_by, *options.races);
   }
   // Fill the blocks of tiled outputs that no core wrote back.
   for (size_t m = 0; m < num_mappings; ++m) {

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -42,6 +43,12 @@ enum class UninitializedMemory { kNaN, kZero };
 // fill value. Input blocks past the end of their array (block index >= 0)
 // are then filled too. Writes outside a buffer are always errors.
 enum class OutOfBoundsReads { kRaise, kUninitialized };
+
+// What race detection found in one call (RunOptions::races).
+struct RaceReport {
+  int64_t racy_elements = 0;  // HBM elements involved in a race
+  std::string description;    // the first few races, one per line
+};
 
 struct RunOptions {
   // What fresh buffers and block padding hold: NaN for floats, the largest
@@ -65,6 +72,14 @@ struct RunOptions {
   // (number of grid points) * (grid rank + 1) int32s, the grid being the
   // resolved one (ResolveGrid). Interpret mode's grid_point_recorder.
   int32_t* grid_point_record = nullptr;
+  // Interpret mode's detect_races. The simulated cores of a kernel never
+  // synchronize, so with more than one core, an HBM element written back
+  // by one core and written back, or read as part of an aliased input's
+  // block, by another is a race (interpret mode's vector clocks find the
+  // same). Races are reported in *races (cleared first), not as errors. One
+  // byte per output element and core is used while detecting.
+  bool detect_races = false;
+  RaceReport* races = nullptr;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

@@ -18,7 +18,10 @@
 // Knows nothing of how JAX lowers or traces; the Python side decides what
 // goes into the attributes.
 
+#include <algorithm>
+#include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -135,7 +138,7 @@ absl::Status Describe(const ffi::AnyBuffer& buffer, Array& array) {
 
 absl::Status Run(Instance& instance, ffi::RemainingArgs args,
                  ffi::RemainingRets rets, const RunOptions& options,
-                 int64_t record_size) {
+                 size_t num_extra, int64_t record_size) {
   instance.inputs.resize(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
     ffi::ErrorOr<ffi::AnyBuffer> buffer = args.get<ffi::AnyBuffer>(i);
@@ -147,9 +150,8 @@ absl::Status Run(Instance& instance, ffi::RemainingArgs args,
       return s;
     }
   }
-  // With a grid point record, the last result is the record, not a
-  // kernel output.
-  const size_t num_outputs = rets.size() - (options.grid_point_record ? 1 : 0);
+  // The last num_extra results are not kernel outputs (see below).
+  const size_t num_outputs = rets.size() - num_extra;
   instance.outputs.resize(num_outputs);
   for (size_t i = 0; i < num_outputs; ++i) {
     ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> buffer =
@@ -196,31 +198,55 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // coordinates, the order interpret mode visits it in (L = 0: in order);
 // see bridge.py's _grid_coordinates.
 // `out_of_bounds_reads`: 0 = raise, 1 = uninitialized (read the fill).
-// `record_grid_points`: 1 if the last result is an int32 buffer for
-// RunOptions::grid_point_record (bridge.py's grid_point_recorder).
+// `record_grid_points`: 1 if a result after the outputs is an int32 buffer
+// for RunOptions::grid_point_record (bridge.py's grid_point_recorder).
+// `detect_races`: 1 if the last result is an int32 scalar that receives the
+// number of racy elements (RunOptions::detect_races); races are printed.
 ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             std::string_view module_key,
                             ffi::Span<const uint8_t> module,
                             ffi::Span<const int32_t> grid_coordinates,
                             int64_t num_cores, int64_t uninitialized_memory,
                             int64_t out_of_bounds_reads,
-                            int64_t record_grid_points) {
+                            int64_t record_grid_points, int64_t detect_races) {
   RunOptions options;
+  // Results after the kernel's outputs, in this order: the grid point
+  // record, then the race count.
+  const size_t num_extra = (record_grid_points == 1) + (detect_races == 1);
+  if (rets.size() < num_extra) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "pallasvm: fewer results than the attributes need");
+  }
+  auto extra = [&](size_t i) -> int32_t* {
+    ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> buffer =
+        rets.get<ffi::AnyBuffer>(rets.size() - num_extra + i);
+    if (!buffer.has_value() ||
+        (**buffer).element_type() != ffi::DataType::S32) {
+      return nullptr;
+    }
+    return (**buffer).typed_data<int32_t>();
+  };
   int64_t record_size = 0;
   if (record_grid_points == 1) {
-    ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> record =
-        rets.size() == 0 ? ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>>(
-                               ffi::Unexpected(ffi::Error(
-                                   ffi::ErrorCode::kInvalidArgument, "none")))
-                         : rets.get<ffi::AnyBuffer>(rets.size() - 1);
-    if (!record.has_value() ||
-        (**record).element_type() != ffi::DataType::S32) {
+    options.grid_point_record = extra(0);
+    if (options.grid_point_record == nullptr) {
       return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                        "pallasvm: record_grid_points without an int32 "
-                        "record as the last result");
+                        "pallasvm: the grid point record is not int32");
     }
-    options.grid_point_record = (**record).typed_data<int32_t>();
-    record_size = (**record).element_count();
+    record_size = rets.get<ffi::AnyBuffer>(rets.size() - num_extra)
+                      .value()
+                      ->element_count();
+  }
+  int32_t* race_count = nullptr;
+  runtime::RaceReport races;
+  if (detect_races == 1) {
+    race_count = extra(num_extra - 1);
+    if (race_count == nullptr) {
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                        "pallasvm: the race count is not int32");
+    }
+    options.detect_races = true;
+    options.races = &races;
   }
   options.num_cores = static_cast<int>(num_cores);
   options.uninitialized_memory = uninitialized_memory == 1
@@ -248,7 +274,18 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
   absl::StatusOr<std::unique_ptr<Instance>> instance =
       pool.Acquire(AsAbsl(module_key), module_bytes);
   if (!instance.ok()) return ToFfiError(instance.status());
-  absl::Status status = Run(**instance, args, rets, options, record_size);
+  absl::Status status =
+      Run(**instance, args, rets, options, num_extra, record_size);
+  if (status.ok() && race_count != nullptr) {
+    *race_count = static_cast<int32_t>(
+        std::min<int64_t>(races.racy_elements, INT32_MAX));
+    if (races.racy_elements > 0) {
+      // Interpret mode prints its races too; the bridge also sets JAX's
+      // races.races_found from the count.
+      std::fprintf(stderr, "RACE DETECTED (pallasvm)\n%s",
+                   races.description.c_str());
+    }
+  }
   pool.Release(AsAbsl(module_key), *std::move(instance));
   return ToFfiError(status);
 }
@@ -276,7 +313,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
                                   .Attr<int64_t>("num_cores")
                                   .Attr<int64_t>("uninitialized_memory")
                                   .Attr<int64_t>("out_of_bounds_reads")
-                                  .Attr<int64_t>("record_grid_points"));
+                                  .Attr<int64_t>("record_grid_points")
+                                  .Attr<int64_t>("detect_races"));
 
 extern "C" {
 

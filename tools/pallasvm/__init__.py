@@ -10,7 +10,8 @@ from pallasvm.export import ExportError, export_kernels
 
 _BRIDGE_NAMES = frozenset({
     "BridgeError", "CompileError", "InterpretParams", "compile_interchange",
-    "enabled", "install", "is_installed", "library_path", "stats",
+    "enabled", "install", "is_installed", "library_path", "races_found",
+    "stats",
     "uninstall",
 })
 

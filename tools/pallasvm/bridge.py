@@ -75,8 +75,9 @@ class InterpretParams(pltpu.InterpretParams):
   """The options of JAX's TPU interpret mode (`pltpu.InterpretParams`, same
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
   ("nan" or "zero"), `out_of_bounds_reads`, `random_seed`,
-  `num_cores_or_threads`, `grid_point_recorder` (see _call_and_record) and
-  `dma_execution_mode` (no kernel pallasvm compiles issues DMAs yet). Every other field must keep
+  `num_cores_or_threads`, `grid_point_recorder` and `detect_races` (see
+  _call_with_reports) and `dma_execution_mode` (no kernel pallasvm compiles
+  issues DMAs yet). Every other field must keep
   its default: a non-default value raises NotImplementedError naming it, so
   none is silently ignored."""
 
@@ -84,7 +85,8 @@ class InterpretParams(pltpu.InterpretParams):
 # The fields pallasvm implements; all others must hold JAX's default.
 _IMPLEMENTED_FIELDS = frozenset(
     {"uninitialized_memory", "random_seed", "num_cores_or_threads",
-     "grid_point_recorder", "out_of_bounds_reads", "dma_execution_mode"})
+     "grid_point_recorder", "out_of_bounds_reads", "dma_execution_mode",
+     "detect_races"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -140,7 +142,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
           "out_of_bounds_reads":
           np.int64(_OUT_OF_BOUNDS_READS[params.out_of_bounds_reads]),
           "record_grid_points": np.int64(
-              params.grid_point_recorder is not None)}
+              params.grid_point_recorder is not None),
+          "detect_races": np.int64(bool(params.detect_races))}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
@@ -304,11 +307,10 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
         module=compiled.module,
         grid_coordinates=_grid_coordinates(params, run_params), **attrs)
-    recorder = run_params.grid_point_recorder
-    if recorder is None:
+    if run_params.grid_point_recorder is None and not run_params.detect_races:
       results = call(ctx, *in_nodes)
     else:
-      results = _call_and_record(ctx, in_nodes, call, params, recorder)
+      results = _call_with_reports(ctx, in_nodes, call, params, run_params)
     # A pallas_call in JAX's interpret mode carries the ordered IO effects
     # of its callbacks; pallasvm has none, so the tokens pass through.
     if ctx.tokens_in is not None and ctx.tokens_out is None:
@@ -317,36 +319,75 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
   return rule
 
 
-def _call_and_record(ctx, in_nodes, call, params, recorder):
-  """The FFI call with one more result, the grid points in the order
-  pallasvm visited them (RunOptions::grid_point_record), then a host
-  callback that hands them to `recorder` one by one, as interpret mode's
-  grid_point_recorder is called: recorder(token, grid_point, core_id),
-  here with a placeholder token (np.int32(0)), grid_point an int32 numpy
-  array and core_id an np.int32. Each core's points come in its visit
-  order, core 0's first (interpret mode interleaves cores as they run),
-  after the kernel has run rather than while it runs."""
-  grid = tuple(params["grid_mapping"].grid)
-  if not all(isinstance(d, (int, np.integer)) for d in grid):
-    raise NotImplementedError(
-        "pallasvm does not implement InterpretParams.grid_point_recorder for"
-        f" a dynamic grid {grid} yet")
-  record_aval = jax.core.ShapedArray((math.prod(grid), len(grid) + 1),
-                                     np.int32)
-  *results, record = call(
-      ctx.replace(avals_out=[*ctx.avals_out, record_aval]), *in_nodes)
+def _call_with_reports(ctx, in_nodes, call, params, run_params):
+  """The FFI call with more results after the kernel's outputs, then host
+  callbacks that report them (after the kernel has run, not while it runs):
+
+  - grid_point_recorder: the grid points in the order pallasvm visited them
+    (RunOptions::grid_point_record), handed to the recorder one by one as
+    interpret mode calls it: recorder(token, grid_point, core_id), here
+    with a placeholder token (np.int32(0)), grid_point an int32 numpy array
+    and core_id an np.int32. Each core's points come in its visit order,
+    core 0's first (interpret mode interleaves cores as they run).
+  - detect_races: the number of racy HBM elements (RunOptions::detect_races;
+    the handler prints the races). As interpret mode does for each call,
+    JAX's `races` state is replaced, with races_found set from the count,
+    so `interpret_pallas_call.races.races_found` reads as under JAX."""
+  recorder = run_params.grid_point_recorder
+  extra_avals = []
+  if recorder is not None:
+    grid = tuple(params["grid_mapping"].grid)
+    if not all(isinstance(d, (int, np.integer)) for d in grid):
+      raise NotImplementedError(
+          "pallasvm does not implement InterpretParams.grid_point_recorder"
+          f" for a dynamic grid {grid} yet")
+    extra_avals.append(jax.core.ShapedArray(
+        (math.prod(grid), len(grid) + 1), np.int32))
+  if run_params.detect_races:
+    extra_avals.append(jax.core.ShapedArray((), np.int32))
+  outs = call(ctx.replace(avals_out=[*ctx.avals_out, *extra_avals]),
+              *in_nodes)
+  results, extras = outs[:len(ctx.avals_out)], outs[len(ctx.avals_out):]
 
   def replay(points):
     for row in np.asarray(points):
       recorder(np.int32(0), row[:-1], row[-1])
 
-  def emit(points):
-    jax.experimental.io_callback(replay, None, points, ordered=False)
+  def set_races(count):
+    _set_jax_races(int(count), run_params.num_cores_or_threads)
+
+  def emit(*values):
+    values = list(values)
+    if recorder is not None:
+      jax.experimental.io_callback(replay, None, values.pop(0), ordered=False)
+    if run_params.detect_races:
+      jax.experimental.io_callback(set_races, None, values.pop(0),
+                                   ordered=False)
     return []
 
   mlir.lower_fun(emit, multiple_results=True)(
-      ctx.replace(avals_in=[record_aval], avals_out=[]), record)
+      ctx.replace(avals_in=extra_avals, avals_out=[]), *extras)
   return results
+
+
+_race_state = {"racy_elements": 0}
+
+
+def _set_jax_races(racy_elements: int, num_cores: int) -> None:
+  from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
+  from jax._src.pallas.mosaic.interpret import race_detection_state  # pylint: disable=g-import-not-at-top
+  state = race_detection_state.RaceDetectionState(num_cores=num_cores)
+  state.races_found = racy_elements > 0
+  with _lock:
+    ipc.races = state
+    _race_state["racy_elements"] = racy_elements
+
+
+def races_found() -> bool:
+  """Whether the last pallas_call run with detect_races=True found races
+  (also readable, as under JAX, from interpret_pallas_call.races)."""
+  with _lock:
+    return _race_state["racy_elements"] > 0
 
 
 _prim = pallas_call_lib.pallas_call_p
