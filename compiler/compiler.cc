@@ -399,7 +399,10 @@ std::string KernelCompiler::Write(const vm::Program& p) {
 absl::StatusOr<std::string> KernelCompiler::Run() {
   name_ = k_.name() ? k_.name()->str() : "kernel";
   if (absl::Status s = CheckSignature(); !s.ok()) return Fail(s);
-  if (absl::Status s = LowerBody(); !s.ok()) return Fail(s);
+  lowerer_.set_skip_floating_point_ops(k_.skip_floating_point_ops());
+  absl::Status body = LowerBody();
+  lowerer_.set_skip_floating_point_ops(false);  // not in index maps
+  if (!body.ok()) return Fail(body);
   for (int m = 0; m < n_in_ + n_out_; ++m) {
     if (absl::Status s = LowerIndexMap(m); !s.ok()) return Fail(s);
   }

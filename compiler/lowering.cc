@@ -3,6 +3,7 @@
 #include "compiler/lowering.h"
 
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -668,6 +669,21 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
                                 TypeString(r)));
     }
     r.shape = declared[i].shape;  // same bytes, declared view
+    if (skip_fp_ && !r.is_ref() && vm::Info(r.dtype).is_float) {
+      // A fresh value of +inf (never the constant itself: a later
+      // equation may update its operand in place).
+      Value inf = Convert(ConstantF32(std::numeric_limits<float>::infinity()),
+                          r.dtype);
+      Value fresh = NewValue(r.dtype, r.shape);
+      if (r.count() == 1) {
+        CopyInto(fresh, inf);
+      } else {
+        absl::StatusOr<Value> filled = Broadcast(inf, r.shape);
+        if (!filled.ok()) return Error(filled.status().message());
+        fresh = *filled;
+      }
+      r = fresh;
+    }
     scopes_.back()[eqn.outvars()->Get(i)->id()] = r;
   }
   return absl::OkStatus();

@@ -95,6 +95,10 @@ class Lowerer {
   };
   absl::StatusOr<Index> ScalarIndex(const interchange::Atom* atom);
 
+  // Interpret mode's skip_floating_point_ops: every floating-point result
+  // of an equation is replaced by +inf (so every float value read is inf).
+  void set_skip_floating_point_ops(bool skip) { skip_fp_ = skip; }
+
   // Error about the equation being lowered.
   absl::Status Error(absl::string_view message) const;
 
@@ -120,6 +124,7 @@ class Lowerer {
   absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used);
 
   ProgramBuilder& b_;
+  bool skip_fp_ = false;
   // One scope per jaxpr being lowered (jaxprs are closed).
   std::vector<absl::flat_hash_map<int, Value>> scopes_;
   const interchange::Eqn* current_ = nullptr;

@@ -245,17 +245,21 @@ def test_kernel_the_exporter_refuses_fails_at_lowering():
 
 
 @pytest.mark.parametrize("option", [
-    {"skip_floating_point_ops": True},
+    {"out_of_bounds_reads": "wrap"},
+    {"uninitialized_memory": "ones"},
+    {"dma_execution_mode": "never"},
+    {"num_cores_or_threads": 300},
+    {"grid_point_recorder": "not callable"},
 ])
-def test_unimplemented_interpret_params_option_raises(option):
+def test_bad_interpret_params_value_raises_naming_it(option):
   [name] = option
-  with pytest.raises(NotImplementedError, match=name):
+  with pytest.raises(ValueError, match=name):
     pallasvm.install(pallasvm.InterpretParams(**option))
   assert not pallasvm.is_installed()
   # Also when a pallas_call brings it (found when it is lowered).
   x = data((8, 128))
   with pallasvm.enabled():
-    with pytest.raises(NotImplementedError, match=name):
+    with pytest.raises(ValueError, match=name):
       jax.jit(lambda x: add(x, x, interpret=pltpu.InterpretParams(**option))
               ).lower(x)
 
@@ -558,3 +562,58 @@ def test_detect_races_prints_the_race(capfd):
   assert ("race on output 0 float32[32,128] element (0, 0): written back by"
           " core 0 and by core 1") in err
   assert "1024 racy elements in all" in err
+
+
+def float_and_int_work(x, n):
+  """Float math, integer math driven by the floats, a float loop carry and
+  a store of a float literal: under skip_floating_point_ops every float
+  value read is inf, integer work still runs."""
+  def kernel(n_ref, x_ref, f_ref, i_ref, b_ref, c_ref, l_ref):
+    x = x_ref[...]
+    f_ref[...] = jnp.exp(x) * 2.0 + 1.0
+    i_ref[...] = (jax.lax.broadcasted_iota(jnp.int32, x.shape, 1)
+                  + pl.program_id(0) * 1000 + n_ref[0])
+    b_ref[...] = (x > 0).astype(jnp.int32) + (x == x).astype(jnp.int32)
+    c_ref[...] = jnp.where(x < 100.0, 7, 9).astype(jnp.int32)
+    # A loop whose trip count does not depend on floats, carrying a float.
+    l_ref[...] = jax.lax.fori_loop(0, 3, lambda i, v: v * 0.5 + 1.0, x)
+
+  spec = pl.BlockSpec((8, 128), lambda i, n: (i, 0))
+  shape_f = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+  shape_i = jax.ShapeDtypeStruct(x.shape, jnp.int32)
+  return pl.pallas_call(
+      kernel, out_shape=(shape_f, shape_i, shape_i, shape_i, shape_f),
+      grid_spec=pltpu.PrefetchScalarGridSpec(
+          num_scalar_prefetch=1, grid=(2,), in_specs=[spec],
+          out_specs=(spec,) * 5),
+  )(n, x)
+
+
+def test_skip_floating_point_ops_matches_interpret_mode():
+  x = data((16, 128), 17)
+  n = jnp.asarray([5], jnp.int32)
+  params = dict(skip_floating_point_ops=True)
+  expected = interpret_mode(float_and_int_work, x, n,
+                            params=pltpu.InterpretParams(**params))
+  with pallasvm.enabled(pallasvm.InterpretParams(**params)):
+    got = jax.jit(float_and_int_work)(x, n)
+  for g, e in zip(got, expected, strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+  # What it means: floats are inf, integer work ran.
+  assert np.all(np.asarray(got[0]) == np.inf)
+  np.testing.assert_array_equal(np.asarray(got[1])[8, :3], [1005, 1006, 1007])
+  np.testing.assert_array_equal(np.asarray(got[2]), 2)  # inf > 0, inf == inf
+  np.testing.assert_array_equal(np.asarray(got[3]), 9)  # inf < 100 is false
+
+
+def test_skip_floating_point_ops_matmul_is_all_inf():
+  """JAX's own test of the option: a matmul kernel gives all inf."""
+  def kernel(x_ref, y_ref, z_ref):
+    z_ref[...] = x_ref[...] @ y_ref[...]
+
+  x, y = data((256, 256), 18), data((256, 256), 19)
+  with pallasvm.enabled(pallasvm.InterpretParams(skip_floating_point_ops=True)):
+    z = jax.jit(lambda x, y: pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((256, 256), jnp.float32))(x, y)
+                )(x, y)
+  np.testing.assert_array_equal(np.asarray(z), np.inf)

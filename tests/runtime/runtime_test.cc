@@ -123,6 +123,28 @@ TEST_F(BindingTest, SubnormalsAreFlushedLikeXla) {
   }
 }
 
+TEST(SkipFloatingPointOps, FloatResultsAreInf) {
+  // add_vectors with the interchange's skip_floating_point_ops set: the
+  // add's result (the only float the body computes) is +inf.
+  absl::StatusOr<std::string> json = tools::ReadFileBytes(
+      std::string(PALLASVM_FIXTURES_DIR) + "/add_vectors/kernel.json");
+  ASSERT_TRUE(json.ok());
+  json->insert(json->find('{') + 1, "\"skip_floating_point_ops\": true,");
+  absl::StatusOr<std::string> module =
+      compiler::CompileInterchange(*json, "add_vectors");
+  ASSERT_TRUE(module.ok()) << module.status();
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      Executable::Load(*module, "add_vectors");
+  ASSERT_TRUE(exe.ok()) << exe.status();
+  std::vector<float> x(8, 1.0f), y(8, 2.0f), out(8, 0.0f);
+  ASSERT_TRUE((*exe)
+                  ->Run({{DType::F32, {8}, x.data()},
+                         {DType::F32, {8}, y.data()}},
+                        {{DType::F32, {8}, out.data()}})
+                  .ok());
+  for (float v : out) EXPECT_EQ(v, std::numeric_limits<float>::infinity());
+}
+
 TEST_F(BindingTest, WrongNumberOfInputs) {
   std::vector<Array> in = {{DType::F32, {8}, x_.data()}};
   std::vector<Array> out = {{DType::F32, {8}, out_.data()}};

@@ -76,8 +76,9 @@ class InterpretParams(pltpu.InterpretParams):
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
   ("nan" or "zero"), `out_of_bounds_reads`, `random_seed`,
   `num_cores_or_threads`, `grid_point_recorder` and `detect_races` (see
-  _call_with_reports) and `dma_execution_mode` (no kernel pallasvm compiles
-  issues DMAs yet). Every other field must keep
+  _call_with_reports), `skip_floating_point_ops` (compiled into the
+  module) and `dma_execution_mode` (no kernel pallasvm compiles issues DMAs
+  yet). Every field is implemented; a bad value raises ValueError. Every other field must keep
   its default: a non-default value raises NotImplementedError naming it, so
   none is silently ignored."""
 
@@ -86,7 +87,7 @@ class InterpretParams(pltpu.InterpretParams):
 _IMPLEMENTED_FIELDS = frozenset(
     {"uninitialized_memory", "random_seed", "num_cores_or_threads",
      "grid_point_recorder", "out_of_bounds_reads", "dma_execution_mode",
-     "detect_races"})
+     "detect_races", "skip_floating_point_ops"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -300,7 +301,9 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     if params["jaxpr"].constvars:
       raise ValueError("Cannot lower a pallas_call with constants.")
     source_info = types.SimpleNamespace(traceback=ctx.traceback)
-    interchange = export.export_pallas_call(params, ctx.avals_in, source_info)
+    interchange = export.export_pallas_call(
+        params, ctx.avals_in, source_info,
+        skip_floating_point_ops=bool(run_params.skip_floating_point_ops))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
     call = functools.partial(
