@@ -55,7 +55,37 @@ absl::string_view AsAbsl(std::string_view s) {
 struct Instance {
   std::unique_ptr<Executable> exe;
   std::vector<Array> inputs, outputs;
+  // The grid_coordinates attribute last parsed for this instance, and its
+  // parse: a call with the same attribute (the usual case) reuses it.
+  std::vector<int32_t> coordinates_attr;
+  std::vector<std::vector<int32_t>> coordinates;
 };
+
+// Parses the `grid_coordinates` attribute into instance.coordinates unless
+// it is the one parsed last time.
+absl::Status SetGridCoordinates(Instance& instance,
+                                ffi::Span<const int32_t> attr) {
+  if (instance.coordinates_attr.size() == attr.size() &&
+      std::equal(attr.begin(), attr.end(), instance.coordinates_attr.begin())) {
+    return absl::OkStatus();
+  }
+  std::vector<std::vector<int32_t>> coordinates;
+  bool any_permuted = false;
+  for (size_t i = 0; i < attr.size();) {
+    const int64_t n = attr[i++];
+    if (n < 0 || i + n > attr.size()) {
+      return absl::InvalidArgumentError(
+          "pallasvm: malformed grid_coordinates attribute");
+    }
+    coordinates.emplace_back(attr.begin() + i, attr.begin() + i + n);
+    any_permuted |= n > 0;
+    i += n;
+  }
+  if (!any_permuted) coordinates.clear();
+  instance.coordinates = std::move(coordinates);
+  instance.coordinates_attr.assign(attr.begin(), attr.end());
+  return absl::OkStatus();
+}
 
 class ExecutablePool {
  public:
@@ -137,7 +167,7 @@ absl::Status Describe(const ffi::AnyBuffer& buffer, Array& array) {
 }
 
 absl::Status Run(Instance& instance, ffi::RemainingArgs args,
-                 ffi::RemainingRets rets, const RunOptions& options,
+                 ffi::RemainingRets rets, RunOptions& options,
                  size_t num_extra, int64_t record_size) {
   instance.inputs.resize(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
@@ -182,7 +212,13 @@ absl::Status Run(Instance& instance, ffi::RemainingArgs args,
           points * static_cast<int64_t>(grid->size() + 1)));
     }
   }
-  return instance.exe->Run(instance.inputs, instance.outputs, options);
+  // The instance's parsed grid coordinates, lent (swapped, not copied) to
+  // the options for the run.
+  options.grid_coordinates.swap(instance.coordinates);
+  absl::Status status =
+      instance.exe->Run(instance.inputs, instance.outputs, options);
+  options.grid_coordinates.swap(instance.coordinates);
+  return status;
 }
 
 ffi::Error ToFfiError(const absl::Status& status) {
@@ -255,27 +291,16 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
   options.out_of_bounds_reads = out_of_bounds_reads == 1
                                     ? runtime::OutOfBoundsReads::kUninitialized
                                     : runtime::OutOfBoundsReads::kRaise;
-  bool any_permuted = false;
-  for (size_t i = 0; i < grid_coordinates.size();) {
-    const int64_t n = grid_coordinates[i++];
-    if (n < 0 || i + n > grid_coordinates.size()) {
-      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                        "pallasvm: malformed grid_coordinates attribute");
-    }
-    options.grid_coordinates.emplace_back(grid_coordinates.begin() + i,
-                                          grid_coordinates.begin() + i + n);
-    any_permuted |= n > 0;
-    i += n;
-  }
-  if (!any_permuted) options.grid_coordinates.clear();
   absl::string_view module_bytes(reinterpret_cast<const char*>(module.begin()),
                                  module.size());
   ExecutablePool& pool = ExecutablePool::Get();
   absl::StatusOr<std::unique_ptr<Instance>> instance =
       pool.Acquire(AsAbsl(module_key), module_bytes);
   if (!instance.ok()) return ToFfiError(instance.status());
-  absl::Status status =
-      Run(**instance, args, rets, options, num_extra, record_size);
+  absl::Status status = SetGridCoordinates(**instance, grid_coordinates);
+  if (status.ok()) {
+    status = Run(**instance, args, rets, options, num_extra, record_size);
+  }
   if (status.ok() && race_count != nullptr) {
     *race_count = static_cast<int32_t>(
         std::min<int64_t>(races.racy_elements, INT32_MAX));
