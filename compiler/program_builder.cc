@@ -19,14 +19,20 @@ uint64_t Bump(uint64_t& end, int64_t bytes) {
 
 }  // namespace
 
-// Calls f(slot) for every frame-slot operand of `in` (descriptors aside).
+// Calls f(slot) for every frame-slot operand of `in` (descriptors aside;
+// operands that name refs, by their aux bits, are not slots).
 template <typename F>
 void ForEachInstrSlot(vm::Instr& in, F&& f) {
   using vm::Format;
   switch (vm::Info(in.op).format) {
     case Format::BINARY_VV: case Format::BINARY_VS: case Format::BINARY_SV:
-    case Format::BINARY_SS: case Format::DOT:
+    case Format::BINARY_SS:
       f(in.a); f(in.b); f(in.c);
+      break;
+    case Format::DOT:
+      if (!(in.aux & vm::kOperandRefA)) f(in.a);
+      if (!(in.aux & vm::kOperandRefB)) f(in.b);
+      if (!(in.aux & vm::kOperandRefC)) f(in.c);
       break;
     case Format::UNARY_V: case Format::UNARY_S: case Format::COPY:
     case Format::MOV: case Format::FILL: case Format::REDUCE:
@@ -43,7 +49,7 @@ void ForEachInstrSlot(vm::Instr& in, F&& f) {
       f(in.a);
       break;
     case Format::ACCESS_STORE:
-      f(in.b);
+      if (!(in.aux & vm::kOperandRefB)) f(in.b);
       break;
     case Format::JUMP: case Format::NONE:
       break;

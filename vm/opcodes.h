@@ -28,14 +28,23 @@ enum class Format : uint8_t {
   SELECT,        // a: dst[n], b: pred[n] PRED, c: on_false[n], d: on_true[n]
   LAYOUT,        // a: dst, b: src (STRIDED_COPY), d: layout descriptor
   ACCESS_LOAD,   // a: dst, d: access descriptor
-  ACCESS_STORE,  // b: src, d: access descriptor
+  ACCESS_STORE,  // b: src, d: access descriptor; aux: kOperandRefB bit
   REDUCE,        // a: dst[c*n] OUT, b: src[c*d*n] IN
-  DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N}
+  DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N};
+                 //   aux: kOperandRef{A,B,C} bits
   GRID,          // a: dst[1] S32, b: grid axis
   JUMP,          // a: target pc
   BRANCH,        // a: cond[1] PRED, b: target pc
   NONE,
 };
+
+// Operand-location bits of Instr::aux in the DOT and ACCESS_STORE formats:
+// a set bit says the operand is a ref index, meaning the whole of that ref's
+// buffer (dense, row-major), instead of a frame offset. Ref buffers never
+// overlap each other or the frame.
+inline constexpr uint16_t kOperandRefA = 1;
+inline constexpr uint16_t kOperandRefB = 2;
+inline constexpr uint16_t kOperandRefC = 4;
 
 #define PALLASVM_DT_NONE -1
 #define PALLASVM_DT_PRED 0

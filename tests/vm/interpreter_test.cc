@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -490,6 +491,93 @@ TEST(InterpreterTest, DotF32MatchesNaive) {
   CheckDotF32(17, 520, 96);  // just past the in-place threshold
   CheckDotF32(9, 1, 1);
   CheckDotF32(3, 0, 5);  // empty contraction: zeros
+}
+
+// C += A @ B through DOT_ADD_F32 with its operands in refs (or, by `aux`,
+// some in the frame): the product is the fma chain in k order, rounded, and
+// then added to C once, exactly what DOT_F32 then ADD_F32_VV compute.
+void CheckDotAddF32(int m, int k, int n, uint16_t aux) {
+  Assembler as;
+  Buffer a(4 * m * k + 64), b(4 * k * n + 64), c(4 * m * n + 64);
+  // Each operand sits in its ref or, without its aux bit, at the same data
+  // copied into the frame.
+  const uint32_t fa = 0;
+  const uint32_t fb = (fa + 4 * m * k + 63) / 64 * 64;
+  const uint32_t fc = (fb + 4 * k * n + 63) / 64 * 64;
+  as.Emit(Op::DOT_ADD_F32, (aux & kOperandRefA) ? 2 : fc,
+          (aux & kOperandRefB) ? 0 : fa, (aux & kOperandRefC) ? 1 : fb,
+          as.AddLayout(4, {m, k, n}), 0, aux);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  Program& p = as.program();
+  p.frame_size = fc + 4 * m * n + 64;
+  p.num_refs = 3;
+  p.ref_sizes = {4 * m * k, 4 * k * n, 4 * m * n};
+  Buffer frame(p.frame_size);
+  std::mt19937 rng(m * 10000 + k * 100 + n);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int i = 0; i < m * k; ++i) a.As<float>(0)[i] = d(rng);
+  for (int i = 0; i < k * n; ++i) b.As<float>(0)[i] = d(rng);
+  for (int i = 0; i < m * n; ++i)
+    c.As<float>(0)[i] = i % 7 == 0 ? -0.f : d(rng);
+  std::vector<float> c0(c.As<float>(0), c.As<float>(0) + m * n);
+  std::memcpy(frame.As<float>(fa), a.data(), 4 * m * k);
+  std::memcpy(frame.As<float>(fb), b.data(), 4 * k * n);
+  std::memcpy(frame.As<float>(fc), c.data(), 4 * m * n);
+  ASSERT_TRUE(VerifyAndRun(p, frame, {a.data(), b.data(), c.data()}).ok());
+  const float* A = a.As<float>(0);
+  const float* B = b.As<float>(0);
+  const float* C = (aux & kOperandRefA) ? c.As<float>(0) : frame.As<float>(fc);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      float product = 0.f;
+      for (int kk = 0; kk < k; ++kk)
+        product = std::fma(A[i * k + kk], B[kk * n + j], product);
+      const float want = c0[i * n + j] + product;
+      ASSERT_EQ(std::signbit(C[i * n + j]), std::signbit(want));
+      ASSERT_EQ(C[i * n + j], want) << m << "x" << k << "x" << n << " aux "
+                                    << aux << " at " << i << "," << j;
+    }
+  }
+}
+
+TEST(InterpreterTest, DotAddF32AddsTheRoundedProduct) {
+  const uint16_t refs = kOperandRefA | kOperandRefB | kOperandRefC;
+  CheckDotAddF32(7, 13, 9, refs);
+  CheckDotAddF32(100, 256, 50, refs);  // one whole k block, edge tiles
+  CheckDotAddF32(16, 40, 100, refs);   // few rows: B read in place
+  CheckDotAddF32(20, 300, 33, refs);   // k past one block: via a buffer
+  CheckDotAddF32(3, 0, 5, refs);       // empty contraction: C + 0 (-0 -> +0)
+  CheckDotAddF32(33, 64, 48, kOperandRefB);  // frame dst, one ref source
+  CheckDotAddF32(33, 64, 48, kOperandRefA | kOperandRefC);
+  CheckDotAddF32(33, 64, 48, 0);  // all in the frame
+}
+
+// STORE with kOperandRefB copies a whole ref into a region of another.
+TEST(InterpreterTest, StoreFromRefCopiesTheWholeRef) {
+  Assembler as;
+  // ref 1 is f32[4, 8]; ref 0 (f32[4, 4]) goes to rows 0..3, columns 1, 3,
+  // 5, 7.
+  const uint32_t region = as.AddAccess(
+      Access(AccessBase::REF, 1, 4, {Dim(4, 0, 4), Dim(8, 1, 4, 2)}));
+  as.Emit(Op::STORE, 0, 0, 0, region, 0, kOperandRefB);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  Program& p = as.program();
+  p.frame_size = 64;
+  p.num_refs = 2;
+  p.ref_sizes = {4 * 16, 4 * 32};
+  Buffer frame(64), src(64), dst(128);
+  for (int i = 0; i < 16; ++i) src.As<float>(0)[i] = static_cast<float>(i);
+  for (int i = 0; i < 32; ++i) dst.As<float>(0)[i] = -1.f;
+  ASSERT_TRUE(VerifyAndRun(p, frame, {src.data(), dst.data()}).ok());
+  for (int r = 0; r < 4; ++r) {
+    for (int col = 0; col < 8; ++col) {
+      const float want =
+          col % 2 == 1 ? static_cast<float>(r * 4 + col / 2) : -1.f;
+      EXPECT_EQ(dst.As<float>(0)[r * 8 + col], want) << r << "," << col;
+    }
+  }
 }
 
 TEST(InterpreterTest, DotS32Wraps) {

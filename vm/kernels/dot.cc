@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "vm/kernels/simd.h"
 
@@ -72,21 +73,30 @@ PackBuffers& ThreadPackBuffers() {
   return buffers;
 }
 
-// C tile (kDotMr x kDotNr at c, row stride ldc) := (first ? 0 : C tile) +
-// sum over kc steps of A panel column x B panel row. B rows are kDotNr
-// apart in a packed panel (kPackedB), or ldb apart when read in place.
-template <bool kPackedB>
+// What the micro-kernel does with the C tile.
+enum class TileMode {
+  kFirst,    // C := product of this k block (C is not read)
+  kPartial,  // C := C + product, continuing C's fused multiply-add chain
+  kAddTo,    // C := C + product, the product rounded first (DOT_ADD_F32)
+};
+
+// C tile (kDotMr x kDotNr at c, row stride ldc), per `mode`, with the
+// product = sum over kc steps of A panel column x B panel row. B rows are
+// kDotNr apart in a packed panel (kPackedB), or ldb apart when read in
+// place.
+template <bool kPackedB, TileMode kMode>
 [[gnu::noinline]] void MicroKernel(int64_t kc, const float* __restrict ap,
                                    const float* __restrict bp, int64_t ldb,
-                                   float* c, int64_t ldc, bool first) {
+                                   float* c, int64_t ldc) {
   if constexpr (kPackedB) ldb = kDotNr;
   Batch acc[kDotMr][kDotNv];
 #pragma GCC unroll 8
   for (int64_t r = 0; r < kDotMr; ++r) {
 #pragma GCC unroll 4
     for (int64_t v = 0; v < kDotNv; ++v) {
-      acc[r][v] =
-          first ? Batch(0.f) : Batch::load_unaligned(c + r * ldc + v * kW);
+      acc[r][v] = kMode == TileMode::kPartial
+                      ? Batch::load_unaligned(c + r * ldc + v * kW)
+                      : Batch(0.f);
     }
   }
   for (int64_t k = 0; k < kc; ++k) {
@@ -109,8 +119,26 @@ template <bool kPackedB>
   for (int64_t r = 0; r < kDotMr; ++r) {
 #pragma GCC unroll 4
     for (int64_t v = 0; v < kDotNv; ++v) {
-      acc[r][v].store_unaligned(c + r * ldc + v * kW);
+      float* const cv = c + r * ldc + v * kW;
+      if constexpr (kMode == TileMode::kAddTo) {
+        (Batch::load_unaligned(cv) + acc[r][v]).store_unaligned(cv);
+      } else {
+        acc[r][v].store_unaligned(cv);
+      }
     }
+  }
+}
+
+template <bool kPackedB>
+void RunMicroKernel(TileMode mode, int64_t kc, const float* ap, const float* bp,
+                    int64_t ldb, float* c, int64_t ldc) {
+  switch (mode) {
+    case TileMode::kFirst:
+      return MicroKernel<kPackedB, TileMode::kFirst>(kc, ap, bp, ldb, c, ldc);
+    case TileMode::kPartial:
+      return MicroKernel<kPackedB, TileMode::kPartial>(kc, ap, bp, ldb, c, ldc);
+    case TileMode::kAddTo:
+      return MicroKernel<kPackedB, TileMode::kAddTo>(kc, ap, bp, ldb, c, ldc);
   }
 }
 
@@ -140,14 +168,10 @@ void PackA(float* dst, const float* a, int64_t lda, int64_t mc, int64_t kc) {
   }
 }
 
-}  // namespace
-
-void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
-            int64_t n) {
-  if (k == 0) {
-    std::fill(c, c + m * n, 0.f);
-    return;
-  }
+// C := A @ B, or with add_to (k <= kDotKc only) C := C + A @ B, the
+// product rounded first.
+void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
+          int64_t n, bool add_to) {
   // Packing B costs a pass over B per k block and pays off over many row
   // panels; for a few rows the micro-kernel reads B in place (all but the
   // last, partial, column panel). 8x128x128: 36 -> 71 GFLOP/s.
@@ -162,6 +186,9 @@ void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
     for (int64_t pc = 0; pc < k; pc += kDotKc) {
       const int64_t kc = std::min(kDotKc, k - pc);
       const bool first = pc == 0;
+      const TileMode mode = add_to  ? TileMode::kAddTo
+                            : first ? TileMode::kFirst
+                                    : TileMode::kPartial;
       const float* const bblock = b + pc * n + jc;
       if (pack_b) {
         PackB(bpack, bblock, n, kc, nc);
@@ -188,7 +215,7 @@ void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
               // micro-kernel never touches C outside [m, n).
               dst = tile;
               ldc = kDotNr;
-              if (!first) {
+              if (mode != TileMode::kFirst) {
                 for (int64_t r = 0; r < mr; ++r) {
                   std::memcpy(tile + r * kDotNr, ct + r * n,
                               nr * sizeof(float));
@@ -196,9 +223,9 @@ void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
               }
             }
             if (in_place) {
-              MicroKernel<false>(kc, ap, bp, n, dst, ldc, first);
+              RunMicroKernel<false>(mode, kc, ap, bp, n, dst, ldc);
             } else {
-              MicroKernel<true>(kc, ap, bp, kDotNr, dst, ldc, first);
+              RunMicroKernel<true>(mode, kc, ap, bp, kDotNr, dst, ldc);
             }
             if (dst == tile) {
               for (int64_t r = 0; r < mr; ++r) {
@@ -210,6 +237,34 @@ void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
       }
     }
   }
+}
+
+}  // namespace
+
+void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
+            int64_t n) {
+  if (k == 0) {
+    std::fill(c, c + m * n, 0.f);
+    return;
+  }
+  Gemm(c, a, b, m, k, n, /*add_to=*/false);
+}
+
+void DotAddF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
+               int64_t n) {
+  if (k > 0 && k <= kDotKc) {
+    // One k block: each tile's product is complete in registers, where it
+    // is added to C on the way out.
+    Gemm(c, a, b, m, k, n, /*add_to=*/true);
+    return;
+  }
+  // Longer products are stored between k blocks, so they go through a
+  // buffer (per thread, grown once) and are added afterwards; k == 0 adds
+  // zeros, which turns -0 into +0 as ADD_F32_VV would.
+  thread_local std::vector<float> product;
+  if (product.size() < static_cast<size_t>(m * n)) product.resize(m * n);
+  DotF32(product.data(), a, b, m, k, n);
+  for (int64_t i = 0; i < m * n; ++i) c[i] = c[i] + product[i];
 }
 
 void DotS32(int32_t* c, const int32_t* a, const int32_t* b, int64_t m,

@@ -1,5 +1,5 @@
-// Matrix multiply kernels (DOT_F32, DOT_S32): C[M,N] := A[M,K] @ B[K,N],
-// all row-major and dense. C must not overlap A or B (the verifier
+// Matrix multiply kernels (DOT_F32, DOT_ADD_F32, DOT_S32): C[M,N] := A[M,K] @
+// B[K,N], all row-major and dense. C must not overlap A or B (the verifier
 // enforces it).
 //
 // DOT_F32 is a packed, register-blocked GEMM in the BLIS style: B is
@@ -19,6 +19,13 @@ namespace pallasvm::vm::kernels {
 
 void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
             int64_t n);
+
+// C[M,N] := C + A[M,K] @ B[K,N], with the product computed exactly as
+// DotF32 computes it and then added with one rounding: bit for bit
+// DOT_F32 into a temporary followed by ADD_F32_VV, without the temporary
+// (for k <= 256; longer products use a per-thread buffer).
+void DotAddF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
+               int64_t n);
 
 // Wrapping int32 arithmetic.
 void DotS32(int32_t* c, const int32_t* a, const int32_t* b, int64_t m,
