@@ -2,14 +2,15 @@
 // B[K,N], all row-major and dense. C must not overlap A or B (the verifier
 // enforces it).
 //
-// DOT_F32 is a packed, register-blocked GEMM in the BLIS style: B is
-// packed into panels of kDotNr columns and A into panels of kDotMr rows for
-// each block of kDotKc steps of k, and a micro-kernel keeps a kDotMr x kDotNr
-// tile of C in SIMD registers, broadcasting one element of A against the
-// B vectors per step. Every C element is accumulated with fused
-// multiply-adds in increasing k order (partial sums between k blocks are
-// stored and reloaded exactly), so the result does not depend on the
-// blocking. Packing buffers are per thread, allocated on first use.
+// DOT_F32 is a register-blocked GEMM in the BLIS style: B is packed into
+// panels of kDotNr columns for each block of kDotKc steps of k (read in
+// place for a few rows of A), A is read in place by rows of kDotMr, and a
+// micro-kernel keeps a kDotMr x kDotNr tile of C in SIMD registers,
+// broadcasting one element of A against the B vectors per step. Every C
+// element is accumulated with fused multiply-adds in increasing k order
+// (partial sums between k blocks are stored and reloaded exactly), so the
+// result does not depend on the blocking. Packing buffers are per thread,
+// allocated on first use.
 #ifndef PALLASVM_VM_KERNELS_DOT_H_
 #define PALLASVM_VM_KERNELS_DOT_H_
 
