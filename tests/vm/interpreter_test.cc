@@ -319,6 +319,36 @@ TEST(InterpreterTest, StridedCopyTransposeBroadcastReverse) {
   EXPECT_EQ(row(s, 4), (std::vector<float>{4, 6, 8, 10}));
 }
 
+// Transposes larger than one tile of the tiled path, with partial tiles,
+// and of a column slice (source row stride wider than the rows taken).
+TEST(InterpreterTest, StridedCopyLargeTransposes) {
+  const int rows = 37, cols = 20, width = 41;  // src is [cols, width]
+  Assembler as;
+  const uint32_t src = 0, t = 4096, u = 8192;
+  // out[i, j] = src[j, i] over i < rows (a slice of width), j < cols.
+  as.Emit(Op::STRIDED_COPY, t, src, 0,
+          as.AddLayout(4, {rows, cols}, {1, width}));
+  // The same from column 3 on: out[i, j] = src[j, 3 + i].
+  as.Emit(Op::STRIDED_COPY, u, src, 0,
+          as.AddLayout(4, {rows - 3, cols}, {1, width}, 3));
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 12288;
+  Buffer frame(12288);
+  for (int i = 0; i < cols * width; ++i) frame.As<int32_t>(src)[i] = i;
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  for (int i = 0; i < rows; ++i) {
+    for (int j = 0; j < cols; ++j) {
+      ASSERT_EQ(frame.As<int32_t>(t)[i * cols + j], j * width + i)
+          << i << "," << j;
+      if (i < rows - 3) {
+        ASSERT_EQ(frame.As<int32_t>(u)[i * cols + j], j * width + 3 + i)
+            << i << "," << j;
+      }
+    }
+  }
+}
+
 TEST(InterpreterTest, IotaSelectFillCopyConvert) {
   Assembler as;
   const uint32_t two = as.Constant<int32_t>(2);
