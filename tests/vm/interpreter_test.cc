@@ -519,6 +519,7 @@ TEST(InterpreterTest, DotF32MatchesNaive) {
   CheckDotF32(16, 40, 100);   // few rows: B read in place, tail packed
   CheckDotF32(3, 600, 49);
   CheckDotF32(17, 520, 96);  // just past the in-place threshold
+  CheckDotF32(40, 300, 64);  // last column panel of 16: a narrow tile
   CheckDotF32(9, 1, 1);
   CheckDotF32(3, 0, 5);  // empty contraction: zeros
 }
@@ -578,6 +579,7 @@ TEST(InterpreterTest, DotAddF32AddsTheRoundedProduct) {
   CheckDotAddF32(16, 40, 100, refs);   // few rows: B read in place
   CheckDotAddF32(20, 300, 33, refs);   // k past one block: via a buffer
   CheckDotAddF32(3, 0, 5, refs);       // empty contraction: C + 0 (-0 -> +0)
+  CheckDotAddF32(24, 100, 80, refs);   // last column panel of 32
   CheckDotAddF32(33, 64, 48, kOperandRefB);  // frame dst, one ref source
   CheckDotAddF32(33, 64, 48, kOperandRefA | kOperandRefC);
   CheckDotAddF32(33, 64, 48, 0);  // all in the frame

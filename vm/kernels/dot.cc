@@ -87,30 +87,32 @@ enum class TileMode {
   kAddTo,    // C := C + product, the product rounded first (DOT_ADD_F32)
 };
 
-// C tile (kDotMr x kDotNr at c, row stride ldc), per `mode`, with the
+// C tile (kDotMr x kNv vectors at c, row stride ldc), per `mode`, with the
 // product = sum over kc steps of A panel column x B panel row. A's rows are
 // interleaved k-major in a packed panel (kPackedA), or lda apart when read
 // in place; B rows are kDotNr apart in a packed panel (kPackedB), or ldb
-// apart in place.
-template <bool kPackedA, bool kPackedB, TileMode kMode>
+// apart in place. kNv < kDotNv is for the last column panel of a packed
+// B, so that e.g. N = 256 (5 panels of 48 and one of 16) does not compute
+// a whole panel for its last 16 columns.
+template <bool kPackedA, bool kPackedB, TileMode kMode, int kNv>
 [[gnu::noinline]] void MicroKernel(int64_t kc, const float* __restrict ap,
                                    int64_t lda, const float* __restrict bp,
                                    int64_t ldb, float* c, int64_t ldc) {
   if constexpr (kPackedB) ldb = kDotNr;
-  Batch acc[kDotMr][kDotNv];
+  Batch acc[kDotMr][kNv];
 #pragma GCC unroll 8
   for (int64_t r = 0; r < kDotMr; ++r) {
 #pragma GCC unroll 4
-    for (int64_t v = 0; v < kDotNv; ++v) {
+    for (int64_t v = 0; v < kNv; ++v) {
       acc[r][v] = kMode == TileMode::kPartial
                       ? Batch::load_unaligned(c + r * ldc + v * kW)
                       : Batch(0.f);
     }
   }
   for (int64_t k = 0; k < kc; ++k) {
-    Batch b[kDotNv];
+    Batch b[kNv];
 #pragma GCC unroll 4
-    for (int64_t v = 0; v < kDotNv; ++v) {
+    for (int64_t v = 0; v < kNv; ++v) {
       b[v] = kPackedB ? Batch::load_aligned(bp + k * ldb + v * kW)
                       : Batch::load_unaligned(bp + k * ldb + v * kW);
     }
@@ -118,7 +120,7 @@ template <bool kPackedA, bool kPackedB, TileMode kMode>
     for (int64_t r = 0; r < kDotMr; ++r) {
       const Batch a(kPackedA ? ap[k * kDotMr + r] : ap[r * lda + k]);
 #pragma GCC unroll 4
-      for (int64_t v = 0; v < kDotNv; ++v) {
+      for (int64_t v = 0; v < kNv; ++v) {
         acc[r][v] = FusedMultiplyAdd(a, b[v], acc[r][v]);
       }
     }
@@ -126,7 +128,7 @@ template <bool kPackedA, bool kPackedB, TileMode kMode>
 #pragma GCC unroll 8
   for (int64_t r = 0; r < kDotMr; ++r) {
 #pragma GCC unroll 4
-    for (int64_t v = 0; v < kDotNv; ++v) {
+    for (int64_t v = 0; v < kNv; ++v) {
       float* const cv = c + r * ldc + v * kW;
       if constexpr (kMode == TileMode::kAddTo) {
         (Batch::load_unaligned(cv) + acc[r][v]).store_unaligned(cv);
@@ -137,19 +139,38 @@ template <bool kPackedA, bool kPackedB, TileMode kMode>
   }
 }
 
+// MicroKernel for a tile of nv vectors (nv < kDotNv only with packed B).
+template <bool kPackedA, bool kPackedB, TileMode kMode>
+void RunMicroKernelOfWidth(int64_t nv, int64_t kc, const float* ap, int64_t lda,
+                           const float* bp, int64_t ldb, float* c,
+                           int64_t ldc) {
+  if constexpr (kPackedB) {
+    if (nv == 1) {
+      return MicroKernel<kPackedA, true, kMode, 1>(kc, ap, lda, bp, ldb, c,
+                                                   ldc);
+    }
+    if (nv == 2) {
+      return MicroKernel<kPackedA, true, kMode, 2>(kc, ap, lda, bp, ldb, c,
+                                                   ldc);
+    }
+  }
+  MicroKernel<kPackedA, kPackedB, kMode, kDotNv>(kc, ap, lda, bp, ldb, c, ldc);
+}
+
 template <bool kPackedA, bool kPackedB>
-void RunMicroKernel(TileMode mode, int64_t kc, const float* ap, int64_t lda,
-                    const float* bp, int64_t ldb, float* c, int64_t ldc) {
+void RunMicroKernel(TileMode mode, int64_t nv, int64_t kc, const float* ap,
+                    int64_t lda, const float* bp, int64_t ldb, float* c,
+                    int64_t ldc) {
   switch (mode) {
     case TileMode::kFirst:
-      return MicroKernel<kPackedA, kPackedB, TileMode::kFirst>(kc, ap, lda, bp,
-                                                               ldb, c, ldc);
+      return RunMicroKernelOfWidth<kPackedA, kPackedB, TileMode::kFirst>(
+          nv, kc, ap, lda, bp, ldb, c, ldc);
     case TileMode::kPartial:
-      return MicroKernel<kPackedA, kPackedB, TileMode::kPartial>(
-          kc, ap, lda, bp, ldb, c, ldc);
+      return RunMicroKernelOfWidth<kPackedA, kPackedB, TileMode::kPartial>(
+          nv, kc, ap, lda, bp, ldb, c, ldc);
     case TileMode::kAddTo:
-      return MicroKernel<kPackedA, kPackedB, TileMode::kAddTo>(kc, ap, lda, bp,
-                                                               ldb, c, ldc);
+      return RunMicroKernelOfWidth<kPackedA, kPackedB, TileMode::kAddTo>(
+          nv, kc, ap, lda, bp, ldb, c, ldc);
   }
 }
 
@@ -230,6 +251,7 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
         }
         for (int64_t jr = 0; jr < nc; jr += kDotNr) {
           const int64_t nr = std::min(kDotNr, nc - jr);
+          const int64_t nv = (nr + kW - 1) / kW;  // vectors the tile needs
           const bool in_place = !pack_b && nr == kDotNr;
           const float* bp = in_place ? bblock + jr
                             : pack_b ? bpack + (jr / kDotNr) * kc * kDotNr
@@ -243,7 +265,7 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
             float* ct = c + (ic + ir) * n + jc + jr;
             float* dst = ct;
             int64_t ldc = n;
-            if (mr < kDotMr || nr < kDotNr) {
+            if (mr < kDotMr || nr < nv * kW) {
               // An edge tile goes through a full-size buffer, so the
               // micro-kernel never touches C outside [m, n).
               dst = tile;
@@ -257,14 +279,16 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
             }
             if (a_in_place) {
               if (in_place) {
-                RunMicroKernel<false, false>(mode, kc, ap, k, bp, n, dst, ldc);
+                RunMicroKernel<false, false>(mode, nv, kc, ap, k, bp, n, dst,
+                                             ldc);
               } else {
-                RunMicroKernel<false, true>(mode, kc, ap, k, bp, n, dst, ldc);
+                RunMicroKernel<false, true>(mode, nv, kc, ap, k, bp, n, dst,
+                                            ldc);
               }
             } else if (in_place) {
-              RunMicroKernel<true, false>(mode, kc, ap, k, bp, n, dst, ldc);
+              RunMicroKernel<true, false>(mode, nv, kc, ap, k, bp, n, dst, ldc);
             } else {
-              RunMicroKernel<true, true>(mode, kc, ap, k, bp, n, dst, ldc);
+              RunMicroKernel<true, true>(mode, nv, kc, ap, k, bp, n, dst, ldc);
             }
             if (dst == tile) {
               for (int64_t r = 0; r < mr; ++r) {
