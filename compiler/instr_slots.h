@@ -20,14 +20,20 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
   switch (vm::Info(in.op).format) {
     case Format::BINARY_VV: case Format::BINARY_VS: case Format::BINARY_SV:
     case Format::BINARY_SS:
-      f(in.a); f(in.b); f(in.c);
+      f(in.a);
+      if (!(in.aux & vm::kOperandRefB)) f(in.b);
+      if (!(in.aux & vm::kOperandRefC)) f(in.c);
       break;
     case Format::DOT:
       if (!(in.aux & vm::kOperandRefA)) f(in.a);
       if (!(in.aux & vm::kOperandRefB)) f(in.b);
       if (!(in.aux & vm::kOperandRefC)) f(in.c);
       break;
-    case Format::UNARY_V: case Format::UNARY_S: case Format::COPY:
+    case Format::UNARY_V:
+      f(in.a);
+      if (!(in.aux & vm::kOperandRefB)) f(in.b);
+      break;
+    case Format::UNARY_S: case Format::COPY:
     case Format::MOV: case Format::FILL: case Format::REDUCE:
       f(in.a); f(in.b);
       break;

@@ -221,8 +221,8 @@ class RefFusion {
       if (uses.empty() || uses.back() != pc) uses.push_back(pc);
     }
     if (uses.empty()) return;
-    // Each use reads the value whole, as a DOT or STORE/ADDUPDATE source,
-    // and mentions it nowhere else.
+    // Each use reads the value whole, as a block source of a DOT, a
+    // STORE/ADDUPDATE or an elementwise op, and mentions it nowhere else.
     for (uint32_t pc : uses) {
       const Instr& in = p_.code[pc];
       const Format f = vm::Info(in.op).format;
@@ -235,11 +235,15 @@ class RefFusion {
         ForEachAccessSlot(
             acc, [&](uint32_t& s) { mentions += AllocationOf(s) == value; });
       }
-      if (f == Format::DOT) {
-        sources = (in.b == ld.a && !(in.aux & vm::kOperandRefB)) +
-                  (in.c == ld.a && !(in.aux & vm::kOperandRefC));
-      } else if (f == Format::ACCESS_STORE) {
-        sources = in.b == ld.a && !(in.aux & vm::kOperandRefB);
+      const bool b_is = in.b == ld.a && !(in.aux & vm::kOperandRefB);
+      const bool c_is = in.c == ld.a && !(in.aux & vm::kOperandRefC);
+      if (f == Format::DOT || f == Format::BINARY_VV) {
+        sources = b_is + c_is;
+      } else if (f == Format::ACCESS_STORE || f == Format::BINARY_VS ||
+                 f == Format::UNARY_V) {
+        sources = b_is;
+      } else if (f == Format::BINARY_SV) {
+        sources = c_is;
       }
       if (sources == 0 || sources != mentions) return;
     }
@@ -250,11 +254,14 @@ class RefFusion {
     const uint32_t r = static_cast<uint32_t>(ref);
     for (uint32_t pc : uses) {
       Instr& in = p_.code[pc];
-      if (!(in.aux & vm::kOperandRefB) && in.b == ld.a) {
+      const Format f = vm::Info(in.op).format;
+      if (f != Format::BINARY_SV && !(in.aux & vm::kOperandRefB) &&
+          in.b == ld.a) {
         in.b = r;
         in.aux |= vm::kOperandRefB;
       }
-      if (vm::Info(in.op).format == Format::DOT &&
+      if ((f == Format::DOT || f == Format::BINARY_VV ||
+           f == Format::BINARY_SV) &&
           !(in.aux & vm::kOperandRefC) && in.c == ld.a) {
         in.c = r;
         in.aux |= vm::kOperandRefC;

@@ -15,9 +15,9 @@
 //     DOT_ADD_F32 ref R := ref R + x @ y at the DOT, which rounds the
 //     product and then adds, exactly as DOT then ADD do.
 //  2. Forward: LOAD v := ref R (whole), where every other use of v is a
-//     source of a DOT or of a STORE/ADDUPDATE, and R is not written before
-//     the last of them, becomes those instructions reading R in place (the
-//     kOperandRef aux bits of vm/opcodes.h).
+//     block source of a DOT, a STORE/ADDUPDATE or an elementwise op, and R
+//     is not written before the last of them, becomes those instructions
+//     reading R in place (the kOperandRef aux bits of vm/opcodes.h).
 //
 // "Whole" means static starts 0, full sizes, stride 1: the dense value is
 // the ref's buffer byte for byte. Runs on provisional slots, before they are

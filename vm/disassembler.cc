@@ -77,11 +77,13 @@ std::string Operands(const Program& p, const Instr& in) {
     case Format::BINARY_VV:
     case Format::BINARY_VS:
     case Format::BINARY_SV:
-      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), ", ", Slot(in.c), n);
+      return absl::StrCat(Slot(in.a), " := ", SlotOrRef(in, in.b, kOperandRefB),
+                          ", ", SlotOrRef(in, in.c, kOperandRefC), n);
     case Format::BINARY_SS:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), ", ", Slot(in.c));
     case Format::UNARY_V:
-      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), n);
+      return absl::StrCat(Slot(in.a), " := ", SlotOrRef(in, in.b, kOperandRefB),
+                          n);
     case Format::UNARY_S:
     case Format::MOV:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b));

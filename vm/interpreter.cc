@@ -162,21 +162,24 @@ vm_dispatch:
 #endif
 
 // ------------------------------------------------ generated: binary ops
-// _VV / _VS / _SV call the block loops; _SS is one functor call, inline.
+// _VV / _VS / _SV call the block loops, whose block sources may be whole
+// refs (aux bits, vm/opcodes.h); _SS is one functor call, inline.
 #define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                \
   VM_CASE(NAME##_##IN##_VV) {                                               \
-    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),   \
-                                  VM_CPTR(IN, ip->c), ip->n);               \
+    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a),                       \
+                                  VM_OPERAND(IN, b, kOperandRefB),          \
+                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_VS) {                                               \
-    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),   \
+    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a),                       \
+                                  VM_OPERAND(IN, b, kOperandRefB),          \
                                   VM_GET(IN, ip->c), ip->n);                \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SV) {                                               \
     kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),    \
-                                  VM_CPTR(IN, ip->c), ip->n);               \
+                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SS) {                                               \
@@ -187,15 +190,15 @@ vm_dispatch:
 #undef VM_BINARY_CASES
 
 // ------------------------------------------------- generated: unary ops
-#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                             \
-  VM_CASE(NAME##_##IN##_V) {                                            \
-    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b), \
-                                ip->n);                                 \
-    VM_NEXT();                                                          \
-  }                                                                     \
-  VM_CASE(NAME##_##IN##_S) {                                            \
-    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                \
-    VM_NEXT();                                                          \
+#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                              \
+  VM_CASE(NAME##_##IN##_V) {                                             \
+    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a),                      \
+                                VM_OPERAND(IN, b, kOperandRefB), ip->n); \
+    VM_NEXT();                                                           \
+  }                                                                      \
+  VM_CASE(NAME##_##IN##_S) {                                             \
+    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                 \
+    VM_NEXT();                                                           \
   }
     PALLASVM_UNARY_OPS(VM_UNARY_CASES)
 #undef VM_UNARY_CASES
@@ -203,8 +206,8 @@ vm_dispatch:
 // ------------------------------------------------ generated: conversions
 #define VM_CVT_CASES(FROM, TO)                                               \
   VM_CASE(CVT_##FROM##_##TO##_V) {                                           \
-    kernels::ConvertV<DType::FROM, DType::TO>(VM_PTR(TO, ip->a),             \
-                                              VM_CPTR(FROM, ip->b), ip->n);  \
+    kernels::ConvertV<DType::FROM, DType::TO>(                               \
+        VM_PTR(TO, ip->a), VM_OPERAND(FROM, b, kOperandRefB), ip->n);        \
     VM_NEXT();                                                               \
   }                                                                          \
   VM_CASE(CVT_##FROM##_##TO##_S) {                                           \

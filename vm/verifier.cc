@@ -14,9 +14,10 @@
 //     elementwise ops); DOT and STRIDED_COPY destinations, and the dense
 //     side of a frame-based access, must be disjoint from their sources;
 //   - an operand that names a whole ref (the aux bits kOperandRef{A,B,C} of
-//     the DOT and ACCESS_STORE formats) names an existing ref whose known
-//     size holds it, and a destination ref is not also a source; no other
-//     aux bits are set in those formats;
+//     the DOT and ACCESS_STORE formats and of the block sources of
+//     elementwise ops) names an existing ref whose known size holds it, and
+//     a destination ref is not also a source; no other aux bits are set in
+//     those formats or the scalar elementwise ones;
 //   - descriptor indices are in range and descriptors are sane: rank,
 //     element size, shapes, static starts of unclamped accesses in bounds,
 //     every region fitting in its buffer, ref regions within the ref's known
@@ -209,6 +210,23 @@ class Verifier {
                            " bytes but ref ", ref, " has ", p_.ref_sizes[ref]));
     }
     return absl::OkStatus();
+  }
+
+  // A block source of an elementwise op: a whole ref holding it (its aux
+  // bit set), or a frame range disjoint from the destination or exactly in
+  // place.
+  absl::Status CheckElementwiseSource(size_t pc, const Instr& in,
+                                      uint16_t ref_bit, const Range& src,
+                                      int src_elem, const Range& dst,
+                                      int dst_elem) const {
+    if (in.aux & ref_bit) {
+      return CheckRefOperand(pc, src.name, static_cast<uint32_t>(src.offset),
+                             src.bytes);
+    }
+    if (absl::Status s = CheckRange(pc, src, src_elem, false); !s.ok()) {
+      return s;
+    }
+    return CheckAliasing(pc, dst, dst_elem, src, src_elem, true);
   }
 
   // A destination that is a whole ref overlaps a source only if the source
@@ -505,32 +523,45 @@ class Verifier {
       case Format::BINARY_VV: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs)", in.b, n * isz},
             c{"c (rhs)", in.c, n * isz};
-        if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
-        if (auto s = CheckAliasing(pc, a, osz, b, isz, true); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, c, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefB | kOperandRefC);
+            !s.ok()) {
+          return s;
+        }
+        if (auto s = check({}, {a, osz}); !s.ok()) return s;
+        if (auto s =
+                CheckElementwiseSource(pc, in, kOperandRefB, b, isz, a, osz);
+            !s.ok()) {
+          return s;
+        }
+        return CheckElementwiseSource(pc, in, kOperandRefC, c, isz, a, osz);
       }
       case Format::BINARY_VS: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs)", in.b, n * isz},
             c{"c (rhs scalar)", in.c, isz};
-        if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, b, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefB); !s.ok()) return s;
+        if (auto s = check({{c, isz}}, {a, osz}); !s.ok()) return s;
+        return CheckElementwiseSource(pc, in, kOperandRefB, b, isz, a, osz);
       }
       case Format::BINARY_SV: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs scalar)", in.b, isz},
             c{"c (rhs)", in.c, n * isz};
-        if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, c, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefC); !s.ok()) return s;
+        if (auto s = check({{b, isz}}, {a, osz}); !s.ok()) return s;
+        return CheckElementwiseSource(pc, in, kOperandRefC, c, isz, a, osz);
       }
       case Format::BINARY_SS:
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
         return check(
             {{{"b (lhs)", in.b, isz}, isz}, {{"c (rhs)", in.c, isz}, isz}},
             {{"a (dst)", in.a, osz}, osz});
       case Format::UNARY_V: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (src)", in.b, n * isz};
-        if (auto s = check({{b, isz}}, {a, osz}); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, b, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefB); !s.ok()) return s;
+        if (auto s = check({}, {a, osz}); !s.ok()) return s;
+        return CheckElementwiseSource(pc, in, kOperandRefB, b, isz, a, osz);
       }
       case Format::UNARY_S:
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
         return check({{{"b (src)", in.b, isz}, isz}},
                      {{"a (dst)", in.a, osz}, osz});
       case Format::COPY:

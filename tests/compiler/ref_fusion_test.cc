@@ -120,6 +120,23 @@ TEST(RefFusion, ProductUsedElsewhereIsNotFused) {
   for (const vm::Instr& in : fused.code) EXPECT_NE(in.op, Op::DOT_ADD_F32);
 }
 
+TEST(RefFusion, ElementwiseSourcesAreForwarded) {
+  MatmulStep step;
+  vm::Program& p = step.as.program();
+  // exp(x) into o as well: x's LOAD feeds the DOT and the EXP.
+  p.code.insert(p.code.begin() + step.store_o,
+                vm::Instr{Op::EXP_F32_V, 0, kT + 512, kX, 0, 0, 64});
+  p.debug_index.insert(p.debug_index.begin() + step.store_o, 0);
+  const vm::Program fused = step.Fused();
+  bool exp_reads_ref = false;
+  for (const vm::Instr& in : fused.code) {
+    EXPECT_FALSE(in.op == Op::LOAD && in.a == kX) << vm::Disassemble(fused);
+    exp_reads_ref |=
+        in.op == Op::EXP_F32_V && in.aux == vm::kOperandRefB && in.b == 0;
+  }
+  EXPECT_TRUE(exp_reads_ref) << vm::Disassemble(fused);
+}
+
 TEST(RefFusion, RefWrittenBeforeItsUseIsNotForwarded) {
   MatmulStep step;
   vm::Program& p = step.as.program();
@@ -143,7 +160,7 @@ TEST(RefFusion, ValueWithAnotherUseIsNotForwarded) {
   MatmulStep step;
   vm::Program& p = step.as.program();
   p.code.insert(p.code.begin() + step.store_o,
-                vm::Instr{Op::EXP_F32_V, 0, kT, kX, 0, 0, 64});
+                vm::Instr{Op::REDUCE_SUM_F32, 0, kT, kX, 8, 8, 1});
   p.debug_index.insert(p.debug_index.begin() + step.store_o, 0);
   const vm::Program fused = step.Fused();
   bool x_loaded = false;

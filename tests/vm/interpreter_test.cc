@@ -612,6 +612,48 @@ TEST(InterpreterTest, StoreFromRefCopiesTheWholeRef) {
   }
 }
 
+// Elementwise block sources read from whole refs (aux bits): each form
+// against the same arithmetic written out.
+TEST(InterpreterTest, ElementwiseSourcesFromRefs) {
+  Assembler as;
+  const uint32_t two = as.Constant<float>(2.f);
+  const uint32_t vv = 64, vs = 128, sv = 192, v = 256, cvt = 320, mixed = 384;
+  const uint32_t x = 448;  // f32[8] in the frame
+  as.Emit(Op::ADD_F32_VV, vv, 0, 1, 0, 8, kOperandRefB | kOperandRefC);
+  as.Emit(Op::MUL_F32_VS, vs, 0, two, 0, 8, kOperandRefB);
+  as.Emit(Op::SUB_F32_SV, sv, two, 1, 0, 8, kOperandRefC);
+  as.Emit(Op::NEG_F32_V, v, 1, 0, 0, 8, kOperandRefB);
+  as.Emit(Op::CVT_BF16_F32_V, cvt, 2, 0, 0, 8, kOperandRefB);
+  as.Emit(Op::SUB_F32_VV, mixed, x, 0, 0, 8, kOperandRefC);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  Program& p = as.program();
+  p.frame_size = 512;
+  p.num_refs = 3;
+  p.ref_sizes = {32, 32, 16};
+  Buffer frame(512), r0(64), r1(64), r2(64);
+  for (int i = 0; i < 8; ++i) {
+    r0.As<float>(0)[i] = static_cast<float>(i);         // 0 .. 7
+    r1.As<float>(0)[i] = 0.5f * static_cast<float>(i);  // 0 .. 3.5
+    // bf16 of i + 1: the high half of the f32.
+    const float f = static_cast<float>(i + 1);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    r2.As<uint16_t>(0)[i] = static_cast<uint16_t>(bits >> 16);
+    frame.As<float>(x)[i] = 10.f;
+  }
+  ASSERT_TRUE(VerifyAndRun(p, frame, {r0.data(), r1.data(), r2.data()}).ok());
+  for (int i = 0; i < 8; ++i) {
+    const float fi = static_cast<float>(i);
+    EXPECT_EQ(frame.As<float>(vv)[i], fi + 0.5f * fi) << i;
+    EXPECT_EQ(frame.As<float>(vs)[i], fi * 2.f) << i;
+    EXPECT_EQ(frame.As<float>(sv)[i], 2.f - 0.5f * fi) << i;
+    EXPECT_EQ(frame.As<float>(v)[i], -0.5f * fi) << i;
+    EXPECT_EQ(frame.As<float>(cvt)[i], fi + 1.f) << i;
+    EXPECT_EQ(frame.As<float>(mixed)[i], 10.f - fi) << i;
+  }
+}
+
 TEST(InterpreterTest, DotS32Wraps) {
   const int m = 5, k = 11, n = 19;
   Assembler as;

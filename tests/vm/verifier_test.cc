@@ -314,6 +314,28 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
          p.code[kStore].b = 1;
        },
        "instruction 12 (STORE): operand b (src) names ref 1"},
+      {"elementwise ref source missing",
+       [](Program& p) {
+         p.code[kAddVV].aux = kOperandRefC;
+         p.code[kAddVV].c = 3;
+       },
+       "instruction 0 (ADD_F32_VV): operand c (rhs) names ref 3"},
+      {"elementwise ref source too small",
+       [](Program& p) {
+         p.code[kExpV].aux = kOperandRefB;
+         p.code[kExpV].b = 0;
+         p.ref_sizes = {32};
+         p.code[kLoad].op = Op::RETURN;  // its access needs 64 bytes
+         p.code[kStore].op = Op::RETURN;
+       },
+       "instruction 4 (EXP_F32_V): operand b (src) needs 64 bytes but ref 0 "
+       "has 32"},
+      {"scalar operand of _VS as a ref",
+       [](Program& p) { p.code[kMulVS].aux = kOperandRefC; },
+       "instruction 1 (MUL_F32_VS): aux = 4 sets bits other than"},
+      {"scalar op with a ref bit",
+       [](Program& p) { p.code[kAddSS].aux = kOperandRefB; },
+       "instruction 3 (ADD_S32_SS): aux = 2 sets bits other than"},
       {"load with a ref bit", [](Program& p) { p.code[kLoad].aux = 2; },
        "instruction 11 (LOAD): aux = 2 sets bits other than"},
       {"grid dst outside", [](Program& p) { p.code[kProgramId].a = kFrame; },
@@ -394,6 +416,12 @@ TEST(VerifierTest, WholeRefOperandsAreAccepted) {
   EXPECT_TRUE(Verify(p).ok()) << Verify(p);
   p.code[kStore].aux = kOperandRefB;  // ref 1 -> a region of ref 0
   p.code[kStore].b = 1;
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+  p.code[kAddVV].aux = kOperandRefB | kOperandRefC;  // ref 1 + ref 1
+  p.code[kAddVV].b = 1;
+  p.code[kAddVV].c = 1;
+  p.code[kSubSV].aux = kOperandRefC;  // 2 - ref 0
+  p.code[kSubSV].c = 0;
   EXPECT_TRUE(Verify(p).ok()) << Verify(p);
 }
 
