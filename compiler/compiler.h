@@ -18,7 +18,7 @@ namespace pallasvm::compiler {
 
 // Module schema version written into every module; see format/bytecode.fbs.
 inline constexpr uint32_t kModuleSchemaVersion = 1;
-inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.1.0";
+inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.1.1";
 
 // Compiles a parsed interchange into module bytes. Errors name the kernel,
 // the equation and its source line.

@@ -213,8 +213,11 @@ absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
       out.size() != x.shape.size()) {
     return l.Error("tile: operand, reps and result ranks differ");
   }
+  if (e.out_dtypes.at(0) != x.dtype) return l.Error("tile changes the dtype");
+  // One repetition (pltpu.repeat by 1, as flash attention does when its
+  // blocks are one lane-width wide) is the operand itself, as a reshape is.
+  if (NumElements(*reps) == 1) return std::vector<Value>{x};
   Value r = l.NewValue(e.out_dtypes.at(0), out);
-  if (r.dtype != x.dtype) return l.Error("tile changes the dtype");
   std::vector<int64_t> at(out.size(), 0);  // repetition index, row-major
   for (int64_t n = NumElements(*reps); n > 0; --n) {
     vm::AccessDesc a = WholeFrameAccess(r);

@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "compiler/instr_slots.h"
+#include "compiler/ref_fusion.h"
 
 namespace pallasvm::compiler {
 
@@ -18,59 +20,6 @@ uint64_t Bump(uint64_t& end, int64_t bytes) {
 }
 
 }  // namespace
-
-// Calls f(slot) for every frame-slot operand of `in` (descriptors aside).
-template <typename F>
-void ForEachInstrSlot(vm::Instr& in, F&& f) {
-  using vm::Format;
-  switch (vm::Info(in.op).format) {
-    case Format::BINARY_VV: case Format::BINARY_VS: case Format::BINARY_SV:
-    case Format::BINARY_SS: case Format::DOT:
-      f(in.a); f(in.b); f(in.c);
-      break;
-    case Format::UNARY_V: case Format::UNARY_S: case Format::COPY:
-    case Format::MOV: case Format::FILL: case Format::REDUCE:
-      f(in.a); f(in.b);
-      break;
-    case Format::SELECT:
-      f(in.a); f(in.b); f(in.c); f(in.d);
-      break;
-    case Format::LAYOUT:
-      f(in.a);
-      if (in.op == vm::Op::STRIDED_COPY) f(in.b);
-      break;
-    case Format::ACCESS_LOAD: case Format::GRID: case Format::BRANCH:
-      f(in.a);
-      break;
-    case Format::ACCESS_STORE:
-      f(in.b);
-      break;
-    case Format::JUMP: case Format::NONE:
-      break;
-  }
-}
-
-bool IsAccess(const vm::Instr& in) {
-  const vm::Format f = vm::Info(in.op).format;
-  return f == vm::Format::ACCESS_LOAD || f == vm::Format::ACCESS_STORE;
-}
-
-// Calls f(slot) for every frame slot an access descriptor names.
-template <typename F>
-void ForEachAccessSlot(vm::AccessDesc& a, F&& f) {
-  if (a.base_kind == vm::AccessBase::FRAME) {
-    uint32_t base = static_cast<uint32_t>(a.base);
-    f(base);
-    a.base = static_cast<int32_t>(base);
-  }
-  for (int i = 0; i < a.rank; ++i) {
-    if (a.dims[i].start_slot >= 0) {
-      uint32_t s = static_cast<uint32_t>(a.dims[i].start_slot);
-      f(s);
-      a.dims[i].start_slot = static_cast<int32_t>(s);
-    }
-  }
-}
 
 uint32_t ProgramBuilder::Alloc(int64_t bytes) {
   // Saturate: CheckFrameSize() reports frames past the operand range.
@@ -228,6 +177,9 @@ absl::Status ProgramBuilder::CheckFrameSize() const {
 }
 
 vm::Program ProgramBuilder::Finish() {
+  FuseRefAccesses(program_, [this](uint32_t slot) {
+    return slot >= kConstantBase ? -1 : FindAllocation(slot);
+  });
   const uint32_t values_base = static_cast<uint32_t>(
       (constants_end_ + vm::kSlotAlignment - 1) / vm::kSlotAlignment *
       vm::kSlotAlignment);

@@ -48,6 +48,9 @@ class ProgramBuilder {
   // Frame bytes allocated so far; fails past the 32-bit operand range.
   absl::Status CheckFrameSize() const;
 
+  // Rewrites the code to keep whole-ref values in their refs where that is
+  // exact (compiler/ref_fusion.h), packs slots by liveness, relocates every
+  // slot operand and returns the program.
   vm::Program Finish();
 
  private:

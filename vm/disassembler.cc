@@ -5,7 +5,8 @@
 //       0  ADD_F32_VV          r@128 := r@0, r@64  n=1024        ; add
 //       kernel.py:12
 //
-// Frame operands print as r@<byte offset>; access regions as
+// Frame operands print as r@<byte offset>, whole-ref operands as ref<i>;
+// access regions as
 // `ref2[ds(r@16, 8), ds(0, 128, 2)]`, like pl.ds(start, size, stride).
 // It tolerates unverified programs (bad indices print as such), since a
 // listing is most wanted when something is wrong.
@@ -22,6 +23,11 @@ namespace pallasvm::vm {
 namespace {
 
 std::string Slot(uint32_t offset) { return absl::StrCat("r@", offset); }
+
+// An operand that is a frame slot, or with its aux bit set a whole ref.
+std::string SlotOrRef(const Instr& in, uint32_t operand, uint16_t ref_bit) {
+  return (in.aux & ref_bit) ? absl::StrCat("ref", operand) : Slot(operand);
+}
 
 std::string Dims(const int64_t* dims, int rank) {
   return absl::StrCat("[", absl::StrJoin(dims, dims + rank, ", "), "]");
@@ -71,11 +77,13 @@ std::string Operands(const Program& p, const Instr& in) {
     case Format::BINARY_VV:
     case Format::BINARY_VS:
     case Format::BINARY_SV:
-      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), ", ", Slot(in.c), n);
+      return absl::StrCat(Slot(in.a), " := ", SlotOrRef(in, in.b, kOperandRefB),
+                          ", ", SlotOrRef(in, in.c, kOperandRefC), n);
     case Format::BINARY_SS:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), ", ", Slot(in.c));
     case Format::UNARY_V:
-      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), n);
+      return absl::StrCat(Slot(in.a), " := ", SlotOrRef(in, in.b, kOperandRefB),
+                          n);
     case Format::UNARY_S:
     case Format::MOV:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b));
@@ -97,9 +105,9 @@ std::string Operands(const Program& p, const Instr& in) {
       return absl::StrCat(Slot(in.a), " := ", DescribeAccess(p, in.d),
                           "  (access ", in.d, ")");
     case Format::ACCESS_STORE:
-      return absl::StrCat(DescribeAccess(p, in.d),
-                          in.op == Op::STORE ? " := " : " += ", Slot(in.b),
-                          "  (access ", in.d, ")");
+      return absl::StrCat(
+          DescribeAccess(p, in.d), in.op == Op::STORE ? " := " : " += ",
+          SlotOrRef(in, in.b, kOperandRefB), "  (access ", in.d, ")");
     case Format::REDUCE:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " as [", in.c, ", ",
                           in.d, ", ", in.n, "] over axis 1");
@@ -110,8 +118,11 @@ std::string Operands(const Program& p, const Instr& in) {
         mkn = absl::StrCat("M=", l.shape[0], " K=", l.shape[1],
                            " N=", l.shape[2]);
       }
-      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " @ ", Slot(in.c),
-                          "  ", mkn);
+      const std::string dst = SlotOrRef(in, in.a, kOperandRefA);
+      return absl::StrCat(dst,
+                          " := ", in.op == Op::DOT_ADD_F32 ? dst + " + " : "",
+                          SlotOrRef(in, in.b, kOperandRefB), " @ ",
+                          SlotOrRef(in, in.c, kOperandRefC), "  ", mkn);
     }
     case Format::GRID:
       return absl::StrCat(Slot(in.a), " := axis ", in.b);

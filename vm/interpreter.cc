@@ -101,6 +101,11 @@ absl::Status Execute(const Program& program, int function,
   reinterpret_cast<const Storage<DType::DT>*>(frame + (off))
 #define VM_GET(DT, off) LoadScalar<Storage<DType::DT>>(frame + (off))
 #define VM_SET(DT, off, v) StoreScalar<Storage<DType::DT>>(frame + (off), (v))
+// An operand that may name a whole ref instead of a frame slot (the aux bit
+// kOperandRef{A,B,C}, see vm/opcodes.h): a typed pointer to its elements.
+#define VM_OPERAND(DT, field, ref_bit)   \
+  reinterpret_cast<Storage<DType::DT>*>( \
+      (ip->aux & (ref_bit)) ? ctx.refs[ip->field] : frame + ip->field)
 // The base pointer of an access: a ref table entry or a frame value.
 #define VM_ACCESS_BASE(acc)                                  \
   ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] \
@@ -157,21 +162,24 @@ vm_dispatch:
 #endif
 
 // ------------------------------------------------ generated: binary ops
-// _VV / _VS / _SV call the block loops; _SS is one functor call, inline.
+// _VV / _VS / _SV call the block loops, whose block sources may be whole
+// refs (aux bits, vm/opcodes.h); _SS is one functor call, inline.
 #define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                \
   VM_CASE(NAME##_##IN##_VV) {                                               \
-    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),   \
-                                  VM_CPTR(IN, ip->c), ip->n);               \
+    kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a),                       \
+                                  VM_OPERAND(IN, b, kOperandRefB),          \
+                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_VS) {                                               \
-    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b),   \
+    kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a),                       \
+                                  VM_OPERAND(IN, b, kOperandRefB),          \
                                   VM_GET(IN, ip->c), ip->n);                \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SV) {                                               \
     kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),    \
-                                  VM_CPTR(IN, ip->c), ip->n);               \
+                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SS) {                                               \
@@ -182,15 +190,15 @@ vm_dispatch:
 #undef VM_BINARY_CASES
 
 // ------------------------------------------------- generated: unary ops
-#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                             \
-  VM_CASE(NAME##_##IN##_V) {                                            \
-    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a), VM_CPTR(IN, ip->b), \
-                                ip->n);                                 \
-    VM_NEXT();                                                          \
-  }                                                                     \
-  VM_CASE(NAME##_##IN##_S) {                                            \
-    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                \
-    VM_NEXT();                                                          \
+#define VM_UNARY_CASES(NAME, IN, OUT, F, S)                              \
+  VM_CASE(NAME##_##IN##_V) {                                             \
+    kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a),                      \
+                                VM_OPERAND(IN, b, kOperandRefB), ip->n); \
+    VM_NEXT();                                                           \
+  }                                                                      \
+  VM_CASE(NAME##_##IN##_S) {                                             \
+    VM_SET(OUT, ip->a, kernels::F()(VM_GET(IN, ip->b)));                 \
+    VM_NEXT();                                                           \
   }
     PALLASVM_UNARY_OPS(VM_UNARY_CASES)
 #undef VM_UNARY_CASES
@@ -198,8 +206,8 @@ vm_dispatch:
 // ------------------------------------------------ generated: conversions
 #define VM_CVT_CASES(FROM, TO)                                               \
   VM_CASE(CVT_##FROM##_##TO##_V) {                                           \
-    kernels::ConvertV<DType::FROM, DType::TO>(VM_PTR(TO, ip->a),             \
-                                              VM_CPTR(FROM, ip->b), ip->n);  \
+    kernels::ConvertV<DType::FROM, DType::TO>(                               \
+        VM_PTR(TO, ip->a), VM_OPERAND(FROM, b, kOperandRefB), ip->n);        \
     VM_NEXT();                                                               \
   }                                                                          \
   VM_CASE(CVT_##FROM##_##TO##_S) {                                           \
@@ -297,17 +305,20 @@ vm_dispatch:
       kernels::LoadRegion(frame + ip->a, VM_ACCESS_BASE(acc), acc, region);
       VM_NEXT();
     }
-    // STORE: region := dense value at b.
+    // STORE: region := dense value at b (a frame slot, or with
+    // kOperandRefB the whole of ref b).
     VM_CASE(STORE) {
       const AccessDesc& acc = accesses[ip->d];
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (region.count < 0) {
         return AccessError(program, ip, frame, /*is_write=*/true);
       }
-      kernels::StoreRegion(VM_ACCESS_BASE(acc), frame + ip->b, acc, region);
+      kernels::StoreRegion(VM_ACCESS_BASE(acc), VM_OPERAND(U8, b, kOperandRefB),
+                           acc, region);
       VM_NEXT();
     }
-    // ADDUPDATE_T: region += dense value at b, in T's arithmetic.
+    // ADDUPDATE_T: region += dense value at b (as for STORE), in T's
+    // arithmetic.
 #define VM_ADDUPDATE_CASE(DT)                                                  \
   VM_CASE(ADDUPDATE_##DT) {                                                    \
     const AccessDesc& acc = accesses[ip->d];                                   \
@@ -315,8 +326,8 @@ vm_dispatch:
     if (region.count < 0) {                                                    \
       return AccessError(program, ip, frame, /*is_write=*/true);               \
     }                                                                          \
-    kernels::AddUpdateRegion<DType::DT>(VM_ACCESS_BASE(acc), frame + ip->b,    \
-                                        acc, region);                          \
+    kernels::AddUpdateRegion<DType::DT>(                                       \
+        VM_ACCESS_BASE(acc), VM_OPERAND(U8, b, kOperandRefB), acc, region);    \
     VM_NEXT();                                                                 \
   }
     VM_ADDUPDATE_CASE(F32)
@@ -363,21 +374,19 @@ vm_dispatch:
 #undef VM_ARG_CASE
 
     // ------------------------------------------------ matrix multiply
-    // DOT_T: a[M,N] := b[M,K] @ c[K,N] with {M, K, N} = layouts[d].shape.
-    VM_CASE(DOT_F32) {
-      const LayoutDesc& mkn = layouts[ip->d];
-      kernels::DotF32(VM_PTR(F32, ip->a), VM_CPTR(F32, ip->b),
-                      VM_CPTR(F32, ip->c), mkn.shape[0], mkn.shape[1],
-                      mkn.shape[2]);
-      VM_NEXT();
-    }
-    VM_CASE(DOT_S32) {
-      const LayoutDesc& mkn = layouts[ip->d];
-      kernels::DotS32(VM_PTR(S32, ip->a), VM_CPTR(S32, ip->b),
-                      VM_CPTR(S32, ip->c), mkn.shape[0], mkn.shape[1],
-                      mkn.shape[2]);
-      VM_NEXT();
-    }
+    // DOT_T: a[M,N] := b[M,K] @ c[K,N] with {M, K, N} = layouts[d].shape;
+    // each of a, b, c a frame slot or (aux bits) a whole ref.
+#define VM_DOT_CASE(NAME, DT, KERNEL)                              \
+  VM_CASE(NAME) {                                                  \
+    const LayoutDesc& mkn = layouts[ip->d];                        \
+    kernels::KERNEL(VM_OPERAND(DT, a, kOperandRefA),               \
+                    VM_OPERAND(DT, b, kOperandRefB),               \
+                    VM_OPERAND(DT, c, kOperandRefC), mkn.shape[0], \
+                    mkn.shape[1], mkn.shape[2]);                   \
+    VM_NEXT();                                                     \
+  }
+    VM_DOT_CASE(DOT_F32, F32, DotF32)
+    VM_DOT_CASE(DOT_S32, S32, DotS32)
 
     // ------------------------------------------------ grid queries
     // PROGRAM_ID: a := this grid point's index along axis b.
@@ -413,6 +422,12 @@ vm_dispatch:
     // RETURN: the function is done; its results are in its result slots.
     VM_CASE(RETURN) { return absl::OkStatus(); }
 
+    // ------------------------------------------------ appended opcodes
+    // DOT_ADD_F32: a[M,N] := a + (b @ c), the product rounded to f32 first
+    // (what DOT_F32 into a temporary and ADD_F32_VV compute).
+    VM_DOT_CASE(DOT_ADD_F32, F32, DotAddF32)
+#undef VM_DOT_CASE
+
 #if PALLASVM_SWITCH_DISPATCH
     case Op::kNumOps:
       break;
@@ -426,6 +441,7 @@ vm_dispatch:
 #undef VM_GET
 #undef VM_SET
 #undef VM_ACCESS_BASE
+#undef VM_OPERAND
 #undef VM_CASE
 #undef VM_DISPATCH
 #undef VM_NEXT

@@ -15,7 +15,9 @@ namespace pallasvm::vm {
 
 struct ExecContext {
   uint8_t* frame = nullptr;       // Program::frame_size bytes, 64-aligned
-  uint8_t* const* refs = nullptr; // Program::num_refs base pointers
+  // Program::num_refs base pointers (64-aligned), of Program::ref_sizes
+  // bytes; ref buffers overlap neither each other nor the frame.
+  uint8_t* const* refs = nullptr;
   const int32_t* program_ids = nullptr;   // one per grid axis
   const int32_t* num_programs = nullptr;  // one per grid axis
   int32_t grid_rank = 0;

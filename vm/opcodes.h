@@ -16,11 +16,11 @@ namespace pallasvm::vm {
 // What each operand of an instruction is; the verifier's rules and the
 // disassembler's layout are per format.
 enum class Format : uint8_t {
-  BINARY_VV,     // a: dst[n] OUT, b: lhs[n] IN, c: rhs[n] IN
-  BINARY_VS,     // a: dst[n], b: lhs[n], c: rhs[1]
-  BINARY_SV,     // a: dst[n], b: lhs[1], c: rhs[n]
+  BINARY_VV,     // a: dst[n] OUT, b: lhs[n] IN, c: rhs[n] IN; aux: B, C bits
+  BINARY_VS,     // a: dst[n], b: lhs[n], c: rhs[1]; aux: kOperandRefB bit
+  BINARY_SV,     // a: dst[n], b: lhs[1], c: rhs[n]; aux: kOperandRefC bit
   BINARY_SS,     // a: dst[1], b: lhs[1], c: rhs[1]
-  UNARY_V,       // a: dst[n] OUT, b: src[n] IN
+  UNARY_V,       // a: dst[n] OUT, b: src[n] IN; aux: kOperandRefB bit
   UNARY_S,       // a: dst[1], b: src[1]
   COPY,          // a: dst, b: src, n bytes
   MOV,           // a: dst, b: src, one element of the opcode's width
@@ -28,14 +28,24 @@ enum class Format : uint8_t {
   SELECT,        // a: dst[n], b: pred[n] PRED, c: on_false[n], d: on_true[n]
   LAYOUT,        // a: dst, b: src (STRIDED_COPY), d: layout descriptor
   ACCESS_LOAD,   // a: dst, d: access descriptor
-  ACCESS_STORE,  // b: src, d: access descriptor
+  ACCESS_STORE,  // b: src, d: access descriptor; aux: kOperandRefB bit
   REDUCE,        // a: dst[c*n] OUT, b: src[c*d*n] IN
-  DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N}
+  DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N};
+                 //   aux: kOperandRef{A,B,C} bits
   GRID,          // a: dst[1] S32, b: grid axis
   JUMP,          // a: target pc
   BRANCH,        // a: cond[1] PRED, b: target pc
   NONE,
 };
+
+// Operand-location bits of Instr::aux in the DOT, ACCESS_STORE and block
+// elementwise (BINARY_VV/VS/SV, UNARY_V: sources only) formats:
+// a set bit says the operand is a ref index, meaning the whole of that ref's
+// buffer (dense, row-major), instead of a frame offset. Ref buffers never
+// overlap each other or the frame.
+inline constexpr uint16_t kOperandRefA = 1;
+inline constexpr uint16_t kOperandRefB = 2;
+inline constexpr uint16_t kOperandRefC = 4;
 
 #define PALLASVM_DT_NONE -1
 #define PALLASVM_DT_PRED 0

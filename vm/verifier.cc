@@ -13,6 +13,11 @@
 //     starts at the same offset with elements no wider (in-place
 //     elementwise ops); DOT and STRIDED_COPY destinations, and the dense
 //     side of a frame-based access, must be disjoint from their sources;
+//   - an operand that names a whole ref (the aux bits kOperandRef{A,B,C} of
+//     the DOT and ACCESS_STORE formats and of the block sources of
+//     elementwise ops) names an existing ref whose known size holds it, and
+//     a destination ref is not also a source; no other aux bits are set in
+//     those formats or the scalar elementwise ones;
 //   - descriptor indices are in range and descriptors are sane: rank,
 //     element size, shapes, static starts of unclamped accesses in bounds,
 //     every region fitting in its buffer, ref regions within the ref's known
@@ -178,6 +183,61 @@ class Verifier {
   }
 
   static bool ValidElemSize(int s) { return s == 1 || s == 2 || s == 4; }
+
+  // Only the operand-location bits `allowed` may be set in aux.
+  absl::Status CheckRefBits(size_t pc, uint16_t aux, uint16_t allowed) const {
+    if ((aux & ~allowed) == 0) return absl::OkStatus();
+    return InstrError(pc, absl::StrCat("aux = ", aux, " sets bits other than ",
+                                       "the operand-ref bits ", allowed));
+  }
+
+  // An operand naming a whole ref: the ref exists and its known size holds
+  // the operand's `bytes`.
+  absl::Status CheckRefOperand(size_t pc, absl::string_view name, uint32_t ref,
+                               Int bytes) const {
+    if (ref >= p_.num_refs) {
+      return InstrError(
+          pc, absl::StrCat("operand ", name, " names ref ", ref,
+                           " but the program has ", p_.num_refs, " refs"));
+    }
+    if (p_.ref_sizes.empty() || p_.ref_sizes[ref] < 0) {
+      return InstrError(pc, absl::StrCat("operand ", name, " names ref ", ref,
+                                         ", whose size is unknown"));
+    }
+    if (bytes > p_.ref_sizes[ref]) {
+      return InstrError(
+          pc, absl::StrCat("operand ", name, " needs ", Decimal(bytes),
+                           " bytes but ref ", ref, " has ", p_.ref_sizes[ref]));
+    }
+    return absl::OkStatus();
+  }
+
+  // A block source of an elementwise op: a whole ref holding it (its aux
+  // bit set), or a frame range disjoint from the destination or exactly in
+  // place.
+  absl::Status CheckElementwiseSource(size_t pc, const Instr& in,
+                                      uint16_t ref_bit, const Range& src,
+                                      int src_elem, const Range& dst,
+                                      int dst_elem) const {
+    if (in.aux & ref_bit) {
+      return CheckRefOperand(pc, src.name, static_cast<uint32_t>(src.offset),
+                             src.bytes);
+    }
+    if (absl::Status s = CheckRange(pc, src, src_elem, false); !s.ok()) {
+      return s;
+    }
+    return CheckAliasing(pc, dst, dst_elem, src, src_elem, true);
+  }
+
+  // A destination that is a whole ref overlaps a source only if the source
+  // is the same ref (refs are disjoint buffers, apart from the frame).
+  absl::Status CheckRefAliasing(size_t pc, absl::string_view dst_name,
+                                uint32_t dst_ref, absl::string_view src_name,
+                                uint32_t src_ref) const {
+    if (dst_ref != src_ref) return absl::OkStatus();
+    return InstrError(pc, absl::StrCat("destination ", dst_name, " and source ",
+                                       src_name, " are both ref ", dst_ref));
+  }
 
   // Shape sanity for a LayoutDesc; returns its element count in *count.
   absl::Status CheckLayout(size_t pc, const LayoutDesc& l, Int* count) const {
@@ -351,6 +411,22 @@ class Verifier {
                            Name(static_cast<DType>(info.in)), " elements are ",
                            SizeOf(static_cast<DType>(info.in)), " bytes"));
     }
+    if (absl::Status s = CheckRefBits(pc, in.aux, is_load ? 0 : kOperandRefB);
+        !s.ok()) {
+      return s;
+    }
+    if (in.aux & kOperandRefB) {
+      // The dense source is a whole ref.
+      if (absl::Status s = CheckRefOperand(pc, "b (src)", in.b, dense_bytes);
+          !s.ok()) {
+        return s;
+      }
+      if (acc.base_kind == AccessBase::REF) {
+        return CheckRefAliasing(pc, "access", acc.base, "b (src)", in.b);
+      }
+      const Range buffer{"accessed frame value", acc.base, buffer_bytes};
+      return CheckRange(pc, buffer, acc.elem_size, true);
+    }
     const Range dense = is_load ? Range{"a (dst)", in.a, dense_bytes}
                                 : Range{"b (src)", in.b, dense_bytes};
     if (absl::Status s = CheckRange(pc, dense, acc.elem_size, is_load);
@@ -383,20 +459,42 @@ class Verifier {
     }
     Int count = 0;
     if (absl::Status s = CheckLayout(pc, l, &count); !s.ok()) return s;
+    if (absl::Status s = CheckRefBits(
+            pc, in.aux, kOperandRefA | kOperandRefB | kOperandRefC);
+        !s.ok()) {
+      return s;
+    }
     const int es = SizeOf(static_cast<DType>(info.in));
     const Int m = l.shape[0], k = l.shape[1], n = l.shape[2];
     const Range dst{"a (dst)", in.a, m * n * es};
     const Range lhs{"b (lhs)", in.b, m * k * es};
     const Range rhs{"c (rhs)", in.c, k * n * es};
-    for (const Range* r : {&dst, &lhs, &rhs}) {
-      if (absl::Status s = CheckRange(pc, *r, es, r == &dst); !s.ok()) {
-        return s;
+    const bool dst_is_ref = in.aux & kOperandRefA;
+    for (auto [r, bit] :
+         {std::pair{&dst, kOperandRefA}, std::pair{&lhs, kOperandRefB},
+          std::pair{&rhs, kOperandRefC}}) {
+      const absl::Status s =
+          (in.aux & bit)
+              ? CheckRefOperand(pc, r->name, static_cast<uint32_t>(r->offset),
+                                r->bytes)
+              : CheckRange(pc, *r, es, r == &dst);
+      if (!s.ok()) return s;
+    }
+    // The destination must not overlap either source. A ref and a frame
+    // range never overlap.
+    for (auto [src, bit] :
+         {std::pair{&lhs, kOperandRefB}, std::pair{&rhs, kOperandRefC}}) {
+      const bool src_is_ref = in.aux & bit;
+      absl::Status s = absl::OkStatus();
+      if (dst_is_ref && src_is_ref) {
+        s = CheckRefAliasing(pc, dst.name, in.a, src->name,
+                             static_cast<uint32_t>(src->offset));
+      } else if (!dst_is_ref && !src_is_ref) {
+        s = CheckAliasing(pc, dst, es, *src, es, false);
       }
+      if (!s.ok()) return s;
     }
-    if (absl::Status s = CheckAliasing(pc, dst, es, lhs, es, false); !s.ok()) {
-      return s;
-    }
-    return CheckAliasing(pc, dst, es, rhs, es, false);
+    return absl::OkStatus();
   }
 
   absl::Status VerifyInstr(size_t pc) const {
@@ -425,32 +523,45 @@ class Verifier {
       case Format::BINARY_VV: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs)", in.b, n * isz},
             c{"c (rhs)", in.c, n * isz};
-        if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
-        if (auto s = CheckAliasing(pc, a, osz, b, isz, true); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, c, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefB | kOperandRefC);
+            !s.ok()) {
+          return s;
+        }
+        if (auto s = check({}, {a, osz}); !s.ok()) return s;
+        if (auto s =
+                CheckElementwiseSource(pc, in, kOperandRefB, b, isz, a, osz);
+            !s.ok()) {
+          return s;
+        }
+        return CheckElementwiseSource(pc, in, kOperandRefC, c, isz, a, osz);
       }
       case Format::BINARY_VS: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs)", in.b, n * isz},
             c{"c (rhs scalar)", in.c, isz};
-        if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, b, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefB); !s.ok()) return s;
+        if (auto s = check({{c, isz}}, {a, osz}); !s.ok()) return s;
+        return CheckElementwiseSource(pc, in, kOperandRefB, b, isz, a, osz);
       }
       case Format::BINARY_SV: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (lhs scalar)", in.b, isz},
             c{"c (rhs)", in.c, n * isz};
-        if (auto s = check({{b, isz}, {c, isz}}, {a, osz}); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, c, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefC); !s.ok()) return s;
+        if (auto s = check({{b, isz}}, {a, osz}); !s.ok()) return s;
+        return CheckElementwiseSource(pc, in, kOperandRefC, c, isz, a, osz);
       }
       case Format::BINARY_SS:
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
         return check(
             {{{"b (lhs)", in.b, isz}, isz}, {{"c (rhs)", in.c, isz}, isz}},
             {{"a (dst)", in.a, osz}, osz});
       case Format::UNARY_V: {
         const Range a{"a (dst)", in.a, n * osz}, b{"b (src)", in.b, n * isz};
-        if (auto s = check({{b, isz}}, {a, osz}); !s.ok()) return s;
-        return CheckAliasing(pc, a, osz, b, isz, true);
+        if (auto s = CheckRefBits(pc, in.aux, kOperandRefB); !s.ok()) return s;
+        if (auto s = check({}, {a, osz}); !s.ok()) return s;
+        return CheckElementwiseSource(pc, in, kOperandRefB, b, isz, a, osz);
       }
       case Format::UNARY_S:
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
         return check({{{"b (src)", in.b, isz}, isz}},
                      {{"a (dst)", in.a, osz}, osz});
       case Format::COPY:

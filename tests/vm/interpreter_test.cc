@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -318,6 +319,36 @@ TEST(InterpreterTest, StridedCopyTransposeBroadcastReverse) {
   EXPECT_EQ(row(s, 4), (std::vector<float>{4, 6, 8, 10}));
 }
 
+// Transposes larger than one tile of the tiled path, with partial tiles,
+// and of a column slice (source row stride wider than the rows taken).
+TEST(InterpreterTest, StridedCopyLargeTransposes) {
+  const int rows = 37, cols = 20, width = 41;  // src is [cols, width]
+  Assembler as;
+  const uint32_t src = 0, t = 4096, u = 8192;
+  // out[i, j] = src[j, i] over i < rows (a slice of width), j < cols.
+  as.Emit(Op::STRIDED_COPY, t, src, 0,
+          as.AddLayout(4, {rows, cols}, {1, width}));
+  // The same from column 3 on: out[i, j] = src[j, 3 + i].
+  as.Emit(Op::STRIDED_COPY, u, src, 0,
+          as.AddLayout(4, {rows - 3, cols}, {1, width}, 3));
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 12288;
+  Buffer frame(12288);
+  for (int i = 0; i < cols * width; ++i) frame.As<int32_t>(src)[i] = i;
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  for (int i = 0; i < rows; ++i) {
+    for (int j = 0; j < cols; ++j) {
+      ASSERT_EQ(frame.As<int32_t>(t)[i * cols + j], j * width + i)
+          << i << "," << j;
+      if (i < rows - 3) {
+        ASSERT_EQ(frame.As<int32_t>(u)[i * cols + j], j * width + 3 + i)
+            << i << "," << j;
+      }
+    }
+  }
+}
+
 TEST(InterpreterTest, IotaSelectFillCopyConvert) {
   Assembler as;
   const uint32_t two = as.Constant<int32_t>(2);
@@ -488,8 +519,139 @@ TEST(InterpreterTest, DotF32MatchesNaive) {
   CheckDotF32(16, 40, 100);   // few rows: B read in place, tail packed
   CheckDotF32(3, 600, 49);
   CheckDotF32(17, 520, 96);  // just past the in-place threshold
+  CheckDotF32(40, 300, 64);  // last column panel of 16: a narrow tile
   CheckDotF32(9, 1, 1);
   CheckDotF32(3, 0, 5);  // empty contraction: zeros
+}
+
+// C += A @ B through DOT_ADD_F32 with its operands in refs (or, by `aux`,
+// some in the frame): the product is the fma chain in k order, rounded, and
+// then added to C once, exactly what DOT_F32 then ADD_F32_VV compute.
+void CheckDotAddF32(int m, int k, int n, uint16_t aux) {
+  Assembler as;
+  Buffer a(4 * m * k + 64), b(4 * k * n + 64), c(4 * m * n + 64);
+  // Each operand sits in its ref or, without its aux bit, at the same data
+  // copied into the frame.
+  const uint32_t fa = 0;
+  const uint32_t fb = (fa + 4 * m * k + 63) / 64 * 64;
+  const uint32_t fc = (fb + 4 * k * n + 63) / 64 * 64;
+  as.Emit(Op::DOT_ADD_F32, (aux & kOperandRefA) ? 2 : fc,
+          (aux & kOperandRefB) ? 0 : fa, (aux & kOperandRefC) ? 1 : fb,
+          as.AddLayout(4, {m, k, n}), 0, aux);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  Program& p = as.program();
+  p.frame_size = fc + 4 * m * n + 64;
+  p.num_refs = 3;
+  p.ref_sizes = {4 * m * k, 4 * k * n, 4 * m * n};
+  Buffer frame(p.frame_size);
+  std::mt19937 rng(m * 10000 + k * 100 + n);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int i = 0; i < m * k; ++i) a.As<float>(0)[i] = d(rng);
+  for (int i = 0; i < k * n; ++i) b.As<float>(0)[i] = d(rng);
+  for (int i = 0; i < m * n; ++i)
+    c.As<float>(0)[i] = i % 7 == 0 ? -0.f : d(rng);
+  std::vector<float> c0(c.As<float>(0), c.As<float>(0) + m * n);
+  std::memcpy(frame.As<float>(fa), a.data(), 4 * m * k);
+  std::memcpy(frame.As<float>(fb), b.data(), 4 * k * n);
+  std::memcpy(frame.As<float>(fc), c.data(), 4 * m * n);
+  ASSERT_TRUE(VerifyAndRun(p, frame, {a.data(), b.data(), c.data()}).ok());
+  const float* A = a.As<float>(0);
+  const float* B = b.As<float>(0);
+  const float* C = (aux & kOperandRefA) ? c.As<float>(0) : frame.As<float>(fc);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      float product = 0.f;
+      for (int kk = 0; kk < k; ++kk)
+        product = std::fma(A[i * k + kk], B[kk * n + j], product);
+      const float want = c0[i * n + j] + product;
+      ASSERT_EQ(std::signbit(C[i * n + j]), std::signbit(want));
+      ASSERT_EQ(C[i * n + j], want) << m << "x" << k << "x" << n << " aux "
+                                    << aux << " at " << i << "," << j;
+    }
+  }
+}
+
+TEST(InterpreterTest, DotAddF32AddsTheRoundedProduct) {
+  const uint16_t refs = kOperandRefA | kOperandRefB | kOperandRefC;
+  CheckDotAddF32(7, 13, 9, refs);
+  CheckDotAddF32(100, 256, 50, refs);  // one whole k block, edge tiles
+  CheckDotAddF32(16, 40, 100, refs);   // few rows: B read in place
+  CheckDotAddF32(20, 300, 33, refs);   // k past one block: via a buffer
+  CheckDotAddF32(3, 0, 5, refs);       // empty contraction: C + 0 (-0 -> +0)
+  CheckDotAddF32(24, 100, 80, refs);   // last column panel of 32
+  CheckDotAddF32(33, 64, 48, kOperandRefB);  // frame dst, one ref source
+  CheckDotAddF32(33, 64, 48, kOperandRefA | kOperandRefC);
+  CheckDotAddF32(33, 64, 48, 0);  // all in the frame
+}
+
+// STORE with kOperandRefB copies a whole ref into a region of another.
+TEST(InterpreterTest, StoreFromRefCopiesTheWholeRef) {
+  Assembler as;
+  // ref 1 is f32[4, 8]; ref 0 (f32[4, 4]) goes to rows 0..3, columns 1, 3,
+  // 5, 7.
+  const uint32_t region = as.AddAccess(
+      Access(AccessBase::REF, 1, 4, {Dim(4, 0, 4), Dim(8, 1, 4, 2)}));
+  as.Emit(Op::STORE, 0, 0, 0, region, 0, kOperandRefB);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  Program& p = as.program();
+  p.frame_size = 64;
+  p.num_refs = 2;
+  p.ref_sizes = {4 * 16, 4 * 32};
+  Buffer frame(64), src(64), dst(128);
+  for (int i = 0; i < 16; ++i) src.As<float>(0)[i] = static_cast<float>(i);
+  for (int i = 0; i < 32; ++i) dst.As<float>(0)[i] = -1.f;
+  ASSERT_TRUE(VerifyAndRun(p, frame, {src.data(), dst.data()}).ok());
+  for (int r = 0; r < 4; ++r) {
+    for (int col = 0; col < 8; ++col) {
+      const float want =
+          col % 2 == 1 ? static_cast<float>(r * 4 + col / 2) : -1.f;
+      EXPECT_EQ(dst.As<float>(0)[r * 8 + col], want) << r << "," << col;
+    }
+  }
+}
+
+// Elementwise block sources read from whole refs (aux bits): each form
+// against the same arithmetic written out.
+TEST(InterpreterTest, ElementwiseSourcesFromRefs) {
+  Assembler as;
+  const uint32_t two = as.Constant<float>(2.f);
+  const uint32_t vv = 64, vs = 128, sv = 192, v = 256, cvt = 320, mixed = 384;
+  const uint32_t x = 448;  // f32[8] in the frame
+  as.Emit(Op::ADD_F32_VV, vv, 0, 1, 0, 8, kOperandRefB | kOperandRefC);
+  as.Emit(Op::MUL_F32_VS, vs, 0, two, 0, 8, kOperandRefB);
+  as.Emit(Op::SUB_F32_SV, sv, two, 1, 0, 8, kOperandRefC);
+  as.Emit(Op::NEG_F32_V, v, 1, 0, 0, 8, kOperandRefB);
+  as.Emit(Op::CVT_BF16_F32_V, cvt, 2, 0, 0, 8, kOperandRefB);
+  as.Emit(Op::SUB_F32_VV, mixed, x, 0, 0, 8, kOperandRefC);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  Program& p = as.program();
+  p.frame_size = 512;
+  p.num_refs = 3;
+  p.ref_sizes = {32, 32, 16};
+  Buffer frame(512), r0(64), r1(64), r2(64);
+  for (int i = 0; i < 8; ++i) {
+    r0.As<float>(0)[i] = static_cast<float>(i);         // 0 .. 7
+    r1.As<float>(0)[i] = 0.5f * static_cast<float>(i);  // 0 .. 3.5
+    // bf16 of i + 1: the high half of the f32.
+    const float f = static_cast<float>(i + 1);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    r2.As<uint16_t>(0)[i] = static_cast<uint16_t>(bits >> 16);
+    frame.As<float>(x)[i] = 10.f;
+  }
+  ASSERT_TRUE(VerifyAndRun(p, frame, {r0.data(), r1.data(), r2.data()}).ok());
+  for (int i = 0; i < 8; ++i) {
+    const float fi = static_cast<float>(i);
+    EXPECT_EQ(frame.As<float>(vv)[i], fi + 0.5f * fi) << i;
+    EXPECT_EQ(frame.As<float>(vs)[i], fi * 2.f) << i;
+    EXPECT_EQ(frame.As<float>(sv)[i], 2.f - 0.5f * fi) << i;
+    EXPECT_EQ(frame.As<float>(v)[i], -0.5f * fi) << i;
+    EXPECT_EQ(frame.As<float>(cvt)[i], fi + 1.f) << i;
+    EXPECT_EQ(frame.As<float>(mixed)[i], 10.f - fi) << i;
+  }
 }
 
 TEST(InterpreterTest, DotS32Wraps) {

@@ -271,6 +271,73 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        "instruction 14 (DOT_F32): operand a (dst"},
       {"dot dst aliases lhs", [](Program& p) { p.code[kDot_].a = kA; },
        "overlaps source b (lhs)"},
+      // Operands that name whole refs (aux bits).
+      {"dot ref operand missing",
+       [](Program& p) {
+         p.code[kDot_].aux = kOperandRefB;
+         p.code[kDot_].b = 5;
+       },
+       "operand b (lhs) names ref 5 but the program has 1 refs"},
+      {"dot ref operand too small",
+       [](Program& p) {
+         p.code[kDot_].aux = kOperandRefC;
+         p.code[kDot_].c = 1;
+         p.num_refs = 2;
+         p.ref_sizes = {256, 32};
+       },
+       "operand c (rhs) needs 64 bytes but ref 1 has 32"},
+      {"dot ref of unknown size",
+       [](Program& p) {
+         p.code[kDot_].aux = kOperandRefB;
+         p.code[kDot_].b = 0;
+         p.ref_sizes.clear();
+       },
+       "names ref 0, whose size is unknown"},
+      {"dot dst ref is a source ref",
+       [](Program& p) {
+         p.code[kDot_].aux = kOperandRefA | kOperandRefC;
+         p.code[kDot_].a = 0;
+         p.code[kDot_].c = 0;
+       },
+       "destination a (dst) and source c (rhs) are both ref 0"},
+      {"dot unknown aux bit", [](Program& p) { p.code[kDot_].aux = 8; },
+       "aux = 8 sets bits other than the operand-ref bits 7"},
+      {"store from the ref it writes",
+       [](Program& p) {
+         p.code[kStore].aux = kOperandRefB;
+         p.code[kStore].b = 0;
+       },
+       "destination access and source b (src) are both ref 0"},
+      {"store from a missing ref",
+       [](Program& p) {
+         p.code[kStore].aux = kOperandRefB;
+         p.code[kStore].b = 1;
+       },
+       "instruction 12 (STORE): operand b (src) names ref 1"},
+      {"elementwise ref source missing",
+       [](Program& p) {
+         p.code[kAddVV].aux = kOperandRefC;
+         p.code[kAddVV].c = 3;
+       },
+       "instruction 0 (ADD_F32_VV): operand c (rhs) names ref 3"},
+      {"elementwise ref source too small",
+       [](Program& p) {
+         p.code[kExpV].aux = kOperandRefB;
+         p.code[kExpV].b = 0;
+         p.ref_sizes = {32};
+         p.code[kLoad].op = Op::RETURN;  // its access needs 64 bytes
+         p.code[kStore].op = Op::RETURN;
+       },
+       "instruction 4 (EXP_F32_V): operand b (src) needs 64 bytes but ref 0 "
+       "has 32"},
+      {"scalar operand of _VS as a ref",
+       [](Program& p) { p.code[kMulVS].aux = kOperandRefC; },
+       "instruction 1 (MUL_F32_VS): aux = 4 sets bits other than"},
+      {"scalar op with a ref bit",
+       [](Program& p) { p.code[kAddSS].aux = kOperandRefB; },
+       "instruction 3 (ADD_S32_SS): aux = 2 sets bits other than"},
+      {"load with a ref bit", [](Program& p) { p.code[kLoad].aux = 2; },
+       "instruction 11 (LOAD): aux = 2 sets bits other than"},
       {"grid dst outside", [](Program& p) { p.code[kProgramId].a = kFrame; },
        "instruction 15 (PROGRAM_ID)"},
       // Control flow.
@@ -333,6 +400,28 @@ TEST(VerifierTest, InPlaceElementwiseIsAllowed) {
   p.code[kAddVV].a = kB;  // dst == lhs
   EXPECT_TRUE(Verify(p).ok()) << Verify(p);
   p.code[kReduce].a = kA;  // reduction in place
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+}
+
+TEST(VerifierTest, WholeRefOperandsAreAccepted) {
+  Program p = SampleProgram();
+  p.code[kDot_].aux = kOperandRefB | kOperandRefC;  // both read ref 0
+  p.code[kDot_].b = 0;
+  p.code[kDot_].c = 0;
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+  p.num_refs = 2;
+  p.ref_sizes = {256, 64};
+  p.code[kDot_].aux = kOperandRefA | kOperandRefB;  // ref 0 @ frame -> ref 1
+  p.code[kDot_].a = 1;
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+  p.code[kStore].aux = kOperandRefB;  // ref 1 -> a region of ref 0
+  p.code[kStore].b = 1;
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+  p.code[kAddVV].aux = kOperandRefB | kOperandRefC;  // ref 1 + ref 1
+  p.code[kAddVV].b = 1;
+  p.code[kAddVV].c = 1;
+  p.code[kSubSV].aux = kOperandRefC;  // 2 - ref 0
+  p.code[kSubSV].c = 0;
   EXPECT_TRUE(Verify(p).ok()) << Verify(p);
 }
 

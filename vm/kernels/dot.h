@@ -1,15 +1,16 @@
-// Matrix multiply kernels (DOT_F32, DOT_S32): C[M,N] := A[M,K] @ B[K,N],
-// all row-major and dense. C must not overlap A or B (the verifier
+// Matrix multiply kernels (DOT_F32, DOT_ADD_F32, DOT_S32): C[M,N] := A[M,K] @
+// B[K,N], all row-major and dense. C must not overlap A or B (the verifier
 // enforces it).
 //
-// DOT_F32 is a packed, register-blocked GEMM in the BLIS style: B is
-// packed into panels of kDotNr columns and A into panels of kDotMr rows for
-// each block of kDotKc steps of k, and a micro-kernel keeps a kDotMr x kDotNr
-// tile of C in SIMD registers, broadcasting one element of A against the
-// B vectors per step. Every C element is accumulated with fused
-// multiply-adds in increasing k order (partial sums between k blocks are
-// stored and reloaded exactly), so the result does not depend on the
-// blocking. Packing buffers are per thread, allocated on first use.
+// DOT_F32 is a register-blocked GEMM in the BLIS style: B is packed into
+// panels of kDotNr columns for each block of kDotKc steps of k (read in
+// place for a few rows of A), A is read in place by rows of kDotMr, and a
+// micro-kernel keeps a kDotMr x kDotNr tile of C in SIMD registers,
+// broadcasting one element of A against the B vectors per step. Every C
+// element is accumulated with fused multiply-adds in increasing k order
+// (partial sums between k blocks are stored and reloaded exactly), so the
+// result does not depend on the blocking. Packing buffers are per thread,
+// allocated on first use.
 #ifndef PALLASVM_VM_KERNELS_DOT_H_
 #define PALLASVM_VM_KERNELS_DOT_H_
 
@@ -19,6 +20,13 @@ namespace pallasvm::vm::kernels {
 
 void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
             int64_t n);
+
+// C[M,N] := C + A[M,K] @ B[K,N], with the product computed exactly as
+// DotF32 computes it and then added with one rounding: bit for bit
+// DOT_F32 into a temporary followed by ADD_F32_VV, without the temporary
+// (for k <= 256; longer products use a per-thread buffer).
+void DotAddF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
+               int64_t n);
 
 // Wrapping int32 arithmetic.
 void DotS32(int32_t* c, const int32_t* a, const int32_t* b, int64_t m,
