@@ -17,8 +17,8 @@
 namespace pallasvm::compiler {
 
 // Module schema version written into every module; see format/bytecode.fbs.
-inline constexpr uint32_t kModuleSchemaVersion = 1;
-inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.1.1";
+inline constexpr uint32_t kModuleSchemaVersion = 2;
+inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.2.0";
 
 // Compiles a parsed interchange into module bytes. Errors name the kernel,
 // the equation and its source line.

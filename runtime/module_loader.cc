@@ -14,8 +14,10 @@ namespace {
 namespace bc = ::pallasvm::bytecode;
 
 // Must equal compiler::kModuleSchemaVersion (the runtime does not link the
-// compiler); tests/runtime/module_loader_test.cc checks they agree.
-constexpr uint32_t kModuleSchemaVersion = 1;
+// compiler); every test that compiles a module and loads it checks they
+// agree. 2: operands may name whole refs (aux bits, DOT_ADD_F32), dynamic
+// grids; version 1 modules are refused (and rebuilt by the module cache).
+constexpr uint32_t kModuleSchemaVersion = 2;
 
 absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
                                    absl::string_view what) {
