@@ -15,18 +15,31 @@
 // packed and B rows by memcpy 300 us (112 GFLOP/s); A in place 247 us;
 // also B rows by vector moves 239 us (140 GFLOP/s); 128^3: 55.0 -> 40.1 us.
 //
-// One thread. Splitting C's rows over a second thread was tried (XLA:CPU
-// uses both cores for jnp.dot) and made things worse on this project's
-// 2-vCPU machines: ops.tpu.matmul 1024^3 f32 with 256 blocks took 58.6,
-// 67.6, 66.6 ms threaded against 40.4, 45.4, 40.2 ms serial, alternating
-// runs of build/bench/kernels_bench --benchmark_filter=Matmul1024F32.
+// Two threads for large products (RowSplitter below): C's rows are split
+// with one persistent worker thread, handed work through an atomic (spin,
+// then futex wait). An earlier split that started threads per product was
+// slower (ops.tpu.matmul 1024^3 f32, 256 blocks: 58.6-67.6 ms against
+// 40.2-45.4 ms serial); the persistent worker, alternating runs of
+// `PALLASVM_DOT_THREADS={1,2} build/bench/kernels_bench
+// --benchmark_filter='Matmul1024F32|FlashAttention|Matmul512'
+// --benchmark_repetitions=3`: matmul 1024 27.9 / 27.2 ms serial against
+// 22.0 / 18.1 ms split; flash attention fwd 193 / 191 against 163 / 157 ms;
+// matmul 512 3.56 / 3.51 against 3.23 / 3.16 ms.
 #include "vm/kernels/dot.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
+
+#include <pthread.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "vm/kernels/simd.h"
 
@@ -302,6 +315,114 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
   }
 }
 
+// A second thread for large products: one persistent worker that runs the
+// lower rows of C while the caller runs the upper ones. Each row of C is
+// computed by the same code in the same k order whoever runs it, so the
+// result is bit for bit the serial one. The worker serves one caller at a
+// time; a caller that finds it busy (simulated cores are threads too) runs
+// alone.
+class RowSplitter {
+ public:
+  static RowSplitter& Get() {
+    static RowSplitter* splitter = new RowSplitter();  // never destroyed
+    return *splitter;
+  }
+
+  // Gemm over rows [0, m) of C, split at `split` between this thread and
+  // the worker if the worker is free.
+  void Run(float* c, const float* a, const float* b, int64_t m, int64_t k,
+           int64_t n, bool add_to, int64_t split) {
+    bool expected = false;
+    if (forked_child_.load(std::memory_order_relaxed) ||
+        !owner_.compare_exchange_strong(expected, true,
+                                        std::memory_order_acquire)) {
+      Gemm(c, a, b, m, k, n, add_to);
+      return;
+    }
+    job_ = Job{c + split * n, a + split * k, b, m - split, k, n, add_to};
+    state_.store(kPosted, std::memory_order_release);
+    state_.notify_one();
+    Gemm(c, a, b, split, k, n, add_to);
+    // The worker's half takes about as long as ours: spin, then sleep.
+    for (int spin = 0; state_.load(std::memory_order_acquire) != kDone;
+         ++spin) {
+      if (spin < (1 << 16)) {
+        Pause();
+      } else {
+        state_.wait(kPosted, std::memory_order_acquire);
+      }
+    }
+    state_.store(kIdle, std::memory_order_relaxed);
+    owner_.store(false, std::memory_order_release);
+  }
+
+ private:
+  struct Job {
+    float* c;
+    const float* a;
+    const float* b;
+    int64_t m, k, n;
+    bool add_to;
+  };
+  static constexpr int kIdle = 0, kPosted = 1, kDone = 2;
+
+  RowSplitter() : worker_([this] { Work(); }) {
+    worker_.detach();
+    // A forked child has no worker thread: it runs every product alone.
+    pthread_atfork(nullptr, nullptr,
+                   [] { forked_child_.store(true, std::memory_order_relaxed); });
+  }
+
+  static void Pause() {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+  }
+
+  void Work() {
+    while (true) {
+      // Between products (block copies, other ops) spin briefly, then
+      // sleep until the next one is posted.
+      for (int spin = 0; state_.load(std::memory_order_acquire) != kPosted;
+           ++spin) {
+        if (spin < (1 << 14)) {
+          Pause();
+        } else {
+          state_.wait(kIdle, std::memory_order_acquire);
+        }
+      }
+      Gemm(job_.c, job_.a, job_.b, job_.m, job_.k, job_.n, job_.add_to);
+      state_.store(kDone, std::memory_order_release);
+      state_.notify_one();
+    }
+  }
+
+  static inline std::atomic<bool> forked_child_{false};
+  std::atomic<bool> owner_{false};
+  std::atomic<int> state_{kIdle};
+  Job job_{};
+  std::thread worker_;
+};
+
+// Splits C's rows over two threads when the product is large enough for
+// the hand-over (a few microseconds) to pay: at least 2^21 multiply-adds
+// and 64 rows. Split on a micro-tile boundary.
+void GemmMaybeSplit(float* c, const float* a, const float* b, int64_t m,
+                    int64_t k, int64_t n, bool add_to) {
+  // PALLASVM_DOT_THREADS=1 keeps every product on the calling thread.
+  static const bool enabled = [] {
+    const char* env = std::getenv("PALLASVM_DOT_THREADS");
+    return std::thread::hardware_concurrency() >= 2 &&
+           !(env != nullptr && std::strcmp(env, "1") == 0);
+  }();
+  if (!enabled || m < 64 || m * k * n < (int64_t{1} << 21)) {
+    Gemm(c, a, b, m, k, n, add_to);
+    return;
+  }
+  const int64_t split = (m / 2 + kDotMr - 1) / kDotMr * kDotMr;
+  RowSplitter::Get().Run(c, a, b, m, k, n, add_to, split);
+}
+
 }  // namespace
 
 void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
@@ -310,7 +431,7 @@ void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
     std::fill(c, c + m * n, 0.f);
     return;
   }
-  Gemm(c, a, b, m, k, n, /*add_to=*/false);
+  GemmMaybeSplit(c, a, b, m, k, n, /*add_to=*/false);
 }
 
 void DotAddF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
@@ -318,7 +439,7 @@ void DotAddF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
   if (k > 0 && k <= kDotKc) {
     // One k block: each tile's product is complete in registers, where it
     // is added to C on the way out.
-    Gemm(c, a, b, m, k, n, /*add_to=*/true);
+    GemmMaybeSplit(c, a, b, m, k, n, /*add_to=*/true);
     return;
   }
   // Longer products are stored between k blocks, so they go through a
