@@ -22,9 +22,12 @@
 // 40.2-45.4 ms serial); the persistent worker, alternating runs of
 // `PALLASVM_DOT_THREADS={1,2} build/bench/kernels_bench
 // --benchmark_filter='Matmul1024F32|FlashAttention|Matmul512'
-// --benchmark_repetitions=3`: matmul 1024 27.9 / 27.2 ms serial against
-// 22.0 / 18.1 ms split; flash attention fwd 193 / 191 against 163 / 157 ms;
-// matmul 512 3.56 / 3.51 against 3.23 / 3.16 ms.
+// --benchmark_repetitions=3`, three rounds: matmul 1024 21.2 / 21.4 /
+// 20.6 ms serial against 14.8 / 16.7 / 15.4 ms split; flash attention fwd
+// 152 / 152 / 149 against 143 / 145 / 147 ms. (With the waits cut to
+// ~0.2 ms of spinning, flash attention's 128^3 products got slower than
+// serial: 148-184 against 175-186 ms.) The split needs two CPUs in the
+// process's affinity mask.
 #include "vm/kernels/dot.h"
 
 #include <algorithm>
@@ -36,6 +39,7 @@
 #include <vector>
 
 #include <pthread.h>
+#include <sched.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -346,7 +350,7 @@ class RowSplitter {
     // The worker's half takes about as long as ours: spin, then sleep.
     for (int spin = 0; state_.load(std::memory_order_acquire) != kDone;
          ++spin) {
-      if (spin < (1 << 16)) {
+      if (spin < (1 << 14)) {  // ~1 ms: then the worker is not running
         Pause();
       } else {
         state_.wait(kPosted, std::memory_order_acquire);
@@ -385,6 +389,8 @@ class RowSplitter {
       // sleep until the next one is posted.
       for (int spin = 0; state_.load(std::memory_order_acquire) != kPosted;
            ++spin) {
+        // ~1 ms, then sleep and leave the core. Shorter (~0.2 ms) made
+        // flash attention's many 128^3 products slower than one thread.
         if (spin < (1 << 14)) {
           Pause();
         } else {
@@ -410,10 +416,15 @@ class RowSplitter {
 void GemmMaybeSplit(float* c, const float* a, const float* b, int64_t m,
                     int64_t k, int64_t n, bool add_to) {
   // PALLASVM_DOT_THREADS=1 keeps every product on the calling thread.
+  // Only with two CPUs this process may run on (affinity, not just the
+  // machine's count: on one CPU the halves would take turns).
   static const bool enabled = [] {
     const char* env = std::getenv("PALLASVM_DOT_THREADS");
-    return std::thread::hardware_concurrency() >= 2 &&
-           !(env != nullptr && std::strcmp(env, "1") == 0);
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    const bool two_cpus =
+        sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2;
+    return two_cpus && !(env != nullptr && std::strcmp(env, "1") == 0);
   }();
   if (!enabled || m < 64 || m * k * n < (int64_t{1} << 21)) {
     Gemm(c, a, b, m, k, n, add_to);
