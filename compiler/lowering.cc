@@ -674,15 +674,14 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
       // equation may update its operand in place).
       Value inf = Convert(ConstantF32(std::numeric_limits<float>::infinity()),
                           r.dtype);
-      Value fresh = NewValue(r.dtype, r.shape);
       if (r.count() == 1) {
-        CopyInto(fresh, inf);
+        r = NewValue(r.dtype, r.shape);
+        CopyInto(r, inf);
       } else {
-        absl::StatusOr<Value> filled = Broadcast(inf, r.shape);
+        absl::StatusOr<Value> filled = Broadcast(inf, r.shape);  // a FILL
         if (!filled.ok()) return Error(filled.status().message());
-        fresh = *filled;
+        r = *filled;
       }
-      r = fresh;
     }
     scopes_.back()[eqn.outvars()->Get(i)->id()] = r;
   }

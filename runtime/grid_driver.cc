@@ -271,15 +271,13 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       options.out_of_bounds_reads == OutOfBoundsReads::kUninitialized;
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const RefSpec& ref = k.refs[r];
-    FillValue(ref.type.dtype, options.uninitialized_memory,
-              reinterpret_cast<uint8_t*>(&core.ref_fills[r]));
+    uint8_t* fill = reinterpret_cast<uint8_t*>(&core.ref_fills[r]);
+    FillValue(ref.type.dtype, options.uninitialized_memory, fill);
     if (ref.kind == RefKind::SCALAR_PREFETCH) {
       std::memcpy(core.ref_table[r], call.in_hbm[ref.operand],
                   ref.type.bytes());
     } else if (ref.kind == RefKind::SCRATCH ||
                ref.kind == RefKind::OUTPUT_BLOCK) {
-      uint8_t fill[8];
-      FillValue(ref.type.dtype, options.uninitialized_memory, fill);
       FillElements(core.ref_table[r], ref.type.num_elements(), fill,
                    vm::SizeOf(ref.type.dtype));
     }

@@ -264,6 +264,23 @@ def test_bad_interpret_params_value_raises_naming_it(option):
               ).lower(x)
 
 
+@pytest.mark.parametrize("option", [
+    {"buffer_bounds": "padded"},
+    {"allow_hbm_allocation_in_run_scoped": True},
+    {"vector_clock_size": 8},
+])
+def test_unimplemented_interpret_params_option_raises(option):
+  [name] = option
+  with pytest.raises(NotImplementedError, match=name):
+    pallasvm.install(pallasvm.InterpretParams(**option))
+  assert not pallasvm.is_installed()
+  x = data((8, 128))
+  with pallasvm.enabled():
+    with pytest.raises(NotImplementedError, match=name):
+      jax.jit(lambda x: add(x, x, interpret=pltpu.InterpretParams(**option))
+              ).lower(x)
+
+
 def test_run_time_error_is_an_xla_error_with_pallasvm_message():
   def kernel(idx_ref, x_ref, o_ref):
     o_ref[...] = x_ref[pl.ds(idx_ref[0], 8), :]

@@ -253,33 +253,34 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "pallasvm: fewer results than the attributes need");
   }
-  auto extra = [&](size_t i) -> int32_t* {
+  // The i-th of them as int32 data and its element count; null if not
+  // an int32 buffer.
+  auto extra = [&](size_t i, int64_t* count) -> int32_t* {
     ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> buffer =
         rets.get<ffi::AnyBuffer>(rets.size() - num_extra + i);
     if (!buffer.has_value() ||
         (**buffer).element_type() != ffi::DataType::S32) {
       return nullptr;
     }
+    *count = static_cast<int64_t>((**buffer).element_count());
     return (**buffer).typed_data<int32_t>();
   };
   int64_t record_size = 0;
   if (record_grid_points == 1) {
-    options.grid_point_record = extra(0);
+    options.grid_point_record = extra(0, &record_size);
     if (options.grid_point_record == nullptr) {
       return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                         "pallasvm: the grid point record is not int32");
     }
-    record_size = rets.get<ffi::AnyBuffer>(rets.size() - num_extra)
-                      .value()
-                      ->element_count();
   }
   int32_t* race_count = nullptr;
   runtime::RaceReport races;
   if (detect_races == 1) {
-    race_count = extra(num_extra - 1);
-    if (race_count == nullptr) {
+    int64_t count = 0;
+    race_count = extra(num_extra - 1, &count);
+    if (race_count == nullptr || count != 1) {
       return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                        "pallasvm: the race count is not int32");
+                        "pallasvm: the race count is not one int32");
     }
     options.detect_races = true;
     options.races = &races;

@@ -78,9 +78,10 @@ class InterpretParams(pltpu.InterpretParams):
   `num_cores_or_threads`, `grid_point_recorder` and `detect_races` (see
   _call_with_reports), `skip_floating_point_ops` (compiled into the
   module) and `dma_execution_mode` (no kernel pallasvm compiles issues DMAs
-  yet). Every field is implemented; a bad value raises ValueError. Every other field must keep
-  its default: a non-default value raises NotImplementedError naming it, so
-  none is silently ignored."""
+  yet); a bad value raises ValueError. Every other field (vector_clock_size,
+  logging_mode, allow_hbm_allocation_in_run_scoped, buffer_bounds) must
+  keep its default: a non-default value raises NotImplementedError naming
+  it, so none is silently ignored."""
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
