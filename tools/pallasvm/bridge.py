@@ -245,7 +245,7 @@ class _Compiled:
 
 
 _compiled: dict[str, _Compiled] = {}  # interchange hash -> module
-_stats = {"lowerings": 0, "compilations": 0}
+_stats = {"lowerings": 0, "compilations": 0, "refusals": 0}
 
 
 def compile_interchange(interchange: bytes, origin: str = "pallas_call") -> bytes:
@@ -281,10 +281,46 @@ def _compile_cached(interchange: bytes, origin: str) -> _Compiled:
 
 
 def stats() -> dict:
-  """Counters: `lowerings` (pallas_calls lowered by the bridge) and
-  `compilations` (kernels compiled, i.e. in-process cache misses)."""
+  """Counters: `lowerings` (pallas_calls the bridge was asked to lower),
+  `compilations` (kernels compiled, i.e. in-process cache misses) and
+  `refusals` (lowerings that raised; see `refusals`)."""
   with _lock:
     return dict(_stats)
+
+
+# ---------------------------------------------------------------------------
+# Refusals: the kernels the bridge would not run, for reports (the pytest
+# plugin) that say which kernels of a suite pallasvm does not support yet.
+# ---------------------------------------------------------------------------
+
+_refusals: list[tuple[str, str]] = []  # (exception class name, first line)
+
+
+def _record_refusal(error: BaseException) -> None:
+  lines = str(error).strip().splitlines()
+  with _lock:
+    _refusals.append((type(error).__name__, lines[0] if lines else ""))
+    _stats["refusals"] += 1
+
+
+def refusals(start: int = 0) -> list[tuple[str, str]]:
+  """The refusals recorded since the process started, from the `start`th:
+  (the exception's class name, the first line of its message) each."""
+  with _lock:
+    return _refusals[start:]
+
+
+def _recording_refusals(rule):
+  """`rule` (a lowering rule), recording every exception it raises as a
+  refusal before letting it propagate."""
+  @functools.wraps(rule)
+  def recording(*args, **kwargs):
+    try:
+      return rule(*args, **kwargs)
+    except Exception as error:
+      _record_refusal(error)
+      raise
+  return recording
 
 
 # ---------------------------------------------------------------------------
@@ -320,7 +356,7 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     if ctx.tokens_in is not None and ctx.tokens_out is None:
       ctx.set_tokens_out(ctx.tokens_in)
     return results
-  return rule
+  return _recording_refusals(rule)
 
 
 def _call_with_reports(ctx, in_nodes, call, params, run_params):
