@@ -246,6 +246,8 @@ class _Session:
     }
 
   def pytest_terminal_summary(self, terminalreporter):
+    if self._config.option.collectonly:
+      return
     report = self.report()
     path = self._config.getoption("pallasvm_report")
     if path:
