@@ -119,7 +119,10 @@ class _Session:
     self._restore = []
     self._records: dict[str, dict] = {}  # nodeid -> record
     self._outcomes: dict[str, str] = {}  # nodeid -> outcome
-    pallasvm.install()
+    try:
+      pallasvm.install()
+    except bridge.BridgeError as error:
+      raise pytest.UsageError(f"--pallasvm: {error}") from None
     self._watch_jax_interpreters()
     self._start = self._counters()
 
