@@ -312,7 +312,9 @@ def refusals(start: int = 0) -> list[tuple[str, str]]:
 
 def _recording_refusals(rule):
   """`rule` (a lowering rule), recording every exception it raises as a
-  refusal before letting it propagate."""
+  refusal before letting it propagate. Every lowering rule the bridge
+  registers goes through it, so that a refusal counts even where the test
+  that met it expected an exception."""
   @functools.wraps(rule)
   def recording(*args, **kwargs):
     try:
