@@ -124,7 +124,7 @@ def test_report_classifies_each_test(suite):
               "test_escapes_to_jax": ("escaped", "passed", 0),
           }
   [refusal] = tests["test_lgamma"]["refused"]
-  assert refusal["kind"] == "CompileError"
+  assert refusal["kind"] == "UnsupportedError"
   assert "lgamma" in refusal["message"] and "\n" not in refusal["message"]
   assert tests["test_escapes_to_jax"]["escaped"] == [
       "add_one_kernel (interpret_pallas_call)"]
@@ -143,7 +143,7 @@ def test_report_classifies_each_test(suite):
       "*pallasvm: where each test's kernels ran*",
       "escaped * passed * test_escaped.py::test_escapes_to_jax *"
       "ran on JAX's interpreter: add_one_kernel*",
-      "refused * failed * test_refused.py::test_lgamma *CompileError:*lgamma*",
+      "refused * failed * test_refused.py::test_lgamma *UnsupportedError:*lgamma*",
       "pallasvm * passed * test_supported.py::test_forced_interpret_mode"
       "_two_kernels *2 kernels",
       "*pallasvm totals: 6 tests: 3 pallasvm (2 passed, 1 failed);*",

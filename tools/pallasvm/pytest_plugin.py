@@ -21,9 +21,10 @@ teardown) ran:
 
 - `escaped`: some kernel ran on JAX's interpreter;
 - `refused`: the bridge refused some kernel (the reason is the exception it
-  raised, class and first line); also a failed test whose exception is one
-  of pallasvm's (CompileError, ExportError, a NotImplementedError raised
-  from the pallasvm package) though no refusal was recorded;
+  raised, class and first line: pallasvm.UnsupportedError, CompileError or
+  another NotImplementedError); also a failed test whose exception is one of
+  pallasvm's, or was raised through the pallasvm package, though no refusal
+  was recorded;
 - `pallasvm`: its kernels were lowered to pallasvm and none was refused;
 - `no kernel`: it lowered no pallas_call.
 
@@ -191,7 +192,7 @@ class _Session:
     if not refused:
       refused = item.stash[_ERRORS][:1]
     escaped = self._escapes[start.escapes:end.escapes]
-    lowered = end.lowerings - start.lowerings - (end.refusals - start.refusals)
+    lowered = end.lowerings - start.lowerings
     if escaped:
       verdict = ESCAPED
     elif refused:
@@ -231,7 +232,6 @@ class _Session:
         reasons[_reason(test["refused"][0])] += 1
     outside = self._counters()
     outside_lowered = (outside.lowerings - self._start.lowerings -
-                       (outside.refusals - self._start.refusals) -
                        sum(t["lowered"] for t in tests))
     return {
         "tests": tests,
@@ -274,20 +274,19 @@ def _outcome(report) -> str | None:
 
 def _pallasvm_error(error: BaseException) -> dict | None:
   """{"kind", "message"} if `error` (or an exception it was raised from)
-  is pallasvm's: one of its exception classes, or a NotImplementedError
-  raised from the pallasvm package."""
-  from pallasvm import bridge, export  # pylint: disable=g-import-not-at-top
+  is pallasvm's: one of its exception classes (pallasvm.errors, which the
+  bridge counts as refusals), or any exception raised through the pallasvm
+  package (e.g. a bug in the bridge, which it does not count)."""
+  from pallasvm import bridge, errors  # pylint: disable=g-import-not-at-top
   package = str(pathlib.Path(bridge.__file__).parent)
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    ours = isinstance(error, (bridge.CompileError, export.ExportError,
-                              bridge.BridgeError))
-    if not ours and isinstance(error, NotImplementedError):
-      frame = error.__traceback__
-      while frame is not None and not ours:
-        ours = frame.tb_frame.f_code.co_filename.startswith(package)
-        frame = frame.tb_next
+    ours = isinstance(error, (errors.CompileError, bridge.BridgeError))
+    frame = error.__traceback__
+    while frame is not None and not ours:
+      ours = frame.tb_frame.f_code.co_filename.startswith(package)
+      frame = frame.tb_next
     if ours:
       lines = str(error).strip().splitlines()
       return {"kind": type(error).__name__,
