@@ -69,6 +69,15 @@ from kernels import *
 
 def test_lgamma():
   call(lgamma_kernel, X, interpret=pltpu.InterpretParams())
+
+
+def test_kernel_over_a_mesh():
+  @pl.kernel(mesh=pltpu.create_tensorcore_mesh("core", num_cores=1),
+             out_type=jax.ShapeDtypeStruct(X.shape, X.dtype),
+             interpret=pltpu.InterpretParams())
+  def copy(x_ref, o_ref):
+    o_ref[...] = x_ref[...]
+  copy(X)
 """
 
 NO_KERNEL = """
@@ -110,7 +119,7 @@ def fixture_suite(pytester, monkeypatch):
 def test_report_classifies_each_test(suite):
   result = suite.runpytest_subprocess("-p", "pallasvm.pytest_plugin",
                                       "--pallasvm-report=report.json")
-  result.assert_outcomes(passed=4, failed=2)
+  result.assert_outcomes(passed=4, failed=3)
   report = json.loads((suite.path / "report.json").read_text())
   tests = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
   assert {name: (t["verdict"], t["outcome"], t["lowered"])
@@ -120,6 +129,7 @@ def test_report_classifies_each_test(suite):
                                                          2),
               "test_wrong_answer": ("pallasvm", "failed", 1),
               "test_lgamma": ("refused", "failed", 0),
+              "test_kernel_over_a_mesh": ("refused", "failed", 0),
               "test_plain_jax": ("no kernel", "passed", 0),
               "test_escapes_to_jax": ("escaped", "passed", 0),
           }
@@ -129,15 +139,18 @@ def test_report_classifies_each_test(suite):
   assert tests["test_escapes_to_jax"]["escaped"] == [
       "add_one_kernel (interpret_pallas_call)"]
   totals = report["totals"]
-  assert totals["tests"] == 6
+  assert totals["tests"] == 7
   assert totals["pallasvm"] == {"tests": 3, "passed": 2, "failed": 1}
-  assert totals["refused"] == {"tests": 1, "failed": 1}
+  assert totals["refused"] == {"tests": 2, "failed": 2}
   assert totals["no kernel"] == {"tests": 1, "passed": 1}
   assert totals["escaped"] == {"tests": 1, "passed": 1}
   assert (totals["kernels_lowered"], totals["kernels_refused"],
-          totals["kernels_escaped"]) == (4, 1, 1)
-  [(reason, count)] = report["refusal_reasons"].items()
-  assert count == 1 and "lgamma" in reason and ".py:" not in reason
+          totals["kernels_escaped"]) == (4, 2, 1)
+  [mesh] = tests["test_kernel_over_a_mesh"]["refused"]
+  assert mesh["kind"] == "UnsupportedError" and "mesh" in mesh["message"]
+  reasons = report["refusal_reasons"]
+  assert sorted(reasons.values()) == [1, 1]
+  assert all(".py:" not in reason for reason in reasons)
   # The terminal report: a line per test, totals, and the escape, loudly.
   result.stdout.fnmatch_lines([
       "*pallasvm: where each test's kernels ran*",
@@ -146,7 +159,7 @@ def test_report_classifies_each_test(suite):
       "refused * failed * test_refused.py::test_lgamma *UnsupportedError:*lgamma*",
       "pallasvm * passed * test_supported.py::test_forced_interpret_mode"
       "_two_kernels *2 kernels",
-      "*pallasvm totals: 6 tests: 3 pallasvm (2 passed, 1 failed);*",
+      "*pallasvm totals: 7 tests: 3 pallasvm (2 passed, 1 failed);*",
       "*1 TESTS RAN KERNELS ON JAX'S INTERPRETER, NOT ON PALLASVM*",
   ])
 
