@@ -269,11 +269,11 @@ void AddControlRules(RuleTable& t) {
   for (const char* p : {"pjit", "jit", "closed_call", "core_call",
                         "custom_jvp_call", "custom_vjp_call",
                         "custom_vjp_call_jaxpr", "remat", "checkpoint"}) {
-    t.Effectful(p, LowerCall);
+    t.Effectful(p, Arity::Any(), LowerCall);
   }
-  t.Effectful("cond", LowerCond);
-  t.Effectful("while", LowerWhile);
-  t.Effectful("scan", LowerScan);
+  t.Effectful("cond", {1, Arity::kAny, 0, Arity::kAny}, LowerCond);
+  t.Effectful("while", Arity::Any(), LowerWhile);
+  t.Effectful("scan", Arity::Any(), LowerScan);
 }
 
 }  // namespace pallasvm::compiler

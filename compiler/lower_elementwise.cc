@@ -426,7 +426,7 @@ void AddElementwiseRules(RuleTable& t) {
       {"shift_right_logical", "SHRL"}, {"eq", "EQ"}, {"ne", "NE"},
       {"lt", "LT"}, {"le", "LE"}, {"gt", "GT"}, {"ge", "GE"},
   };
-  for (const auto& [prim, op] : binary) t.Pure(prim, BinaryRule(op));
+  for (const auto& [prim, op] : binary) t.Pure(prim, Arity::Exactly(2, 1), BinaryRule(op));
   const std::pair<const char*, const char*> unary[] = {
       {"neg", "NEG"}, {"abs", "ABS"}, {"sign", "SIGN"}, {"exp", "EXP"},
       {"exp2", "EXP2"}, {"log", "LOG"}, {"log1p", "LOG1P"},
@@ -437,22 +437,22 @@ void AddElementwiseRules(RuleTable& t) {
       {"is_finite", "IS_FINITE"}, {"population_count", "POPCNT"},
       {"clz", "CLZ"},
   };
-  for (const auto& [prim, op] : unary) t.Pure(prim, UnaryRule(op));
-  t.Pure("round", LowerRound);
-  t.Pure("square", LowerSquare);
-  t.Pure("integer_pow", LowerIntegerPow);
-  t.Pure("convert_element_type", LowerConvert);
-  t.Pure("select_n", LowerSelectN);
-  t.Pure("clamp", LowerClamp);
-  t.Pure("threefry2x32", LowerThreefry2x32);
-  t.Pure("bitcast_convert_type", LowerBitcastConvert);
-  t.Pure("reduce_precision", LowerReducePrecision);
-  t.Pure("erf_inv", LowerErfInv);
-  t.Pure("nextafter", LowerNextAfter);
+  for (const auto& [prim, op] : unary) t.Pure(prim, Arity::Exactly(1, 1), UnaryRule(op));
+  t.Pure("round", Arity::Exactly(1, 1), LowerRound);
+  t.Pure("square", Arity::Exactly(1, 1), LowerSquare);
+  t.Pure("integer_pow", Arity::Exactly(1, 1), LowerIntegerPow);
+  t.Pure("convert_element_type", Arity::Exactly(1, 1), LowerConvert);
+  t.Pure("select_n", Arity::AtLeast(2, 1), LowerSelectN);
+  t.Pure("clamp", Arity::Exactly(3, 1), LowerClamp);
+  t.Pure("threefry2x32", Arity::Exactly(4, 2), LowerThreefry2x32);
+  t.Pure("bitcast_convert_type", Arity::Exactly(1, 1), LowerBitcastConvert);
+  t.Pure("reduce_precision", Arity::Exactly(1, 1), LowerReducePrecision);
+  t.Pure("erf_inv", Arity::Exactly(1, 1), LowerErfInv);
+  t.Pure("nextafter", Arity::Exactly(2, 1), LowerNextAfter);
   // Identities on a CPU: hints and barriers that change no value.
   for (const char* p : {"copy", "copy_p", "multiple_of", "optimization_barrier",
                         "stop_gradient", "pvary", "reduce_precision_noop"}) {
-    t.Pure(p, LowerIdentity);
+    t.Pure(p, Arity::Any(), LowerIdentity);
   }
 }
 

@@ -320,13 +320,14 @@ Lowerer::Rule GridRule(vm::Op op) {
 }  // namespace
 
 void AddRefRules(RuleTable& t) {
-  t.Effectful("get", LowerGet);
-  t.Effectful("swap", LowerSwap);
-  t.Effectful("addupdate", LowerAddUpdate);
-  t.Effectful("masked_load", LowerMaskedLoad);
-  t.Effectful("masked_swap", LowerMaskedSwap);
-  t.Pure("program_id", GridRule(vm::Op::PROGRAM_ID));
-  t.Pure("num_programs", GridRule(vm::Op::NUM_PROGRAMS));
+  t.Effectful("get", Arity::AtLeast(1, 1), LowerGet);
+  t.Effectful("swap", Arity::AtLeast(2, 1), LowerSwap);
+  t.Effectful("addupdate", Arity::AtLeast(2, 0), LowerAddUpdate);
+  t.Effectful("masked_load", Arity::AtLeast(1, 1), LowerMaskedLoad);
+  t.Effectful("masked_swap", Arity::AtLeast(2, 1), LowerMaskedSwap);
+  t.Pure("program_id", Arity::Exactly(0, 1), GridRule(vm::Op::PROGRAM_ID));
+  t.Pure("num_programs", Arity::Exactly(0, 1),
+         GridRule(vm::Op::NUM_PROGRAMS));
 }
 
 }  // namespace pallasvm::compiler

@@ -541,31 +541,31 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
 }  // namespace
 
 void AddShapeRules(RuleTable& t) {
-  t.Pure("broadcast_in_dim", LowerBroadcastInDim);
-  t.Pure("reshape", LowerReshape);
-  t.Pure("squeeze", LowerReshape);
-  t.Pure("expand_dims", LowerReshape);
-  t.Pure("transpose", LowerTranspose);
-  t.Pure("rev", LowerRev);
-  t.Pure("slice", LowerSlice);
-  t.Pure("dynamic_slice", LowerDynamicSlice);
-  t.Pure("dynamic_update_slice", LowerDynamicUpdateSlice);
-  t.Pure("concatenate", LowerConcatenate);
-  t.Pure("iota", LowerIota);
-  t.Pure("tile", LowerTile);
-  t.Pure("roll", LowerRoll);
-  t.Pure("cumsum", ScanRule("ADD"));
-  t.Pure("cumprod", ScanRule("MUL"));
-  t.Pure("cummax", ScanRule("MAX"));
-  t.Pure("cummin", ScanRule("MIN"));
-  t.Pure("reduce_sum", ReduceRule("SUM"));
-  t.Pure("reduce_max", ReduceRule("MAX"));
-  t.Pure("reduce_min", ReduceRule("MIN"));
-  t.Pure("reduce_and", ReduceRule("AND"));
-  t.Pure("reduce_or", ReduceRule("OR"));
-  t.Pure("argmax", ArgRule(true));
-  t.Pure("argmin", ArgRule(false));
-  t.Pure("dot_general", LowerDotGeneral);
+  t.Pure("broadcast_in_dim", Arity::Exactly(1, 1), LowerBroadcastInDim);
+  t.Pure("reshape", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("squeeze", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("expand_dims", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("transpose", Arity::Exactly(1, 1), LowerTranspose);
+  t.Pure("rev", Arity::Exactly(1, 1), LowerRev);
+  t.Pure("slice", Arity::Exactly(1, 1), LowerSlice);
+  t.Pure("dynamic_slice", Arity::AtLeast(1, 1), LowerDynamicSlice);
+  t.Pure("dynamic_update_slice", Arity::AtLeast(2, 1), LowerDynamicUpdateSlice);
+  t.Pure("concatenate", Arity::AtLeast(1, 1), LowerConcatenate);
+  t.Pure("iota", Arity::Exactly(0, 1), LowerIota);
+  t.Pure("tile", Arity::Exactly(1, 1), LowerTile);
+  t.Pure("roll", Arity::Exactly(2, 1), LowerRoll);
+  t.Pure("cumsum", Arity::Exactly(1, 1), ScanRule("ADD"));
+  t.Pure("cumprod", Arity::Exactly(1, 1), ScanRule("MUL"));
+  t.Pure("cummax", Arity::Exactly(1, 1), ScanRule("MAX"));
+  t.Pure("cummin", Arity::Exactly(1, 1), ScanRule("MIN"));
+  t.Pure("reduce_sum", Arity::Exactly(1, 1), ReduceRule("SUM"));
+  t.Pure("reduce_max", Arity::Exactly(1, 1), ReduceRule("MAX"));
+  t.Pure("reduce_min", Arity::Exactly(1, 1), ReduceRule("MIN"));
+  t.Pure("reduce_and", Arity::Exactly(1, 1), ReduceRule("AND"));
+  t.Pure("reduce_or", Arity::Exactly(1, 1), ReduceRule("OR"));
+  t.Pure("argmax", Arity::Exactly(1, 1), ArgRule(true));
+  t.Pure("argmin", Arity::Exactly(1, 1), ArgRule(false));
+  t.Pure("dot_general", Arity::Exactly(2, 1), LowerDotGeneral);
 }
 
 }  // namespace pallasvm::compiler
