@@ -32,6 +32,29 @@ DType ComputeType(absl::string_view op, DType t) {
   return Widen(t);
 }
 
+// 8- and 16-bit integers widen by their own signedness, right for
+// arithmetic but not for the ops that look at the narrow bits:
+// population_count, clz and shift_right_logical read them zero-extended,
+// shift_right_arithmetic sign-extended (for unsigned dtypes too), as XLA
+// computes them at the narrow width. Returns x reinterpreted as the narrow
+// dtype of the extension wanted (a copy of its bits), or x itself.
+bool SeesNarrowBits(absl::string_view op) {
+  return op == "POPCNT" || op == "CLZ" || op == "SHRL" || op == "SHRA";
+}
+Value AsNarrowBits(Lowerer& l, absl::string_view op, const Value& x) {
+  const int size = vm::SizeOf(x.dtype);
+  if (vm::Info(x.dtype).is_float || size >= 4 || x.dtype == DType::PRED) {
+    return x;
+  }
+  const bool sign_extend = op == "SHRA";
+  const DType to = size == 1 ? (sign_extend ? DType::S8 : DType::U8)
+                             : (sign_extend ? DType::S16 : DType::U16);
+  if (to == x.dtype) return x;
+  Value r = l.NewValue(to, x.shape);
+  l.CopyInto(r, x);
+  return r;
+}
+
 Lowerer::Rule BinaryRule(std::string op) {
   return [op](Lowerer& l, const Lowerer::Eqn& e)
              -> absl::StatusOr<std::vector<Value>> {
@@ -46,7 +69,14 @@ Lowerer::Rule BinaryRule(std::string op) {
       return l.Error(absl::StrCat("operand dtypes differ: ", TypeString(x),
                                   " and ", TypeString(y)));
     }
-    absl::StatusOr<Value> r = l.Binary(op, x, y, compute, e.out_shapes[0]);
+    absl::StatusOr<Value> r;
+    if (SeesNarrowBits(op)) {
+      const Value xb = AsNarrowBits(l, op, x);
+      r = l.Binary(op, xb, AsNarrowBits(l, op, y), Widen(xb.dtype),
+                   e.out_shapes[0]);
+    } else {
+      r = l.Binary(op, x, y, compute, e.out_shapes[0]);
+    }
     if (!r.ok()) return r.status();
     return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
   };
@@ -61,6 +91,20 @@ Lowerer::Rule UnaryRule(std::string op) {
     const Value& x = e.in[0];
     if (x.is_ref()) return l.Error("operand is a ref, not a value");
     if (!vm::Info(x.dtype).is_signed && op == "ABS") return std::vector<Value>{x};
+    if (SeesNarrowBits(op) && !vm::Info(x.dtype).is_float &&
+        vm::SizeOf(x.dtype) < 4 && x.dtype != DType::PRED) {
+      // POPCNT or CLZ of the zero-extended bits; CLZ counts from bit 31.
+      const Value bits = AsNarrowBits(l, op, x);
+      absl::StatusOr<Value> r = l.Unary(op, bits, DType::U32);
+      if (!r.ok()) return r.status();
+      if (op == "CLZ") {
+        r = l.Binary("SUB", *r,
+                     l.ConstantScalar(DType::U32, 32 - 8 * vm::SizeOf(x.dtype)),
+                     DType::U32, x.shape);
+        if (!r.ok()) return r.status();
+      }
+      return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
+    }
     absl::StatusOr<Value> r = l.Unary(op, x, ComputeType(op, x.dtype));
     if (!r.ok()) return r.status();
     return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
