@@ -334,6 +334,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
             (start >= std::max<int64_t>(plan.region.array_shape[d], 1) &&
              (bm.is_output || !fill_oob_reads))) {
           return absl::OutOfRangeError(absl::StrCat(
+              "Out-of-bounds block index ", v, " for ",
+              bm.is_output ? "output " : "input ", bm.operand, ": ",
               map_name(), " returned block index ", v, " in dimension ", d,
               ": the block starts at element ", start, ", outside the array ",
               bm.array.ToString()));
@@ -371,10 +373,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           uint8_t& seen = core.visited[m][block_number(m, core.cur[m])];
           if (seen) {
             return absl::FailedPreconditionError(absl::StrCat(
-                where(point), ": revisited block (",
+                where(point), ": Revisited block (",
                 absl::StrJoin(core.cur[m].v, core.cur[m].v + plan.region.rank,
                               ", "),
-                ") of output ", bm.operand,
+                ") of output ", bm.operand, " in iteration ",
+                PointString(std::vector<int32_t>(point, point + grid_rank)),
                 " after leaving it; its earlier contents were already "
                 "written back and would be overwritten. Order the grid so "
                 "that each output block's visits are consecutive."));

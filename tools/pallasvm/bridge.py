@@ -171,6 +171,17 @@ def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
   if mosaic_params.dimension_semantics is not None and len(
       mosaic_params.dimension_semantics) != len(grid):
     return np.zeros(len(grid), np.int32)  # e.g. vmap added dims: in order
+  # As in interpret mode: parallel dimensions must be a prefix of the grid
+  # (ValueError) and of static size (ConcretizationTypeError).
+  parallel = ipc._get_parallel_dim_semantics(mosaic_params, len(grid))  # pylint: disable=protected-access
+  for d, (size, is_parallel) in enumerate(zip(grid, parallel)):
+    if is_parallel and not isinstance(size, (int, np.integer)):
+      error = jax.errors.ConcretizationTypeError.__new__(
+          jax.errors.ConcretizationTypeError)
+      jax.errors.JAXTypeError.__init__(  # the tracer-free constructor
+          error, f"grid dimension {d} has 'parallel' semantics, so its size"
+          " must be known at trace time, but it is a traced value")
+      raise error
   coords = ipc._get_randomized_grid_coordinates(  # pylint: disable=protected-access
       grid, mosaic_params, run_params.random_seed)
   flat = []
@@ -378,8 +389,6 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         skip_floating_point_ops=bool(run_params.skip_floating_point_ops))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
-    with _lock:
-      _stats["lowerings"] += 1
     call = functools.partial(
         jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
         module=compiled.module,
@@ -392,6 +401,8 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     # of its callbacks; pallasvm has none, so the tokens pass through.
     if ctx.tokens_in is not None and ctx.tokens_out is None:
       ctx.set_tokens_out(ctx.tokens_in)
+    with _lock:
+      _stats["lowerings"] += 1
     return results
   return rule
 
