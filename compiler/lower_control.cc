@@ -269,11 +269,11 @@ void AddControlRules(RuleTable& t) {
   for (const char* p : {"pjit", "jit", "closed_call", "core_call",
                         "custom_jvp_call", "custom_vjp_call",
                         "custom_vjp_call_jaxpr", "remat", "checkpoint"}) {
-    t[p] = LowerCall;
+    t.Effectful(p, LowerCall);
   }
-  t["cond"] = LowerCond;
-  t["while"] = LowerWhile;
-  t["scan"] = LowerScan;
+  t.Effectful("cond", LowerCond);
+  t.Effectful("while", LowerWhile);
+  t.Effectful("scan", LowerScan);
 }
 
 }  // namespace pallasvm::compiler

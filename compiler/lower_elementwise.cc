@@ -152,12 +152,6 @@ absl::StatusOr<std::vector<Value>> LowerIdentity(Lowerer& l,
   return e.in;
 }
 
-vm::Op SelectOp(int elem_size) {
-  return elem_size == 1   ? vm::Op::SELECT_B1
-         : elem_size == 2 ? vm::Op::SELECT_B2
-                          : vm::Op::SELECT_B4;
-}
-
 // select_n(which, *cases): cases[which]. A boolean `which` picks case 1 when
 // true; an integer one is compared against each case index in turn.
 absl::StatusOr<std::vector<Value>> LowerSelectN(Lowerer& l,
@@ -174,7 +168,6 @@ absl::StatusOr<std::vector<Value>> LowerSelectN(Lowerer& l,
   }
   if (cases.size() == 1) return std::vector<Value>{cases[0]};
   const Value& which = e.in[0];
-  const int64_t n = NumElements(shape);
   auto pred_for = [&](size_t k) -> absl::StatusOr<Value> {
     Value p;
     if (which.dtype == DType::PRED) {
@@ -196,10 +189,7 @@ absl::StatusOr<std::vector<Value>> LowerSelectN(Lowerer& l,
   for (size_t k = 1; k < cases.size(); ++k) {
     absl::StatusOr<Value> p = pred_for(k);
     if (!p.ok()) return p.status();
-    Value out = l.NewValue(dtype, shape);
-    l.builder().Emit({SelectOp(vm::SizeOf(dtype)), 0, out.slot, p->slot,
-                      result.slot, cases[k].slot, static_cast<uint32_t>(n)});
-    result = out;
+    result = l.Select(*p, cases[k], result);
   }
   return std::vector<Value>{result};
 }
@@ -238,7 +228,7 @@ absl::StatusOr<std::vector<Value>> LowerReducePrecision(Lowerer& l,
   } else if (*exponent == 5 && *mantissa == 10) {
     via = DType::F16;
   } else {
-    return l.Error(absl::StrCat("reduce_precision to (", *exponent, ", ",
+    return l.Unsupported(absl::StrCat("reduce_precision to (", *exponent, ", ",
                                 *mantissa, ") bits is not supported yet"));
   }
   return std::vector<Value>{l.Convert(l.Convert(x, via), DType::F32)};
@@ -251,7 +241,7 @@ absl::StatusOr<std::vector<Value>> LowerBitcastConvert(Lowerer& l,
   const Value& x = e.in.at(0);
   const DType to = e.out_dtypes.at(0);
   if (x.is_ref() || vm::SizeOf(x.dtype) != vm::SizeOf(to)) {
-    return l.Error(absl::StrCat("bitcast_convert_type from ", TypeString(x),
+    return l.Unsupported(absl::StrCat("bitcast_convert_type from ", TypeString(x),
                                 " changes the element size: not supported yet"));
   }
   Value r = l.NewValue(to, e.out_shapes.at(0));
@@ -287,10 +277,7 @@ struct Composer {
     Value p = Keep(l.Broadcast(pred, shape), pred);
     Value t = Keep(l.Broadcast(on_true, shape), on_true);
     Value f = Keep(l.Broadcast(on_false, shape), on_false);
-    Value out = l.NewValue(t.dtype, shape);
-    l.builder().Emit({SelectOp(vm::SizeOf(t.dtype)), 0, out.slot, p.slot,
-                      f.slot, t.slot, static_cast<uint32_t>(NumElements(shape))});
-    return out;
+    return l.Select(p, t, f);
   }
 };
 
@@ -439,7 +426,7 @@ void AddElementwiseRules(RuleTable& t) {
       {"shift_right_logical", "SHRL"}, {"eq", "EQ"}, {"ne", "NE"},
       {"lt", "LT"}, {"le", "LE"}, {"gt", "GT"}, {"ge", "GE"},
   };
-  for (const auto& [prim, op] : binary) t[prim] = BinaryRule(op);
+  for (const auto& [prim, op] : binary) t.Pure(prim, BinaryRule(op));
   const std::pair<const char*, const char*> unary[] = {
       {"neg", "NEG"}, {"abs", "ABS"}, {"sign", "SIGN"}, {"exp", "EXP"},
       {"exp2", "EXP2"}, {"log", "LOG"}, {"log1p", "LOG1P"},
@@ -450,22 +437,22 @@ void AddElementwiseRules(RuleTable& t) {
       {"is_finite", "IS_FINITE"}, {"population_count", "POPCNT"},
       {"clz", "CLZ"},
   };
-  for (const auto& [prim, op] : unary) t[prim] = UnaryRule(op);
-  t["round"] = LowerRound;
-  t["square"] = LowerSquare;
-  t["integer_pow"] = LowerIntegerPow;
-  t["convert_element_type"] = LowerConvert;
-  t["select_n"] = LowerSelectN;
-  t["clamp"] = LowerClamp;
-  t["threefry2x32"] = LowerThreefry2x32;
-  t["bitcast_convert_type"] = LowerBitcastConvert;
-  t["reduce_precision"] = LowerReducePrecision;
-  t["erf_inv"] = LowerErfInv;
-  t["nextafter"] = LowerNextAfter;
+  for (const auto& [prim, op] : unary) t.Pure(prim, UnaryRule(op));
+  t.Pure("round", LowerRound);
+  t.Pure("square", LowerSquare);
+  t.Pure("integer_pow", LowerIntegerPow);
+  t.Pure("convert_element_type", LowerConvert);
+  t.Pure("select_n", LowerSelectN);
+  t.Pure("clamp", LowerClamp);
+  t.Pure("threefry2x32", LowerThreefry2x32);
+  t.Pure("bitcast_convert_type", LowerBitcastConvert);
+  t.Pure("reduce_precision", LowerReducePrecision);
+  t.Pure("erf_inv", LowerErfInv);
+  t.Pure("nextafter", LowerNextAfter);
   // Identities on a CPU: hints and barriers that change no value.
   for (const char* p : {"copy", "copy_p", "multiple_of", "optimization_barrier",
                         "stop_gradient", "pvary", "reduce_precision_noop"}) {
-    t[p] = LowerIdentity;
+    t.Pure(p, LowerIdentity);
   }
 }
 

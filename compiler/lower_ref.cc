@@ -36,7 +36,7 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
   const int num_indexers =
       p && p->indexers() ? static_cast<int>(p->indexers()->size()) : 0;
   if (num_indexers > 1) {
-    return l.Error(
+    return l.Unsupported(
         "chained ref transforms (indexing an already-indexed ref) are not "
         "supported yet");
   }
@@ -188,11 +188,121 @@ absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
       op = vm::Op::ADDUPDATE_BF16;
       break;
     default:
-      return l.Error(absl::StrCat("addupdate on ", TypeString(ref),
+      return l.Unsupported(absl::StrCat("addupdate on ", TypeString(ref),
                                   " is not supported yet"));
   }
   l.builder().Emit({op, 0, 0, v.slot, 0, acc.access, 0});
   return std::vector<Value>{};
+}
+
+// The operand that the param `<slot>_operand` of a masked_load/masked_swap
+// names (the exporter's encoding of the primitive's args_tree); nullptr if
+// the param is NONE (an absent mask).
+absl::StatusOr<const Value*> NamedOperand(Lowerer& l, const Lowerer::Eqn& e,
+                                          absl::string_view slot) {
+  const std::string name = absl::StrCat(slot, "_operand");
+  const interchange::Param* p = e.Param(name);
+  if (p == nullptr) return l.Error(absl::StrCat("missing parameter '", name, "'"));
+  if (p->kind() == interchange::ParamKind::NONE) return nullptr;
+  absl::StatusOr<int64_t> i = e.Int(name);
+  if (!i.ok()) return l.Error(i.status().message());
+  if (*i < 0 || *i >= static_cast<int64_t>(e.in.size())) {
+    return l.Error(absl::StrCat("parameter '", name, "' = ", *i,
+                                " names no operand (the equation has ",
+                                e.in.size(), ")"));
+  }
+  return &e.in[*i];
+}
+
+absl::StatusOr<Value> NamedRef(Lowerer& l, const Lowerer::Eqn& e) {
+  absl::StatusOr<const Value*> ref = NamedOperand(l, e, "ref");
+  if (!ref.ok()) return ref.status();
+  if (*ref == nullptr || !(*ref)->is_ref()) {
+    return l.Error("the 'ref' operand is not a ref");
+  }
+  return **ref;
+}
+
+// masked_load (pl.load, pltpu.load): a get. With a mask it is refused, as
+// JAX refuses it: Mosaic cannot lower a masked load for a TPU, and
+// interpret mode raises NotImplementedError('masked load_p').
+absl::StatusOr<std::vector<Value>> LowerMaskedLoad(Lowerer& l,
+                                                   const Lowerer::Eqn& e) {
+  absl::StatusOr<Value> ref = NamedRef(l, e);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<const Value*> mask = NamedOperand(l, e, "mask");
+  if (!mask.ok()) return mask.status();
+  if (*mask != nullptr) {
+    return l.Unsupported(
+        "a masked load (pl.load / pltpu.load with mask=) is not supported: "
+        "Mosaic cannot lower it for a TPU, and JAX's interpret mode raises "
+        "NotImplementedError for it too; load unmasked and select with "
+        "jnp.where");
+  }
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  if (!acc.ok()) return acc.status();
+  if (NumElements(acc->shape) != NumElements(e.out_shapes.at(0))) {
+    return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
+                                " but the result is declared ",
+                                ShapeString(e.out_shapes[0])));
+  }
+  Value r = l.NewValue(ref->dtype, e.out_shapes[0]);
+  l.builder().Emit({vm::Op::LOAD, 0, r.slot, 0, 0, acc->access, 0});
+  return std::vector<Value>{r};
+}
+
+// masked_swap (pl.store, pltpu.store, pl.swap): as interpret mode does it,
+// where mask is true the ref takes the value and the result is the old
+// contents; where it is false the ref keeps its contents and the result is
+// the value. Masked: a load, two selects and a store of the whole region.
+absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
+                                                   const Lowerer::Eqn& e) {
+  absl::StatusOr<Value> ref = NamedRef(l, e);
+  if (!ref.ok()) return ref.status();
+  absl::StatusOr<const Value*> value = NamedOperand(l, e, "value");
+  if (!value.ok()) return value.status();
+  absl::StatusOr<const Value*> mask = NamedOperand(l, e, "mask");
+  if (!mask.ok()) return mask.status();
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  if (!acc.ok()) return acc.status();
+  const int64_t n = NumElements(acc->shape);
+  if (*value == nullptr || (*value)->is_ref() ||
+      (*value)->dtype != ref->dtype || (*value)->count() != n) {
+    return l.Error(absl::StrCat(
+        "stores ", *value ? TypeString(**value) : "nothing", " into a ",
+        ShapeString(acc->shape), " region of ", TypeString(*ref)));
+  }
+  Value v = **value;
+  v.shape = acc->shape;
+  const Shape& out_shape = e.out_shapes.at(0);
+  if (*mask == nullptr) {
+    Value old;
+    old.dtype = ref->dtype;
+    old.shape = out_shape;
+    if (e.outputs_used) {
+      old = l.NewValue(ref->dtype, out_shape);
+      l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc->access, 0});
+    }
+    l.builder().Emit({vm::Op::STORE, 0, 0, v.slot, 0, acc->access, 0});
+    return std::vector<Value>{old};
+  }
+  Value m = **mask;
+  if (m.is_ref() || m.dtype != DType::PRED ||
+      (m.count() != n && m.count() != 1)) {
+    return l.Error(absl::StrCat("the mask is ", TypeString(m),
+                                ", expected a bool array of shape ",
+                                ShapeString(acc->shape)));
+  }
+  absl::StatusOr<Value> mb = l.Broadcast(m, acc->shape);
+  if (!mb.ok()) return mb.status();
+  Value old = l.NewValue(ref->dtype, acc->shape);
+  l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc->access, 0});
+  Value stored = l.Select(*mb, v, old);
+  l.builder().Emit({vm::Op::STORE, 0, 0, stored.slot, 0, acc->access, 0});
+  if (!e.outputs_used) return std::vector<Value>{old};
+  Value result = l.Select(*mb, old, v);
+  result.shape = out_shape;
+  return std::vector<Value>{result};
 }
 
 Lowerer::Rule GridRule(vm::Op op) {
@@ -210,11 +320,13 @@ Lowerer::Rule GridRule(vm::Op op) {
 }  // namespace
 
 void AddRefRules(RuleTable& t) {
-  t["get"] = LowerGet;
-  t["swap"] = LowerSwap;
-  t["addupdate"] = LowerAddUpdate;
-  t["program_id"] = GridRule(vm::Op::PROGRAM_ID);
-  t["num_programs"] = GridRule(vm::Op::NUM_PROGRAMS);
+  t.Effectful("get", LowerGet);
+  t.Effectful("swap", LowerSwap);
+  t.Effectful("addupdate", LowerAddUpdate);
+  t.Effectful("masked_load", LowerMaskedLoad);
+  t.Effectful("masked_swap", LowerMaskedSwap);
+  t.Pure("program_id", GridRule(vm::Op::PROGRAM_ID));
+  t.Pure("num_programs", GridRule(vm::Op::NUM_PROGRAMS));
 }
 
 }  // namespace pallasvm::compiler

@@ -242,12 +242,12 @@ absl::StatusOr<std::vector<Value>> LowerRoll(Lowerer& l,
   absl::StatusOr<int64_t> axis = e.Int("axis");
   if (!axis.ok()) return l.Error(axis.status().message());
   if (e.Int("stride").ok()) {
-    return l.Error("roll with a stride is not supported yet");
+    return l.Unsupported("roll with a stride is not supported yet");
   }
   absl::StatusOr<Lowerer::Index> shift =
       l.ScalarIndex(e.eqn->invars()->Get(1));
   if (!shift.ok()) return shift.status();
-  if (!shift->is_static) return l.Error("roll by a dynamic shift is not supported yet");
+  if (!shift->is_static) return l.Unsupported("roll by a dynamic shift is not supported yet");
   const Value& x = e.in.at(0);
   if (x.is_ref() || *axis < 0 || *axis >= static_cast<int64_t>(x.shape.size())) {
     return l.Error("roll: bad operand or axis");
@@ -302,7 +302,7 @@ Lowerer::Rule ScanRule(std::string op) {
       identity = l.ConstantScalar(compute, op == "ADD" ? 0 : op == "MUL" ? 1
                                            : op == "MAX" ? lowest : highest);
     } else {
-      return l.Error(absl::StrCat("scan over ", TypeString(x),
+      return l.Unsupported(absl::StrCat("scan over ", TypeString(x),
                                   " is not supported yet"));
     }
     const int64_t n = x.shape[*axis];
@@ -438,7 +438,7 @@ Lowerer::Rule ArgRule(bool is_max) {
     Value x = e.in.at(0);
     DType compute = Widen(x.dtype);
     if (compute == DType::U32 || compute == DType::PRED) compute = DType::S32;
-    if (x.dtype == DType::U32) return l.Error("argmax/argmin of uint32 is not supported yet");
+    if (x.dtype == DType::U32) return l.Unsupported("argmax/argmin of uint32 is not supported yet");
     x = l.Convert(x, compute);
     absl::StatusOr<ReduceView> v = ViewForReduce(l, x, *axes);
     if (!v.ok()) return v.status();
@@ -541,31 +541,31 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
 }  // namespace
 
 void AddShapeRules(RuleTable& t) {
-  t["broadcast_in_dim"] = LowerBroadcastInDim;
-  t["reshape"] = LowerReshape;
-  t["squeeze"] = LowerReshape;
-  t["expand_dims"] = LowerReshape;
-  t["transpose"] = LowerTranspose;
-  t["rev"] = LowerRev;
-  t["slice"] = LowerSlice;
-  t["dynamic_slice"] = LowerDynamicSlice;
-  t["dynamic_update_slice"] = LowerDynamicUpdateSlice;
-  t["concatenate"] = LowerConcatenate;
-  t["iota"] = LowerIota;
-  t["tile"] = LowerTile;
-  t["roll"] = LowerRoll;
-  t["cumsum"] = ScanRule("ADD");
-  t["cumprod"] = ScanRule("MUL");
-  t["cummax"] = ScanRule("MAX");
-  t["cummin"] = ScanRule("MIN");
-  t["reduce_sum"] = ReduceRule("SUM");
-  t["reduce_max"] = ReduceRule("MAX");
-  t["reduce_min"] = ReduceRule("MIN");
-  t["reduce_and"] = ReduceRule("AND");
-  t["reduce_or"] = ReduceRule("OR");
-  t["argmax"] = ArgRule(true);
-  t["argmin"] = ArgRule(false);
-  t["dot_general"] = LowerDotGeneral;
+  t.Pure("broadcast_in_dim", LowerBroadcastInDim);
+  t.Pure("reshape", LowerReshape);
+  t.Pure("squeeze", LowerReshape);
+  t.Pure("expand_dims", LowerReshape);
+  t.Pure("transpose", LowerTranspose);
+  t.Pure("rev", LowerRev);
+  t.Pure("slice", LowerSlice);
+  t.Pure("dynamic_slice", LowerDynamicSlice);
+  t.Pure("dynamic_update_slice", LowerDynamicUpdateSlice);
+  t.Pure("concatenate", LowerConcatenate);
+  t.Pure("iota", LowerIota);
+  t.Pure("tile", LowerTile);
+  t.Pure("roll", LowerRoll);
+  t.Pure("cumsum", ScanRule("ADD"));
+  t.Pure("cumprod", ScanRule("MUL"));
+  t.Pure("cummax", ScanRule("MAX"));
+  t.Pure("cummin", ScanRule("MIN"));
+  t.Pure("reduce_sum", ReduceRule("SUM"));
+  t.Pure("reduce_max", ReduceRule("MAX"));
+  t.Pure("reduce_min", ReduceRule("MIN"));
+  t.Pure("reduce_and", ReduceRule("AND"));
+  t.Pure("reduce_or", ReduceRule("OR"));
+  t.Pure("argmax", ArgRule(true));
+  t.Pure("argmin", ArgRule(false));
+  t.Pure("dot_general", LowerDotGeneral);
 }
 
 }  // namespace pallasvm::compiler

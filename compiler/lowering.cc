@@ -2,6 +2,8 @@
 // the helpers the primitive rules share.
 #include "compiler/lowering.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -58,11 +60,26 @@ absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype) {
   }
 }
 
-bool HasEffects(absl::string_view p) {
-  return p == "swap" || p == "addupdate" || p == "cond" || p == "while" ||
-         p == "scan" || p == "pjit" || p == "jit" || p == "closed_call" ||
-         p == "core_call" || p == "custom_jvp_call" || p == "custom_vjp_call" ||
-         p == "custom_vjp_call_jaxpr" || p == "run_scoped";
+void RuleTable::Pure(std::string primitive, Lowerer::Rule rule) {
+  Add(std::move(primitive), std::move(rule), true);
+}
+
+void RuleTable::Effectful(std::string primitive, Lowerer::Rule rule) {
+  Add(std::move(primitive), std::move(rule), false);
+}
+
+void RuleTable::Add(std::string primitive, Lowerer::Rule rule, bool pure) {
+  // Two rules for one primitive would make one of them dead code.
+  if (!rules_.emplace(primitive, LoweringRule{std::move(rule), pure}).second) {
+    std::fprintf(stderr, "pallasvm: two lowering rules for `%s`\n",
+                 primitive.c_str());
+    std::abort();
+  }
+}
+
+const LoweringRule* RuleTable::Find(absl::string_view primitive) const {
+  auto it = rules_.find(primitive);
+  return it == rules_.end() ? nullptr : &it->second;
 }
 
 const RuleTable& Rules() {
@@ -130,7 +147,16 @@ const interchange::Eqn* Lowerer::WithSource() const {
 }
 
 absl::Status Lowerer::Error(absl::string_view message) const {
-  if (current_ == nullptr) return absl::InvalidArgumentError(message);
+  return AtEquation(absl::StatusCode::kInvalidArgument, message);
+}
+
+absl::Status Lowerer::Unsupported(absl::string_view message) const {
+  return AtEquation(absl::StatusCode::kUnimplemented, message);
+}
+
+absl::Status Lowerer::AtEquation(absl::StatusCode code,
+                                 absl::string_view message) const {
+  if (current_ == nullptr) return absl::Status(code, message);
   std::string where = absl::StrCat(
       "`", current_->primitive() ? current_->primitive()->str() : "?", "`");
   if (const interchange::Eqn* src = WithSource()) {
@@ -148,8 +174,7 @@ absl::Status Lowerer::Error(absl::string_view message) const {
       absl::StrAppend(&where, " (in ", src->source_function()->str(), ")");
     }
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("equation ", where, ": ", message));
+  return absl::Status(code, absl::StrCat("equation ", where, ": ", message));
 }
 
 Value Lowerer::NewValue(vm::DType dtype, const Shape& shape) {
@@ -238,6 +263,18 @@ absl::StatusOr<Value> Lowerer::Broadcast(const Value& v, const Shape& shape) {
   }
   return Error(absl::StrCat("cannot broadcast ", TypeString(v), " to ",
                             ShapeString(shape)));
+}
+
+Value Lowerer::Select(const Value& pred, const Value& on_true,
+                      const Value& on_false) {
+  const int size = vm::SizeOf(on_true.dtype);
+  const vm::Op op = size == 1   ? vm::Op::SELECT_B1
+                    : size == 2 ? vm::Op::SELECT_B2
+                                : vm::Op::SELECT_B4;
+  Value out = NewValue(on_true.dtype, on_true.shape);
+  b_.Emit({op, 0, out.slot, pred.slot, on_false.slot, on_true.slot,
+           static_cast<uint32_t>(on_true.count())});
+  return out;
 }
 
 void Lowerer::CopyInto(const Value& dst, const Value& src) {
@@ -620,14 +657,15 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
   }
   b_.SetLocation(loc);
 
-  if (!outputs_used && !HasEffects(primitive)) return absl::OkStatus();
-
-  const RuleTable& rules = Rules();
-  auto rule = rules.find(primitive);
-  if (rule == rules.end()) {
-    return Error(absl::StrCat("primitive `", primitive,
-                              "` is not supported by pallasvm yet"));
+  // The rule first: a primitive pallasvm does not know is an error even
+  // where its results are unused, since it may have effects.
+  const LoweringRule* rule = Rules().Find(primitive);
+  if (rule == nullptr) {
+    return Unsupported(absl::StrCat("primitive `", primitive,
+                                    "` is not supported by pallasvm yet"));
   }
+  if (!outputs_used && rule->pure) return absl::OkStatus();
+
   Eqn ctx;
   ctx.eqn = &eqn;
   ctx.outputs_used = outputs_used;
@@ -648,13 +686,13 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
       declared.push_back(*v);
     }
   }
-  absl::StatusOr<std::vector<Value>> results = rule->second(*this, ctx);
+  absl::StatusOr<std::vector<Value>> results = rule->lower(*this, ctx);
   if (!results.ok()) {
     // Rules report with Error() already; add context for others.
     if (absl::StrContains(results.status().message(), "equation `")) {
       return results.status();
     }
-    return Error(results.status().message());
+    return AtEquation(results.status().code(), results.status().message());
   }
   if (results->size() != declared.size()) {
     return Error(absl::StrCat("lowering produced ", results->size(),

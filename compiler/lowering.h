@@ -75,6 +75,9 @@ class Lowerer {
   Value Convert(const Value& v, vm::DType to);
   // `v` as `count` elements: v itself, or a FILL of its single element.
   absl::StatusOr<Value> Broadcast(const Value& v, const Shape& shape);
+  // pred ? on_true : on_false elementwise, for three values of one element
+  // count (pred is PRED; the result has on_true's dtype and shape).
+  Value Select(const Value& pred, const Value& on_true, const Value& on_false);
   // Copies the bytes of `src` into the (same-sized) slot of `dst`.
   void CopyInto(const Value& dst, const Value& src);
   // Emits a binary op family NAME over compute dtype, with the layout
@@ -99,8 +102,12 @@ class Lowerer {
   // of an equation is replaced by +inf (so every float value read is inf).
   void set_skip_floating_point_ops(bool skip) { skip_fp_ = skip; }
 
-  // Error about the equation being lowered.
+  // Error about the equation being lowered (INVALID_ARGUMENT: the kernel
+  // is wrong).
   absl::Status Error(absl::string_view message) const;
+  // A feature of the equation that pallasvm lacks yet (UNIMPLEMENTED: the
+  // bridge raises pallasvm.UnsupportedError for it).
+  absl::Status Unsupported(absl::string_view message) const;
 
   ProgramBuilder& builder() { return b_; }
 
@@ -120,6 +127,8 @@ class Lowerer {
                                                                  const Eqn&)>;
 
  private:
+  absl::Status AtEquation(absl::StatusCode code,
+                          absl::string_view message) const;
   absl::StatusOr<Value> Materialize(const interchange::Atom* atom);
   absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used);
 
@@ -135,16 +144,37 @@ class Lowerer {
   const interchange::Eqn* WithSource() const;
 };
 
-// Registration of primitive lowerings (each lower_*.cc adds its own).
-using RuleTable = absl::flat_hash_map<std::string, Lowerer::Rule>;
+// A primitive's lowering rule and what the rule declares about it: whether
+// an equation of the primitive may be removed when its results are unused.
+// Pure means no effect besides the results: ref reads are not pure (an
+// out-of-bounds read must still raise), nor are writes, control flow and
+// calls (their bodies may write). A primitive without a rule is a compile
+// error wherever it appears, used or not: nothing is dropped unknowingly.
+struct LoweringRule {
+  Lowerer::Rule lower;
+  bool pure = false;
+};
+
+// The primitives pallasvm lowers; each lower_*.cc registers its own.
+class RuleTable {
+ public:
+  void Pure(std::string primitive, Lowerer::Rule rule);
+  void Effectful(std::string primitive, Lowerer::Rule rule);
+  // nullptr if pallasvm has no rule for `primitive`.
+  const LoweringRule* Find(absl::string_view primitive) const;
+  const absl::flat_hash_map<std::string, LoweringRule>& rules() const {
+    return rules_;
+  }
+
+ private:
+  void Add(std::string primitive, Lowerer::Rule rule, bool pure);
+  absl::flat_hash_map<std::string, LoweringRule> rules_;
+};
 void AddElementwiseRules(RuleTable& table);
 void AddShapeRules(RuleTable& table);
 void AddRefRules(RuleTable& table);
 void AddControlRules(RuleTable& table);
 const RuleTable& Rules();
-
-// Primitives with effects (never removed when their results are unused).
-bool HasEffects(absl::string_view primitive);
 
 }  // namespace pallasvm::compiler
 

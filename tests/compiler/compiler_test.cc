@@ -7,8 +7,10 @@
 #include "absl/strings/match.h"
 #include "compiler/compiler.h"
 #include "compiler/interchange.h"
+#include "compiler/lowering.h"
 #include "compiler/module_cache.h"
 #include "gtest/gtest.h"
+#include "runtime/kernel.h"
 #include "runtime/pallasvm.h"
 #include "tools/npy.h"
 #include "vm/interpreter.h"
@@ -86,6 +88,64 @@ TEST(Compiler, UnknownPrimitiveNamesItAndItsSourceLine) {
   const std::string msg(r.status().message());
   EXPECT_TRUE(absl::StrContains(msg, "frobnicate")) << msg;
   EXPECT_TRUE(absl::StrContains(msg, "generate.py:")) << msg;
+}
+
+// An equation whose results nothing uses is still lowered when its
+// primitive is unknown: it may have effects, so it is refused, never
+// dropped. (The kernel jaxpr's first equation is add_vectors' `get`.)
+TEST(Compiler, UnusedUnknownPrimitiveIsRefusedNotDropped) {
+  for (const char* outvars :
+       {"[{\"id\": 99, \"type\": {\"dtype\": \"F32\", \"shape\": []}}]",
+        "[]"}) {
+    const std::string eqn = absl::StrCat(
+        "{\"invars\": [], \"outvars\": ", outvars,
+        ", \"params\": [], \"primitive\": \"frobnicate\", "
+        "\"source_file\": \"kernel.py\", \"source_line\": 12}, ");
+    const std::string json =
+        ReplaceFirst(Fixture("add_vectors"), "\"eqns\": [\n   {",
+                     absl::StrCat("\"eqns\": [\n   ", eqn, "{"));
+    absl::StatusOr<std::string> r = CompileInterchange(json, "k.json");
+    ASSERT_FALSE(r.ok()) << outvars;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
+    const std::string msg(r.status().message());
+    EXPECT_TRUE(absl::StrContains(msg, "`frobnicate`")) << msg;
+    EXPECT_TRUE(absl::StrContains(msg, "kernel.py:12")) << msg;
+  }
+}
+
+// Whether an unused equation may go is the rule's declaration: a pure
+// one's code is not emitted, an effectful one's is.
+TEST(Compiler, RulesDeclareWhetherUnusedEquationsGo) {
+  const RuleTable& rules = Rules();
+  ASSERT_NE(rules.Find("add"), nullptr);
+  EXPECT_TRUE(rules.Find("add")->pure);
+  for (const char* effectful : {"get", "swap", "addupdate", "masked_load",
+                                "masked_swap", "cond", "while", "scan",
+                                "pjit"}) {
+    ASSERT_NE(rules.Find(effectful), nullptr) << effectful;
+    EXPECT_FALSE(rules.Find(effectful)->pure) << effectful;
+  }
+  EXPECT_EQ(rules.Find("frobnicate"), nullptr);
+  // An unused `add` of the two loaded blocks (vars 3 and 4), inserted
+  // before add_vectors' own, leaves the module as it was.
+  const std::string plain = Fixture("add_vectors");
+  const std::string own_add = "{\n    \"invars\": [{\"var\": 3}, {\"var\": 4}]";
+  const std::string unused_add =
+      "{\"invars\": [{\"var\": 3}, {\"var\": 4}], \"outvars\": "
+      "[{\"id\": 99, \"type\": {\"dtype\": \"F32\", \"shape\": [8]}}], "
+      "\"params\": [], \"primitive\": \"add\"}, ";
+  absl::StatusOr<std::string> a = CompileInterchange(plain, "k.json");
+  absl::StatusOr<std::string> b = CompileInterchange(
+      ReplaceFirst(plain, own_add, unused_add + own_add), "k.json");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<std::shared_ptr<const runtime::Kernel>> ka =
+      runtime::LoadModule(*a, "a");
+  absl::StatusOr<std::shared_ptr<const runtime::Kernel>> kb =
+      runtime::LoadModule(*b, "b");
+  ASSERT_TRUE(ka.ok()) << ka.status();
+  ASSERT_TRUE(kb.ok()) << kb.status();
+  EXPECT_EQ((*ka)->program.code.size(), (*kb)->program.code.size());
 }
 
 TEST(Compiler, MismatchedShapesAreAnError) {

@@ -37,6 +37,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "compiler/compiler.h"
+#include "compiler/lowering.h"
 #include "runtime/pallasvm.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -346,8 +347,10 @@ extern "C" {
 
 // Compiles an interchange (JSON or binary, format/kernel.fbs) into module
 // bytes. Returns 0 and sets *out / *out_len to the module, or returns
-// nonzero and sets *out / *out_len to the error message. *out is malloc'ed
-// (free it with pallasvm_free) and NUL-terminated.
+// nonzero and sets *out / *out_len to the error message: 2 for a kernel
+// that uses a feature pallasvm lacks yet (UNIMPLEMENTED), 1 for any other
+// refusal. *out is malloc'ed (free it with pallasvm_free) and
+// NUL-terminated.
 __attribute__((visibility("default"))) int pallasvm_compile(
     const char* interchange, size_t interchange_len, const char* origin,
     char** out, size_t* out_len) {
@@ -357,11 +360,28 @@ __attribute__((visibility("default"))) int pallasvm_compile(
       module.ok() ? absl::string_view(*module) : module.status().message();
   *out = pallasvm::jax_bridge::CopyToMalloc(result);
   *out_len = *out == nullptr ? 0 : result.size();
-  return module.ok() ? 0 : 1;
+  if (module.ok()) return 0;
+  return module.status().code() == absl::StatusCode::kUnimplemented ? 2 : 1;
 }
 
 __attribute__((visibility("default"))) void pallasvm_free(void* p) {
   std::free(p);
+}
+
+// The primitives the compiler has lowering rules for, one per line as
+// "<name> pure" or "<name> effectful" (sorted; see compiler/lowering.h).
+// A static string: do not free it.
+__attribute__((visibility("default"))) const char* pallasvm_lowering_rules() {
+  static const std::string* listing = [] {
+    std::vector<std::string> lines;
+    for (const auto& [name, rule] : pallasvm::compiler::Rules().rules()) {
+      lines.push_back(
+          absl::StrCat(name, rule.pure ? " pure" : " effectful"));
+    }
+    std::sort(lines.begin(), lines.end());
+    return new std::string(absl::StrJoin(lines, "\n"));
+  }();
+  return listing->c_str();
 }
 
 // The compiler's version string (part of the bridge's cache key).

@@ -6,16 +6,18 @@ pallas_calls inside jax.jit on pallasvm. The bridge is imported on first use,
 so the exporter works without the bridge's shared library.
 """
 
-from pallasvm.export import ExportError, export_kernels
+from pallasvm.errors import CompileError, ExportError, UnsupportedError
+from pallasvm.export import export_kernels
 
 _BRIDGE_NAMES = frozenset({
-    "BridgeError", "CompileError", "InterpretParams", "compile_interchange",
-    "enabled", "install", "is_installed", "library_path", "races_found",
+    "BridgeError", "InterpretParams", "compile_interchange",
+    "enabled", "install", "is_installed", "library_path", "lowering_rules", "races_found",
     "stats",
     "uninstall",
 })
 
-__all__ = ["ExportError", "export_kernels", *sorted(_BRIDGE_NAMES)]
+__all__ = ["CompileError", "ExportError", "UnsupportedError", "export_kernels",
+           *sorted(_BRIDGE_NAMES)]
 
 
 def __getattr__(name):

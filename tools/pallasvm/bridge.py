@@ -13,11 +13,17 @@ pallasvm does not support fails at trace/compile time with the exporter's or
 compiler's message naming it and its source line. Compiled modules are
 cached in-process by the content hash of their interchange.
 
-Which pallas_calls are routed: all of them, on CPU. A pallas_call that asks
-for TPU interpret mode (`interpret=pltpu.InterpretParams(...)`) runs on
-pallasvm with its own params (checked like `install`'s); any other
-(`interpret=False`, or `interpret=True`, JAX's generic HLO interpreter) runs
-with the params given to `install`.
+Which kernels are routed: every Pallas TPU kernel on CPU, so that none runs
+on JAX's interpreter behind the user's back. A pallas_call that asks for TPU
+interpret mode (`interpret=pltpu.InterpretParams(...)`, or
+`pltpu.force_tpu_interpret_mode()`) runs on pallasvm with its own params
+(checked like `install`'s); any other (`interpret=False`, or
+`interpret=True`, JAX's generic HLO interpreter) runs with the params given
+to `install`. Kernels over a mesh of cores (`pl.core_map`,
+`pl.kernel(mesh=...)`, primitive mpmd_map, whose CPU lowering calls
+pallas_call's lowering function directly) are refused with UnsupportedError
+at lowering time: both that primitive's CPU rule and the function it calls
+are pallasvm's while installed.
 
 JAX caches compiled functions without knowing about lowering rules, so
 `install` and `uninstall` clear JAX's caches (`jax.clear_caches()`): a
@@ -45,10 +51,12 @@ import jax
 import jax.experimental
 import numpy as np
 from jax._src.interpreters import mlir
+from jax._src.pallas import mpmd as mpmd_lib
 from jax._src.pallas import pallas_call as pallas_call_lib
 from jax.experimental.pallas import tpu as pltpu
 
 from pallasvm import export
+from pallasvm.errors import CompileError, UnsupportedError
 
 FFI_TARGET = "pallasvm_call"
 LIBRARY_NAME = "libpallasvm_xla.so"
@@ -60,9 +68,6 @@ class BridgeError(Exception):
   """The bridge's shared library is missing or cannot be loaded."""
 
 
-class CompileError(Exception):
-  """pallasvm's compiler refused a kernel (the message names the primitive
-  and its source line)."""
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +225,8 @@ def _load_library() -> ctypes.CDLL:
     lib.pallasvm_free.restype = None
     lib.pallasvm_compiler_version.argtypes = []
     lib.pallasvm_compiler_version.restype = ctypes.c_char_p
+    lib.pallasvm_lowering_rules.argtypes = []
+    lib.pallasvm_lowering_rules.restype = ctypes.c_char_p
     _library = lib
     return lib
 
@@ -244,8 +251,12 @@ class _Compiled:
   key: str            # content hash of the module: the handler's pool key
 
 
+# pallasvm_compile's return code for a kernel that uses a feature pallasvm
+# lacks yet (the compiler's UNIMPLEMENTED status).
+_COMPILE_UNSUPPORTED = 2
+
 _compiled: dict[str, _Compiled] = {}  # interchange hash -> module
-_stats = {"lowerings": 0, "compilations": 0}
+_stats = {"lowerings": 0, "compilations": 0, "refusals": 0}
 
 
 def compile_interchange(interchange: bytes, origin: str = "pallas_call") -> bytes:
@@ -259,6 +270,8 @@ def compile_interchange(interchange: bytes, origin: str = "pallas_call") -> byte
     data = ctypes.string_at(out, out_len.value) if out.value else b""
   finally:
     lib.pallasvm_free(out)
+  if rc == _COMPILE_UNSUPPORTED:
+    raise UnsupportedError(data.decode(errors="replace"))
   if rc != 0:
     raise CompileError(data.decode(errors="replace"))
   return data
@@ -280,9 +293,19 @@ def _compile_cached(interchange: bytes, origin: str) -> _Compiled:
     return _compiled.setdefault(key, compiled)
 
 
+def lowering_rules() -> dict[str, bool]:
+  """The primitives pallasvm's compiler lowers, each mapped to whether its
+  rule declares it pure (removable where its results are unused). Any other
+  primitive is refused with UnsupportedError, used or not."""
+  lines = _load_library().pallasvm_lowering_rules().decode().splitlines()
+  return {name: kind == "pure" for name, kind in (l.split() for l in lines)}
+
+
 def stats() -> dict:
-  """Counters: `lowerings` (pallas_calls lowered by the bridge) and
-  `compilations` (kernels compiled, i.e. in-process cache misses)."""
+  """Counters: `lowerings` (kernels lowered to pallasvm: each becomes an FFI
+  call that runs on pallasvm), `compilations` (kernels compiled, i.e.
+  in-process cache misses) and `refusals` (kernels pallasvm refused at
+  lowering time with UnsupportedError or CompileError)."""
   with _lock:
     return dict(_stats)
 
@@ -292,10 +315,35 @@ def stats() -> dict:
 # ---------------------------------------------------------------------------
 
 
+def _counting_refusals(rule):
+  """`rule`, counting the kernels it refuses (stats()["refusals"])."""
+  @functools.wraps(rule)
+  def counted(*args, **kwargs):
+    try:
+      return rule(*args, **kwargs)
+    except (CompileError, NotImplementedError):
+      with _lock:
+        _stats["refusals"] += 1
+      raise
+  return counted
+
+
+def _refuse_mesh_kernel(ctx, what: str, name) -> None:
+  """Kernels over a mesh of cores (pl.core_map, pl.kernel(mesh=...)) need
+  several simulated cores, VMEM_SHARED and barriers: refused, clearly, and
+  never handed to JAX's interpreter."""
+  where = export._location(types.SimpleNamespace(traceback=ctx.traceback))  # pylint: disable=protected-access
+  raise UnsupportedError(
+      f"{what}{f' {name!r}' if name else ''} at {where}: kernels over a"
+      " mesh of cores (pl.core_map, pl.kernel(mesh=...)) are not supported"
+      " by pallasvm yet")
+
+
 def _lowering_rule(default_params: pltpu.InterpretParams):
+  @_counting_refusals
   def rule(ctx, *in_nodes, interpret, **params):
-    with _lock:
-      _stats["lowerings"] += 1
+    if params.get("mesh") is not None:
+      _refuse_mesh_kernel(ctx, "pallas_call", params.get("name"))
     run_params = (interpret if isinstance(interpret, pltpu.InterpretParams)
                   else default_params)
     attrs = _run_options(run_params)
@@ -307,6 +355,8 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         skip_floating_point_ops=bool(run_params.skip_floating_point_ops))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
+    with _lock:
+      _stats["lowerings"] += 1
     call = functools.partial(
         jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
         module=compiled.module,
@@ -394,18 +444,39 @@ def races_found() -> bool:
     return _race_state["racy_elements"] > 0
 
 
+@_counting_refusals
+def _mpmd_map_rule(ctx, *in_nodes, name=None, **params):
+  """CPU lowering of mpmd_map, the primitive pl.kernel(mesh=...) binds and
+  pl.core_map discharges to: refused for now (see _refuse_mesh_kernel)."""
+  del in_nodes, params
+  _refuse_mesh_kernel(ctx, "mpmd_map", name)
+
+
+def _routed_pallas_call_lowering(rule, original):
+  """A stand-in for pallas_call._pallas_call_lowering, which JAX also calls
+  directly (mpmd_map's fallback lowering does): on CPU it is pallasvm's
+  rule, so no path reaches JAX's interpreter; elsewhere JAX's own."""
+  def lowering(ctx, *in_nodes, **params):
+    if list(ctx.module_context.platforms) == ["cpu"]:
+      return rule(ctx, *in_nodes, **params)
+    return original(ctx, *in_nodes, **params)
+  return lowering
+
+
 _prim = pallas_call_lib.pallas_call_p
-# A stack, one entry per install(): (the CPU rule it replaced or None,
-# whether pallas_call was already an uncacheable primitive).
-_installed: list = []
+_mpmd_prim = mpmd_lib.mpmd_map_p
 
 
-def _set_cpu_rule(entry) -> None:
-  rules = mlir._platform_specific_lowerings["cpu"]
-  if entry is None:
-    rules.pop(_prim, None)
-  else:
-    rules[_prim] = entry
+@dataclasses.dataclass(frozen=True)
+class _Replaced:
+  """What one install() replaced, for uninstall() to put back."""
+  cpu_rules: dict              # primitive -> its CPU rule before, or None
+  uncacheable: frozenset       # those primitives already uncacheable
+  pallas_call_lowering: object  # pallas_call._pallas_call_lowering before
+
+
+# A stack, one entry per install().
+_installed: list[_Replaced] = []
 
 
 def install(params: pltpu.InterpretParams | None = None) -> None:
@@ -417,28 +488,42 @@ def install(params: pltpu.InterpretParams | None = None) -> None:
   _run_options(params)  # validate now, not at the first lowering
   lib = _load_library()
   _register_target(lib)
+  rule = _lowering_rule(params)
   with _lock:
-    previous = mlir._platform_specific_lowerings["cpu"].get(_prim)
-    was_uncacheable = _prim in mlir._uncacheable_primitives
+    cpu_rules = mlir._platform_specific_lowerings["cpu"]
+    prims = (_prim, _mpmd_prim)
+    _installed.append(_Replaced(
+        cpu_rules={p: cpu_rules.get(p) for p in prims},
+        uncacheable=frozenset(p for p in prims
+                              if p in mlir._uncacheable_primitives),
+        pallas_call_lowering=pallas_call_lib._pallas_call_lowering))
     # Not cacheable: JAX gives an uncached lowering rule the equation's
     # traceback, which locates the pallas_call in errors. (Our own cache
     # makes lowering the same kernel twice cheap.)
-    mlir.register_lowering(_prim, _lowering_rule(params), platform="cpu",
+    mlir.register_lowering(_prim, rule, platform="cpu", cacheable=False)
+    mlir.register_lowering(_mpmd_prim, _mpmd_map_rule, platform="cpu",
                            cacheable=False)
-    _installed.append((previous, was_uncacheable))
+    pallas_call_lib._pallas_call_lowering = _routed_pallas_call_lowering(
+        rule, _installed[-1].pallas_call_lowering)
   jax.clear_caches()
 
 
 def uninstall() -> None:
-  """Undoes the last `install`: restores the CPU lowering that was there
+  """Undoes the last `install`: restores the CPU lowerings that were there
   before (JAX's own: interpret mode only). A no-op if not installed."""
   with _lock:
     if not _installed:
       return
-    previous, was_uncacheable = _installed.pop()
-    _set_cpu_rule(previous)
-    if not was_uncacheable:
-      mlir._uncacheable_primitives.discard(_prim)
+    replaced = _installed.pop()
+    cpu_rules = mlir._platform_specific_lowerings["cpu"]
+    for prim, entry in replaced.cpu_rules.items():
+      if entry is None:
+        cpu_rules.pop(prim, None)
+      else:
+        cpu_rules[prim] = entry
+      if prim not in replaced.uncacheable:
+        mlir._uncacheable_primitives.discard(prim)
+    pallas_call_lib._pallas_call_lowering = replaced.pallas_call_lowering
   jax.clear_caches()
 
 

@@ -58,11 +58,11 @@ from jax._src.state import indexing as state_indexing
 from jax._src.state import types as state_types
 from jax.experimental.pallas import tpu as pltpu
 
+from pallasvm.errors import ExportError
+
 INTERCHANGE_VERSION = 1  # Kernel.version; bump with format/kernel.fbs.
 
 
-class ExportError(Exception):
-  """A kernel uses something the interchange cannot express."""
 
 
 # ---------------------------------------------------------------------------
