@@ -15,11 +15,6 @@ class RanOnJaxInterpreter(AssertionError):
   """A kernel reached JAX's TPU interpreter instead of pallasvm."""
 
 
-def unsupported_error() -> type[Exception]:
-  """The exception pallasvm raises for a feature it lacks yet."""
-  return getattr(pallasvm, "UnsupportedError", pallasvm.CompileError)
-
-
 def lowerings() -> int:
   return pallasvm.stats()["lowerings"]
 

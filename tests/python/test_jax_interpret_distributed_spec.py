@@ -34,7 +34,6 @@ from pallasvm import bridge
 from pallasvm_only import RanOnJaxInterpreter
 from pallasvm_only import kernels_on_pallasvm
 from pallasvm_only import lowerings
-from pallasvm_only import unsupported_error
 
 if bridge.library_path() is None or not bridge.library_path().exists():
   pytest.skip("the bridge library (libpallasvm_xla.so) is not built",
@@ -42,14 +41,11 @@ if bridge.library_path() is None or not bridge.library_path().exists():
 
 NUM_DEVICES = 8
 P = jax.sharding.PartitionSpec
-UNSUPPORTED = unsupported_error()
+# What pallasvm raises for a feature it lacks yet.
+UNSUPPORTED = pallasvm.UnsupportedError
 
 
-# The exporter refuses some of these kernels before the compiler sees them.
-REFUSED = (UNSUPPORTED, pallasvm.ExportError)
-
-
-def needs(feature: str, raises=REFUSED):
+def needs(feature: str, raises=UNSUPPORTED):
   return pytest.mark.xfail(strict=True, raises=raises,
                            reason=f"needs {feature}")
 
@@ -61,7 +57,7 @@ NEEDS_REMOTE_DMA = needs("remote DMAs (make_async_remote_copy) across"
 NEEDS_BARRIER_SEMAPHORE = needs("the barrier semaphore"
                                 " (get_barrier_semaphore) and semaphore"
                                 " signals across devices")
-NEEDS_CORE_MAP = needs("core_map", raises=(RanOnJaxInterpreter, *REFUSED))
+NEEDS_CORE_MAP = needs("core_map", raises=(RanOnJaxInterpreter, UNSUPPORTED))
 
 MODES = ["eager", "on_wait"]
 RACES = [True, False]
