@@ -31,7 +31,6 @@ from jax.experimental.pallas import tpu as pltpu
 
 import pallasvm
 from pallasvm import bridge
-from pallasvm_only import RanOnJaxInterpreter
 from pallasvm_only import kernels_on_pallasvm
 from pallasvm_only import lowerings
 
@@ -57,7 +56,7 @@ NEEDS_REMOTE_DMA = needs("remote DMAs (make_async_remote_copy) across"
 NEEDS_BARRIER_SEMAPHORE = needs("the barrier semaphore"
                                 " (get_barrier_semaphore) and semaphore"
                                 " signals across devices")
-NEEDS_CORE_MAP = needs("core_map", raises=(RanOnJaxInterpreter, UNSUPPORTED))
+NEEDS_CORE_MAP = needs("core_map")
 
 MODES = ["eager", "on_wait"]
 RACES = [True, False]

@@ -29,7 +29,6 @@ from jax.experimental.pallas import tpu as pltpu
 
 import pallasvm
 from pallasvm import bridge
-from pallasvm_only import RanOnJaxInterpreter
 from pallasvm_only import kernels_on_pallasvm
 from pallasvm_only import lowerings
 
@@ -101,9 +100,8 @@ NEEDS_DYNAMIC_PARALLEL_DIM_CHECK = needs(
 NEEDS_RACES_STATE_EVERY_CALL = needs(
     "interpret_pallas_call.races replaced by every call, as JAX does",
     raises=AttributeError)
-# core_map / pl.kernel(mesh=...) is not routed to pallasvm yet: it runs on
-# JAX's interpreter, which the fixture turns into RanOnJaxInterpreter.
-NEEDS_CORE_MAP = needs("core_map", raises=(RanOnJaxInterpreter, UNSUPPORTED))
+# pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
+NEEDS_CORE_MAP = needs("core_map")
 
 
 @pytest.fixture(autouse=True)
