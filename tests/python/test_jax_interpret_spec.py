@@ -30,7 +30,6 @@ from jax.experimental.pallas import tpu as pltpu
 import pallasvm
 from pallasvm import bridge
 from pallasvm_only import kernels_on_pallasvm
-from pallasvm_only import lowerings
 
 if bridge.library_path() is None or not bridge.library_path().exists():
   pytest.skip("the bridge library (libpallasvm_xla.so) is not built",
@@ -82,24 +81,11 @@ NEEDS_PADDED_BUFFER_BOUNDS = needs("buffer_bounds='padded'",
 NEEDS_RUN_SCOPED = needs("run_scoped (with allow_hbm_allocation_in_run_scoped)",
                          raises=NotImplementedError)
 NEEDS_NAMED_GRID_AXES = needs("named grid axes (axis_index in a pallas_call)")
-# pallasvm's errors say the same as JAX's, in other words.
-NEEDS_JAX_ERROR_TEXT = needs("pallasvm's error message to contain the text"
-                             " JAX's interpret mode matches",
-                             raises=MessageMismatch)
 # pallasvm checks a masked store's whole window against the ref's bounds;
 # JAX checks only the elements the mask selects, so a window may overhang.
 NEEDS_MASKED_SWAP_BOUNDS = needs(
     "masked stores (masked_swap) bounds-checked only where the mask is true",
     raises=jax.errors.JaxRuntimeError)
-# The bridge hands JAX's grid shuffling a DynamicGridDim: a TypeError.
-NEEDS_DYNAMIC_PARALLEL_DIM_CHECK = needs(
-    "a dynamic `parallel` grid dimension refused with"
-    " ConcretizationTypeError", raises=TypeError)
-# The bridge sets interpret_pallas_call.races only for detect_races=True;
-# JAX replaces it at every call.
-NEEDS_RACES_STATE_EVERY_CALL = needs(
-    "interpret_pallas_call.races replaced by every call, as JAX does",
-    raises=AttributeError)
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
 NEEDS_CORE_MAP = needs("core_map")
 
@@ -107,12 +93,17 @@ NEEDS_CORE_MAP = needs("core_map")
 @pytest.fixture(autouse=True)
 def on_pallasvm(request):
   pltpu.reset_tpu_interpret_mode_state()  # races: None, as a fresh process
-  before = lowerings()
+  before = pallasvm.stats()
   with kernels_on_pallasvm():
     yield
   report = getattr(request.node, "call_report", None)
   if report is not None and report.passed:
-    assert lowerings() > before, "no pallas_call was lowered to pallasvm"
+    # A case passes on a kernel pallasvm ran, or on an error JAX's case
+    # expects that pallasvm's lowering raised.
+    after = pallasvm.stats()
+    assert (after["lowerings"] > before["lowerings"] or
+            after["refusals"] > before["refusals"]), (
+                "no pallas_call reached pallasvm")
 
 
 HBM_SPACES = [(pltpu.HBM, "HBM"), (pl.ANY, "ANY")]
@@ -202,7 +193,7 @@ def test_matmul_example():
 
 
 @pytest.mark.parametrize("out_of_bounds_reads", [
-    pytest.param("raise", marks=NEEDS_JAX_ERROR_TEXT), "uninitialized"])
+    "raise", "uninitialized"])
 def test_out_of_bounds_block_spec(out_of_bounds_reads):
   def kernel(x_ref, o_ref):
     o_ref[...] = x_ref[...]
@@ -246,7 +237,7 @@ def test_inputs_and_outputs_not_evenly_divisible_by_block_shape():
 
 
 @pytest.mark.parametrize("out_of_bounds_reads", [
-    pytest.param("raise", marks=NEEDS_JAX_ERROR_TEXT), "uninitialized"])
+    "raise", "uninitialized"])
 def test_out_of_bounds_read_index(out_of_bounds_reads):
   def kernel(bounds_ref, x_ref, o_ref):
     # Sums x[x[bounds[0]]] .. x[x[bounds[1]] - 1].
@@ -708,7 +699,6 @@ def test_dimensions_arbitrary_parallel_raises():
     jax.jit(call)(jnp.zeros((1,), jnp.int32))
 
 
-@NEEDS_DYNAMIC_PARALLEL_DIM_CHECK
 def test_dynamic_parallel_dimension_raises():
   def kernel(o_ref):
     o_ref[0] = 42.0
@@ -947,7 +937,6 @@ def _vmem_copy_and_double_kernel(x_ref, o_ref, scratch):
   o_ref[...] = x_ref[...] + scratch[...]
 
 
-@NEEDS_RACES_STATE_EVERY_CALL
 def test_two_cores_along_parallel_dimension_with_race():
   x = jnp.ones((8, 128), jnp.float32)
   traces = []
@@ -1145,23 +1134,16 @@ def test_pallas_call_compiles_with_has_side_effects_true():
 # a kernel from a ref of the same shape, with a start the kernel gets at run
 # time (scalar prefetch) so that pallasvm checks it then: the read must raise
 # "Out-of-bounds read" exactly when JAX's check says out of bounds.
-# A slice longer than its dimension fails the compiler's own verifier
-# ("compiler bug: generated code fails verification").
-NEEDS_LONG_SLICE_AS_OOB = needs(
-    "a slice longer than its dimension to be an out-of-bounds read, not a"
-    " compiler bug", raises=pallasvm.CompileError)
 RANGE_CASES = [
     ("in_bounds_int", 5, (10,), False, ()),
-    ("out_of_bounds_int", 10, (10,), True, NEEDS_JAX_ERROR_TEXT),
+    ("out_of_bounds_int", 10, (10,), True, ()),
     ("in_bounds_slice_no_step", slice(0, 10), (10,), False, ()),
-    ("out_of_bounds_slice_no_step", slice(0, 11), (10,), True,
-     NEEDS_LONG_SLICE_AS_OOB),
+    ("out_of_bounds_slice_no_step", slice(0, 11), (10,), True, ()),
     ("in_bounds_slice_with_step", slice(0, 10, 2), (10,), False, ()),
-    ("out_of_bounds_slice_with_step", slice(0, 11, 2), (10,), True,
-     NEEDS_LONG_SLICE_AS_OOB),
+    ("out_of_bounds_slice_with_step", slice(0, 11, 2), (10,), True, ()),
     ("strided_single_element_in_bounds", slice(0, 10, 100), (5,), False, ()),
     ("strided_single_element_out_of_bounds", slice(5, 10, 100), (5,), True,
-     NEEDS_JAX_ERROR_TEXT),
+     ()),
     ("zero_length_slice_in_bounds", slice(5, 5, 1), (10,), False, ()),
     ("zero_length_slice_out_of_bounds", slice(15, 15, 1), (10,), False, ()),
 ]

@@ -351,12 +351,14 @@ def refusals(start: int = 0) -> list[tuple[str, str]]:
 
 def _counting_refusals(rule):
   """`rule`, counting the kernels it refuses (stats()["refusals"]) and
-  recording why (refusals())."""
+  recording why (refusals()): a feature pallasvm lacks, a kernel its
+  compiler finds wrong, or an error JAX's interpret mode would raise too
+  (a bad dimension semantics, a dynamic parallel dimension)."""
   @functools.wraps(rule)
   def counted(*args, **kwargs):
     try:
       return rule(*args, **kwargs)
-    except (CompileError, NotImplementedError) as error:
+    except Exception as error:
       _record_refusal(error)
       raise
   return counted
@@ -394,6 +396,7 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         module=compiled.module,
         grid_coordinates=_grid_coordinates(params, run_params), **attrs)
     if run_params.grid_point_recorder is None and not run_params.detect_races:
+      _init_jax_races(run_params.num_cores_or_threads)
       results = call(ctx, *in_nodes)
     else:
       results = _call_with_reports(ctx, in_nodes, call, params, run_params)
@@ -469,6 +472,19 @@ def _set_jax_races(racy_elements: int, num_cores: int) -> None:
   with _lock:
     ipc.races = state
     _race_state["racy_elements"] = racy_elements
+
+
+def _init_jax_races(num_cores: int) -> None:
+  """As interpret mode's first call after pltpu.reset_tpu_interpret_mode_state
+  does, makes JAX's `races` state a fresh one (no races) if there is none,
+  so that reading `interpret_pallas_call.races.races_found` works after a
+  call without detect_races. (Done when the call is lowered: a call that
+  reuses a compiled function after a reset leaves it None.)"""
+  from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
+  from jax._src.pallas.mosaic.interpret import race_detection_state  # pylint: disable=g-import-not-at-top
+  with _lock:
+    if ipc.races is None:
+      ipc.races = race_detection_state.RaceDetectionState(num_cores=num_cores)
 
 
 def races_found() -> bool:
