@@ -13,6 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // other target's (interchange_json).
   if (!pallasvm::fuzz::IsBinaryInterchange(bytes)) return -1;
   pallasvm::fuzz::CheckCompileResult(
-      pallasvm::compiler::CompileInterchange(bytes, "fuzz.pvmk"));
+      pallasvm::compiler::CompileInterchange(bytes, "fuzz.pvmk", "",
+                                             pallasvm::fuzz::FuzzCompileOptions()));
   return 0;
 }

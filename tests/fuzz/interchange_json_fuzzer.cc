@@ -13,6 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Binary interchanges are the other target's (interchange_binary).
   if (pallasvm::fuzz::IsBinaryInterchange(bytes)) return -1;
   pallasvm::fuzz::CheckCompileResult(
-      pallasvm::compiler::CompileInterchange(bytes, "fuzz.json"));
+      pallasvm::compiler::CompileInterchange(bytes, "fuzz.json", "",
+                                             pallasvm::fuzz::FuzzCompileOptions()));
   return 0;
 }

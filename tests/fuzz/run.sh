@@ -60,6 +60,8 @@ rm -rf "$WORK/seeds"
 # Memory and time limits: a finding, not a stalled run, when a module asks
 # for gigabytes or loops forever.
 LIMITS=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048)
+# UBSan's reports with the stack, as ASan's have it.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 failed=0
 open_list=tests/fuzz/regressions/OPEN
 is_open() { [[ -f $open_list ]] && grep -q "^$1\b" "$open_list"; }
