@@ -108,6 +108,10 @@ std::string Operands(const Program& p, const Instr& in) {
       return absl::StrCat(
           DescribeAccess(p, in.d), in.op == Op::STORE ? " := " : " += ",
           SlotOrRef(in, in.b, kOperandRefB), "  (access ", in.d, ")");
+    case Format::ACCESS_MASKED_STORE:
+      return absl::StrCat(DescribeAccess(p, in.d), " := ", Slot(in.c), " ? ",
+                          Slot(in.b), " : itself", n, "  (access ", in.d,
+                          ")");
     case Format::REDUCE:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " as [", in.c, ", ",
                           in.d, ", ", in.n, "] over axis 1");

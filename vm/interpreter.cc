@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "vm/kernels/access.h"
 #include "vm/kernels/convert.h"
 #include "vm/kernels/dot.h"
@@ -68,6 +69,19 @@ std::string SourceOf(const Program& program, size_t pc) {
           access, kernels::FindAccessFault(access, frame),
           masked_swap ? "masked swap" : is_write ? "write" : "read"),
       " at ", SourceOf(program, pc)));
+}
+
+[[gnu::cold, gnu::noinline]] absl::Status MaskedStoreError(
+    const Program& program, const Instr* ip, const kernels::AccessFault& f) {
+  const size_t pc = ip - program.code.data();
+  const AccessDesc& access = program.accesses[ip->d];
+  std::vector<int64_t> extents;
+  for (int d = 0; d < access.rank; ++d) extents.push_back(access.dims[d].extent);
+  return absl::OutOfRangeError(absl::StrCat(
+      "Out-of-bounds masked swap of ref ", access.base, " (dims [",
+      absl::StrJoin(extents, ", "), "]): a masked-in element lies at index ",
+      f.start, " of dim ", f.dim, ", outside the ref, at ",
+      SourceOf(program, pc)));
 }
 
 [[gnu::cold, gnu::noinline]] absl::Status UnreadableRefError(
@@ -338,6 +352,30 @@ vm_dispatch:
     }
     // STORE: region := dense value at b (a frame slot, or with
     // kOperandRefB the whole of ref b).
+    // LOAD_CLIPPED: as LOAD, but the region may leave its ref; the elements
+    // outside read as zero (masked stores read the region first).
+    VM_CASE(LOAD_CLIPPED) {
+      const AccessDesc& acc = accesses[ip->d];
+      if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[acc.base])
+          [[unlikely]] {
+        return UnreadableRefError(program, ip, ctx, acc.base);
+      }
+      static constexpr uint8_t kZero[8] = {};
+      kernels::LoadRegionFilled(frame + ip->a, VM_ACCESS_BASE(acc), acc, frame,
+                                kZero);
+      VM_NEXT();
+    }
+    // MASKED_STORE: region := c ? b : region, elementwise; elements outside
+    // the ref are skipped where c is false and an error where it is true.
+    VM_CASE(MASKED_STORE) {
+      const AccessDesc& acc = accesses[ip->d];
+      kernels::AccessFault fault;
+      if (!kernels::MaskedStoreRegion(VM_ACCESS_BASE(acc), frame + ip->b,
+                                      frame + ip->c, acc, frame, &fault)) {
+        return MaskedStoreError(program, ip, fault);
+      }
+      VM_NEXT();
+    }
     VM_CASE(STORE) {
       const AccessDesc& acc = accesses[ip->d];
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);

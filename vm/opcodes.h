@@ -29,6 +29,7 @@ enum class Format : uint8_t {
   LAYOUT,        // a: dst, b: src (STRIDED_COPY), d: layout descriptor
   ACCESS_LOAD,   // a: dst, d: access descriptor
   ACCESS_STORE,  // b: src, d: access descriptor; aux: kOperandRefB bit
+  ACCESS_MASKED_STORE,  // b: src, c: mask PRED, d: access descriptor
   REDUCE,        // a: dst[c*n] OUT, b: src[c*d*n] IN
   DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N};
                  //   aux: kOperandRef{A,B,C} bits

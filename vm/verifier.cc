@@ -305,8 +305,11 @@ class Verifier {
 
   // An access descriptor's own consistency; returns the dense value's bytes
   // and the underlying buffer's bytes.
+  // `clipped`: an access of LOAD_CLIPPED / MASKED_STORE, whose region may
+  // leave its buffer (those elements are skipped), so a static start needs
+  // not put it inside.
   absl::Status CheckAccess(size_t pc, const AccessDesc& acc, Int* dense_bytes,
-                           Int* buffer_bytes) const {
+                           Int* buffer_bytes, bool clipped = false) const {
     const uint32_t d = p_.code[pc].d;
     auto bad = [&](absl::string_view what) {
       return InstrError(pc, absl::StrCat("access ", d, ": ", what));
@@ -351,7 +354,7 @@ class Verifier {
                                       " cannot fit in extent ", dim.extent,
                                       " (needs (size-1)*stride < extent)"));
         }
-        if (dim.start_slot < 0 && !acc.clamp &&
+        if (dim.start_slot < 0 && !acc.clamp && !clipped &&
             (dim.start < 0 || dim.start + last >= dim.extent)) {
           return bad_dim(absl::StrCat(
               "static start ", dim.start, " size ", dim.size, " stride ",
@@ -400,7 +403,12 @@ class Verifier {
     }
     const AccessDesc& acc = p_.accesses[in.d];
     Int dense_bytes = 0, buffer_bytes = 0;
-    if (absl::Status s = CheckAccess(pc, acc, &dense_bytes, &buffer_bytes);
+    const bool clipped = in.op == Op::LOAD_CLIPPED;
+    if (clipped && (acc.clamp || acc.base_kind != AccessBase::REF)) {
+      return InstrError(pc, "LOAD_CLIPPED needs an unclamped ref access");
+    }
+    if (absl::Status s =
+            CheckAccess(pc, acc, &dense_bytes, &buffer_bytes, clipped);
         !s.ok()) {
       return s;
     }
@@ -444,6 +452,33 @@ class Verifier {
                      : CheckAliasing(pc, buffer, 1, dense, 1, false);
     }
     return absl::OkStatus();
+  }
+
+  // MASKED_STORE: b the dense values, c their mask (PRED, one per element),
+  // d an unclamped ref access whose region may leave the ref.
+  absl::Status VerifyMaskedStore(size_t pc, const Instr& in) const {
+    if (in.d >= p_.accesses.size()) {
+      return InstrError(
+          pc, absl::StrCat("access index d = ", in.d, " but there are ",
+                           p_.accesses.size(), " accesses"));
+    }
+    const AccessDesc& acc = p_.accesses[in.d];
+    if (acc.clamp || acc.base_kind != AccessBase::REF) {
+      return InstrError(pc, "MASKED_STORE needs an unclamped ref access");
+    }
+    Int dense_bytes = 0, buffer_bytes = 0;
+    if (absl::Status s = CheckAccess(pc, acc, &dense_bytes, &buffer_bytes,
+                                     /*clipped=*/true);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
+    const Int count = dense_bytes / acc.elem_size;
+    const Range b{"b (src)", in.b, dense_bytes}, c{"c (mask)", in.c, count};
+    if (absl::Status s = CheckRange(pc, b, acc.elem_size, false); !s.ok()) {
+      return s;
+    }
+    return CheckRange(pc, c, 1, false);
   }
 
   absl::Status VerifyDot(size_t pc, const Instr& in, const OpInfo& info) const {
@@ -593,6 +628,8 @@ class Verifier {
         return VerifyAccess(pc, in, info, /*is_load=*/true);
       case Format::ACCESS_STORE:
         return VerifyAccess(pc, in, info, /*is_load=*/false);
+      case Format::ACCESS_MASKED_STORE:
+        return VerifyMaskedStore(pc, in);
       case Format::REDUCE: {
         // c = outer, d = reduced size, n = inner: counts, not slots.
         const Range a{"a (dst)", in.a, Int{in.c} * n * osz},

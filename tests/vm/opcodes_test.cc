@@ -78,9 +78,14 @@ TEST(OpcodesTest, NamesMatchEnum) {
   EXPECT_EQ(Info(Op::DOT_F32).name, "DOT_F32");
   EXPECT_EQ(Info(Op::RETURN).name, "RETURN");
   EXPECT_EQ(Info(Op::DOT_ADD_F32).name, "DOT_ADD_F32");
-  // Opcodes added after RETURN go last, keeping the numbers of the others.
-  EXPECT_EQ(static_cast<int>(Op::RETURN), kNumOps - 2);
-  EXPECT_EQ(static_cast<int>(Op::DOT_ADD_F32), kNumOps - 1);
+  // Opcodes added after RETURN go last, in the order they were added,
+  // keeping the numbers of the others.
+  EXPECT_EQ(static_cast<int>(Op::DOT_ADD_F32), static_cast<int>(Op::RETURN) + 1);
+  EXPECT_EQ(static_cast<int>(Op::LOAD_CLIPPED),
+            static_cast<int>(Op::DOT_ADD_F32) + 1);
+  EXPECT_EQ(static_cast<int>(Op::MASKED_STORE),
+            static_cast<int>(Op::LOAD_CLIPPED) + 1);
+  EXPECT_EQ(static_cast<int>(Op::MASKED_STORE), kNumOps - 1);
 }
 
 TEST(OpcodesTest, TableIsConsistent) {
