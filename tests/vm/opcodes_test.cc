@@ -79,8 +79,11 @@ TEST(OpcodesTest, NamesMatchEnum) {
   EXPECT_EQ(Info(Op::RETURN).name, "RETURN");
   EXPECT_EQ(Info(Op::DOT_ADD_F32).name, "DOT_ADD_F32");
   // Opcodes added after RETURN go last, keeping the numbers of the others.
-  EXPECT_EQ(static_cast<int>(Op::RETURN), kNumOps - 2);
-  EXPECT_EQ(static_cast<int>(Op::DOT_ADD_F32), kNumOps - 1);
+  EXPECT_EQ(Info(Op::FMA_F32).name, "FMA_F32");
+  EXPECT_EQ(Info(Op::FMA_F32).format, Format::TERNARY);
+  EXPECT_EQ(static_cast<int>(Op::RETURN), kNumOps - 3);
+  EXPECT_EQ(static_cast<int>(Op::DOT_ADD_F32), kNumOps - 2);
+  EXPECT_EQ(static_cast<int>(Op::FMA_F32), kNumOps - 1);
 }
 
 TEST(OpcodesTest, TableIsConsistent) {
@@ -105,6 +108,7 @@ TEST(OpcodesTest, TableIsConsistent) {
       case Format::UNARY_S:
       case Format::REDUCE:
       case Format::DOT:
+      case Format::TERNARY:
         EXPECT_GE(info.in, 0) << info.name;
         EXPECT_GE(info.out, 0) << info.name;
         break;
