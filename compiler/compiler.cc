@@ -423,6 +423,8 @@ absl::StatusOr<std::string> KernelCompiler::Run() {
   name_ = k_.name() ? k_.name()->str() : "kernel";
   if (absl::Status s = CheckSignature(); !s.ok()) return Fail(s);
   lowerer_.set_skip_floating_point_ops(k_.skip_floating_point_ops());
+  // In the body and the index maps alike: interpret mode's XLA computes both.
+  lowerer_.set_contract_fma(k_.contract_fma());
   absl::Status body = LowerBody();
   lowerer_.set_skip_floating_point_ops(false);  // not in index maps
   if (!body.ok()) return Fail(body);

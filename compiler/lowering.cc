@@ -2,6 +2,8 @@
 // the helpers the primitive rules share.
 #include "compiler/lowering.h"
 
+#include "compiler/fma_contraction.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -724,15 +726,20 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
       if (a->var() >= 0) ++uses[a->var()];
     }
   }
+  const FmaContractions fma = contract_fma_
+                                  ? FmaContractions::Find(jaxpr, uses)
+                                  : FmaContractions();
   if (jaxpr.eqns()) {
-    for (const interchange::Eqn* e : *jaxpr.eqns()) {
+    for (size_t i = 0; i < jaxpr.eqns()->size(); ++i) {
+      const interchange::Eqn* e = jaxpr.eqns()->Get(i);
+      if (fma.Folded(i)) continue;  // its add or sub emits it
       bool used = false;
       if (e->outvars()) {
         for (const interchange::Var* v : *e->outvars()) {
           used |= uses.contains(v->id());
         }
       }
-      absl::Status s = LowerEqn(*e, used);
+      absl::Status s = LowerEqn(*e, used, fma.At(i));
       if (!s.ok()) return pop(s);
     }
   }
@@ -774,7 +781,8 @@ absl::Status Lowerer::CheckArity(const interchange::Eqn& eqn,
   return absl::OkStatus();
 }
 
-absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
+absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used,
+                               const FmaContraction* fma) {
   const interchange::Eqn* saved = current_;
   current_ = &eqn;
   eqn_stack_.push_back(&eqn);
@@ -811,12 +819,17 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
   Eqn ctx;
   ctx.eqn = &eqn;
   ctx.outputs_used = outputs_used;
-  if (eqn.invars()) {
-    for (const interchange::Atom* a : *eqn.invars()) {
-      absl::StatusOr<Value> v = Materialize(a);
-      if (!v.ok()) return v.status();
-      ctx.in.push_back(*v);
-    }
+  std::vector<const interchange::Atom*> operands;
+  if (fma != nullptr) {
+    rule = &fma->rule;  // an add or sub with its multiply folded in
+    operands = fma->operands;
+  } else if (eqn.invars()) {
+    operands.assign(eqn.invars()->begin(), eqn.invars()->end());
+  }
+  for (const interchange::Atom* a : operands) {
+    absl::StatusOr<Value> v = Materialize(a);
+    if (!v.ok()) return v.status();
+    ctx.in.push_back(*v);
   }
   std::vector<Value> declared;
   if (eqn.outvars()) {

@@ -81,6 +81,7 @@ vm::DType Widen(vm::DType t);
 vm::AccessDesc WholeFrameAccess(const Value& base);
 
 struct Arity;
+struct FmaContraction;
 
 class Lowerer {
  public:
@@ -130,6 +131,11 @@ class Lowerer {
   // of an equation is replaced by +inf (so every float value read is inf).
   void set_skip_floating_point_ops(bool skip) { skip_fp_ = skip; }
 
+  // XLA:CPU's fused multiply-add contraction (compiler/fma_contraction.h):
+  // a single-use f32 or f16 multiply feeding an add or subtract becomes one
+  // FMA_F32, rounded once.
+  void set_contract_fma(bool contract) { contract_fma_ = contract; }
+
   // Error about the equation being lowered (INVALID_ARGUMENT: the kernel
   // is wrong).
   absl::Status Error(absl::string_view message) const;
@@ -168,12 +174,16 @@ class Lowerer {
   absl::Status AtEquation(absl::StatusCode code,
                           absl::string_view message) const;
   absl::StatusOr<Value> Materialize(const interchange::Atom* atom);
-  absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used);
+  // With `fma`, the equation (an add or sub) lowers by fma->rule over
+  // fma->operands instead.
+  absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used,
+                        const FmaContraction* fma = nullptr);
   absl::Status CheckArity(const interchange::Eqn& eqn,
                           const Arity& arity) const;
 
   ProgramBuilder& b_;
   bool skip_fp_ = false;
+  bool contract_fma_ = false;
   int64_t memory_limit_ = DefaultMemoryLimit();
   absl::StatusOr<Value> VarType(const interchange::Var* var,
                                 absl::string_view what) const;

@@ -94,6 +94,9 @@ std::string Operands(const Program& p, const Instr& in) {
     case Format::SELECT:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " ? ", Slot(in.d),
                           " : ", Slot(in.c), n);
+    case Format::TERNARY:  // FMA_F32
+      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " * ", Slot(in.c),
+                          " + ", Slot(in.d), n);
     case Format::LAYOUT:
       if (in.op == Op::IOTA_S32) {
         return absl::StrCat(Slot(in.a), " := iota dim ", in.aux, " of ",

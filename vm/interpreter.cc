@@ -496,6 +496,14 @@ vm_dispatch:
     // (what DOT_F32 into a temporary and ADD_F32_VV compute).
     VM_DOT_CASE(DOT_ADD_F32, F32, DotAddF32)
 #undef VM_DOT_CASE
+    // FMA_F32: a[i] := b[i] * c[i] + d[i] for i < n, rounded once (the
+    // hardware's fused multiply-add).
+    VM_CASE(FMA_F32) {
+      kernels::FusedMultiplyAddV(VM_PTR(F32, ip->a), VM_CPTR(F32, ip->b),
+                                 VM_CPTR(F32, ip->c), VM_CPTR(F32, ip->d),
+                                 ip->n);
+      VM_NEXT();
+    }
 
 #if PALLASVM_SWITCH_DISPATCH
     case Op::kNumOps:

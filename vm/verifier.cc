@@ -17,7 +17,8 @@
 //     the DOT and ACCESS_STORE formats and of the block sources of
 //     elementwise ops) names an existing ref whose known size holds it, and
 //     a destination ref is not also a source; no other aux bits are set in
-//     those formats or the scalar elementwise ones;
+//     those formats, the scalar elementwise ones or TERNARY (whose operands
+//     are all frame blocks);
 //   - descriptor indices are in range and descriptors are sane: rank,
 //     element size, shapes, static starts of unclamped accesses in bounds,
 //     every region fitting in its buffer, ref regions within the ref's known
@@ -621,6 +622,20 @@ class Verifier {
           }
         }
         return CheckAliasing(pc, a, w, b, 1, true);
+      }
+      case Format::TERNARY: {
+        const Range a{"a (dst)", in.a, n * osz}, b{"b (x)", in.b, n * isz},
+            c{"c (y)", in.c, n * isz}, d{"d (z)", in.d, n * isz};
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
+        if (auto s = check({{b, isz}, {c, isz}, {d, isz}}, {a, osz}); !s.ok()) {
+          return s;
+        }
+        for (const Range* src : {&b, &c, &d}) {
+          if (auto s = CheckAliasing(pc, a, osz, *src, isz, true); !s.ok()) {
+            return s;
+          }
+        }
+        return absl::OkStatus();
       }
       case Format::LAYOUT:
         return VerifyLayout(pc, in);

@@ -707,6 +707,35 @@ TEST(InterpreterTest, ElementwiseBlockForms) {
   }
 }
 
+// FMA_F32 rounds once where MUL_F32_VV then ADD_F32_VV round twice:
+// (1 + 2^-12)^2 - 1 is 2^-11 + 2^-24 fused, 2^-11 separately. In place too.
+TEST(InterpreterTest, FmaF32RoundsOnce) {
+  Assembler as;
+  const uint32_t x = 0, z = 128, fused = 256, product = 384, separate = 512;
+  const float e12 = std::ldexp(1.f, -12);
+  for (int i = 0; i < 20; ++i) as.Constant<float>(1.f + e12);
+  while (as.program().constants.size() < z) as.Constant<float>(0.f);
+  for (int i = 0; i < 20; ++i) as.Constant<float>(-1.f);
+  as.Emit(Op::FMA_F32, fused, x, x, z, 20);
+  as.Emit(Op::MUL_F32_VV, product, x, x, 0, 20);
+  as.Emit(Op::ADD_F32_VV, separate, product, z, 0, 20);
+  as.Emit(Op::FMA_F32, product, product, x, product, 20);  // in place
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 640;
+  Buffer frame(640);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  const float square = (1.f + e12) * (1.f + e12);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(frame.As<float>(fused)[i],
+              std::ldexp(1.f, -11) + std::ldexp(1.f, -24));
+    EXPECT_EQ(frame.As<float>(separate)[i], std::ldexp(1.f, -11));
+    EXPECT_EQ(frame.As<float>(product)[i],
+              std::fma(square, 1.f + e12, square));
+  }
+  EXPECT_NE(Disassemble(as.program()).find("FMA_F32"), std::string::npos);
+}
+
 TEST(InterpreterTest, DisassemblyNamesOperandsAndSource) {
   RowCopyProgram rc = MakeRowCopy();
   const std::string text = Disassemble(rc.program);

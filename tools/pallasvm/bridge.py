@@ -86,7 +86,20 @@ class InterpretParams(pltpu.InterpretParams):
   yet); a bad value raises ValueError. Every other field (vector_clock_size,
   logging_mode, allow_hbm_allocation_in_run_scoped, buffer_bounds) must
   keep its default: a non-default value raises NotImplementedError naming
-  it, so none is silently ignored."""
+  it, so none is silently ignored.
+
+  One field is pallasvm's own: `contract_fma` (default False). pallasvm
+  rounds after every equation, as the jaxpr is written and a TPU computes;
+  interpret mode's results are XLA:CPU's, which fuses a multiply whose only
+  use is an add or subtract into one fused multiply-add, rounded once (f32,
+  and f16 through f32; never bf16). With contract_fma=True pallasvm
+  contracts the same way and matches interpret mode on such kernels bit for
+  bit (compiler/fma_contraction.h). A pallas_call's own
+  pltpu.InterpretParams, which lack the field, take it from the params given
+  to install() / enabled(); a plain pltpu.InterpretParams there means
+  False."""
+
+  contract_fma: bool = False
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
@@ -396,7 +409,10 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     source_info = types.SimpleNamespace(traceback=ctx.traceback)
     interchange = export.export_pallas_call(
         params, ctx.avals_in, source_info,
-        skip_floating_point_ops=bool(run_params.skip_floating_point_ops))
+        skip_floating_point_ops=bool(run_params.skip_floating_point_ops),
+        contract_fma=bool(getattr(run_params, "contract_fma",
+                                  getattr(default_params, "contract_fma",
+                                          False))))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
     call = functools.partial(

@@ -60,21 +60,6 @@ constexpr int64_t kDotMc = 96;           // rows of A packed at once (L2)
 constexpr int64_t kDotNc = 22 * kDotNr;  // columns of B packed at once
 constexpr int64_t kDotSmallM = 16;       // up to this many rows, B unpacked
 
-// xsimd 8's fma is a separate multiply and add on AVX-512 (fused only if the
-// compiler happens to contract it), so the fused instruction is asked for by
-// name: DOT promises one rounding per k step, whatever the build flags.
-inline Batch FusedMultiplyAdd(Batch a, Batch b, Batch c) {
-#if defined(__AVX512F__)
-  static_assert(kW == 16, "xsimd's default arch is AVX-512 here");
-  return Batch(_mm512_fmadd_ps(a, b, c));
-#elif defined(__FMA__) && defined(__AVX__)
-  static_assert(kW == 8, "xsimd's default arch is AVX here");
-  return Batch(_mm256_fmadd_ps(a, b, c));
-#else
-  return xsimd::fma(a, b, c);  // no fused instruction on this target
-#endif
-}
-
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
 };
