@@ -30,16 +30,17 @@
 // process's affinity mask.
 #include "vm/kernels/dot.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
-
-#include <pthread.h>
-#include <sched.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -230,18 +231,357 @@ void PackA(float* dst, const float* a, int64_t lda, int64_t mc, int64_t kc) {
   }
 }
 
+// One block of a product, columns [jc, jc + nc) by k steps [pc, pc + kc),
+// with B's block packed (or, for a few rows, read in place), ready to run
+// over any range of C's rows.
+struct GemmBlock {
+  float* c;             // C + jc
+  const float* a;       // A + pc
+  const float* bblock;  // B + pc * n + jc
+  const float* bpack;   // the block's packed panels (all, or only the last)
+  int64_t k, n, nc, kc;
+  bool pack_b;
+  TileMode mode;
+};
+
+// One block's tiles of C's rows [ic, ic + mc) (ic a multiple of kDotMc,
+// mc at most kDotMc) and columns [jr0, jr1) (multiples of kDotNr, or nc).
+// Whichever part of the block a call covers, every micro-tile is the one a
+// single call over the whole block runs (same A rows, B panel and k block,
+// hence the same instructions).
+void GemmBlockTiles(const GemmBlock& blk, int64_t ic, int64_t mc, int64_t jr0,
+                    int64_t jr1) {
+  const int64_t k = blk.k, n = blk.n, nc = blk.nc, kc = blk.kc;
+  const TileMode mode = blk.mode;
+  float* const apack = ThreadPackBuffers().a.get();
+  alignas(64) float tile[kDotMr * kDotNr];
+  // Full row panels read A in place (a micro-tile's 8 rows of kc steps
+  // stay in L1 across the column panels); a last, partial panel is packed
+  // with zero padding.
+  const int64_t full_mc = mc / kDotMr * kDotMr;
+  if (full_mc < mc) {
+    PackA(apack, blk.a + (ic + full_mc) * k, k, mc - full_mc, kc);
+  }
+  for (int64_t jr = jr0; jr < jr1; jr += kDotNr) {
+    const int64_t nr = std::min(kDotNr, nc - jr);
+    const int64_t nv = (nr + kW - 1) / kW;  // vectors the tile needs
+    const bool in_place = !blk.pack_b && nr == kDotNr;
+    const float* bp = in_place     ? blk.bblock + jr
+                      : blk.pack_b ? blk.bpack + (jr / kDotNr) * kc * kDotNr
+                                   : blk.bpack;
+    for (int64_t ir = 0; ir < mc; ir += kDotMr) {
+      const int64_t mr = std::min(kDotMr, mc - ir);
+      const bool a_in_place = ir < full_mc;
+      const float* ap = a_in_place
+                            ? blk.a + (ic + ir) * k
+                            : apack + ((ir - full_mc) / kDotMr) * kc * kDotMr;
+      float* ct = blk.c + (ic + ir) * n + jr;
+      float* dst = ct;
+      int64_t ldc = n;
+      if (mr < kDotMr || nr < nv * kW) {
+        // An edge tile goes through a full-size buffer, so the
+        // micro-kernel never touches C outside [m, n).
+        dst = tile;
+        ldc = kDotNr;
+        if (mode != TileMode::kFirst) {
+          for (int64_t r = 0; r < mr; ++r) {
+            std::memcpy(tile + r * kDotNr, ct + r * n, nr * sizeof(float));
+          }
+        }
+      }
+      if (a_in_place) {
+        if (in_place) {
+          RunMicroKernel<false, false>(mode, nv, kc, ap, k, bp, n, dst, ldc);
+        } else {
+          RunMicroKernel<false, true>(mode, nv, kc, ap, k, bp, n, dst, ldc);
+        }
+      } else if (in_place) {
+        RunMicroKernel<true, false>(mode, nv, kc, ap, k, bp, n, dst, ldc);
+      } else {
+        RunMicroKernel<true, true>(mode, nv, kc, ap, k, bp, n, dst, ldc);
+      }
+      if (dst == tile) {
+        for (int64_t r = 0; r < mr; ++r) {
+          std::memcpy(ct + r * n, tile + r * kDotNr, nr * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
+std::atomic<int> dot_threads{0};  // 0 until first asked: then the default
+std::atomic<DotWorkerHookForTesting> worker_hook{
+    DotWorkerHookForTesting::kNone};
+
+// PALLASVM_DOT_THREADS=1 keeps every product on the calling thread. Two
+// threads only with two CPUs this process may run on (affinity, not just
+// the machine's count: on one CPU the two would take turns).
+int DefaultDotThreads() {
+  const char* env = std::getenv("PALLASVM_DOT_THREADS");
+  if (env != nullptr && std::strcmp(env, "1") == 0) return 1;
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const bool two_cpus =
+      sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2;
+  return two_cpus ? 2 : 1;
+}
+
+void Pause() {
+#if defined(__SSE2__)
+  _mm_pause();
+#endif
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Spins until pred() holds (true) or `budget` has passed (false). Bounds
+// are in time rather than pause instructions, whose latency varies tenfold
+// between CPU models. After the first few microseconds each round also
+// yields: a thread sharing this CPU (the other side of the product, or
+// another process) then gets it rather than waiting out our time slice.
+template <typename Pred>
+bool SpinUntil(Pred pred, Clock::duration budget) {
+  const Clock::time_point start = Clock::now();
+  for (int spin = 1;; ++spin) {
+    if (pred()) return true;
+    Pause();
+    if (spin % 64 == 0) {
+      const Clock::duration spent = Clock::now() - start;
+      if (spent > budget) return false;
+      if (spent > std::chrono::microseconds(10)) sched_yield();
+    }
+  }
+}
+
+// A second thread for large products: one persistent worker that takes
+// chunks of C's rows (a few rows of one block of the product each) from a
+// shared counter, while the calling thread takes chunks from the same
+// counter. The caller never waits for the worker to start: if the worker
+// is not running (the OS gave its CPU to another process), the caller takes
+// every chunk itself. At the end of a block it waits only for the chunks the
+// worker has claimed, which it was running a moment ago; chunks are small
+// (about an eighth of the block, at most ~2^20 multiply-adds), so that wait
+// is short. Each chunk is whole micro-tiles computed by the same code, so
+// the result is bit for bit the single-thread one. The worker serves one
+// caller at a time; a caller that finds it taken (simulated cores are
+// threads too) runs alone.
+class RowSplitter {
+ public:
+  // The splitter, if this thread may use it now; Release() after.
+  static RowSplitter* Acquire() {
+    if (forked_child_.load(std::memory_order_relaxed)) return nullptr;
+    static RowSplitter* splitter = new RowSplitter();  // never destroyed
+    bool expected = false;
+    if (!splitter->owner_.compare_exchange_strong(expected, true,
+                                                  std::memory_order_acquire)) {
+      return nullptr;
+    }
+    if (worker_hook.load(std::memory_order_relaxed) ==
+            DotWorkerHookForTesting::kNone &&
+        Clock::now() < splitter->serial_until_) {
+      splitter->Release();  // backing off: see Run
+      return nullptr;
+    }
+    return splitter;
+  }
+  void Release() { owner_.store(false, std::memory_order_release); }
+
+  static int64_t worker_chunks() {
+    return worker_chunks_.load(std::memory_order_relaxed);
+  }
+
+  // A block of an m-row product, in chunks shared with the worker: false
+  // (nothing done) if it has too many chunks to count.
+  bool Run(const GemmBlock& blk, int64_t m) {
+    const int64_t panels = (blk.nc + kDotNr - 1) / kDotNr;
+    const int64_t row_blocks = (m + kDotMc - 1) / kDotMc;
+    if (panels * row_blocks > kMaxChunks) return false;
+    const uint64_t chunks = static_cast<uint64_t>(panels * row_blocks);
+    job_ = Job{&blk, m, panels};
+    worker_done_.store(0, std::memory_order_relaxed);
+    ++epoch_;
+    // The job is published by the claim word (the worker reads job_ only
+    // after claiming a chunk of it), then the worker woken if it sleeps.
+    claim_.store(Claim(epoch_, chunks, 0), std::memory_order_seq_cst);
+    wake_.store(epoch_, std::memory_order_seq_cst);
+    if (worker_sleeping_.load(std::memory_order_seq_cst)) wake_.notify_one();
+    if (worker_hook.load(std::memory_order_relaxed) ==
+        DotWorkerHookForTesting::kWorkerTakesFirstChunk) {
+      while (Next(claim_.load(std::memory_order_acquire)) == 0) Pause();
+    }
+    uint64_t own = 0;
+    while (true) {
+      const uint64_t i = Next(claim_.fetch_add(1, std::memory_order_acq_rel));
+      if (i >= chunks) break;
+      RunChunk(i);
+      ++own;
+    }
+    const bool worker_ran = WaitForWorker(static_cast<uint32_t>(chunks - own));
+    // When other processes hold the CPUs, the worker starts late or not at
+    // all, and a chunk it has claimed can be preempted, the caller waiting
+    // for it (it sleeps then, at worst a time slice). So back off, running
+    // alone for a while (doubling up to kMaxBackoff) after a wait that had
+    // to sleep, or after kMaxMisses products in a row the worker took no
+    // part in (the hand-over still cost a wake-up call).
+    if (!worker_ran) {
+      BackOff();
+    } else if (own < chunks) {
+      misses_ = 0;
+      backoff_ = kMinBackoff;
+    } else if (chunks > 2 && ++misses_ >= kMaxMisses) {
+      BackOff();
+    }
+    return true;
+  }
+
+ private:
+  struct Job {
+    const GemmBlock* blk;  // the caller's, alive until the block is done
+    int64_t m, panels;
+  };
+  // The claim word: the job's epoch, its number of chunks, the next chunk
+  // (which the caller's last claim takes one past the count).
+  static constexpr int64_t kMaxChunks = (1 << 20) - 2;
+  static uint64_t Claim(uint32_t epoch, uint64_t chunks, uint64_t next) {
+    return uint64_t{epoch} << 40 | chunks << 20 | next;
+  }
+  static uint64_t Chunks(uint64_t claim) { return claim >> 20 & 0xfffff; }
+  static uint64_t Next(uint64_t claim) { return claim & 0xfffff; }
+
+  // Spin bounds, in time rather than pause instructions (whose latency
+  // varies tenfold between CPU models). The caller's wait at the end is
+  // for a chunk that is running; the worker's wait between products keeps
+  // it ready for the next one (flash attention's are ~30 us apart).
+  static constexpr auto kCallerSpin = std::chrono::microseconds(100);
+  static constexpr auto kWorkerSpin = std::chrono::microseconds(300);
+  static constexpr Clock::duration kMinBackoff = std::chrono::microseconds(200);
+  static constexpr Clock::duration kMaxBackoff = std::chrono::milliseconds(20);
+  static constexpr int kMaxMisses = 3;
+
+  void BackOff() {
+    misses_ = 0;
+    serial_until_ = Clock::now() + backoff_;
+    backoff_ = std::min(2 * backoff_, kMaxBackoff);
+  }
+
+  RowSplitter() {
+    std::thread([this] { Work(); }).detach();
+    // A forked child has no worker thread: it runs every product alone.
+    pthread_atfork(nullptr, nullptr, [] {
+      forked_child_.store(true, std::memory_order_relaxed);
+    });
+  }
+
+  void RunChunk(uint64_t i) {
+    // A chunk is one column panel of one block of kDotMc rows (~10 us at
+    // most): the tail the caller may wait for at the end.
+    const int64_t ic = static_cast<int64_t>(i) / job_.panels * kDotMc;
+    const int64_t jr = static_cast<int64_t>(i) % job_.panels * kDotNr;
+    GemmBlockTiles(*job_.blk, ic, std::min(kDotMc, job_.m - ic), jr,
+                   std::min(jr + kDotNr, job_.blk->nc));
+  }
+
+  // Waits for the chunks the worker claimed; false if that took so long
+  // (the worker was preempted, or shares this CPU) that it slept.
+  bool WaitForWorker(uint32_t claimed) {
+    if (SpinUntil(
+            [&] {
+              return worker_done_.load(std::memory_order_acquire) == claimed;
+            },
+            kCallerSpin)) {
+      return true;
+    }
+    caller_sleeping_.store(true, std::memory_order_seq_cst);
+    for (uint32_t done;
+         (done = worker_done_.load(std::memory_order_seq_cst)) != claimed;) {
+      worker_done_.wait(done, std::memory_order_acquire);
+    }
+    caller_sleeping_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+
+  bool Paused() const {
+    return worker_hook.load(std::memory_order_relaxed) ==
+           DotWorkerHookForTesting::kWorkerPaused;
+  }
+
+  // Claims the next chunk of the posted job, if any is left.
+  bool TryClaim(uint64_t* index) {
+    uint64_t claim = claim_.load(std::memory_order_acquire);
+    while (Next(claim) < Chunks(claim)) {
+      if (claim_.compare_exchange_weak(claim, claim + 1,
+                                       std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        *index = Next(claim);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void Work() {
+    while (true) {
+      uint64_t i;
+      if (!Paused() && TryClaim(&i)) {
+        RunChunk(i);
+        worker_chunks_.fetch_add(1, std::memory_order_relaxed);
+        worker_done_.fetch_add(1, std::memory_order_seq_cst);
+        if (caller_sleeping_.load(std::memory_order_seq_cst)) {
+          worker_done_.notify_one();
+        }
+        continue;
+      }
+      WaitForWork();
+    }
+  }
+
+  // Between products (block copies, other ops) spin for a while, then sleep
+  // until the next one is posted.
+  void WaitForWork() {
+    if (!Paused() && SpinUntil(
+                         [&] {
+                           const uint64_t claim =
+                               claim_.load(std::memory_order_relaxed);
+                           return Next(claim) < Chunks(claim);
+                         },
+                         kWorkerSpin)) {
+      return;
+    }
+    const uint32_t seen = wake_.load(std::memory_order_seq_cst);
+    worker_sleeping_.store(true, std::memory_order_seq_cst);
+    const uint64_t claim = claim_.load(std::memory_order_seq_cst);
+    if (Paused() || Next(claim) >= Chunks(claim)) {
+      wake_.wait(seen, std::memory_order_acquire);
+    }
+    worker_sleeping_.store(false, std::memory_order_relaxed);
+  }
+
+  static inline std::atomic<bool> forked_child_{false};
+  static inline std::atomic<int64_t> worker_chunks_{0};
+  std::atomic<bool> owner_{false};
+  // Written by the owner only.
+  Job job_{};
+  uint32_t epoch_ = 0;
+  Clock::time_point serial_until_{};
+  Clock::duration backoff_ = kMinBackoff;
+  int misses_ = 0;
+  alignas(64) std::atomic<uint64_t> claim_{0};
+  alignas(64) std::atomic<uint32_t> worker_done_{0};
+  std::atomic<bool> caller_sleeping_{false};
+  alignas(64) std::atomic<uint32_t> wake_{0};
+  std::atomic<bool> worker_sleeping_{false};
+};
+
 // C := A @ B, or with add_to (k <= kDotKc only) C := C + A @ B, the
-// product rounded first.
+// product rounded first. Rows are shared with the worker when `splitter`
+// is given.
 void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
-          int64_t n, bool add_to) {
+          int64_t n, bool add_to, RowSplitter* splitter) {
   // Packing B costs a pass over B per k block and pays off over many row
   // panels; for a few rows the micro-kernel reads B in place (all but the
   // last, partial, column panel). 8x128x128: 36 -> 71 GFLOP/s.
   const bool pack_b = m > kDotSmallM;
-  PackBuffers& buffers = ThreadPackBuffers();
-  float* const bpack = buffers.b.get();
-  float* const apack = buffers.a.get();
-  alignas(64) float tile[kDotMr * kDotNr];
+  float* const bpack = ThreadPackBuffers().b.get();
   for (int64_t jc = 0; jc < n; jc += kDotNc) {
     const int64_t nc = std::min(kDotNc, n - jc);
     const int64_t full_nc = nc / kDotNr * kDotNr;  // columns in full panels
@@ -257,184 +597,53 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
       } else if (full_nc < nc) {
         PackB(bpack, bblock + full_nc, n, kc, nc - full_nc);
       }
-      for (int64_t ic = 0; ic < m; ic += kDotMc) {
-        const int64_t mc = std::min(kDotMc, m - ic);
-        // Full row panels read A in place (a micro-tile's 8 rows of kc
-        // steps stay in L1 across the column panels); a last, partial
-        // panel is packed with zero padding.
-        const int64_t full_mc = mc / kDotMr * kDotMr;
-        if (full_mc < mc) {
-          PackA(apack, a + (ic + full_mc) * k + pc, k, mc - full_mc, kc);
-        }
-        for (int64_t jr = 0; jr < nc; jr += kDotNr) {
-          const int64_t nr = std::min(kDotNr, nc - jr);
-          const int64_t nv = (nr + kW - 1) / kW;  // vectors the tile needs
-          const bool in_place = !pack_b && nr == kDotNr;
-          const float* bp = in_place ? bblock + jr
-                            : pack_b ? bpack + (jr / kDotNr) * kc * kDotNr
-                                     : bpack;
-          for (int64_t ir = 0; ir < mc; ir += kDotMr) {
-            const int64_t mr = std::min(kDotMr, mc - ir);
-            const bool a_in_place = ir < full_mc;
-            const float* ap =
-                a_in_place ? a + (ic + ir) * k + pc
-                           : apack + ((ir - full_mc) / kDotMr) * kc * kDotMr;
-            float* ct = c + (ic + ir) * n + jc + jr;
-            float* dst = ct;
-            int64_t ldc = n;
-            if (mr < kDotMr || nr < nv * kW) {
-              // An edge tile goes through a full-size buffer, so the
-              // micro-kernel never touches C outside [m, n).
-              dst = tile;
-              ldc = kDotNr;
-              if (mode != TileMode::kFirst) {
-                for (int64_t r = 0; r < mr; ++r) {
-                  std::memcpy(tile + r * kDotNr, ct + r * n,
-                              nr * sizeof(float));
-                }
-              }
-            }
-            if (a_in_place) {
-              if (in_place) {
-                RunMicroKernel<false, false>(mode, nv, kc, ap, k, bp, n, dst,
-                                             ldc);
-              } else {
-                RunMicroKernel<false, true>(mode, nv, kc, ap, k, bp, n, dst,
-                                            ldc);
-              }
-            } else if (in_place) {
-              RunMicroKernel<true, false>(mode, nv, kc, ap, k, bp, n, dst, ldc);
-            } else {
-              RunMicroKernel<true, true>(mode, nv, kc, ap, k, bp, n, dst, ldc);
-            }
-            if (dst == tile) {
-              for (int64_t r = 0; r < mr; ++r) {
-                std::memcpy(ct + r * n, tile + r * kDotNr, nr * sizeof(float));
-              }
-            }
-          }
+      // The caller packs the block, so the worker reads this thread's
+      // buffer; the block ends (both threads done) before it is refilled.
+      const GemmBlock blk{c + jc, a + pc, bblock, bpack,  k,
+                          n,      nc,     kc,     pack_b, mode};
+      if (splitter == nullptr || !splitter->Run(blk, m)) {
+        for (int64_t ic = 0; ic < m; ic += kDotMc) {
+          GemmBlockTiles(blk, ic, std::min(kDotMc, m - ic), 0, nc);
         }
       }
     }
   }
 }
 
-// A second thread for large products: one persistent worker that runs the
-// lower rows of C while the caller runs the upper ones. Each row of C is
-// computed by the same code in the same k order whoever runs it, so the
-// result is bit for bit the serial one. The worker serves one caller at a
-// time; a caller that finds it busy (simulated cores are threads too) runs
-// alone.
-class RowSplitter {
- public:
-  static RowSplitter& Get() {
-    static RowSplitter* splitter = new RowSplitter();  // never destroyed
-    return *splitter;
-  }
-
-  // Gemm over rows [0, m) of C, split at `split` between this thread and
-  // the worker if the worker is free.
-  void Run(float* c, const float* a, const float* b, int64_t m, int64_t k,
-           int64_t n, bool add_to, int64_t split) {
-    bool expected = false;
-    if (forked_child_.load(std::memory_order_relaxed) ||
-        !owner_.compare_exchange_strong(expected, true,
-                                        std::memory_order_acquire)) {
-      Gemm(c, a, b, m, k, n, add_to);
-      return;
-    }
-    job_ = Job{c + split * n, a + split * k, b, m - split, k, n, add_to};
-    state_.store(kPosted, std::memory_order_release);
-    state_.notify_one();
-    Gemm(c, a, b, split, k, n, add_to);
-    // The worker's half takes about as long as ours: spin, then sleep.
-    for (int spin = 0; state_.load(std::memory_order_acquire) != kDone;
-         ++spin) {
-      if (spin < (1 << 14)) {  // ~1 ms: then the worker is not running
-        Pause();
-      } else {
-        state_.wait(kPosted, std::memory_order_acquire);
-      }
-    }
-    state_.store(kIdle, std::memory_order_relaxed);
-    owner_.store(false, std::memory_order_release);
-  }
-
- private:
-  struct Job {
-    float* c;
-    const float* a;
-    const float* b;
-    int64_t m, k, n;
-    bool add_to;
-  };
-  static constexpr int kIdle = 0, kPosted = 1, kDone = 2;
-
-  RowSplitter() : worker_([this] { Work(); }) {
-    worker_.detach();
-    // A forked child has no worker thread: it runs every product alone.
-    pthread_atfork(nullptr, nullptr,
-                   [] { forked_child_.store(true, std::memory_order_relaxed); });
-  }
-
-  static void Pause() {
-#if defined(__SSE2__)
-    _mm_pause();
-#endif
-  }
-
-  void Work() {
-    while (true) {
-      // Between products (block copies, other ops) spin briefly, then
-      // sleep until the next one is posted.
-      for (int spin = 0; state_.load(std::memory_order_acquire) != kPosted;
-           ++spin) {
-        // ~1 ms, then sleep and leave the core. Shorter (~0.2 ms) made
-        // flash attention's many 128^3 products slower than one thread.
-        if (spin < (1 << 14)) {
-          Pause();
-        } else {
-          state_.wait(kIdle, std::memory_order_acquire);
-        }
-      }
-      Gemm(job_.c, job_.a, job_.b, job_.m, job_.k, job_.n, job_.add_to);
-      state_.store(kDone, std::memory_order_release);
-      state_.notify_one();
-    }
-  }
-
-  static inline std::atomic<bool> forked_child_{false};
-  std::atomic<bool> owner_{false};
-  std::atomic<int> state_{kIdle};
-  Job job_{};
-  std::thread worker_;
-};
-
-// Splits C's rows over two threads when the product is large enough for
-// the hand-over (a few microseconds) to pay: at least 2^21 multiply-adds
-// and 64 rows. Split on a micro-tile boundary.
+// Shares C's rows with the worker when the product is large enough for the
+// hand-over (a few microseconds) to pay: at least 2^21 multiply-adds and 64
+// rows.
 void GemmMaybeSplit(float* c, const float* a, const float* b, int64_t m,
                     int64_t k, int64_t n, bool add_to) {
-  // PALLASVM_DOT_THREADS=1 keeps every product on the calling thread.
-  // Only with two CPUs this process may run on (affinity, not just the
-  // machine's count: on one CPU the halves would take turns).
-  static const bool enabled = [] {
-    const char* env = std::getenv("PALLASVM_DOT_THREADS");
-    cpu_set_t cpus;
-    CPU_ZERO(&cpus);
-    const bool two_cpus =
-        sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2;
-    return two_cpus && !(env != nullptr && std::strcmp(env, "1") == 0);
-  }();
-  if (!enabled || m < 64 || m * k * n < (int64_t{1} << 21)) {
-    Gemm(c, a, b, m, k, n, add_to);
-    return;
+  RowSplitter* splitter = nullptr;
+  if (m >= 64 && m * k * n >= (int64_t{1} << 21) && DotThreads() >= 2) {
+    splitter = RowSplitter::Acquire();
   }
-  const int64_t split = (m / 2 + kDotMr - 1) / kDotMr * kDotMr;
-  RowSplitter::Get().Run(c, a, b, m, k, n, add_to, split);
+  Gemm(c, a, b, m, k, n, add_to, splitter);
+  if (splitter != nullptr) splitter->Release();
 }
 
 }  // namespace
+
+int DotThreads() {
+  int threads = dot_threads.load(std::memory_order_relaxed);
+  if (threads == 0) {
+    threads = DefaultDotThreads();
+    dot_threads.store(threads, std::memory_order_relaxed);
+  }
+  return threads;
+}
+
+void SetDotThreads(int threads) {
+  dot_threads.store(threads <= 0 ? DefaultDotThreads() : std::min(threads, 2),
+                    std::memory_order_relaxed);
+}
+
+void SetDotWorkerHookForTesting(DotWorkerHookForTesting hook) {
+  worker_hook.store(hook, std::memory_order_relaxed);
+}
+
+int64_t DotWorkerChunksForTesting() { return RowSplitter::worker_chunks(); }
 
 void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
             int64_t n) {
