@@ -15,19 +15,19 @@
 // packed and B rows by memcpy 300 us (112 GFLOP/s); A in place 247 us;
 // also B rows by vector moves 239 us (140 GFLOP/s); 128^3: 55.0 -> 40.1 us.
 //
-// Two threads for large products (RowSplitter below): C's rows are split
-// with one persistent worker thread, handed work through an atomic (spin,
-// then futex wait). An earlier split that started threads per product was
-// slower (ops.tpu.matmul 1024^3 f32, 256 blocks: 58.6-67.6 ms against
-// 40.2-45.4 ms serial); the persistent worker, alternating runs of
-// `PALLASVM_DOT_THREADS={1,2} build/bench/kernels_bench
-// --benchmark_filter='Matmul1024F32|FlashAttention|Matmul512'
-// --benchmark_repetitions=3`, three rounds: matmul 1024 21.2 / 21.4 /
-// 20.6 ms serial against 14.8 / 16.7 / 15.4 ms split; flash attention fwd
-// 152 / 152 / 149 against 143 / 145 / 147 ms. (With the waits cut to
-// ~0.2 ms of spinning, flash attention's 128^3 products got slower than
-// serial: 148-184 against 175-186 ms.) The split needs two CPUs in the
-// process's affinity mask.
+// Two threads for large products (RowSplitter below): the caller and one
+// persistent worker take chunks of C (one column panel of kDotMc rows of one
+// k block, ~10 us at most) from a shared atomic counter, so the caller never
+// waits for a worker the OS has not scheduled; it waits only for chunks the
+// worker has claimed. The first version of the split gave the worker half
+// of C's rows, the caller waiting for it (spin ~1 ms, then futex): with
+// another process spinning on the second CPU, BM_Matmul512F32 went from
+// 1.58 ms (PALLASVM_DOT_THREADS=1) to 257 ms, matmul 1024^3 from 12.7 to
+// 240 ms, flash attention from 91 ms to 7.8 s. Chunks of C's rows (16 or
+// 32 rows, all columns) cost 5% at 128^3 with one thread doing all of them
+// (B's panels read again per chunk); column panels of kDotMc rows are the
+// single-thread loop's own units, and cost ~1% (26.5 against 26.2 us).
+// MEASUREMENTS
 #include "vm/kernels/dot.h"
 
 #include <pthread.h>
@@ -354,17 +354,18 @@ bool SpinUntil(Pred pred, Clock::duration budget) {
 }
 
 // A second thread for large products: one persistent worker that takes
-// chunks of C's rows (a few rows of one block of the product each) from a
-// shared counter, while the calling thread takes chunks from the same
-// counter. The caller never waits for the worker to start: if the worker
-// is not running (the OS gave its CPU to another process), the caller takes
-// every chunk itself. At the end of a block it waits only for the chunks the
-// worker has claimed, which it was running a moment ago; chunks are small
-// (about an eighth of the block, at most ~2^20 multiply-adds), so that wait
-// is short. Each chunk is whole micro-tiles computed by the same code, so
-// the result is bit for bit the single-thread one. The worker serves one
-// caller at a time; a caller that finds it taken (simulated cores are
-// threads too) runs alone.
+// chunks of C (one column panel of kDotMc rows of one block, see RunChunk)
+// from a shared counter, while the calling thread takes chunks from the
+// same counter. The caller never waits for the worker to start: if the
+// worker is not running (the OS gave its CPU to another process), the
+// caller takes every chunk itself. At the end of a block it waits only for
+// the chunks the worker has claimed, which it was running a moment ago;
+// chunks are small (~10 us at most), so that wait is short, unless the OS
+// preempts the worker in the middle of one: then the caller backs off to
+// one thread for a while (see Run). Each chunk is whole micro-tiles computed
+// by the same code, so the result is bit for bit the single-thread one. The
+// worker serves one caller at a time; a caller that finds it taken
+// (simulated cores are threads too) runs alone.
 class RowSplitter {
  public:
   // The splitter, if this thread may use it now; Release() after.
@@ -397,25 +398,20 @@ class RowSplitter {
     const int64_t row_blocks = (m + kDotMc - 1) / kDotMc;
     if (panels * row_blocks > kMaxChunks) return false;
     const uint64_t chunks = static_cast<uint64_t>(panels * row_blocks);
-    job_ = Job{&blk, m, panels};
+    job_ = Job{&blk, m, row_blocks};
     worker_done_.store(0, std::memory_order_relaxed);
     ++epoch_;
     // The job is published by the claim word (the worker reads job_ only
     // after claiming a chunk of it), then the worker woken if it sleeps.
-    claim_.store(Claim(epoch_, chunks, 0), std::memory_order_seq_cst);
+    claim_.store(Claim(epoch_, 0, chunks), std::memory_order_seq_cst);
     wake_.store(epoch_, std::memory_order_seq_cst);
     if (worker_sleeping_.load(std::memory_order_seq_cst)) wake_.notify_one();
     if (worker_hook.load(std::memory_order_relaxed) ==
         DotWorkerHookForTesting::kWorkerTakesFirstChunk) {
-      while (Next(claim_.load(std::memory_order_acquire)) == 0) Pause();
+      while (Back(claim_.load(std::memory_order_acquire)) == chunks) Pause();
     }
     uint64_t own = 0;
-    while (true) {
-      const uint64_t i = Next(claim_.fetch_add(1, std::memory_order_acq_rel));
-      if (i >= chunks) break;
-      RunChunk(i);
-      ++own;
-    }
+    for (uint64_t i; TryClaim(kFront, &i); ++own) RunChunk(i);
     const bool worker_ran = WaitForWorker(static_cast<uint32_t>(chunks - own));
     // When other processes hold the CPUs, the worker starts late or not at
     // all, and a chunk it has claimed can be preempted, the caller waiting
@@ -437,16 +433,21 @@ class RowSplitter {
  private:
   struct Job {
     const GemmBlock* blk;  // the caller's, alive until the block is done
-    int64_t m, panels;
+    int64_t m, row_blocks;
   };
-  // The claim word: the job's epoch, its number of chunks, the next chunk
-  // (which the caller's last claim takes one past the count).
-  static constexpr int64_t kMaxChunks = (1 << 20) - 2;
-  static uint64_t Claim(uint32_t epoch, uint64_t chunks, uint64_t next) {
-    return uint64_t{epoch} << 40 | chunks << 20 | next;
+  // The claim word: the job's epoch and the chunks [front, back) not yet
+  // claimed. The caller takes chunks from the front, the worker from the
+  // back, so each computes neighbouring panels (fewer of B's packed panels
+  // and C's lines to fetch from the other CPU's cache) and, from one
+  // product to the next, mostly the same ones.
+  static constexpr int64_t kMaxChunks = (1 << 20) - 1;
+  static constexpr bool kFront = true, kBack = false;
+  static uint64_t Claim(uint32_t epoch, uint64_t front, uint64_t back) {
+    return uint64_t{epoch} << 40 | front << 20 | back;
   }
-  static uint64_t Chunks(uint64_t claim) { return claim >> 20 & 0xfffff; }
-  static uint64_t Next(uint64_t claim) { return claim & 0xfffff; }
+  static uint64_t Front(uint64_t claim) { return claim >> 20 & 0xfffff; }
+  static uint64_t Back(uint64_t claim) { return claim & 0xfffff; }
+  static bool Claimable(uint64_t claim) { return Front(claim) < Back(claim); }
 
   // Spin bounds, in time rather than pause instructions (whose latency
   // varies tenfold between CPU models). The caller's wait at the end is
@@ -475,8 +476,8 @@ class RowSplitter {
   void RunChunk(uint64_t i) {
     // A chunk is one column panel of one block of kDotMc rows (~10 us at
     // most): the tail the caller may wait for at the end.
-    const int64_t ic = static_cast<int64_t>(i) / job_.panels * kDotMc;
-    const int64_t jr = static_cast<int64_t>(i) % job_.panels * kDotNr;
+    const int64_t ic = static_cast<int64_t>(i) % job_.row_blocks * kDotMc;
+    const int64_t jr = static_cast<int64_t>(i) / job_.row_blocks * kDotNr;
     GemmBlockTiles(*job_.blk, ic, std::min(kDotMc, job_.m - ic), jr,
                    std::min(jr + kDotNr, job_.blk->nc));
   }
@@ -505,14 +506,17 @@ class RowSplitter {
            DotWorkerHookForTesting::kWorkerPaused;
   }
 
-  // Claims the next chunk of the posted job, if any is left.
-  bool TryClaim(uint64_t* index) {
+  // Claims the posted job's first (kFront) or last (kBack) chunk left, if
+  // any is. A claim from the worker that read the claim word of an earlier
+  // job fails: the epoch differs.
+  bool TryClaim(bool front, uint64_t* index) {
     uint64_t claim = claim_.load(std::memory_order_acquire);
-    while (Next(claim) < Chunks(claim)) {
-      if (claim_.compare_exchange_weak(claim, claim + 1,
+    while (Claimable(claim)) {
+      const uint64_t claimed = front ? claim + (uint64_t{1} << 20) : claim - 1;
+      if (claim_.compare_exchange_weak(claim, claimed,
                                        std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
-        *index = Next(claim);
+        *index = front ? Front(claim) : Back(claimed);
         return true;
       }
     }
@@ -522,7 +526,7 @@ class RowSplitter {
   void Work() {
     while (true) {
       uint64_t i;
-      if (!Paused() && TryClaim(&i)) {
+      if (!Paused() && TryClaim(kBack, &i)) {
         RunChunk(i);
         worker_chunks_.fetch_add(1, std::memory_order_relaxed);
         worker_done_.fetch_add(1, std::memory_order_seq_cst);
@@ -542,7 +546,7 @@ class RowSplitter {
                          [&] {
                            const uint64_t claim =
                                claim_.load(std::memory_order_relaxed);
-                           return Next(claim) < Chunks(claim);
+                           return Claimable(claim);
                          },
                          kWorkerSpin)) {
       return;
@@ -550,7 +554,7 @@ class RowSplitter {
     const uint32_t seen = wake_.load(std::memory_order_seq_cst);
     worker_sleeping_.store(true, std::memory_order_seq_cst);
     const uint64_t claim = claim_.load(std::memory_order_seq_cst);
-    if (Paused() || Next(claim) >= Chunks(claim)) {
+    if (Paused() || !Claimable(claim)) {
       wake_.wait(seen, std::memory_order_acquire);
     }
     worker_sleeping_.store(false, std::memory_order_relaxed);

@@ -11,9 +11,10 @@
 // (partial sums between k blocks are stored and reloaded exactly), so the
 // result does not depend on the blocking. Packing buffers are per thread,
 // allocated on first use. Products of 64 rows or more and at least 2^21
-// multiply-adds split their rows with a second, persistent thread (one
-// caller at a time; bit for bit the same result); PALLASVM_DOT_THREADS=1
-// turns that off.
+// multiply-adds are shared with a second, persistent thread, both taking
+// chunks of C from a counter so the caller never waits for a worker that is
+// not running (one caller at a time; bit for bit the same result);
+// PALLASVM_DOT_THREADS=1 turns that off.
 #ifndef PALLASVM_VM_KERNELS_DOT_H_
 #define PALLASVM_VM_KERNELS_DOT_H_
 
