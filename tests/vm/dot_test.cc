@@ -84,12 +84,13 @@ void ExpectSameBits(const std::vector<float>& got,
   }
 }
 
-// Large enough to be shared (64 rows, 2^21 multiply-adds), ragged in every
+// Large enough to be shared (64 rows, 2^23 multiply-adds), ragged in every
 // direction, with one and with several k blocks (DotAddF32 past 256 goes
-// through a buffer), and a long thin one that makes many chunks.
+// through a buffer), two column blocks (n past 1056), and a tall one that
+// makes many chunks.
 constexpr int64_t kSharedShapes[][3] = {
-    {64, 256, 128}, {128, 128, 128}, {256, 256, 256}, {263, 300, 200},
-    {67, 257, 129}, {199, 256, 97},  {1029, 64, 48},  {96, 600, 40},
+    {64, 512, 256},  {256, 256, 256}, {263, 300, 200}, {67, 513, 257},
+    {199, 256, 193}, {1029, 64, 129}, {96, 600, 150},  {130, 256, 1100},
 };
 
 class DotThreadsTest : public ::testing::Test {

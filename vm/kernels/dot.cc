@@ -614,13 +614,15 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
   }
 }
 
-// Shares C's rows with the worker when the product is large enough for the
-// hand-over (a few microseconds) to pay: at least 2^21 multiply-adds and 64
-// rows.
+// Shares C with the worker when the product is large enough to pay for
+// the worker fetching its part of A, B and C from the caller's cache (and
+// the caller fetching C back): at least 2^23 multiply-adds and 64 rows.
+// 128^3 products (2^21) were slower shared, 256^3 faster (figures at the
+// top of the file).
 void GemmMaybeSplit(float* c, const float* a, const float* b, int64_t m,
                     int64_t k, int64_t n, bool add_to) {
   RowSplitter* splitter = nullptr;
-  if (m >= 64 && m * k * n >= (int64_t{1} << 21) && DotThreads() >= 2) {
+  if (m >= 64 && m * k * n >= (int64_t{1} << 23) && DotThreads() >= 2) {
     splitter = RowSplitter::Acquire();
   }
   Gemm(c, a, b, m, k, n, add_to, splitter);

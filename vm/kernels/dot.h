@@ -10,7 +10,7 @@
 // element is accumulated with fused multiply-adds in increasing k order
 // (partial sums between k blocks are stored and reloaded exactly), so the
 // result does not depend on the blocking. Packing buffers are per thread,
-// allocated on first use. Products of 64 rows or more and at least 2^21
+// allocated on first use. Products of 64 rows or more and at least 2^23
 // multiply-adds are shared with a second, persistent thread, both taking
 // chunks of C from a counter so the caller never waits for a worker that is
 // not running (one caller at a time; bit for bit the same result);
