@@ -336,11 +336,12 @@ using Clock = std::chrono::steady_clock;
 
 // Spins until pred() holds (true) or `budget` has passed (false). Bounds
 // are in time rather than pause instructions, whose latency varies tenfold
-// between CPU models. After the first few microseconds each round also
-// yields: a thread sharing this CPU (the other side of the product, or
-// another process) then gets it rather than waiting out our time slice.
+// between CPU models. With `yield`, after the first few microseconds each
+// round also yields the CPU to any thread waiting for it (the worker does,
+// between products; the caller does not: under load it would wait out
+// another process's time slice to get its CPU back).
 template <typename Pred>
-bool SpinUntil(Pred pred, Clock::duration budget) {
+bool SpinUntil(Pred pred, Clock::duration budget, bool yield) {
   const Clock::time_point start = Clock::now();
   for (int spin = 1;; ++spin) {
     if (pred()) return true;
@@ -348,7 +349,7 @@ bool SpinUntil(Pred pred, Clock::duration budget) {
     if (spin % 64 == 0) {
       const Clock::duration spent = Clock::now() - start;
       if (spent > budget) return false;
-      if (spent > std::chrono::microseconds(10)) sched_yield();
+      if (yield && spent > std::chrono::microseconds(10)) sched_yield();
     }
   }
 }
@@ -415,15 +416,21 @@ class RowSplitter {
     const bool worker_ran = WaitForWorker(static_cast<uint32_t>(chunks - own));
     // When other processes hold the CPUs, the worker starts late or not at
     // all, and a chunk it has claimed can be preempted, the caller waiting
-    // for it (it sleeps then, at worst a time slice). So back off, running
-    // alone for a while (doubling up to kMaxBackoff) after a wait that had
-    // to sleep, or after kMaxMisses products in a row the worker took no
-    // part in (the hand-over still cost a wake-up call).
+    // for it (it sleeps then, for up to a time slice: milliseconds, where
+    // sharing a product gains tens of microseconds). So back off, running
+    // alone for a while, after a wait that had to sleep or after kMaxMisses
+    // products in a row the worker took no part in (the hand-over still
+    // cost a wake-up call). The while doubles with each back-off up to
+    // kMaxBackoff, so that one stall is paid for by many products shared,
+    // and halves only after kGoodRun products in a row shared well.
     if (!worker_ran) {
       BackOff();
     } else if (own < chunks) {
       misses_ = 0;
-      backoff_ = kMinBackoff;
+      if (++good_ >= kGoodRun) {
+        good_ = 0;
+        backoff_ = std::max(backoff_ / 2, kMinBackoff);
+      }
     } else if (chunks > 2 && ++misses_ >= kMaxMisses) {
       BackOff();
     }
@@ -456,11 +463,13 @@ class RowSplitter {
   static constexpr auto kCallerSpin = std::chrono::microseconds(100);
   static constexpr auto kWorkerSpin = std::chrono::microseconds(300);
   static constexpr Clock::duration kMinBackoff = std::chrono::microseconds(200);
-  static constexpr Clock::duration kMaxBackoff = std::chrono::milliseconds(20);
+  static constexpr Clock::duration kMaxBackoff = std::chrono::milliseconds(200);
   static constexpr int kMaxMisses = 3;
+  static constexpr int kGoodRun = 64;
 
   void BackOff() {
     misses_ = 0;
+    good_ = 0;
     serial_until_ = Clock::now() + backoff_;
     backoff_ = std::min(2 * backoff_, kMaxBackoff);
   }
@@ -489,7 +498,7 @@ class RowSplitter {
             [&] {
               return worker_done_.load(std::memory_order_acquire) == claimed;
             },
-            kCallerSpin)) {
+            kCallerSpin, /*yield=*/false)) {
       return true;
     }
     caller_sleeping_.store(true, std::memory_order_seq_cst);
@@ -548,7 +557,7 @@ class RowSplitter {
                                claim_.load(std::memory_order_relaxed);
                            return Claimable(claim);
                          },
-                         kWorkerSpin)) {
+                         kWorkerSpin, /*yield=*/true)) {
       return;
     }
     const uint32_t seen = wake_.load(std::memory_order_seq_cst);
@@ -569,6 +578,7 @@ class RowSplitter {
   Clock::time_point serial_until_{};
   Clock::duration backoff_ = kMinBackoff;
   int misses_ = 0;
+  int good_ = 0;
   alignas(64) std::atomic<uint64_t> claim_{0};
   alignas(64) std::atomic<uint32_t> worker_done_{0};
   std::atomic<bool> caller_sleeping_{false};
