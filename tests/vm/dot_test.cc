@@ -7,10 +7,14 @@
 // chunk, nor on whether the worker runs at all.
 #include "vm/kernels/dot.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
@@ -135,6 +139,32 @@ TEST_F(DotThreadsTest, CompletesWhenTheWorkerNeverRuns) {
     SetDotThreads(2);
   }
   Check(263, 300, 200);  // and against the naive loop
+}
+
+TEST_F(DotThreadsTest, AForkedChildRunsSharedSizesAlone) {
+  // The child has no worker thread: a product must not wait for one.
+  constexpr int64_t m = 256, k = 256, n = 256;
+  const Operands x(m, k, n);
+  SetDotThreads(1);
+  const std::vector<float> want = DotBoth(x, m, k, n);
+  SetDotThreads(2);
+  SetDotWorkerHookForTesting(DotWorkerHookForTesting::kWorkerTakesFirstChunk);
+  ExpectSameBits(DotBoth(x, m, k, n), want, "before the fork");  // a worker
+  SetDotWorkerHookForTesting(DotWorkerHookForTesting::kNone);
+  std::vector<float> got(2 * m * n);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    DotF32(got.data(), x.a.data(), x.b.data(), m, k, n);
+    std::copy(x.c.begin(), x.c.end(), got.begin() + m * n);
+    DotAddF32(got.data() + m * n, x.a.data(), x.b.data(), m, k, n);
+    _exit(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0
+              ? 0
+              : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(DotF32, ConcurrentCallersAllGetExactResults) {

@@ -19,15 +19,38 @@
 // persistent worker take chunks of C (one column panel of kDotMc rows of one
 // k block, ~10 us at most) from a shared atomic counter, so the caller never
 // waits for a worker the OS has not scheduled; it waits only for chunks the
-// worker has claimed. The first version of the split gave the worker half
-// of C's rows, the caller waiting for it (spin ~1 ms, then futex): with
-// another process spinning on the second CPU, BM_Matmul512F32 went from
-// 1.58 ms (PALLASVM_DOT_THREADS=1) to 257 ms, matmul 1024^3 from 12.7 to
-// 240 ms, flash attention from 91 ms to 7.8 s. Chunks of C's rows (16 or
-// 32 rows, all columns) cost 5% at 128^3 with one thread doing all of them
-// (B's panels read again per chunk); column panels of kDotMc rows are the
-// single-thread loop's own units, and cost ~1% (26.5 against 26.2 us).
-// MEASUREMENTS
+// worker has claimed, and backs off to one thread for a while when even
+// that had to sleep (the worker preempted in the middle of a chunk).
+//
+// The first split gave the worker half of C's rows, the caller waiting for
+// it (spin ~1 ms, then futex). With another process spinning on the second
+// CPU, BM_Matmul512F32 went from 1.58 ms (PALLASVM_DOT_THREADS=1) to 257 ms,
+// matmul 1024^3 from 12.7 to 240 ms, flash attention from 91 ms to 7.8 s;
+// here, with other engineers' builds on the machine, 214 ms, 302 ms and
+// 11.1 s against 2.37, 18.3 and 138 ms with one thread.
+//
+// Chunks of C's rows (16 or 32 rows, all columns) cost 5% at 128^3 with
+// one thread doing all of them (B's panels read again per chunk); column
+// panels of kDotMc rows are the single-thread loop's own units and cost
+// ~1% (26.5 against 26.2 us).
+//
+// Figures: 2-vCPU KVM guest, lscpu "Intel(R) Xeon(R) Processor" (family 6
+// model 167, AVX-512), shared with other work, medians of 5, in one run of
+//   build/bench/kernels_bench --benchmark_filter=DotThreads
+//     --benchmark_min_time=0.3 --benchmark_repetitions=5
+//     --benchmark_enable_random_interleaving=true
+// ("busy": the benchmark runs a spinning process per other CPU), ms, one
+// thread against the default (two):
+//                          idle            busy
+//   matmul 512 f32      2.54 / 3.10     2.60 / 2.56
+//   matmul 1024 f32    19.83 / 16.05   20.29 / 21.16
+//   flash attention     147  / 153      147  / 148
+// That run shared 128^3 products too (from 2^21 multiply-adds, commit
+// ed56315), which made matmul 512 and flash attention slower (so did the
+// first split: 2.24 -> 2.72 ms, 133 -> 139 ms; matmul 1024 17.5 -> 14.0 ms):
+// the worker fetches its part of A, B and C from the other CPU's cache.
+// Products are now shared from 2^23 multiply-adds (256^3: 2^24).
+// FINAL_MEASUREMENTS
 #include "vm/kernels/dot.h"
 
 #include <pthread.h>
