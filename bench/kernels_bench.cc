@@ -115,9 +115,11 @@ BENCHMARK(BM_FlashAttentionFwd)->Unit(benchmark::kMillisecond);
 // process, as on a shared CI machine. Compare side by side in one run:
 //
 //   build/bench/kernels_bench --benchmark_filter=DotThreads
-//     --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
+//     --benchmark_min_time=0.3 --benchmark_repetitions=5
+//     --benchmark_enable_random_interleaving=true
 //
-// `worker_chunks` is the chunks of rows the worker computed per iteration.
+// `worker_chunks` is the chunks of C the worker computed per iteration (0
+// where the products are too small to share, or it backed off).
 
 // Processes that spin on the CPUs of this process's affinity mask but one,
 // for as long as the object lives.

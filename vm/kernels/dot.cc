@@ -15,7 +15,7 @@
 // packed and B rows by memcpy 300 us (112 GFLOP/s); A in place 247 us;
 // also B rows by vector moves 239 us (140 GFLOP/s); 128^3: 55.0 -> 40.1 us.
 //
-// Two threads for large products (RowSplitter below): the caller and one
+// Two threads for large products (DotWorker below): the caller and one
 // persistent worker take chunks of C (one column panel of kDotMc rows of one
 // k block, ~10 us at most) from a shared atomic counter, so the caller never
 // waits for a worker the OS has not scheduled; it waits only for chunks the
@@ -390,24 +390,24 @@ bool SpinUntil(Pred pred, Clock::duration budget, bool yield) {
 // by the same code, so the result is bit for bit the single-thread one. The
 // worker serves one caller at a time; a caller that finds it taken
 // (simulated cores are threads too) runs alone.
-class RowSplitter {
+class DotWorker {
  public:
-  // The splitter, if this thread may use it now; Release() after.
-  static RowSplitter* Acquire() {
+  // The worker, if this thread may use it now; Release() after.
+  static DotWorker* Acquire() {
     if (forked_child_.load(std::memory_order_relaxed)) return nullptr;
-    static RowSplitter* splitter = new RowSplitter();  // never destroyed
+    static DotWorker* dot_worker = new DotWorker();  // never destroyed
     bool expected = false;
-    if (!splitter->owner_.compare_exchange_strong(expected, true,
-                                                  std::memory_order_acquire)) {
+    if (!dot_worker->owner_.compare_exchange_strong(
+            expected, true, std::memory_order_acquire)) {
       return nullptr;
     }
     if (worker_hook.load(std::memory_order_relaxed) ==
             DotWorkerHookForTesting::kNone &&
-        Clock::now() < splitter->serial_until_) {
-      splitter->Release();  // backing off: see Run
+        Clock::now() < dot_worker->serial_until_) {
+      dot_worker->Release();  // backing off: see Run
       return nullptr;
     }
-    return splitter;
+    return dot_worker;
   }
   void Release() { owner_.store(false, std::memory_order_release); }
 
@@ -497,7 +497,7 @@ class RowSplitter {
     backoff_ = std::min(2 * backoff_, kMaxBackoff);
   }
 
-  RowSplitter() {
+  DotWorker() {
     std::thread([this] { Work(); }).detach();
     // A forked child has no worker thread: it runs every product alone.
     pthread_atfork(nullptr, nullptr, [] {
@@ -610,10 +610,10 @@ class RowSplitter {
 };
 
 // C := A @ B, or with add_to (k <= kDotKc only) C := C + A @ B, the
-// product rounded first. Rows are shared with the worker when `splitter`
+// product rounded first. C is shared with the worker when `dot_worker`
 // is given.
 void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
-          int64_t n, bool add_to, RowSplitter* splitter) {
+          int64_t n, bool add_to, DotWorker* dot_worker) {
   // Packing B costs a pass over B per k block and pays off over many row
   // panels; for a few rows the micro-kernel reads B in place (all but the
   // last, partial, column panel). 8x128x128: 36 -> 71 GFLOP/s.
@@ -638,7 +638,7 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
       // buffer; the block ends (both threads done) before it is refilled.
       const GemmBlock blk{c + jc, a + pc, bblock, bpack,  k,
                           n,      nc,     kc,     pack_b, mode};
-      if (splitter == nullptr || !splitter->Run(blk, m)) {
+      if (dot_worker == nullptr || !dot_worker->Run(blk, m)) {
         for (int64_t ic = 0; ic < m; ic += kDotMc) {
           GemmBlockTiles(blk, ic, std::min(kDotMc, m - ic), 0, nc);
         }
@@ -654,12 +654,12 @@ void Gemm(float* c, const float* a, const float* b, int64_t m, int64_t k,
 // top of the file).
 void GemmMaybeSplit(float* c, const float* a, const float* b, int64_t m,
                     int64_t k, int64_t n, bool add_to) {
-  RowSplitter* splitter = nullptr;
+  DotWorker* dot_worker = nullptr;
   if (m >= 64 && m * k * n >= (int64_t{1} << 23) && DotThreads() >= 2) {
-    splitter = RowSplitter::Acquire();
+    dot_worker = DotWorker::Acquire();
   }
-  Gemm(c, a, b, m, k, n, add_to, splitter);
-  if (splitter != nullptr) splitter->Release();
+  Gemm(c, a, b, m, k, n, add_to, dot_worker);
+  if (dot_worker != nullptr) dot_worker->Release();
 }
 
 }  // namespace
@@ -682,7 +682,7 @@ void SetDotWorkerHookForTesting(DotWorkerHookForTesting hook) {
   worker_hook.store(hook, std::memory_order_relaxed);
 }
 
-int64_t DotWorkerChunksForTesting() { return RowSplitter::worker_chunks(); }
+int64_t DotWorkerChunksForTesting() { return DotWorker::worker_chunks(); }
 
 void DotF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
             int64_t n) {
