@@ -47,10 +47,16 @@
 //   flash attention     147  / 153      147  / 148
 // That run shared 128^3 products too (from 2^21 multiply-adds, commit
 // ed56315), which made matmul 512 and flash attention slower (so did the
-// first split: 2.24 -> 2.72 ms, 133 -> 139 ms; matmul 1024 17.5 -> 14.0 ms):
-// the worker fetches its part of A, B and C from the other CPU's cache.
-// Products are now shared from 2^23 multiply-adds (256^3: 2^24).
-// FINAL_MEASUREMENTS
+// first split, in another quiet run: 2.24 -> 2.72 ms, 133 -> 139 ms; matmul
+// 1024 17.5 -> 14.0 ms): the worker fetches its part of A, B and C from the
+// other CPU's cache, which also keeps matmul 1024 at 1.24x, not 1.7x.
+// Products are now shared from 2^23 multiply-adds (256^3: 2^24), so matmul
+// 512 and flash attention run on one thread whatever the setting. The same
+// command on this code (which also backs off for longer), with the
+// machine's load average at 7-10 from other work, gave medians that differ
+// by up to 36% between variants running the same code (flash attention
+// idle 187 / 254 ms, the worker taking no chunk): figures from a quiet
+// machine are the ones above.
 #include "vm/kernels/dot.h"
 
 #include <pthread.h>
