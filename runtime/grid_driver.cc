@@ -256,10 +256,11 @@ struct CallState {
   // element: written back / read through an aliased input by that core.
   std::vector<std::vector<uint8_t*>> written_by, read_by;
   std::vector<int> alias_of_input;  // per input operand: its output, or -1
-  // RunOptions' deadline (resolved: max() for none) and its description.
+  // RunOptions' deadline (resolved: max() for none) and the timeout it
+  // came from (0: options.deadline).
   bool interruptible = false;
   vm::Interrupt::Clock::time_point deadline;
-  std::string deadline_text;
+  std::chrono::nanoseconds timeout{0};
 };
 
 bool SameBlock(const BlockIndex& a, const BlockIndex& b, int rank) {
@@ -355,7 +356,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   // between grid points.
   std::optional<vm::Interrupt> interrupt;
   if (call.interruptible) {
-    interrupt.emplace(call.deadline, options.cancel, call.deadline_text);
+    interrupt.emplace(call.deadline, options.cancel, call.timeout);
   }
   vm::ExecContext ctx;
   ctx.interrupt = interrupt ? &*interrupt : nullptr;
@@ -741,14 +742,12 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                         ? now + std::chrono::duration_cast<Clock::duration>(
                                     options.timeout)
                         : Clock::time_point::max();
-    call.deadline_text =
-        absl::StrCat("timeout of ",
-                     Seconds(options.timeout));
+    call.timeout = options.timeout;
   }
   if (options.deadline != Clock::time_point() &&
       options.deadline < call.deadline) {
     call.deadline = options.deadline;
-    call.deadline_text = "RunOptions::deadline";
+    call.timeout = std::chrono::nanoseconds(0);
   }
   call.interruptible =
       call.deadline != Clock::time_point::max() || options.cancel != nullptr;

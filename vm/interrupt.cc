@@ -1,8 +1,8 @@
 #include "vm/interrupt.h"
 
-#include <utility>
+#include <string>
 
-#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace pallasvm::vm {
 namespace {
@@ -13,13 +13,6 @@ constexpr auto kCheckAtMost = std::chrono::microseconds(200);
 constexpr int64_t kMaxInterval = int64_t{1} << 20;
 
 }  // namespace
-
-Interrupt::Interrupt(Clock::time_point deadline,
-                     const std::atomic<bool>* cancel, std::string deadline_text)
-    : deadline_(deadline),
-      cancel_(cancel),
-      deadline_text_(std::move(deadline_text)),
-      last_check_(Clock::now()) {}
 
 bool Interrupt::Check() {
   if (fired_ != Fired::kNo) {
@@ -54,9 +47,11 @@ absl::Status Interrupt::status() const {
       return absl::OkStatus();
     case Fired::kDeadline:
       return absl::DeadlineExceededError(
-          deadline_text_.empty()
+          timeout_.count() == 0
               ? std::string("deadline exceeded")
-              : absl::StrCat("deadline exceeded (", deadline_text_, ")"));
+              : absl::StrFormat(
+                    "deadline exceeded (timeout of %g s)",
+                    std::chrono::duration<double>(timeout_).count()));
     case Fired::kCancelled:
       return absl::CancelledError("cancelled");
   }

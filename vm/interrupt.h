@@ -19,7 +19,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <string>
 
 #include "absl/status/status.h"
 
@@ -30,10 +29,13 @@ class Interrupt {
   using Clock = std::chrono::steady_clock;
 
   // Fires at `deadline` (Clock::time_point::max(): never) or once *cancel
-  // is true (null: never). `deadline_text` says what the deadline was, for
-  // the error (e.g. "timeout of 2 s").
+  // is true (null: never). `timeout`, if not zero, is the duration the
+  // deadline was computed from, for the error ("timeout of 2 s").
+  // Constructing one costs nothing (no clock read, no allocation): one is
+  // made per call.
   Interrupt(Clock::time_point deadline, const std::atomic<bool>* cancel,
-            std::string deadline_text);
+            std::chrono::nanoseconds timeout = std::chrono::nanoseconds(0))
+      : deadline_(deadline), cancel_(cancel), timeout_(timeout) {}
 
   // Whether the run must stop; then status() says why. Cheap except every
   // so often.
@@ -51,8 +53,8 @@ class Interrupt {
 
   Clock::time_point deadline_;
   const std::atomic<bool>* cancel_;
-  std::string deadline_text_;
-  Clock::time_point last_check_;
+  std::chrono::nanoseconds timeout_;
+  Clock::time_point last_check_{};  // the epoch: the first check is "slow"
   int64_t countdown_ = 1;  // the first poll checks
   int64_t interval_ = 1;
   enum class Fired : uint8_t { kNo, kDeadline, kCancelled } fired_ = Fired::kNo;
