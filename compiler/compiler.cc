@@ -1,6 +1,8 @@
 #include "compiler/compiler.h"
 
 #include <cstring>
+#include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -21,7 +23,8 @@ struct Shaped {
   Shape shape;
 };
 
-absl::StatusOr<Shaped> FromType(const ic::Type* t, absl::string_view what) {
+absl::StatusOr<Shaped> FromType(const ic::Type* t, absl::string_view what,
+                                int64_t memory_limit) {
   if (t == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has no type"));
   }
@@ -32,15 +35,9 @@ absl::StatusOr<Shaped> FromType(const ic::Type* t, absl::string_view what) {
   }
   Shaped s{*d, {}};
   if (t->shape()) s.shape.assign(t->shape()->begin(), t->shape()->end());
-  for (int64_t dim : s.shape) {
-    if (dim < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " has a negative dimension"));
-    }
-  }
-  if (s.shape.size() > static_cast<size_t>(vm::kMaxRank)) {
-    return absl::UnimplementedError(
-        absl::StrCat(what, " has rank ", s.shape.size(), " > ", vm::kMaxRank));
+  if (absl::Status st = CheckShape(s.shape, s.dtype, memory_limit, what);
+      !st.ok()) {
+    return st;
   }
   return s;
 }
@@ -53,8 +50,11 @@ flatbuffers::Offset<bc::ArrayType> WriteType(flatbuffers::FlatBufferBuilder& fb,
 
 class KernelCompiler {
  public:
-  KernelCompiler(const ic::Kernel& k, absl::string_view source_hash)
-      : k_(k), source_hash_(source_hash), lowerer_(builder_) {}
+  KernelCompiler(const ic::Kernel& k, absl::string_view source_hash,
+                 int64_t memory_limit)
+      : k_(k), source_hash_(source_hash), lowerer_(builder_) {
+    lowerer_.set_memory_limit(memory_limit);
+  }
 
   absl::StatusOr<std::string> Run();
 
@@ -90,12 +90,22 @@ absl::Status KernelCompiler::CheckSignature() {
     return absl::UnimplementedError("grid has more than 8 dimensions");
   }
   int num_dynamic = 0;
+  int64_t grid_points = 1;
   for (int64_t g : grid_) {
     if (g == -1) {
       ++num_dynamic;
-    } else if (g <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("grid dimension ", g, " is not positive"));
+    } else if (g <= 0 || g > std::numeric_limits<int32_t>::max()) {
+      // Grid indices are int32 (program_id), as on a TPU.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "grid dimension ", g, " is not in [1, 2^31 - 1]"));
+    } else {
+      std::optional<int64_t> n = CheckedMul(grid_points, g);
+      if (!n) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the grid (", absl::StrJoin(grid_, ", "),
+            ") has more than 2^63 points"));
+      }
+      grid_points = *n;
     }
   }
   ndg_ = k_.num_dynamic_grid_bounds();
@@ -116,7 +126,8 @@ absl::Status KernelCompiler::CheckSignature() {
   }
   for (int i = 0; i < num_in_types; ++i) {
     absl::StatusOr<Shaped> t =
-        FromType(k_.in_types()->Get(i), absl::StrCat("operand ", i));
+        FromType(k_.in_types()->Get(i), absl::StrCat("operand ", i),
+                 lowerer_.memory_limit());
     if (!t.ok()) return t.status();
     if (i < ndg_ && (t->dtype != vm::DType::S32 || NumElements(t->shape) != 1)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -127,7 +138,8 @@ absl::Status KernelCompiler::CheckSignature() {
   }
   for (int i = 0; i < n_out_; ++i) {
     absl::StatusOr<Shaped> t =
-        FromType(k_.out_types()->Get(i), absl::StrCat("result ", i));
+        FromType(k_.out_types()->Get(i), absl::StrCat("result ", i),
+                 lowerer_.memory_limit());
     if (!t.ok()) return t.status();
     out_types_.push_back(*t);
   }
@@ -146,10 +158,12 @@ absl::Status KernelCompiler::CheckSignature() {
         nsp_ + n_in_ + n_out_, " operands and results"));
   }
   std::vector<int64_t> ref_sizes;
+  int64_t refs_bytes = 0;
   for (int i = 0; i < num_invars; ++i) {
     const ic::Var* var = jaxpr.invars()->Get(i);
     std::string what = absl::StrCat("kernel argument ", i);
-    absl::StatusOr<Shaped> t = FromType(var->type(), what);
+    absl::StatusOr<Shaped> t =
+        FromType(var->type(), what, lowerer_.memory_limit());
     if (!t.ok()) return t.status();
     const ic::MemorySpace space = var->type()->memory_space();
     bc::RefKind kind;
@@ -202,6 +216,15 @@ absl::Status KernelCompiler::CheckSignature() {
     ref_operands_.push_back(operand);
     ref_spaces_.push_back(bspace);
     ref_sizes.push_back(ref.bytes());
+    // The refs live in one workspace: their sum is bounded too.
+    std::optional<int64_t> total = CheckedAdd(refs_bytes, ref.bytes());
+    if (!total || *total > lowerer_.memory_limit()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the kernel's refs need more than ", ByteSize(lowerer_.memory_limit()),
+          " (pallasvm's memory limit) with ", what, " (", TypeString(ref),
+          ", ", ByteSize(ref.bytes()), ")"));
+    }
+    refs_bytes = *total;
   }
   builder_.SetRefs(std::move(ref_sizes));
   // Block mappings against the arrays and the kernel's refs.
@@ -418,17 +441,21 @@ absl::StatusOr<std::string> KernelCompiler::Run() {
 }  // namespace
 
 absl::StatusOr<std::string> CompileKernel(const Interchange& interchange,
-                                          absl::string_view source_hash) {
-  KernelCompiler compiler(*interchange.kernel, source_hash);
+                                          absl::string_view source_hash,
+                                          const CompileOptions& options) {
+  KernelCompiler compiler(*interchange.kernel, source_hash,
+                          options.memory_limit > 0 ? options.memory_limit
+                                                   : DefaultMemoryLimit());
   return compiler.Run();
 }
 
 absl::StatusOr<std::string> CompileInterchange(absl::string_view data,
                                                absl::string_view origin,
-                                               absl::string_view source_hash) {
+                                               absl::string_view source_hash,
+                                               const CompileOptions& options) {
   absl::StatusOr<Interchange> ic = ParseInterchange(data, origin);
   if (!ic.ok()) return ic.status();
-  return CompileKernel(*ic, source_hash);
+  return CompileKernel(*ic, source_hash, options);
 }
 
 std::string ContentHash(absl::string_view bytes) {

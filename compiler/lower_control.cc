@@ -5,6 +5,9 @@
 // Sub-jaxpr inputs are bound to the caller's values without copies (jaxpr
 // values are immutable; refs are shared by design). Loop-carried values get
 // slots of their own, written back after each iteration.
+#include <algorithm>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "compiler/lowering.h"
 #include "vm/opcodes.h"
@@ -141,12 +144,11 @@ absl::StatusOr<std::vector<Value>> LowerWhile(Lowerer& l,
   if (!cond.ok()) return cond.status();
   absl::StatusOr<const interchange::Jaxpr*> body = SubJaxpr(l, e, "body_jaxpr");
   if (!body.ok()) return body.status();
-  absl::StatusOr<int64_t> cn = e.Int("cond_nconsts");
-  absl::StatusOr<int64_t> bn = e.Int("body_nconsts");
-  if (!cn.ok() || !bn.ok()) return l.Error("while without nconsts");
-  if (*cn + *bn > static_cast<int64_t>(e.in.size())) {
-    return l.Error("while has fewer operands than constants");
-  }
+  const int64_t num_in = static_cast<int64_t>(e.in.size());
+  absl::StatusOr<int64_t> cn = e.IntIn("cond_nconsts", 0, num_in);
+  if (!cn.ok()) return cn.status();
+  absl::StatusOr<int64_t> bn = e.IntIn("body_nconsts", 0, num_in - *cn);
+  if (!bn.ok()) return bn.status();
   std::vector<Value> cond_consts(e.in.begin(), e.in.begin() + *cn);
   std::vector<Value> body_consts(e.in.begin() + *cn, e.in.begin() + *cn + *bn);
   std::vector<Value> init(e.in.begin() + *cn + *bn, e.in.end());
@@ -192,17 +194,19 @@ absl::StatusOr<std::vector<Value>> LowerScan(Lowerer& l,
                                              const Lowerer::Eqn& e) {
   absl::StatusOr<const interchange::Jaxpr*> body = SubJaxpr(l, e, "jaxpr");
   if (!body.ok()) return body.status();
-  absl::StatusOr<int64_t> length = e.Int("length");
-  absl::StatusOr<int64_t> num_consts = e.Int("num_consts");
-  absl::StatusOr<int64_t> num_carry = e.Int("num_carry");
-  if (!length.ok() || !num_consts.ok() || !num_carry.ok()) {
-    return l.Error("scan without length / num_consts / num_carry");
-  }
+  const int64_t num_in = static_cast<int64_t>(e.in.size());
+  const int64_t num_out = static_cast<int64_t>(e.out_shapes.size());
+  // The loop counts in int32 registers.
+  absl::StatusOr<int64_t> length =
+      e.IntIn("length", 0, std::numeric_limits<int32_t>::max());
+  if (!length.ok()) return length.status();
+  absl::StatusOr<int64_t> num_consts = e.IntIn("num_consts", 0, num_in);
+  if (!num_consts.ok()) return num_consts.status();
+  absl::StatusOr<int64_t> num_carry =
+      e.IntIn("num_carry", 0, std::min(num_in - *num_consts, num_out));
+  if (!num_carry.ok()) return num_carry.status();
   const bool reverse = e.Int("reverse").value_or(0) != 0;
   const int64_t nc = *num_consts, nk = *num_carry;
-  if (nc + nk > static_cast<int64_t>(e.in.size())) {
-    return l.Error("scan has fewer operands than consts + carry");
-  }
   std::vector<Value> consts(e.in.begin(), e.in.begin() + nc);
   std::vector<Value> init(e.in.begin() + nc, e.in.begin() + nc + nk);
   std::vector<Value> xs(e.in.begin() + nc + nk, e.in.end());
@@ -214,7 +218,13 @@ absl::StatusOr<std::vector<Value>> LowerScan(Lowerer& l,
   const size_t num_ys = e.out_shapes.size() - nk;
   std::vector<Value> ys;
   for (size_t i = 0; i < num_ys; ++i) {
-    ys.push_back(l.NewValue(e.out_dtypes[nk + i], e.out_shapes[nk + i]));
+    const Shape& shape = e.out_shapes[nk + i];
+    if (shape.empty() || shape[0] != *length) {
+      return l.Error(absl::StrCat("scan output ", nk + i, " is ",
+                                  ShapeString(shape), ", not ", *length,
+                                  " rows"));
+    }
+    ys.push_back(l.NewValue(e.out_dtypes[nk + i], shape));
   }
   std::vector<Value> carry;
   for (const Value& v : init) carry.push_back(Fresh(l, v));
@@ -251,6 +261,14 @@ absl::StatusOr<std::vector<Value>> LowerScan(Lowerer& l,
   if (!s.ok()) return s;
   for (size_t i = 0; i < num_ys; ++i) {
     const Value& y = (*outs)[nk + i];
+    if (y.dtype != ys[i].dtype || y.count() * *length != ys[i].count()) {
+      return l.Error(absl::StrCat("scan body's output ", nk + i, " is ",
+                                  TypeString(y), ", not a row of ",
+                                  TypeString(ys[i])));
+    }
+  }
+  for (size_t i = 0; i < num_ys; ++i) {
+    const Value& y = (*outs)[nk + i];
     b.Emit({vm::Op::STORE, 0, 0, y.slot, 0, RowAccess(l, ys[i], row.slot), 0});
   }
   ParallelCopy(l, carry, next);
@@ -269,11 +287,11 @@ void AddControlRules(RuleTable& t) {
   for (const char* p : {"pjit", "jit", "closed_call", "core_call",
                         "custom_jvp_call", "custom_vjp_call",
                         "custom_vjp_call_jaxpr", "remat", "checkpoint"}) {
-    t.Effectful(p, LowerCall);
+    t.Effectful(p, Arity::Any(), LowerCall);
   }
-  t.Effectful("cond", LowerCond);
-  t.Effectful("while", LowerWhile);
-  t.Effectful("scan", LowerScan);
+  t.Effectful("cond", {1, Arity::kAny, 0, Arity::kAny}, LowerCond);
+  t.Effectful("while", Arity::Any(), LowerWhile);
+  t.Effectful("scan", Arity::Any(), LowerScan);
 }
 
 }  // namespace pallasvm::compiler

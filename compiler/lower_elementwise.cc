@@ -32,6 +32,29 @@ DType ComputeType(absl::string_view op, DType t) {
   return Widen(t);
 }
 
+// 8- and 16-bit integers widen by their own signedness, right for
+// arithmetic but not for the ops that look at the narrow bits:
+// population_count, clz and shift_right_logical read them zero-extended,
+// shift_right_arithmetic sign-extended (for unsigned dtypes too), as XLA
+// computes them at the narrow width. Returns x reinterpreted as the narrow
+// dtype of the extension wanted (a copy of its bits), or x itself.
+bool SeesNarrowBits(absl::string_view op) {
+  return op == "POPCNT" || op == "CLZ" || op == "SHRL" || op == "SHRA";
+}
+Value AsNarrowBits(Lowerer& l, absl::string_view op, const Value& x) {
+  const int size = vm::SizeOf(x.dtype);
+  if (vm::Info(x.dtype).is_float || size >= 4 || x.dtype == DType::PRED) {
+    return x;
+  }
+  const bool sign_extend = op == "SHRA";
+  const DType to = size == 1 ? (sign_extend ? DType::S8 : DType::U8)
+                             : (sign_extend ? DType::S16 : DType::U16);
+  if (to == x.dtype) return x;
+  Value r = l.NewValue(to, x.shape);
+  l.CopyInto(r, x);
+  return r;
+}
+
 Lowerer::Rule BinaryRule(std::string op) {
   return [op](Lowerer& l, const Lowerer::Eqn& e)
              -> absl::StatusOr<std::vector<Value>> {
@@ -46,7 +69,14 @@ Lowerer::Rule BinaryRule(std::string op) {
       return l.Error(absl::StrCat("operand dtypes differ: ", TypeString(x),
                                   " and ", TypeString(y)));
     }
-    absl::StatusOr<Value> r = l.Binary(op, x, y, compute, e.out_shapes[0]);
+    absl::StatusOr<Value> r;
+    if (SeesNarrowBits(op)) {
+      const Value xb = AsNarrowBits(l, op, x);
+      r = l.Binary(op, xb, AsNarrowBits(l, op, y), Widen(xb.dtype),
+                   e.out_shapes[0]);
+    } else {
+      r = l.Binary(op, x, y, compute, e.out_shapes[0]);
+    }
     if (!r.ok()) return r.status();
     return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
   };
@@ -61,6 +91,20 @@ Lowerer::Rule UnaryRule(std::string op) {
     const Value& x = e.in[0];
     if (x.is_ref()) return l.Error("operand is a ref, not a value");
     if (!vm::Info(x.dtype).is_signed && op == "ABS") return std::vector<Value>{x};
+    if (SeesNarrowBits(op) && !vm::Info(x.dtype).is_float &&
+        vm::SizeOf(x.dtype) < 4 && x.dtype != DType::PRED) {
+      // POPCNT or CLZ of the zero-extended bits; CLZ counts from bit 31.
+      const Value bits = AsNarrowBits(l, op, x);
+      absl::StatusOr<Value> r = l.Unary(op, bits, DType::U32);
+      if (!r.ok()) return r.status();
+      if (op == "CLZ") {
+        r = l.Binary("SUB", *r,
+                     l.ConstantScalar(DType::U32, 32 - 8 * vm::SizeOf(x.dtype)),
+                     DType::U32, x.shape);
+        if (!r.ok()) return r.status();
+      }
+      return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
+    }
     absl::StatusOr<Value> r = l.Unary(op, x, ComputeType(op, x.dtype));
     if (!r.ok()) return r.status();
     return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
@@ -426,7 +470,7 @@ void AddElementwiseRules(RuleTable& t) {
       {"shift_right_logical", "SHRL"}, {"eq", "EQ"}, {"ne", "NE"},
       {"lt", "LT"}, {"le", "LE"}, {"gt", "GT"}, {"ge", "GE"},
   };
-  for (const auto& [prim, op] : binary) t.Pure(prim, BinaryRule(op));
+  for (const auto& [prim, op] : binary) t.Pure(prim, Arity::Exactly(2, 1), BinaryRule(op));
   const std::pair<const char*, const char*> unary[] = {
       {"neg", "NEG"}, {"abs", "ABS"}, {"sign", "SIGN"}, {"exp", "EXP"},
       {"exp2", "EXP2"}, {"log", "LOG"}, {"log1p", "LOG1P"},
@@ -437,22 +481,22 @@ void AddElementwiseRules(RuleTable& t) {
       {"is_finite", "IS_FINITE"}, {"population_count", "POPCNT"},
       {"clz", "CLZ"},
   };
-  for (const auto& [prim, op] : unary) t.Pure(prim, UnaryRule(op));
-  t.Pure("round", LowerRound);
-  t.Pure("square", LowerSquare);
-  t.Pure("integer_pow", LowerIntegerPow);
-  t.Pure("convert_element_type", LowerConvert);
-  t.Pure("select_n", LowerSelectN);
-  t.Pure("clamp", LowerClamp);
-  t.Pure("threefry2x32", LowerThreefry2x32);
-  t.Pure("bitcast_convert_type", LowerBitcastConvert);
-  t.Pure("reduce_precision", LowerReducePrecision);
-  t.Pure("erf_inv", LowerErfInv);
-  t.Pure("nextafter", LowerNextAfter);
+  for (const auto& [prim, op] : unary) t.Pure(prim, Arity::Exactly(1, 1), UnaryRule(op));
+  t.Pure("round", Arity::Exactly(1, 1), LowerRound);
+  t.Pure("square", Arity::Exactly(1, 1), LowerSquare);
+  t.Pure("integer_pow", Arity::Exactly(1, 1), LowerIntegerPow);
+  t.Pure("convert_element_type", Arity::Exactly(1, 1), LowerConvert);
+  t.Pure("select_n", Arity::AtLeast(2, 1), LowerSelectN);
+  t.Pure("clamp", Arity::Exactly(3, 1), LowerClamp);
+  t.Pure("threefry2x32", Arity::Exactly(4, 2), LowerThreefry2x32);
+  t.Pure("bitcast_convert_type", Arity::Exactly(1, 1), LowerBitcastConvert);
+  t.Pure("reduce_precision", Arity::Exactly(1, 1), LowerReducePrecision);
+  t.Pure("erf_inv", Arity::Exactly(1, 1), LowerErfInv);
+  t.Pure("nextafter", Arity::Exactly(2, 1), LowerNextAfter);
   // Identities on a CPU: hints and barriers that change no value.
   for (const char* p : {"copy", "copy_p", "multiple_of", "optimization_barrier",
                         "stop_gradient", "pvary", "reduce_precision_noop"}) {
-    t.Pure(p, LowerIdentity);
+    t.Pure(p, Arity::Any(), LowerIdentity);
   }
 }
 

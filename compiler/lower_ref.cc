@@ -4,6 +4,8 @@
 // descriptor: the ref, its static extents, and per dimension a static or
 // dynamic start, a size and a stride. Static accesses are bounds-checked
 // here, at compile time; dynamic ones once per access by the VM.
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "compiler/lowering.h"
 #include "vm/opcodes.h"
@@ -19,9 +21,12 @@ struct RefAccess {
 };
 
 // Builds the access descriptor for `ref` indexed by the equation's
-// "indexers" param (absent or empty: the whole ref).
+// "indexers" param (absent or empty: the whole ref). `kind` ("read",
+// "write", "masked swap") names the access in errors, as interpret mode
+// names it.
 absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
-                                      const Value& ref) {
+                                      const Value& ref,
+                                      absl::string_view kind) {
   vm::AccessDesc a;
   a.base_kind = vm::AccessBase::REF;
   a.base = ref.ref;
@@ -74,12 +79,21 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
       } else {
         ad.start = d->start();
       }
-      if (ad.start_slot < 0 && ad.size > 0 &&
-          (ad.start < 0 || ad.start + (ad.size - 1) * ad.stride >= ad.extent)) {
+      // The span (size-1)*stride, and with a static start its last
+      // element, in checked arithmetic: sizes and strides come from the
+      // file. A span no start can fit is out of bounds whatever the start.
+      std::optional<int64_t> span = CheckedMul(ad.size - 1, ad.stride);
+      std::optional<int64_t> last =
+          span && ad.start_slot < 0 ? CheckedAdd(ad.start, *span) : span;
+      if (ad.size > 0 && (!last || *last >= ad.extent ||
+                          (ad.start_slot < 0 && ad.start < 0))) {
         return l.Error(absl::StrCat(
-            "out-of-bounds access to ", TypeString(ref), ": dimension ", i,
-            " takes ", ad.size, " elements from ", ad.start, " with stride ",
-            ad.stride, " (needs start + (size-1)*stride < ", ad.extent, ")"));
+            "Out-of-bounds ", kind, " of ", TypeString(ref), ": dimension ", i,
+            " takes ", ad.size, " elements from ",
+            ad.start_slot < 0 ? absl::StrCat(ad.start)
+                              : std::string("a dynamic start"),
+            " with stride ", ad.stride, " (needs start + (size-1)*stride < ",
+            ad.extent, ")"));
       }
     }
   }
@@ -100,7 +114,7 @@ absl::StatusOr<Value> RefOperand(Lowerer& l, const Lowerer::Eqn& e) {
 absl::StatusOr<std::vector<Value>> LowerGet(Lowerer& l, const Lowerer::Eqn& e) {
   absl::StatusOr<Value> ref = RefOperand(l, e);
   if (!ref.ok()) return ref.status();
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "read");
   if (!acc.ok()) return acc.status();
   if (NumElements(acc->shape) != NumElements(e.out_shapes.at(0))) {
     return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
@@ -144,7 +158,7 @@ struct RefWrite {
 absl::StatusOr<RefWrite> PrepareRefWrite(Lowerer& l, const Lowerer::Eqn& e) {
   absl::StatusOr<Value> ref = RefOperand(l, e);
   if (!ref.ok()) return ref.status();
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "write");
   if (!acc.ok()) return acc.status();
   absl::StatusOr<Value> v = StoredValue(l, e, *ref, acc->shape);
   if (!v.ok()) return v.status();
@@ -239,7 +253,7 @@ absl::StatusOr<std::vector<Value>> LowerMaskedLoad(Lowerer& l,
         "NotImplementedError for it too; load unmasked and select with "
         "jnp.where");
   }
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "read");
   if (!acc.ok()) return acc.status();
   if (NumElements(acc->shape) != NumElements(e.out_shapes.at(0))) {
     return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
@@ -263,7 +277,7 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   if (!value.ok()) return value.status();
   absl::StatusOr<const Value*> mask = NamedOperand(l, e, "mask");
   if (!mask.ok()) return mask.status();
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref);
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "masked swap");
   if (!acc.ok()) return acc.status();
   const int64_t n = NumElements(acc->shape);
   if (*value == nullptr || (*value)->is_ref() ||
@@ -320,13 +334,14 @@ Lowerer::Rule GridRule(vm::Op op) {
 }  // namespace
 
 void AddRefRules(RuleTable& t) {
-  t.Effectful("get", LowerGet);
-  t.Effectful("swap", LowerSwap);
-  t.Effectful("addupdate", LowerAddUpdate);
-  t.Effectful("masked_load", LowerMaskedLoad);
-  t.Effectful("masked_swap", LowerMaskedSwap);
-  t.Pure("program_id", GridRule(vm::Op::PROGRAM_ID));
-  t.Pure("num_programs", GridRule(vm::Op::NUM_PROGRAMS));
+  t.Effectful("get", Arity::AtLeast(1, 1), LowerGet);
+  t.Effectful("swap", Arity::AtLeast(2, 1), LowerSwap);
+  t.Effectful("addupdate", Arity::AtLeast(2, 0), LowerAddUpdate);
+  t.Effectful("masked_load", Arity::AtLeast(1, 1), LowerMaskedLoad);
+  t.Effectful("masked_swap", Arity::AtLeast(2, 1), LowerMaskedSwap);
+  t.Pure("program_id", Arity::Exactly(0, 1), GridRule(vm::Op::PROGRAM_ID));
+  t.Pure("num_programs", Arity::Exactly(0, 1),
+         GridRule(vm::Op::NUM_PROGRAMS));
 }
 
 }  // namespace pallasvm::compiler

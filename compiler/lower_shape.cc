@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <optional>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "compiler/lowering.h"
 #include "vm/opcodes.h"
 
@@ -15,6 +18,17 @@ namespace pallasvm::compiler {
 namespace {
 
 using vm::DType;
+
+// Whether `perm` is a permutation of 0 .. rank-1.
+bool IsPermutation(const std::vector<int64_t>& perm, size_t rank) {
+  if (perm.size() != rank) return false;
+  std::vector<bool> seen(rank, false);
+  for (int64_t p : perm) {
+    if (p < 0 || p >= static_cast<int64_t>(rank) || seen[p]) return false;
+    seen[p] = true;
+  }
+  return true;
+}
 
 absl::StatusOr<std::vector<Value>> LowerBroadcastInDim(Lowerer& l,
                                                        const Lowerer::Eqn& e) {
@@ -54,6 +68,10 @@ absl::StatusOr<std::vector<Value>> LowerReshape(Lowerer& l,
   if (e.Has("dimensions")) {
     absl::StatusOr<std::vector<int64_t>> dims = e.Ints("dimensions");
     if (dims.ok() && !dims->empty()) {
+      if (!IsPermutation(*dims, x.shape.size())) {
+        return l.Error("reshape's dimensions are not a permutation of the "
+                       "operand's dims");
+      }
       Value t = l.Transpose(x, *dims);
       return std::vector<Value>{t};
     }
@@ -70,26 +88,20 @@ absl::StatusOr<std::vector<Value>> LowerTranspose(Lowerer& l,
   absl::StatusOr<std::vector<int64_t>> perm = e.Ints("permutation");
   if (!perm.ok()) return l.Error(perm.status().message());
   const Value& x = e.in.at(0);
-  std::vector<int64_t> sorted = *perm;
-  std::sort(sorted.begin(), sorted.end());
-  for (size_t i = 0; i < sorted.size(); ++i) {
-    if (sorted[i] != static_cast<int64_t>(i) || sorted.size() != x.shape.size()) {
-      return l.Error("permutation is not a permutation of the operand's dims");
-    }
+  if (!IsPermutation(*perm, x.shape.size())) {
+    return l.Error("permutation is not a permutation of the operand's dims");
   }
   return std::vector<Value>{l.Transpose(x, *perm)};
 }
 
 absl::StatusOr<std::vector<Value>> LowerRev(Lowerer& l, const Lowerer::Eqn& e) {
-  absl::StatusOr<std::vector<int64_t>> dims = e.Ints("dimensions");
-  if (!dims.ok()) return l.Error(dims.status().message());
   const Value& x = e.in.at(0);
+  absl::StatusOr<std::vector<int64_t>> dims =
+      e.Axes("dimensions", x.shape.size());
+  if (!dims.ok()) return dims.status();
   std::vector<int64_t> strides = RowMajorStrides(x.shape);
   int64_t offset = 0;
   for (int64_t d : *dims) {
-    if (d < 0 || d >= static_cast<int64_t>(x.shape.size())) {
-      return l.Error("rev dimension out of range");
-    }
     offset += (x.shape[d] - 1) * strides[d];
     strides[d] = -strides[d];
   }
@@ -116,8 +128,13 @@ absl::StatusOr<std::vector<Value>> LowerSlice(Lowerer& l,
   std::vector<int64_t> strides(out.size());
   int64_t offset = 0;
   for (size_t i = 0; i < out.size(); ++i) {
+    // start + (out - 1) * step < extent, in checked arithmetic: the params
+    // come from the file.
+    std::optional<int64_t> last =
+        step[i] < 1 ? std::nullopt : CheckedMul(out[i] - 1, step[i]);
+    if (last) last = CheckedAdd(*last, (*start)[i]);
     if ((*start)[i] < 0 || step[i] < 1 ||
-        (out[i] > 0 && (*start)[i] + (out[i] - 1) * step[i] >= x.shape[i])) {
+        (out[i] > 0 && (!last || *last >= x.shape[i]))) {
       return l.Error(absl::StrCat("slice out of bounds in dimension ", i));
     }
     offset += (*start)[i] * in_strides[i];
@@ -182,14 +199,20 @@ absl::StatusOr<std::vector<Value>> LowerDynamicUpdateSlice(
 
 absl::StatusOr<std::vector<Value>> LowerConcatenate(Lowerer& l,
                                                     const Lowerer::Eqn& e) {
-  absl::StatusOr<int64_t> dim = e.Int("dimension");
-  if (!dim.ok()) return l.Error(dim.status().message());
   const Shape& out = e.out_shapes.at(0);
+  absl::StatusOr<int64_t> dim = e.Axis("dimension", out.size());
+  if (!dim.ok()) return dim.status();
   Value r = l.NewValue(e.out_dtypes.at(0), out);
   int64_t at = 0;
   for (const Value& x : e.in) {
-    if (x.shape.size() != out.size() || x.dtype != r.dtype) {
-      return l.Error("concatenate operands do not match");
+    bool same = x.shape.size() == out.size() && x.dtype == r.dtype;
+    for (size_t i = 0; same && i < out.size(); ++i) {
+      same = static_cast<int64_t>(i) == *dim || x.shape[i] == out[i];
+    }
+    if (!same) {
+      return l.Error(absl::StrCat("concatenate operand ", TypeString(x),
+                                  " does not fit the result ",
+                                  TypeString(r), " along dimension ", *dim));
     }
     vm::AccessDesc a = WholeFrameAccess(r);
     for (size_t i = 0; i < out.size(); ++i) a.dims[i].size = x.shape[i];
@@ -214,6 +237,14 @@ absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
     return l.Error("tile: operand, reps and result ranks differ");
   }
   if (e.out_dtypes.at(0) != x.dtype) return l.Error("tile changes the dtype");
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::optional<int64_t> n = CheckedMul(x.shape[i], (*reps)[i]);
+    if ((*reps)[i] < 0 || !n || *n != out[i]) {
+      return l.Error(absl::StrCat("tile of ", TypeString(x), " by reps [",
+                                  absl::StrJoin(*reps, ", "),
+                                  "] is not the result ", ShapeString(out)));
+    }
+  }
   // One repetition (pltpu.repeat by 1, as flash attention does when its
   // blocks are one lane-width wide) is the operand itself, as a reshape is.
   if (NumElements(*reps) == 1) return std::vector<Value>{x};
@@ -226,6 +257,7 @@ absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
       a.dims[i].start = at[i] * x.shape[i];
     }
     l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0, l.builder().AddAccess(a), 0});
+    if (l.builder().over_budget()) break;  // the equation fails
     for (int i = static_cast<int>(at.size()) - 1; i >= 0; --i) {
       if (++at[i] < (*reps)[i]) break;
       at[i] = 0;
@@ -239,8 +271,9 @@ absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
 // side. Static shifts only, no strided roll.
 absl::StatusOr<std::vector<Value>> LowerRoll(Lowerer& l,
                                              const Lowerer::Eqn& e) {
-  absl::StatusOr<int64_t> axis = e.Int("axis");
-  if (!axis.ok()) return l.Error(axis.status().message());
+  const Value& x = e.in.at(0);
+  absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
+  if (!axis.ok()) return axis.status();
   if (e.Int("stride").ok()) {
     return l.Unsupported("roll with a stride is not supported yet");
   }
@@ -248,10 +281,7 @@ absl::StatusOr<std::vector<Value>> LowerRoll(Lowerer& l,
       l.ScalarIndex(e.eqn->invars()->Get(1));
   if (!shift.ok()) return shift.status();
   if (!shift->is_static) return l.Unsupported("roll by a dynamic shift is not supported yet");
-  const Value& x = e.in.at(0);
-  if (x.is_ref() || *axis < 0 || *axis >= static_cast<int64_t>(x.shape.size())) {
-    return l.Error("roll: bad operand or axis");
-  }
+  if (x.is_ref()) return l.Error("roll of a ref");
   const int64_t n = x.shape[*axis];
   const int64_t s = n == 0 ? 0 : ((shift->value % n) + n) % n;
   if (s == 0) return std::vector<Value>{x};
@@ -278,16 +308,13 @@ absl::StatusOr<std::vector<Value>> LowerRoll(Lowerer& l,
 Lowerer::Rule ScanRule(std::string op) {
   return [op](Lowerer& l, const Lowerer::Eqn& e)
              -> absl::StatusOr<std::vector<Value>> {
-    absl::StatusOr<int64_t> axis = e.Int("axis");
-    if (!axis.ok()) return l.Error(axis.status().message());
+    const Value& x = e.in.at(0);
+    absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
+    if (!axis.ok()) return axis.status();
     absl::StatusOr<int64_t> reverse_param = e.Int("reverse");
     if (!reverse_param.ok()) return l.Error(reverse_param.status().message());
     const bool reverse = *reverse_param != 0;
-    const Value& x = e.in.at(0);
-    if (x.is_ref() || *axis < 0 ||
-        *axis >= static_cast<int64_t>(x.shape.size())) {
-      return l.Error("scan: bad operand or axis");
-    }
+    if (x.is_ref()) return l.Error("a cumulative reduction of a ref");
     const DType compute = Widen(x.dtype == DType::PRED ? DType::S32 : x.dtype);
     Value identity;
     if (compute == DType::F32) {
@@ -332,12 +359,9 @@ Lowerer::Rule ScanRule(std::string op) {
 
 absl::StatusOr<std::vector<Value>> LowerIota(Lowerer& l,
                                              const Lowerer::Eqn& e) {
-  absl::StatusOr<int64_t> dim = e.Int("dimension");
-  if (!dim.ok()) return l.Error(dim.status().message());
   const Shape& out = e.out_shapes.at(0);
-  if (*dim < 0 || *dim >= static_cast<int64_t>(out.size())) {
-    return l.Error("iota dimension out of range");
-  }
+  absl::StatusOr<int64_t> dim = e.Axis("dimension", out.size());
+  if (!dim.ok()) return dim.status();
   vm::LayoutDesc layout;
   layout.elem_size = 4;
   layout.rank = static_cast<int32_t>(out.size());
@@ -392,9 +416,9 @@ absl::StatusOr<ReduceView> ViewForReduce(Lowerer& l, const Value& x,
 Lowerer::Rule ReduceRule(std::string kind) {
   return [kind](Lowerer& l, const Lowerer::Eqn& e)
              -> absl::StatusOr<std::vector<Value>> {
-    absl::StatusOr<std::vector<int64_t>> axes = e.Ints("axes");
-    if (!axes.ok()) return l.Error(axes.status().message());
     Value x = e.in.at(0);
+    absl::StatusOr<std::vector<int64_t>> axes = e.Axes("axes", x.shape.size());
+    if (!axes.ok()) return axes.status();
     DType compute = Widen(x.dtype);
     if (kind == "AND" || kind == "OR") {
       if (x.dtype != DType::PRED) return l.Error("reduce_and/or need bool");
@@ -432,10 +456,10 @@ Lowerer::Rule ReduceRule(std::string kind) {
 Lowerer::Rule ArgRule(bool is_max) {
   return [is_max](Lowerer& l, const Lowerer::Eqn& e)
              -> absl::StatusOr<std::vector<Value>> {
-    absl::StatusOr<std::vector<int64_t>> axes = e.Ints("axes");
-    if (!axes.ok()) return l.Error(axes.status().message());
-    if (axes->size() != 1) return l.Error("argmax/argmin over one axis only");
     Value x = e.in.at(0);
+    absl::StatusOr<std::vector<int64_t>> axes = e.Axes("axes", x.shape.size());
+    if (!axes.ok()) return axes.status();
+    if (axes->size() != 1) return l.Error("argmax/argmin over one axis only");
     DType compute = Widen(x.dtype);
     if (compute == DType::U32 || compute == DType::PRED) compute = DType::S32;
     if (x.dtype == DType::U32) return l.Unsupported("argmax/argmin of uint32 is not supported yet");
@@ -465,16 +489,26 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
   // dimension_numbers = ((lhs_contract, rhs_contract), (lhs_batch,
   // rhs_batch)); the exporter flattens nested tuples into dotted names.
   std::vector<int64_t> lc, rc, lb, rb;
-  for (auto [name, dst] : {std::pair{"dimension_numbers.0.0", &lc},
-                           std::pair{"dimension_numbers.0.1", &rc},
-                           std::pair{"dimension_numbers.1.0", &lb},
-                           std::pair{"dimension_numbers.1.1", &rb}}) {
-    absl::StatusOr<std::vector<int64_t>> v = e.Ints(name);
-    if (!v.ok()) return l.Error(v.status().message());
+  for (auto [name, dst, rank] :
+       {std::tuple{"dimension_numbers.0.0", &lc, x.shape.size()},
+        std::tuple{"dimension_numbers.0.1", &rc, y.shape.size()},
+        std::tuple{"dimension_numbers.1.0", &lb, x.shape.size()},
+        std::tuple{"dimension_numbers.1.1", &rb, y.shape.size()}}) {
+    absl::StatusOr<std::vector<int64_t>> v = e.Axes(name, rank);
+    if (!v.ok()) return v.status();
     *dst = *v;
   }
   if (lc.size() != rc.size() || lb.size() != rb.size()) {
     return l.Error("dot_general dimension numbers do not pair up");
+  }
+  // A dimension is contracted or batched, not both.
+  for (auto [c, b] : {std::pair{&lc, &lb}, std::pair{&rc, &rb}}) {
+    for (int64_t d : *c) {
+      if (std::find(b->begin(), b->end(), d) != b->end()) {
+        return l.Error(absl::StrCat("dot_general dimension ", d,
+                                    " is both contracted and batched"));
+      }
+    }
   }
   auto free_dims = [](const Value& v, const std::vector<int64_t>& a,
                       const std::vector<int64_t>& b) {
@@ -494,8 +528,7 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
     return p;
   };
   for (size_t i = 0; i < lc.size(); ++i) {
-    if (lc[i] < 0 || lc[i] >= int64_t(x.shape.size()) || rc[i] < 0 ||
-        rc[i] >= int64_t(y.shape.size()) || x.shape[lc[i]] != y.shape[rc[i]]) {
+    if (x.shape[lc[i]] != y.shape[rc[i]]) {
       return l.Error(absl::StrCat("contracting dimensions of ", TypeString(x),
                                   " and ", TypeString(y), " do not match"));
     }
@@ -529,7 +562,7 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
   dims.shape[2] = N;
   const uint32_t layout = l.builder().AddLayout(dims);
   const vm::Op op = compute == DType::F32 ? vm::Op::DOT_F32 : vm::Op::DOT_S32;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < B && !l.builder().over_budget(); ++b) {
     l.builder().Emit({op, 0, static_cast<uint32_t>(r.slot + b * M * N * 4),
                       static_cast<uint32_t>(x.slot + b * M * K * 4),
                       static_cast<uint32_t>(y.slot + b * K * N * 4), layout,
@@ -541,31 +574,31 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
 }  // namespace
 
 void AddShapeRules(RuleTable& t) {
-  t.Pure("broadcast_in_dim", LowerBroadcastInDim);
-  t.Pure("reshape", LowerReshape);
-  t.Pure("squeeze", LowerReshape);
-  t.Pure("expand_dims", LowerReshape);
-  t.Pure("transpose", LowerTranspose);
-  t.Pure("rev", LowerRev);
-  t.Pure("slice", LowerSlice);
-  t.Pure("dynamic_slice", LowerDynamicSlice);
-  t.Pure("dynamic_update_slice", LowerDynamicUpdateSlice);
-  t.Pure("concatenate", LowerConcatenate);
-  t.Pure("iota", LowerIota);
-  t.Pure("tile", LowerTile);
-  t.Pure("roll", LowerRoll);
-  t.Pure("cumsum", ScanRule("ADD"));
-  t.Pure("cumprod", ScanRule("MUL"));
-  t.Pure("cummax", ScanRule("MAX"));
-  t.Pure("cummin", ScanRule("MIN"));
-  t.Pure("reduce_sum", ReduceRule("SUM"));
-  t.Pure("reduce_max", ReduceRule("MAX"));
-  t.Pure("reduce_min", ReduceRule("MIN"));
-  t.Pure("reduce_and", ReduceRule("AND"));
-  t.Pure("reduce_or", ReduceRule("OR"));
-  t.Pure("argmax", ArgRule(true));
-  t.Pure("argmin", ArgRule(false));
-  t.Pure("dot_general", LowerDotGeneral);
+  t.Pure("broadcast_in_dim", Arity::Exactly(1, 1), LowerBroadcastInDim);
+  t.Pure("reshape", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("squeeze", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("expand_dims", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("transpose", Arity::Exactly(1, 1), LowerTranspose);
+  t.Pure("rev", Arity::Exactly(1, 1), LowerRev);
+  t.Pure("slice", Arity::Exactly(1, 1), LowerSlice);
+  t.Pure("dynamic_slice", Arity::AtLeast(1, 1), LowerDynamicSlice);
+  t.Pure("dynamic_update_slice", Arity::AtLeast(2, 1), LowerDynamicUpdateSlice);
+  t.Pure("concatenate", Arity::AtLeast(1, 1), LowerConcatenate);
+  t.Pure("iota", Arity::Exactly(0, 1), LowerIota);
+  t.Pure("tile", Arity::Exactly(1, 1), LowerTile);
+  t.Pure("roll", Arity::Exactly(2, 1), LowerRoll);
+  t.Pure("cumsum", Arity::Exactly(1, 1), ScanRule("ADD"));
+  t.Pure("cumprod", Arity::Exactly(1, 1), ScanRule("MUL"));
+  t.Pure("cummax", Arity::Exactly(1, 1), ScanRule("MAX"));
+  t.Pure("cummin", Arity::Exactly(1, 1), ScanRule("MIN"));
+  t.Pure("reduce_sum", Arity::Exactly(1, 1), ReduceRule("SUM"));
+  t.Pure("reduce_max", Arity::Exactly(1, 1), ReduceRule("MAX"));
+  t.Pure("reduce_min", Arity::Exactly(1, 1), ReduceRule("MIN"));
+  t.Pure("reduce_and", Arity::Exactly(1, 1), ReduceRule("AND"));
+  t.Pure("reduce_or", Arity::Exactly(1, 1), ReduceRule("OR"));
+  t.Pure("argmax", Arity::Exactly(1, 1), ArgRule(true));
+  t.Pure("argmin", Arity::Exactly(1, 1), ArgRule(false));
+  t.Pure("dot_general", Arity::Exactly(2, 1), LowerDotGeneral);
 }
 
 }  // namespace pallasvm::compiler

@@ -7,8 +7,11 @@
 #include <cstring>
 #include <limits>
 
+#include <unistd.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "vm/opcodes.h"
 
@@ -18,6 +21,67 @@ int64_t NumElements(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
+}
+
+std::optional<int64_t> CheckedMul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) return std::nullopt;
+  return r;
+}
+
+std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return std::nullopt;
+  return r;
+}
+
+int64_t DefaultMemoryLimit() {
+  static const int64_t limit = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return int64_t{1} << 40;
+    return static_cast<int64_t>(pages) * page;
+  }();
+  return limit;
+}
+
+std::string ByteSize(int64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes) / 1024;
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  return absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+absl::Status CheckShape(const Shape& shape, vm::DType dtype,
+                        int64_t memory_limit, absl::string_view what) {
+  if (shape.size() > static_cast<size_t>(vm::kMaxRank)) {
+    return absl::UnimplementedError(
+        absl::StrCat(what, " has rank ", shape.size(),
+                     ", over the VM's maximum of ", vm::kMaxRank));
+  }
+  int64_t bytes = vm::SizeOf(dtype);
+  bool overflow = false;
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " has a negative dimension: ", ShapeString(shape)));
+    }
+    std::optional<int64_t> b = overflow ? std::nullopt : CheckedMul(bytes, d);
+    overflow = !b.has_value();
+    if (b) bytes = *b;
+  }
+  if (overflow || bytes > memory_limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, " is ", vm::Name(dtype), ShapeString(shape), " (",
+        overflow ? std::string("more than 2^63 bytes") : ByteSize(bytes),
+        "), over pallasvm's memory limit of ", ByteSize(memory_limit)));
+  }
+  return absl::OkStatus();
 }
 
 std::string ShapeString(const Shape& shape) {
@@ -60,17 +124,20 @@ absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype) {
   }
 }
 
-void RuleTable::Pure(std::string primitive, Lowerer::Rule rule) {
-  Add(std::move(primitive), std::move(rule), true);
+void RuleTable::Pure(std::string primitive, Arity arity, Lowerer::Rule rule) {
+  Add(std::move(primitive), arity, std::move(rule), true);
 }
 
-void RuleTable::Effectful(std::string primitive, Lowerer::Rule rule) {
-  Add(std::move(primitive), std::move(rule), false);
+void RuleTable::Effectful(std::string primitive, Arity arity,
+                          Lowerer::Rule rule) {
+  Add(std::move(primitive), arity, std::move(rule), false);
 }
 
-void RuleTable::Add(std::string primitive, Lowerer::Rule rule, bool pure) {
+void RuleTable::Add(std::string primitive, Arity arity, Lowerer::Rule rule,
+                    bool pure) {
   // Two rules for one primitive would make one of them dead code.
-  if (!rules_.emplace(primitive, LoweringRule{std::move(rule), pure}).second) {
+  if (!rules_.emplace(primitive, LoweringRule{std::move(rule), arity, pure})
+           .second) {
     std::fprintf(stderr, "pallasvm: two lowering rules for `%s`\n",
                  primitive.c_str());
     std::abort();
@@ -135,6 +202,45 @@ absl::StatusOr<std::vector<int64_t>> Lowerer::Eqn::Ints(
   std::vector<int64_t> out;
   if (p->ints() != nullptr) out.assign(p->ints()->begin(), p->ints()->end());
   return out;
+}
+
+absl::StatusOr<int64_t> Lowerer::Eqn::IntIn(absl::string_view name,
+                                            int64_t lo, int64_t hi) const {
+  absl::StatusOr<int64_t> v = Int(name);
+  if (!v.ok()) return v.status();
+  if (*v < lo || *v > hi) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parameter '", name, "' = ", *v, " is outside [", lo, ", ", hi, "]"));
+  }
+  return v;
+}
+
+absl::StatusOr<int64_t> Lowerer::Eqn::Axis(absl::string_view name,
+                                           int64_t rank) const {
+  absl::StatusOr<int64_t> v = Int(name);
+  if (!v.ok()) return v.status();
+  if (*v < 0 || *v >= rank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parameter '", name, "' = ", *v, " is not an axis of a rank-", rank,
+        " value"));
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<int64_t>> Lowerer::Eqn::Axes(
+    absl::string_view name, int64_t rank) const {
+  absl::StatusOr<std::vector<int64_t>> v = Ints(name);
+  if (!v.ok()) return v.status();
+  std::vector<bool> seen(rank > 0 ? rank : 0, false);
+  for (int64_t a : *v) {
+    if (a < 0 || a >= rank || seen[a]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter '", name, "' = [", absl::StrJoin(*v, ", "),
+          "] is not a list of distinct axes of a rank-", rank, " value"));
+    }
+    seen[a] = true;
+  }
+  return v;
 }
 
 const interchange::Eqn* Lowerer::WithSource() const {
@@ -508,24 +614,31 @@ absl::StatusOr<Value> Lowerer::Materialize(const interchange::Atom* atom) {
     return Error("operand is neither a variable nor a literal");
   }
   absl::StatusOr<vm::DType> dtype = ToVmDType(lit->type()->dtype());
-  if (!dtype.ok()) return Error(dtype.status().message());
+  if (!dtype.ok()) {
+    return AtEquation(dtype.status().code(), dtype.status().message());
+  }
   Value v;
   v.dtype = *dtype;
   if (lit->type()->shape()) {
     v.shape.assign(lit->type()->shape()->begin(), lit->type()->shape()->end());
+  }
+  if (absl::Status s = CheckShape(v.shape, v.dtype, memory_limit_, "a literal");
+      !s.ok()) {
+    return AtEquation(s.code(), s.message());
   }
   const size_t have = lit->data() ? lit->data()->size() : 0;
   if (have != static_cast<size_t>(v.bytes())) {
     return Error(absl::StrCat("literal of type ", TypeString(v), " has ", have,
                               " bytes of data, expected ", v.bytes()));
   }
-  v.slot = b_.Constant(lit->data()->data(), have);
+  v.slot = b_.Constant(have ? lit->data()->data() : nullptr, have);
   return v;
 }
 
-static absl::StatusOr<Value> VarType(const interchange::Var* var) {
+absl::StatusOr<Value> Lowerer::VarType(const interchange::Var* var,
+                                       absl::string_view what) const {
   if (var == nullptr || var->type() == nullptr) {
-    return absl::InvalidArgumentError("variable without a type");
+    return absl::InvalidArgumentError(absl::StrCat(what, " has no type"));
   }
   Value v;
   absl::StatusOr<vm::DType> dtype = ToVmDType(var->type()->dtype());
@@ -534,13 +647,9 @@ static absl::StatusOr<Value> VarType(const interchange::Var* var) {
   if (var->type()->shape()) {
     v.shape.assign(var->type()->shape()->begin(), var->type()->shape()->end());
   }
-  for (int64_t d : v.shape) {
-    if (d < 0) return absl::InvalidArgumentError("negative dimension");
-  }
-  if (v.shape.size() > static_cast<size_t>(vm::kMaxRank)) {
-    return absl::UnimplementedError(
-        absl::StrCat("rank ", v.shape.size(), " exceeds the VM's maximum of ",
-                     vm::kMaxRank));
+  if (absl::Status s = CheckShape(v.shape, v.dtype, memory_limit_, what);
+      !s.ok()) {
+    return s;
   }
   return v;
 }
@@ -569,21 +678,28 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
   }
   for (size_t i = 0; i < num_consts; ++i) {
     const interchange::Literal* lit = jaxpr.consts()->Get(i);
-    absl::StatusOr<Value> declared = VarType(jaxpr.constvars()->Get(i));
-    if (!declared.ok()) return pop(Error(declared.status().message()));
+    absl::StatusOr<Value> declared =
+        VarType(jaxpr.constvars()->Get(i), absl::StrCat("constant ", i));
+    if (!declared.ok()) {
+      return pop(AtEquation(declared.status().code(),
+                            declared.status().message()));
+    }
     Value v = *declared;
     const size_t have = lit && lit->data() ? lit->data()->size() : 0;
     if (have != static_cast<size_t>(v.bytes())) {
       return pop(Error(absl::StrCat("constant of type ", TypeString(v), " has ",
                                     have, " bytes of data")));
     }
-    v.slot = b_.Constant(lit->data()->data(), have);
+    v.slot = b_.Constant(have ? lit->data()->data() : nullptr, have);
     scopes_.back()[jaxpr.constvars()->Get(i)->id()] = v;
   }
   for (size_t i = 0; i < num_invars; ++i) {
     const interchange::Var* var = jaxpr.invars()->Get(i);
-    absl::StatusOr<Value> declared = VarType(var);
-    if (!declared.ok()) return pop(Error(declared.status().message()));
+    absl::StatusOr<Value> declared = VarType(var, absl::StrCat("input ", i));
+    if (!declared.ok()) {
+      return pop(AtEquation(declared.status().code(),
+                            declared.status().message()));
+    }
     const Value& given = inputs[i];
     if (declared->dtype != given.dtype || declared->shape != given.shape) {
       return pop(Error(absl::StrCat("input ", i, " of a jaxpr is declared ",
@@ -633,6 +749,31 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
   return outputs;
 }
 
+// "1 operand", "2 results", ...
+static std::string Count(int64_t n, absl::string_view noun) {
+  return absl::StrCat(n, " ", noun, n == 1 ? "" : "s");
+}
+
+static std::string Range(int lo, int hi, absl::string_view noun) {
+  if (lo == hi) return Count(lo, noun);
+  if (hi == Arity::kAny) return absl::StrCat("at least ", Count(lo, noun));
+  return absl::StrCat(lo, " to ", Count(hi, noun));
+}
+
+absl::Status Lowerer::CheckArity(const interchange::Eqn& eqn,
+                                 const Arity& arity) const {
+  const int64_t in = eqn.invars() ? eqn.invars()->size() : 0;
+  const int64_t out = eqn.outvars() ? eqn.outvars()->size() : 0;
+  if (in < arity.min_in || in > arity.max_in || out < arity.min_out ||
+      out > arity.max_out) {
+    return Error(absl::StrCat(
+        "takes ", Range(arity.min_in, arity.max_in, "operand"), " and ",
+        Range(arity.min_out, arity.max_out, "result"), ", but this equation "
+        "has ", Count(in, "operand"), " and ", Count(out, "result")));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
   const interchange::Eqn* saved = current_;
   current_ = &eqn;
@@ -664,6 +805,7 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
     return Unsupported(absl::StrCat("primitive `", primitive,
                                     "` is not supported by pallasvm yet"));
   }
+  if (absl::Status s = CheckArity(eqn, rule->arity); !s.ok()) return s;
   if (!outputs_used && rule->pure) return absl::OkStatus();
 
   Eqn ctx;
@@ -679,14 +821,18 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
   std::vector<Value> declared;
   if (eqn.outvars()) {
     for (const interchange::Var* var : *eqn.outvars()) {
-      absl::StatusOr<Value> v = VarType(var);
-      if (!v.ok()) return Error(v.status().message());
+      absl::StatusOr<Value> v =
+          VarType(var, absl::StrCat("result ", ctx.out_shapes.size()));
+      if (!v.ok()) return AtEquation(v.status().code(), v.status().message());
       ctx.out_shapes.push_back(v->shape);
       ctx.out_dtypes.push_back(v->dtype);
       declared.push_back(*v);
     }
   }
   absl::StatusOr<std::vector<Value>> results = rule->lower(*this, ctx);
+  if (absl::Status s = b_.CheckBudget(); !s.ok()) {
+    return AtEquation(s.code(), s.message());
+  }
   if (!results.ok()) {
     // Rules report with Error() already; add context for others.
     if (absl::StrContains(results.status().message(), "equation `")) {

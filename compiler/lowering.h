@@ -15,6 +15,8 @@
 #include "absl/strings/string_view.h"
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,7 +33,26 @@ namespace pallasvm::compiler {
 
 using Shape = std::vector<int64_t>;
 
+// Element count of a shape already checked by CheckShape (every Value's).
 int64_t NumElements(const Shape& shape);
+
+// a * b and a + b, or nullopt past int64: sizes and offsets computed from
+// values an interchange file gives go through these.
+std::optional<int64_t> CheckedMul(int64_t a, int64_t b);
+std::optional<int64_t> CheckedAdd(int64_t a, int64_t b);
+
+// The most bytes the compiler lets one value, buffer or frame have unless
+// told otherwise: the machine's physical memory.
+int64_t DefaultMemoryLimit();
+// "4.0 GiB", "512 B", ...
+std::string ByteSize(int64_t bytes);
+
+// What a shape from an interchange file must be before anything sizes by
+// it: rank at most vm::kMaxRank, no negative dimension, and at most
+// `memory_limit` bytes of `dtype` (so no element count or byte size can
+// overflow). Errors name `what`.
+absl::Status CheckShape(const Shape& shape, vm::DType dtype,
+                        int64_t memory_limit, absl::string_view what);
 std::string ShapeString(const Shape& shape);
 absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype);
 
@@ -58,6 +79,8 @@ vm::DType Widen(vm::DType t);
 // An access descriptor covering all of the frame value `base` (sizes =
 // extents, static starts 0), to be narrowed by the caller.
 vm::AccessDesc WholeFrameAccess(const Value& base);
+
+struct Arity;
 
 class Lowerer {
  public:
@@ -98,6 +121,11 @@ class Lowerer {
   };
   absl::StatusOr<Index> ScalarIndex(const interchange::Atom* atom);
 
+  // The most bytes one value may have (CheckShape); DefaultMemoryLimit()
+  // unless set.
+  void set_memory_limit(int64_t bytes) { memory_limit_ = bytes; }
+  int64_t memory_limit() const { return memory_limit_; }
+
   // Interpret mode's skip_floating_point_ops: every floating-point result
   // of an equation is replaced by +inf (so every float value read is inf).
   void set_skip_floating_point_ops(bool skip) { skip_fp_ = skip; }
@@ -122,6 +150,16 @@ class Lowerer {
     absl::StatusOr<int64_t> Int(absl::string_view name) const;
     absl::StatusOr<std::vector<int64_t>> Ints(absl::string_view name) const;
     bool Has(absl::string_view name) const;
+    // Checked reads of params that index something: each error names the
+    // param, its value and the range it must lie in.
+    // An integer in [lo, hi].
+    absl::StatusOr<int64_t> IntIn(absl::string_view name, int64_t lo,
+                                  int64_t hi) const;
+    // An axis of a rank-`rank` value: in [0, rank).
+    absl::StatusOr<int64_t> Axis(absl::string_view name, int64_t rank) const;
+    // Distinct axes of a rank-`rank` value.
+    absl::StatusOr<std::vector<int64_t>> Axes(absl::string_view name,
+                                              int64_t rank) const;
   };
   using Rule = std::function<absl::StatusOr<std::vector<Value>>(Lowerer&,
                                                                  const Eqn&)>;
@@ -131,9 +169,14 @@ class Lowerer {
                           absl::string_view message) const;
   absl::StatusOr<Value> Materialize(const interchange::Atom* atom);
   absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used);
+  absl::Status CheckArity(const interchange::Eqn& eqn,
+                          const Arity& arity) const;
 
   ProgramBuilder& b_;
   bool skip_fp_ = false;
+  int64_t memory_limit_ = DefaultMemoryLimit();
+  absl::StatusOr<Value> VarType(const interchange::Var* var,
+                                absl::string_view what) const;
   // One scope per jaxpr being lowered (jaxprs are closed).
   std::vector<absl::flat_hash_map<int, Value>> scopes_;
   const interchange::Eqn* current_ = nullptr;
@@ -150,16 +193,33 @@ class Lowerer {
 // out-of-bounds read must still raise), nor are writes, control flow and
 // calls (their bodies may write). A primitive without a rule is a compile
 // error wherever it appears, used or not: nothing is dropped unknowingly.
+//
+// A rule also declares its arity: how many operands and results an
+// equation of the primitive has. The driver checks them before the rule
+// runs, so a rule indexes its operands and results within those counts
+// and never past them, whatever the interchange file says.
+struct Arity {
+  static constexpr int kAny = std::numeric_limits<int>::max();
+  int min_in = 0, max_in = kAny, min_out = 0, max_out = kAny;
+  static constexpr Arity Exactly(int in, int out) { return {in, in, out, out}; }
+  // At least `in` operands (indices, cases, ...) and exactly `out` results.
+  static constexpr Arity AtLeast(int in, int out) {
+    return {in, kAny, out, out};
+  }
+  static constexpr Arity Any() { return {}; }
+};
+
 struct LoweringRule {
   Lowerer::Rule lower;
+  Arity arity;
   bool pure = false;
 };
 
 // The primitives pallasvm lowers; each lower_*.cc registers its own.
 class RuleTable {
  public:
-  void Pure(std::string primitive, Lowerer::Rule rule);
-  void Effectful(std::string primitive, Lowerer::Rule rule);
+  void Pure(std::string primitive, Arity arity, Lowerer::Rule rule);
+  void Effectful(std::string primitive, Arity arity, Lowerer::Rule rule);
   // nullptr if pallasvm has no rule for `primitive`.
   const LoweringRule* Find(absl::string_view primitive) const;
   const absl::flat_hash_map<std::string, LoweringRule>& rules() const {
@@ -167,7 +227,7 @@ class RuleTable {
   }
 
  private:
-  void Add(std::string primitive, Lowerer::Rule rule, bool pure);
+  void Add(std::string primitive, Arity arity, Lowerer::Rule rule, bool pure);
   absl::flat_hash_map<std::string, LoweringRule> rules_;
 };
 void AddElementwiseRules(RuleTable& table);

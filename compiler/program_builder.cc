@@ -121,7 +121,8 @@ std::vector<uint64_t> ProgramBuilder::AssignSlotsByLiveness(
 }
 
 uint32_t ProgramBuilder::Constant(const void* data, size_t bytes) {
-  std::string key(static_cast<const char*>(data), bytes);
+  std::string key =
+      bytes ? std::string(static_cast<const char*>(data), bytes) : "";
   auto it = constant_slots_.find(key);
   if (it != constant_slots_.end()) return it->second;
   const uint64_t offset = Bump(constants_end_, static_cast<int64_t>(bytes));
@@ -141,19 +142,41 @@ void ProgramBuilder::SetLocation(const vm::SourceLoc& loc) {
 }
 
 uint32_t ProgramBuilder::Emit(const vm::Instr& instr) {
+  // Past the budget nothing more is kept (the compile fails): pc 0 stands
+  // in for the instruction, so callers that patch it stay in range.
+  if (program_.code.size() >= kMaxInstructions) {
+    over_budget_ = true;
+    return 0;
+  }
   program_.code.push_back(instr);
   program_.debug_index.push_back(current_loc_);
   return pc() - 1;
 }
 
 uint32_t ProgramBuilder::AddLayout(const vm::LayoutDesc& layout) {
+  if (program_.layouts.size() >= kMaxDescriptors) {
+    over_budget_ = true;
+    return 0;
+  }
   program_.layouts.push_back(layout);
   return static_cast<uint32_t>(program_.layouts.size() - 1);
 }
 
 uint32_t ProgramBuilder::AddAccess(const vm::AccessDesc& access) {
+  if (program_.accesses.size() >= kMaxDescriptors) {
+    over_budget_ = true;
+    return 0;
+  }
   program_.accesses.push_back(access);
   return static_cast<uint32_t>(program_.accesses.size() - 1);
+}
+
+absl::Status ProgramBuilder::CheckBudget() const {
+  if (!over_budget_) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the kernel compiles to more than ", kMaxInstructions,
+      " instructions or ", kMaxDescriptors,
+      " access or layout descriptors (pallasvm's limit on a kernel's code)"));
 }
 
 int ProgramBuilder::AddFunction(vm::Function function) {

@@ -40,6 +40,16 @@ class ProgramBuilder {
 
   uint32_t AddLayout(const vm::LayoutDesc& layout);
   uint32_t AddAccess(const vm::AccessDesc& access);
+
+  // A kernel's code is small (real kernels compile to a few thousand
+  // instructions); a crafted file must not make the compiler emit
+  // gigabytes. Past these counts Emit/AddLayout/AddAccess keep nothing and
+  // CheckBudget fails; loops that emit per element or repetition stop at
+  // over_budget().
+  static constexpr size_t kMaxInstructions = size_t{1} << 22;
+  static constexpr size_t kMaxDescriptors = size_t{1} << 20;
+  bool over_budget() const { return over_budget_; }
+  absl::Status CheckBudget() const;
   int AddFunction(vm::Function function);
   vm::Function& function(int index) { return program_.functions[index]; }
 
@@ -55,6 +65,7 @@ class ProgramBuilder {
 
  private:
   vm::Program program_;
+  bool over_budget_ = false;
   uint64_t frame_end_ = 0;
   uint64_t constants_end_ = 0;  // relative to kConstantBase
   struct Allocation {

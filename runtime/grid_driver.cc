@@ -8,10 +8,6 @@
 #include <optional>
 #include <thread>
 
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +15,7 @@
 #include "runtime/memory_limit.h"
 #include "vm/interpreter.h"
 #include "vm/interrupt.h"
+#include "vm/kernels/flush_denormals.h"
 
 namespace pallasvm::runtime {
 
@@ -270,34 +267,14 @@ bool SameBlock(const BlockIndex& a, const BlockIndex& b, int rank) {
   return true;
 }
 
-// Float arithmetic with subnormals flushed: inputs are read as zero (DAZ)
-// and results that would be subnormal become zero (FTZ), on this thread for
-// the guard's lifetime. XLA:CPU, which computes interpret mode's results,
-// runs this way (and a TPU has no subnormals), so the VM does too, whoever
-// calls it: the JAX bridge's XLA threads already have it set, the C++ API's
-// and the simulated cores' threads do not. Only x86's MXCSR is handled.
-class ScopedFlushDenormals {
- public:
-#if defined(__SSE__)
-  ScopedFlushDenormals() : saved_(_mm_getcsr()) {
-    _mm_setcsr(saved_ | kFlushToZero | kDenormalsAreZero);
-  }
-  ~ScopedFlushDenormals() { _mm_setcsr(saved_); }
-
- private:
-  static constexpr unsigned kFlushToZero = 1u << 15;
-  static constexpr unsigned kDenormalsAreZero = 1u << 6;
-  unsigned saved_;
-#endif
-};
-
 // Runs loop indices [begin, end) of the grid (row-major numbering) on one
 // core, with interpret mode's per-core semantics: the core's first
 // iteration copies every input block in; afterwards blocks move only when
 // their index changes.
 absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
                      int64_t begin, int64_t end) {
-  ScopedFlushDenormals flush_denormals;
+  // Subnormals flushed as on XLA:CPU (vm/kernels/flush_denormals.h).
+  vm::kernels::FlushDenormals flush_denormals;
   const Kernel& k = *call.kernel;
   const vm::Program& p = k.program;
   const RunOptions& options = *call.options;
@@ -420,6 +397,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
             (start >= std::max<int64_t>(plan.region.array_shape[d], 1) &&
              (bm.is_output || !fill_oob_reads))) {
           return absl::OutOfRangeError(absl::StrCat(
+              "Out-of-bounds block index ", v, " for ",
+              bm.is_output ? "output " : "input ", bm.operand, ": ",
               map_name(), " returned block index ", v, " in dimension ", d,
               ": the block starts at element ", start, ", outside the array ",
               bm.array.ToString()));
@@ -463,10 +442,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           uint8_t& seen = core.visited[m][block_number(m, core.cur[m])];
           if (seen) {
             return absl::FailedPreconditionError(absl::StrCat(
-                where(point), ": revisited block (",
+                where(point), ": Revisited block (",
                 absl::StrJoin(core.cur[m].v, core.cur[m].v + plan.region.rank,
                               ", "),
-                ") of output ", bm.operand,
+                ") of output ", bm.operand, " in iteration ",
+                PointString(std::vector<int32_t>(point, point + grid_rank)),
                 " after leaving it; its earlier contents were already "
                 "written back and would be overwritten. Order the grid so "
                 "that each output block's visits are consecutive."));

@@ -34,8 +34,12 @@ if ! .venv/bin/python -c "import jax, pytest" >/dev/null 2>&1 ||
   cp tools/requirements.txt .venv/.pallasvm-requirements
 fi
 # The pallasvm package itself (exporter, JAX bridge), editable.
+# Reinstalled when tools/pyproject.toml changes (its entry points, such as
+# the pytest plugin's, live in the installed metadata).
 if ! .venv/bin/python -c "import pallasvm.export" >/dev/null 2>&1 ||
-   [[ "$(.venv/bin/python -c 'import pallasvm, pathlib; print(pathlib.Path(pallasvm.__file__).resolve().parent)')" != "$PWD/tools/pallasvm" ]]; then
+   [[ "$(.venv/bin/python -c 'import pallasvm, pathlib; print(pathlib.Path(pallasvm.__file__).resolve().parent)')" != "$PWD/tools/pallasvm" ]] ||
+   ! cmp -s tools/pyproject.toml .venv/.pallasvm-pyproject; then
   echo "installing the pallasvm Python package (tools/, editable)"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e tools/
+  cp tools/pyproject.toml .venv/.pallasvm-pyproject
 fi

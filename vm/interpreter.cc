@@ -59,9 +59,14 @@ std::string SourceOf(const Program& program, size_t pc) {
                                                       bool is_write) {
   const size_t pc = ip - program.code.data();
   const AccessDesc& access = program.accesses[ip->d];
+  // A masked store reads its region before writing it; either fault is
+  // the masked swap's, as interpret mode reports it.
+  const bool masked_swap =
+      program.debug_locs[program.debug_index[pc]].primitive == "masked_swap";
   return absl::OutOfRangeError(absl::StrCat(
       kernels::DescribeAccessFault(
-          access, kernels::FindAccessFault(access, frame), is_write),
+          access, kernels::FindAccessFault(access, frame),
+          masked_swap ? "masked swap" : is_write ? "write" : "read"),
       " at ", SourceOf(program, pc)));
 }
 

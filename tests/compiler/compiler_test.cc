@@ -192,7 +192,7 @@ TEST(Compiler, DynamicGridNeedsItsBoundOperand) {
                          "k.json");
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::StrContains(r.status().message(),
-                                "grid dimension -2 is not positive"))
+                                "grid dimension -2 is not in [1, 2^31 - 1]"))
       << r.status();
 }
 

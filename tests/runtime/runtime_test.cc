@@ -242,7 +242,7 @@ absl::Status RunErrorFixture(const std::string& name,
 TEST(GridErrors, RevisitedOutputBlock) {
   absl::Status s = RunErrorFixture("revisit_output");
   ASSERT_FALSE(s.ok());
-  EXPECT_TRUE(absl::StrContains(s.message(), "revisited block (0, 0)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "Revisited block (0, 0)")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1, 0)")) << s;
 }
 
@@ -259,7 +259,7 @@ TEST(GridErrors, OutOfBoundsDynamicSliceNamesTheSourceLine) {
   absl::Status s = RunErrorFixture("oob_dynamic_slice");
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
-  EXPECT_TRUE(absl::StrContains(s.message(), "out-of-bounds read")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "Out-of-bounds read")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1)")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "generate.py:")) << s;
 }
@@ -320,7 +320,7 @@ TEST(GridOrder, PermutedCoordinatesAreVisitedInTheirOrder) {
   options.grid_coordinates = {{}, {2, 1, 0}};
   absl::Status s = RunErrorFixture("revisit_output", options);
   ASSERT_FALSE(s.ok());
-  EXPECT_TRUE(absl::StrContains(s.message(), "revisited block (2, 0)")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "Revisited block (2, 0)")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "grid point (1, 2)")) << s;
 }
 

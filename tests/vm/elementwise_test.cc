@@ -549,5 +549,88 @@ TEST(ElementwiseLoops, SelectPicksPerElement) {
   EXPECT_EQ(out[4], 24u);
 }
 
+// ------------------------------------------------- subnormals (DAZ/FTZ)
+// The VM runs with denormals-are-zero and flush-to-zero (FlushDenormals),
+// as XLA:CPU does; these are the functors whose result is not plain
+// arithmetic on flushed inputs. Expected values are XLA:CPU's, by hand: a
+// subnormal reads as the zero of its sign, except where XLA returns it.
+namespace subnormal_cases {
+
+constexpr uint32_t kSub = 0x00000001u;  // smallest positive subnormal
+constexpr uint32_t kNegSub = 0x80000001u;
+constexpr uint32_t kBigSub = 0x007fffffu;  // largest subnormal
+constexpr uint32_t kPosZero = 0x00000000u;
+constexpr uint32_t kNegZero = 0x80000000u;
+
+float F(uint32_t bits) { return std::bit_cast<float>(bits); }
+uint32_t B(float f) { return std::bit_cast<uint32_t>(f); }
+
+// f on (x, y), scalar and through BinaryVV at a size with a batch tail.
+template <class Fn>
+void ExpectBinary(uint32_t x, uint32_t y, uint32_t want) {
+  FlushDenormals flush;
+  EXPECT_EQ(B(Fn{}(F(x), F(y))), want) << std::hex << x << ", " << y;
+  std::vector<float> xs(19, F(x)), ys(19, F(y)), out(19);
+  BinaryVV<Fn, float, float>(out.data(), xs.data(), ys.data(), 19);
+  for (float r : out) EXPECT_EQ(B(r), want) << std::hex << x << ", " << y;
+}
+
+template <class Fn>
+void ExpectUnary(uint32_t x, uint32_t want) {
+  FlushDenormals flush;
+  EXPECT_EQ(B(Fn{}(F(x))), want) << std::hex << x;
+  std::vector<float> xs(19, F(x)), out(19);
+  UnaryV<Fn, float, float>(out.data(), xs.data(), 19);
+  for (float r : out) EXPECT_EQ(B(r), want) << std::hex << x;
+}
+
+TEST(ElementwiseSubnormalTest, MaxAndMinReadSubnormalsAsZero) {
+  ExpectBinary<Max>(kSub, kSub, kPosZero);
+  ExpectBinary<Max>(kNegSub, kNegSub, kNegZero);
+  ExpectBinary<Max>(kSub, B(-1.f), kPosZero);
+  ExpectBinary<Max>(kNegSub, kPosZero, kPosZero);
+  ExpectBinary<Max>(kPosZero, kNegZero, kPosZero);
+  ExpectBinary<Max>(kNegZero, kPosZero, kPosZero);
+  ExpectBinary<Max>(kBigSub, B(2.f), B(2.f));
+  ExpectBinary<Min>(kPosZero, kSub, kPosZero);
+  ExpectBinary<Min>(kNegZero, kSub, kNegZero);
+  ExpectBinary<Min>(kNegSub, B(1.f), kNegZero);
+  ExpectBinary<Min>(kPosZero, kNegZero, kNegZero);
+  ExpectBinary<Min>(kNegZero, kPosZero, kNegZero);
+  ExpectBinary<Min>(kBigSub, B(-2.f), B(-2.f));
+  FlushDenormals flush;
+  EXPECT_TRUE(std::isnan(Max{}(kNaN, 1.f)));
+  EXPECT_TRUE(std::isnan(Max{}(1.f, kNaN)));
+  EXPECT_TRUE(std::isnan(Min{}(kNaN, F(kSub))));
+}
+
+TEST(ElementwiseSubnormalTest, SignAndLog1pAndCbrtGiveTheSignedZero) {
+  for (uint32_t x : {kSub, kBigSub}) {
+    ExpectUnary<Sign>(x, kPosZero);
+    ExpectUnary<Log1p>(x, kPosZero);
+    ExpectUnary<Cbrt>(x, kPosZero);
+  }
+  for (uint32_t x : {kNegSub, kNegSub | kBigSub}) {
+    ExpectUnary<Sign>(x, kNegZero);
+    ExpectUnary<Log1p>(x, kNegZero);
+    ExpectUnary<Cbrt>(x, kNegZero);
+  }
+  ExpectUnary<Sign>(kNegZero, kNegZero);
+  ExpectUnary<Sign>(B(3.f), B(1.f));
+  ExpectUnary<Sign>(B(-kInf), B(-1.f));
+  ExpectUnary<Log1p>(kNegZero, kNegZero);
+  ExpectUnary<Cbrt>(B(8.f), B(2.f));
+}
+
+TEST(ElementwiseSubnormalTest, TanhSinTanKeepSubnormals) {
+  for (uint32_t x : {kSub, kNegSub, kBigSub, kPosZero, kNegZero}) {
+    ExpectUnary<Tanh>(x, x);
+    ExpectUnary<Sin>(x, x);
+    ExpectUnary<Tan>(x, x);
+  }
+}
+
+}  // namespace subnormal_cases
+
 }  // namespace
 }  // namespace pallasvm::vm::kernels

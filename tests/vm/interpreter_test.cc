@@ -235,7 +235,7 @@ TEST(InterpreterTest, OutOfBoundsStartNamesTheSourceLine) {
   absl::Status s = VerifyAndRun(rc.program, frame, {ref.data()});
   ASSERT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
   EXPECT_EQ(s.message(),
-            "out-of-bounds read of ref 0 (dims [8, 128]): dim 0 start 7 size "
+            "Out-of-bounds read of ref 0 (dims [8, 128]): dim 0 start 7 size "
             "2 (needs start + (size-1)*stride < 8) at get (kernel.py:42 in "
             "my_kernel)");
 
@@ -243,7 +243,7 @@ TEST(InterpreterTest, OutOfBoundsStartNamesTheSourceLine) {
   frame.Set<int32_t>(rc.start2, -1);
   s = VerifyAndRun(rc.program, frame, {ref.data()});
   ASSERT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
-  EXPECT_NE(s.message().find("out-of-bounds write of ref 0"), std::string::npos)
+  EXPECT_NE(s.message().find("Out-of-bounds write of ref 0"), std::string::npos)
       << s;
   EXPECT_NE(s.message().find("start -1"), std::string::npos) << s;
   EXPECT_NE(s.message().find("kernel.py:43"), std::string::npos) << s;

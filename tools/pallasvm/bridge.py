@@ -171,6 +171,17 @@ def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
   if mosaic_params.dimension_semantics is not None and len(
       mosaic_params.dimension_semantics) != len(grid):
     return np.zeros(len(grid), np.int32)  # e.g. vmap added dims: in order
+  # As in interpret mode: parallel dimensions must be a prefix of the grid
+  # (ValueError) and of static size (ConcretizationTypeError).
+  parallel = ipc._get_parallel_dim_semantics(mosaic_params, len(grid))  # pylint: disable=protected-access
+  for d, (size, is_parallel) in enumerate(zip(grid, parallel)):
+    if is_parallel and not isinstance(size, (int, np.integer)):
+      error = jax.errors.ConcretizationTypeError.__new__(
+          jax.errors.ConcretizationTypeError)
+      jax.errors.JAXTypeError.__init__(  # the tracer-free constructor
+          error, f"grid dimension {d} has 'parallel' semantics, so its size"
+          " must be known at trace time, but it is a traced value")
+      raise error
   coords = ipc._get_randomized_grid_coordinates(  # pylint: disable=protected-access
       grid, mosaic_params, run_params.random_seed)
   flat = []
@@ -311,19 +322,44 @@ def stats() -> dict:
 
 
 # ---------------------------------------------------------------------------
+# Refusals (counted by _counting_refusals): the kernels the bridge would not
+# run, for reports (the pytest plugin) that say which kernels of a suite
+# pallasvm does not support yet, and why.
+# ---------------------------------------------------------------------------
+
+_refusals: list[tuple[str, str]] = []  # (exception class name, first line)
+
+
+def _record_refusal(error: BaseException) -> None:
+  lines = str(error).strip().splitlines()
+  with _lock:
+    _refusals.append((type(error).__name__, lines[0] if lines else ""))
+    _stats["refusals"] += 1
+
+
+def refusals(start: int = 0) -> list[tuple[str, str]]:
+  """The refusals recorded since the process started, from the `start`th:
+  (the exception's class name, the first line of its message) each."""
+  with _lock:
+    return _refusals[start:]
+
+
+# ---------------------------------------------------------------------------
 # The lowering
 # ---------------------------------------------------------------------------
 
 
 def _counting_refusals(rule):
-  """`rule`, counting the kernels it refuses (stats()["refusals"])."""
+  """`rule`, counting the kernels it refuses (stats()["refusals"]) and
+  recording why (refusals()): a feature pallasvm lacks, a kernel its
+  compiler finds wrong, or an error JAX's interpret mode would raise too
+  (a bad dimension semantics, a dynamic parallel dimension)."""
   @functools.wraps(rule)
   def counted(*args, **kwargs):
     try:
       return rule(*args, **kwargs)
-    except (CompileError, NotImplementedError):
-      with _lock:
-        _stats["refusals"] += 1
+    except Exception as error:
+      _record_refusal(error)
       raise
   return counted
 
@@ -355,13 +391,12 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         skip_floating_point_ops=bool(run_params.skip_floating_point_ops))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
-    with _lock:
-      _stats["lowerings"] += 1
     call = functools.partial(
         jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
         module=compiled.module,
         grid_coordinates=_grid_coordinates(params, run_params), **attrs)
     if run_params.grid_point_recorder is None and not run_params.detect_races:
+      _init_jax_races(run_params.num_cores_or_threads)
       results = call(ctx, *in_nodes)
     else:
       results = _call_with_reports(ctx, in_nodes, call, params, run_params)
@@ -369,6 +404,8 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     # of its callbacks; pallasvm has none, so the tokens pass through.
     if ctx.tokens_in is not None and ctx.tokens_out is None:
       ctx.set_tokens_out(ctx.tokens_in)
+    with _lock:
+      _stats["lowerings"] += 1
     return results
   return rule
 
@@ -435,6 +472,19 @@ def _set_jax_races(racy_elements: int, num_cores: int) -> None:
   with _lock:
     ipc.races = state
     _race_state["racy_elements"] = racy_elements
+
+
+def _init_jax_races(num_cores: int) -> None:
+  """As interpret mode's first call after pltpu.reset_tpu_interpret_mode_state
+  does, makes JAX's `races` state a fresh one (no races) if there is none,
+  so that reading `interpret_pallas_call.races.races_found` works after a
+  call without detect_races. (Done when the call is lowered: a call that
+  reuses a compiled function after a reset leaves it None.)"""
+  from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
+  from jax._src.pallas.mosaic.interpret import race_detection_state  # pylint: disable=g-import-not-at-top
+  with _lock:
+    if ipc.races is None:
+      ipc.races = race_detection_state.RaceDetectionState(num_cores=num_cores)
 
 
 def races_found() -> bool:

@@ -76,7 +76,8 @@ StridedRegion PlanRegion(const AccessDesc& access) {
 }
 
 std::string DescribeAccessFault(const AccessDesc& access,
-                                const AccessFault& fault, bool is_write) {
+                                const AccessFault& fault,
+                                std::string_view kind) {
   std::vector<int64_t> extents;
   for (int d = 0; d < access.rank; ++d)
     extents.push_back(access.dims[d].extent);
@@ -90,7 +91,7 @@ std::string DescribeAccessFault(const AccessDesc& access,
   std::string needs =
       fault.start < 0 ? std::string("start >= 0")
                       : absl::StrCat("start + (size-1)*stride < ", dim.extent);
-  return absl::StrCat("out-of-bounds ", is_write ? "write" : "read", " of ",
+  return absl::StrCat("Out-of-bounds ", absl::string_view(kind.data(), kind.size()), " of ",
                       what, " (dims [", absl::StrJoin(extents, ", "),
                       "]): dim ", fault.dim, " start ", fault.start, " size ",
                       dim.size, step, " (needs ", needs, ")");

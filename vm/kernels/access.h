@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "vm/dtype.h"
 #include "vm/kernels/layout.h"
@@ -43,10 +44,14 @@ ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame);
 // For the error path, after ResolveAccess refused: which start was bad.
 AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame);
 
-// "out-of-bounds read of ref 2 (dims [8, 128]): dim 0 start 12 size 8
-// (needs start + (size-1)*stride < 8)"; the caller adds where it happened.
+// "Out-of-bounds read of ref 2 (dims [8, 128]): dim 0 start 12 size 8
+// (needs start + (size-1)*stride < 8)", for `kind` "read"; the caller adds
+// where it happened. (Interpret mode's messages start the same way, and
+// JAX's tests match on them: "Out-of-bounds read", "Out-of-bounds write",
+// "Out-of-bounds masked swap".)
 std::string DescribeAccessFault(const AccessDesc& access,
-                                const AccessFault& fault, bool is_write);
+                                const AccessFault& fault,
+                                std::string_view kind);
 
 // The walk over an access's region, which depends only on the descriptor
 // (sizes, strides, extents), not on where the starts put it.

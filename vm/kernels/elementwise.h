@@ -11,6 +11,13 @@
 // form evaluates the batch form on a broadcast for the same reason: `_S`,
 // `_V` and the tail of a `_V` all agree bit for bit.
 //
+// Subnormals: the functors assume the thread runs with denormals-are-zero
+// and flush-to-zero (FlushDenormals, vm/kernels/flush_denormals.h), as
+// XLA:CPU's threads do, so arithmetic reads subnormals as zero for free.
+// Where XLA:CPU's result is not plain arithmetic on flushed inputs (max, min
+// and sign flush; tanh, sin and tan return a subnormal unchanged), the
+// functor says so.
+//
 // Integer semantics are XLA's (see vm/opcodes.def): arithmetic wraps and is
 // done in uint32_t so C++ sees no signed overflow; division and remainder by
 // zero and INT_MIN / -1 have defined results and never trap; shifts by
@@ -29,6 +36,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "vm/kernels/flush_denormals.h"
 #include "vm/kernels/simd.h"
 
 namespace pallasvm::vm::kernels {
@@ -57,6 +65,21 @@ inline float ViaBatch(F f, float x, float y) {
 // True in the lanes whose sign bit is set (so -0.0 and negative NaNs too).
 inline xsimd::batch_bool<float> SignBitSet(BatchF32 x) {
   return xsimd::bool_cast(xsimd::bitwise_cast<BatchS32>(x) < BatchS32(0));
+}
+
+// The signed zero where x compares equal to zero (so, under
+// denormals-are-zero, for subnormals too), x elsewhere: what XLA:CPU's
+// arithmetic makes of a subnormal that a select would pass through.
+inline BatchF32 ZeroIfZero(BatchF32 x) {
+  return xsimd::select(x == BatchF32(0.f), xsimd::bitwise_and(x, BatchF32(-0.f)),
+                       x);
+}
+
+// x itself where x compares equal to zero (±0 and, under
+// denormals-are-zero, the subnormals), else r: XLA:CPU's tanh, sin and tan
+// return such inputs unchanged (f(x) = x near 0), subnormal bits included.
+inline BatchF32 KeepIfZero(BatchF32 x, BatchF32 r) {
+  return xsimd::select(x == BatchF32(0.f), x, r);
 }
 
 // ------------------------------------------------------------ arithmetic
@@ -124,19 +147,18 @@ struct Rem {
 };
 
 // F32 max/min are IEEE 754-2019 maximum/minimum, as XLA emits them: NaN if
-// either operand is NaN, and -0 < +0.
+// either operand is NaN, and -0 < +0. Like XLA:CPU's they read subnormal
+// operands as zero: maxps/minps honour denormals-are-zero (set by
+// FlushDenormals, vm/kernels/flush_denormals.h) and return the flushed zero,
+// where a select would pass the subnormal's bits through. maxps(a, b)
+// returns b on ties, so the AND (max) or OR (min) of both orders prefers +0
+// (max) or -0 (min). The scalar form is the batch form on a broadcast.
 struct Max {
-  float operator()(float x, float y) const {
-    if (std::isnan(x) || std::isnan(y)) return x + y;
-    if (x == y) return std::signbit(x) ? y : x;
-    return x > y ? x : y;
-  }
+  float operator()(float x, float y) const { return ViaBatch(*this, x, y); }
   int32_t operator()(int32_t x, int32_t y) const { return std::max(x, y); }
   uint32_t operator()(uint32_t x, uint32_t y) const { return std::max(x, y); }
   BatchF32 operator()(BatchF32 x, BatchF32 y) const {
-    // On equal values (only +0 vs -0 differ) AND of the bits prefers +0.
-    BatchF32 ordered = xsimd::select(x == y, xsimd::bitwise_and(x, y),
-                                     xsimd::select(x > y, x, y));
+    BatchF32 ordered = xsimd::bitwise_and(xsimd::max(x, y), xsimd::max(y, x));
     return xsimd::select(xsimd::isnan(x) || xsimd::isnan(y), x + y, ordered);
   }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return xsimd::max(x, y); }
@@ -144,17 +166,11 @@ struct Max {
 };
 
 struct Min {
-  float operator()(float x, float y) const {
-    if (std::isnan(x) || std::isnan(y)) return x + y;
-    if (x == y) return std::signbit(x) ? x : y;
-    return x < y ? x : y;
-  }
+  float operator()(float x, float y) const { return ViaBatch(*this, x, y); }
   int32_t operator()(int32_t x, int32_t y) const { return std::min(x, y); }
   uint32_t operator()(uint32_t x, uint32_t y) const { return std::min(x, y); }
   BatchF32 operator()(BatchF32 x, BatchF32 y) const {
-    // On equal values OR of the bits prefers -0.
-    BatchF32 ordered = xsimd::select(x == y, xsimd::bitwise_or(x, y),
-                                     xsimd::select(x < y, x, y));
+    BatchF32 ordered = xsimd::bitwise_or(xsimd::min(x, y), xsimd::min(y, x));
     return xsimd::select(xsimd::isnan(x) || xsimd::isnan(y), x + y, ordered);
   }
   BatchS32 operator()(BatchS32 x, BatchS32 y) const { return xsimd::min(x, y); }
@@ -182,6 +198,9 @@ struct Pow {
 
 // atan2(x, y) = the angle of (y, x). xsimd's atan2 returns NaN for
 // (+-0, +-0) and is patched there and at (+-inf, +-inf) to the C values.
+// Subnormal operands read as zero. XLA:CPU's atan2 has no consistent rule
+// for them (atan2(1e-45, 0) = pi/2 but atan2(1e-45, 1e-45) = NaN and
+// atan2(1e-45, 0.5) = 0), so pallasvm does not follow it there (README).
 struct Atan2 {
   float operator()(float x, float y) const { return ViaBatch(*this, x, y); }
   BatchF32 operator()(BatchF32 x, BatchF32 y) const {
@@ -327,15 +346,16 @@ struct Abs {
   BatchS32 operator()(BatchS32 x) const { return xsimd::abs(x); }
 };
 
-// Zeros (of either sign) and NaN are returned unchanged.
+// Zeros (of either sign) and NaN are returned unchanged; a subnormal gives
+// the zero of its sign, as in XLA:CPU (under denormals-are-zero it compares
+// equal to 0, and AND with -0 keeps only its sign bit).
 struct Sign {
-  float operator()(float x) const {
-    return x > 0.f ? 1.f : (x < 0.f ? -1.f : x);
-  }
+  float operator()(float x) const { return ViaBatch(*this, x); }
   int32_t operator()(int32_t x) const { return (x > 0) - (x < 0); }
   BatchF32 operator()(BatchF32 x) const {
-    return xsimd::select(x > BatchF32(0.f), BatchF32(1.f),
-                         xsimd::select(x < BatchF32(0.f), BatchF32(-1.f), x));
+    return xsimd::select(
+        x > BatchF32(0.f), BatchF32(1.f),
+        xsimd::select(x < BatchF32(0.f), BatchF32(-1.f), ZeroIfZero(x)));
   }
 };
 
@@ -423,17 +443,26 @@ PALLASVM_XSIMD_UNARY(Exp2, WithSubnormalResults(x, -126.f, xsimd::exp2(x),
                                                   return xsimd::exp2(h);
                                                 }))
 PALLASVM_XSIMD_UNARY(Log, xsimd::log(x))
-// xsimd returns +0 for log1p(-0) and expm1(-0); IEEE says -0.
+// xsimd returns +0 for log1p(-0) and expm1(-0); IEEE says -0. XLA:CPU's
+// log1p of a subnormal is the zero of its sign; its expm1 keeps the
+// subnormal.
 PALLASVM_XSIMD_UNARY(Log1p,
-                     xsimd::select(x == BatchF32(0.f), x, xsimd::log1p(x)))
+                     xsimd::select(x == BatchF32(0.f),
+                                   xsimd::bitwise_and(x, BatchF32(-0.f)),
+                                   xsimd::log1p(x)))
 PALLASVM_XSIMD_UNARY(Expm1,
                      xsimd::select(x == BatchF32(0.f), x, xsimd::expm1(x)))
-PALLASVM_XSIMD_UNARY(Tanh, xsimd::tanh(x))
+PALLASVM_XSIMD_UNARY(Tanh, KeepIfZero(x, xsimd::tanh(x)))
 PALLASVM_XSIMD_UNARY(Logistic, BatchF32(1.f) / (BatchF32(1.f) + xsimd::exp(-x)))
-PALLASVM_XSIMD_UNARY(Cbrt, xsimd::cbrt(x))
-PALLASVM_XSIMD_UNARY(Sin, xsimd::sin(x))
+// A subnormal reads as zero: XLA:CPU's cbrt returns -5.6e-16 for every
+// subnormal (its algorithm breaks under denormals-are-zero); pallasvm gives
+// the signed zero (a documented difference).
+PALLASVM_XSIMD_UNARY(Cbrt, xsimd::select(x == BatchF32(0.f),
+                                         xsimd::bitwise_and(x, BatchF32(-0.f)),
+                                         xsimd::cbrt(x)))
+PALLASVM_XSIMD_UNARY(Sin, KeepIfZero(x, xsimd::sin(x)))
 PALLASVM_XSIMD_UNARY(Cos, xsimd::cos(x))
-PALLASVM_XSIMD_UNARY(Tan, xsimd::tan(x))
+PALLASVM_XSIMD_UNARY(Tan, KeepIfZero(x, xsimd::tan(x)))
 PALLASVM_XSIMD_UNARY(Erf, xsimd::erf(x))
 #undef PALLASVM_XSIMD_UNARY
 
