@@ -12,12 +12,17 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "runtime/block_copy.h"
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 #include "vm/interpreter.h"
 #include "vm/interrupt.h"
 #include "vm/kernels/flush_denormals.h"
 
 namespace pallasvm::runtime {
+
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::CheckMemory;
+using vm::FormatBytes;
 
 void FillValue(vm::DType dtype, UninitializedMemory mode, uint8_t* out) {
   const int size = vm::SizeOf(dtype);

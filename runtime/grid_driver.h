@@ -97,7 +97,7 @@ struct RunOptions {
   const std::atomic<bool>* cancel = nullptr;
   // The most a call may allocate, in bytes: every core's workspace (frame,
   // block buffers, scratch) and race detection's marks. 0:
-  // DefaultMemoryLimit() (runtime/memory_limit.h, the physical memory).
+  // DefaultMemoryLimit() (vm/memory_limit.h, the physical memory).
   // Beyond it, Run fails with RESOURCE_EXHAUSTED naming the buffer.
   int64_t memory_limit = 0;
 };

@@ -87,7 +87,7 @@ struct Kernel {
 // are int32) and the grid in 2^62 points; shapes in 2^40 elements; one
 // core's workspace (frame, refs) and each buffer in it in `memory_limit`
 // bytes (0: DefaultMemoryLimit(), see
-// runtime/memory_limit.h). A buffer of any alignment is accepted (read
+// vm/memory_limit.h). A buffer of any alignment is accepted (read
 // through an aligned copy if need be); 8-byte fields that are misaligned
 // within it are refused, never read.
 absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(

@@ -8,10 +8,15 @@
 #include "absl/strings/str_join.h"
 #include "bytecode_generated.h"
 #include "runtime/kernel.h"
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 #include "vm/interpreter.h"
 
 namespace pallasvm::runtime {
+
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::CheckMemory;
+using vm::FormatBytes;
 namespace {
 
 namespace bc = ::pallasvm::bytecode;

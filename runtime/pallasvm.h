@@ -39,7 +39,7 @@ class Executable {
   // Loads and verifies a module (format/bytecode.fbs). `origin` names it
   // in errors (e.g. the file name). The module's buffers are checked
   // against `memory_limit` bytes (0: the machine's physical memory, see
-  // runtime/memory_limit.h) but not allocated: Run allocates them.
+  // vm/memory_limit.h) but not allocated: Run allocates them.
   static absl::StatusOr<std::unique_ptr<Executable>> Load(
       absl::string_view module_bytes, absl::string_view origin = "module",
       int64_t memory_limit = 0);

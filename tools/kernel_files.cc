@@ -10,7 +10,7 @@
 #include "compiler/compiler.h"
 #include "compiler/module_cache.h"
 #include "flatbuffers/flatbuffers.h"
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -54,7 +54,7 @@ absl::StatusOr<std::vector<NpyArray>> ReadArrays(
                      "s, given ", paths.size(), " .npy files"));
   }
   std::vector<NpyArray> arrays;
-  int64_t left = runtime::ResolveMemoryLimit(memory_limit);
+  int64_t left = vm::ResolveMemoryLimit(memory_limit);
   for (size_t i = 0; i < paths.size(); ++i) {
     absl::StatusOr<NpyArray> a = ReadNpy(paths[i], left);
     if (!a.ok()) return a.status();

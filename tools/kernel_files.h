@@ -50,7 +50,7 @@ absl::StatusOr<std::unique_ptr<Executable>> LoadExecutable(
 
 // Reads .npy files as the kernel's inputs (checking count, dtype, shape),
 // all of them together in `memory_limit` bytes (0: the default,
-// runtime/memory_limit.h).
+// vm/memory_limit.h).
 absl::StatusOr<std::vector<NpyArray>> ReadInputs(
     const runtime::Kernel& kernel, const std::vector<std::string>& paths,
     int64_t memory_limit = 0);

@@ -17,7 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -218,7 +218,7 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path,
     return absl::InvalidArgumentError(
         absl::StrCat(path, " is a directory, not a file"));
   }
-  const int64_t limit = runtime::ResolveMemoryLimit(max_bytes);
+  const int64_t limit = vm::ResolveMemoryLimit(max_bytes);
   std::ifstream f(path, std::ios::binary);
   if (!f) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   // Read in chunks, so that a file without a size (a pipe, /dev/zero) is
@@ -230,7 +230,7 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path,
     const size_t got = static_cast<size_t>(f.gcount());
     if (static_cast<int64_t>(out.size() + got) > limit) {
       return absl::ResourceExhaustedError(
-          absl::StrCat(path, " is larger than ", runtime::FormatBytes(limit),
+          absl::StrCat(path, " is larger than ", vm::FormatBytes(limit),
                        ", the most pallasvm reads"));
     }
     out.append(chunk.data(), got);
@@ -264,7 +264,7 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path,
   }
   if (!layout.ok()) return layout.status();
   const size_t bytes = layout->data_bytes;
-  if (absl::Status s = runtime::CheckMemory(
+  if (absl::Status s = vm::CheckMemory(
           absl::StrCat(path, " (", layout->array.descr, " array of shape (",
                        absl::StrJoin(layout->array.shape, ", "), "))"),
           static_cast<int64_t>(bytes), memory_limit);

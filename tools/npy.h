@@ -28,7 +28,7 @@ absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
                                   absl::string_view origin);
 // Reads the header first and refuses (RESOURCE_EXHAUSTED, naming the file
 // and its shape) data larger than `memory_limit` bytes (0: the default,
-// runtime/memory_limit.h) before allocating it; a file with more or less
+// vm/memory_limit.h) before allocating it; a file with more or less
 // data than its shape says is an error.
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path,
                                  int64_t memory_limit = 0);
@@ -50,7 +50,7 @@ absl::Status WriteNpy(const std::string& path, vm::DType dtype,
 
 // The whole file; an error for a directory, or for a file (or a device
 // such as /dev/zero) longer than `max_bytes` (0: the default memory limit,
-// runtime/memory_limit.h).
+// vm/memory_limit.h).
 absl::StatusOr<std::string> ReadFileBytes(const std::string& path,
                                           int64_t max_bytes = 0);
 

@@ -16,7 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "compiler/compiler.h"
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 #include "runtime/pallasvm.h"
 #include "tools/kernel_files.h"
 #include "tools/npy.h"
@@ -325,8 +325,8 @@ int Run(const std::vector<std::string>& args) {
   int64_t out_bytes = 0;
   for (size_t j = 0; j < k.out_types.size(); ++j) {
     const runtime::ArrayType& t = k.out_types[j];
-    out_bytes = runtime::CheckedAdd(out_bytes, t.bytes()).value_or(-1);
-    if (absl::Status s = runtime::CheckMemory(
+    out_bytes = vm::CheckedAdd(out_bytes, t.bytes()).value_or(-1);
+    if (absl::Status s = vm::CheckMemory(
             absl::StrCat("kernel '", k.name, "': output ", j, " ",
                          t.ToString(), " (with the outputs before it)"),
             out_bytes, run_options.memory_limit);
@@ -334,7 +334,7 @@ int Run(const std::vector<std::string>& args) {
       return Fail(s);
     }
   }
-  const int64_t limit = runtime::ResolveMemoryLimit(run_options.memory_limit);
+  const int64_t limit = vm::ResolveMemoryLimit(run_options.memory_limit);
   absl::StatusOr<std::vector<NpyArray>> in =
       ReadInputs(k, inputs, std::max<int64_t>(limit - out_bytes, 1));
   if (!in.ok()) return Fail(in.status());

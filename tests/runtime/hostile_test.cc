@@ -16,7 +16,7 @@
 #include "bytecode_generated.h"
 #include "compiler/compiler.h"
 #include "gtest/gtest.h"
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 #include "runtime/pallasvm.h"
 #include "tools/npy.h"
 
@@ -194,14 +194,14 @@ TEST(MemoryLimit, TheLimitCountsEveryCore) {
 }
 
 TEST(MemoryLimit, TheDefaultIsThePhysicalMemory) {
-  const int64_t limit = runtime::DefaultMemoryLimit();
+  const int64_t limit = vm::DefaultMemoryLimit();
   EXPECT_GT(limit, int64_t{1} << 20);
   EXPECT_LT(limit, int64_t{1} << 62);
-  EXPECT_EQ(runtime::FormatBytes(int64_t{1} << 40), "1 TiB");
-  EXPECT_EQ(runtime::FormatBytes(1536), "1.5 KiB");
-  EXPECT_EQ(runtime::FormatBytes(12), "12 bytes");
-  EXPECT_FALSE(runtime::CheckedMul(int64_t{1} << 32, int64_t{1} << 31));
-  EXPECT_FALSE(runtime::CheckedAdd(INT64_MAX, 1));
+  EXPECT_EQ(vm::FormatBytes(int64_t{1} << 40), "1 TiB");
+  EXPECT_EQ(vm::FormatBytes(1536), "1.5 KiB");
+  EXPECT_EQ(vm::FormatBytes(12), "12 bytes");
+  EXPECT_FALSE(vm::CheckedMul(int64_t{1} << 32, int64_t{1} << 31));
+  EXPECT_FALSE(vm::CheckedAdd(INT64_MAX, 1));
 }
 
 // A real module with its frame_size field (a uint32 in the root table)

@@ -9,8 +9,10 @@
 // allocation that fails anyway is a RESOURCE_EXHAUSTED status naming the
 // buffer, never a crash. The default limit is the machine's physical
 // memory, or the address-space limit (RLIMIT_AS) when that is lower.
-#ifndef PALLASVM_RUNTIME_MEMORY_LIMIT_H_
-#define PALLASVM_RUNTIME_MEMORY_LIMIT_H_
+// In vm/ because every layer that sizes buffers (compiler, runtime, the
+// command line) depends on it; it knows nothing of them.
+#ifndef PALLASVM_VM_MEMORY_LIMIT_H_
+#define PALLASVM_VM_MEMORY_LIMIT_H_
 
 #include <cstdint>
 #include <optional>
@@ -19,7 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace pallasvm::runtime {
+namespace pallasvm::vm {
 
 // min(physical memory, RLIMIT_AS); 2^62 if neither is known.
 int64_t DefaultMemoryLimit();
@@ -42,6 +44,6 @@ std::optional<int64_t> CheckedAdd(int64_t a, int64_t b);
 absl::Status CheckMemory(absl::string_view what, int64_t bytes,
                          int64_t limit);
 
-}  // namespace pallasvm::runtime
+}  // namespace pallasvm::vm
 
-#endif  // PALLASVM_RUNTIME_MEMORY_LIMIT_H_
+#endif  // PALLASVM_VM_MEMORY_LIMIT_H_

@@ -1,4 +1,4 @@
-#include "runtime/memory_limit.h"
+#include "vm/memory_limit.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace pallasvm::runtime {
+namespace pallasvm::vm {
 
 int64_t DefaultMemoryLimit() {
   int64_t limit = int64_t{1} << 62;
@@ -65,4 +65,4 @@ absl::Status CheckMemory(absl::string_view what, int64_t bytes,
       ", more than the memory limit of ", FormatBytes(limit)));
 }
 
-}  // namespace pallasvm::runtime
+}  // namespace pallasvm::vm
