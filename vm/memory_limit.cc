@@ -10,7 +10,9 @@
 
 namespace pallasvm::vm {
 
-int64_t DefaultMemoryLimit() {
+namespace {
+
+int64_t ComputeDefaultMemoryLimit() {
   int64_t limit = int64_t{1} << 62;
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page_size = sysconf(_SC_PAGE_SIZE);
@@ -24,6 +26,14 @@ int64_t DefaultMemoryLimit() {
       as.rlim_cur < static_cast<rlim_t>(limit)) {
     limit = static_cast<int64_t>(as.rlim_cur);
   }
+  return limit;
+}
+
+}  // namespace
+
+int64_t DefaultMemoryLimit() {
+  // Computed once: it takes system calls, and every Run resolves it.
+  static const int64_t limit = ComputeDefaultMemoryLimit();
   return limit;
 }
 

@@ -23,7 +23,8 @@
 
 namespace pallasvm::vm {
 
-// min(physical memory, RLIMIT_AS); 2^62 if neither is known.
+// min(physical memory, RLIMIT_AS) when first asked; 2^62 if neither is
+// known.
 int64_t DefaultMemoryLimit();
 
 // `limit` itself when positive, else DefaultMemoryLimit(): the meaning of
