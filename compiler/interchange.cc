@@ -31,7 +31,8 @@ bool TypeAligned(const ic::Type* t) {
   return t == nullptr || Aligned8(t->shape());
 }
 
-bool VarsAligned(const flatbuffers::Vector<flatbuffers::Offset<ic::Var>>* vars) {
+bool VarsAligned(
+    const flatbuffers::Vector<flatbuffers::Offset<ic::Var>>* vars) {
   if (vars == nullptr) return true;
   for (const ic::Var* v : *vars) {
     if (v != nullptr && !TypeAligned(v->type())) return false;
@@ -158,9 +159,10 @@ absl::StatusOr<Interchange> ParseInterchange(absl::string_view data,
   if (reinterpret_cast<uintptr_t>(result.bytes.data()) % alignof(int64_t) !=
           0 ||
       !KernelAligned(result.kernel)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        origin, ": corrupted interchange: a vector of 64-bit integers is "
-                "misaligned"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin,
+                     ": corrupted interchange: a vector of 64-bit integers is "
+                     "misaligned"));
   }
   if (result.kernel->version() != kInterchangeVersion) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -9,13 +9,13 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "runtime/block_copy.h"
-#include "vm/memory_limit.h"
 #include "vm/interpreter.h"
 #include "vm/interrupt.h"
 #include "vm/kernels/flush_denormals.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::runtime {
 
@@ -361,8 +361,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
                       const absl::Status& s) {
     const bool interrupted = s.code() == absl::StatusCode::kDeadlineExceeded ||
                              s.code() == absl::StatusCode::kCancelled;
-    return absl::Status(
-        s.code(), absl::StrCat(where(at, interrupted), what, ": ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(where(at, interrupted), what,
+                                               ": ", s.message()));
   };
   auto run_index_maps = [&](const int32_t* at,
                             std::vector<BlockIndex>& result) -> absl::Status {
@@ -380,11 +380,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           std::memcpy(frame + f.param_slots[g], &at[g], 4);
         }
         if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
-          return vm_error(at,
-                          absl::StrCat(", index map of ",
-                                       bm.is_output ? "output " : "input ",
-                                       bm.operand),
-                          s);
+          return vm_error(
+              at,
+              absl::StrCat(", index map of ",
+                           bm.is_output ? "output " : "input ", bm.operand),
+              s);
         }
       }
       for (int d = 0; d < plan.region.rank; ++d) {
@@ -431,9 +431,9 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   for (int64_t t = begin; t < end; ++t) {
     if (interrupt && interrupt->Poll()) {
       const absl::Status s = interrupt->status();
-      return vm_error(point, "",
-                      absl::Status(s.code(),
-                                   absl::StrCat(s.message(), " before it ran")));
+      return vm_error(
+          point, "",
+          absl::Status(s.code(), absl::StrCat(s.message(), " before it ran")));
     }
     // Copy in input blocks whose index changed; check output revisits.
     for (size_t m = 0; m < num_mappings; ++m) {
@@ -717,16 +717,16 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   using Clock = vm::Interrupt::Clock;
   call.deadline = Clock::time_point::max();
   if (options.timeout.count() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kernel '", k.name, "': negative timeout (",
-        Seconds(options.timeout), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", k.name, "': negative timeout (",
+                     Seconds(options.timeout), ")"));
   }
   if (options.timeout.count() > 0) {
     const Clock::time_point now = Clock::now();
-    call.deadline = options.timeout < Clock::time_point::max() - now
-                        ? now + std::chrono::duration_cast<Clock::duration>(
-                                    options.timeout)
-                        : Clock::time_point::max();
+    call.deadline =
+        options.timeout < Clock::time_point::max() - now
+            ? now + std::chrono::duration_cast<Clock::duration>(options.timeout)
+            : Clock::time_point::max();
     call.timeout = options.timeout;
   }
   if (options.deadline != Clock::time_point() &&
@@ -807,8 +807,8 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                       : (parallel_points + num_cores - 1) / num_cores *
                             (num_points / parallel_points);
   while (static_cast<int>(ws_->cores.size()) < num_cores) {
-    absl::StatusOr<std::unique_ptr<CoreState>> core = NewCore(
-        k, ws_->plans, static_cast<int>(ws_->cores.size()));
+    absl::StatusOr<std::unique_ptr<CoreState>> core =
+        NewCore(k, ws_->plans, static_cast<int>(ws_->cores.size()));
     if (!core.ok()) return core.status();
     ws_->cores.push_back(*std::move(core));
   }

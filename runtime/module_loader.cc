@@ -8,8 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "bytecode_generated.h"
 #include "runtime/kernel.h"
-#include "vm/memory_limit.h"
 #include "vm/interpreter.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::runtime {
 
@@ -61,9 +61,9 @@ absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
   int64_t n = 1;
   for (int64_t d : a.shape) {
     if (d < 0 || (d > 0 && n > (int64_t{1} << 40) / d)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " has a bad shape ", a.ToString(),
-          ": a negative dimension, or more than 2^40 elements"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " has a bad shape ", a.ToString(),
+                       ": a negative dimension, or more than 2^40 elements"));
     }
     n *= d;
   }
@@ -201,8 +201,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   // corrupted or crafted size: refused, not allocated.
   if (int64_t{p.frame_size} > 2 * frame_used + 65536) {
     return bad(absl::StrCat("the frame claims ", FormatBytes(p.frame_size),
-                            " but the code uses only ",
-                            FormatBytes(frame_used), " of it"));
+                            " but the code uses only ", FormatBytes(frame_used),
+                            " of it"));
   }
 
   // The pallas_call description.
@@ -399,8 +399,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     if (workspace < 0) break;
   }
   if (absl::Status s = CheckMemory(
-          "one simulated core's workspace (the frame and every ref)",
-          workspace, memory_limit);
+          "one simulated core's workspace (the frame and every ref)", workspace,
+          memory_limit);
       !s.ok()) {
     return absl::ResourceExhaustedError(
         absl::StrCat(origin, ": ", s.message()));

@@ -145,8 +145,7 @@ absl::StatusOr<std::unique_ptr<Executable>> LoadExecutable(
 absl::StatusOr<std::vector<NpyArray>> ReadInputs(
     const runtime::Kernel& kernel, const std::vector<std::string>& paths,
     int64_t memory_limit) {
-  return ReadArrays(kernel.in_types, paths, "input", kernel.name,
-                    memory_limit);
+  return ReadArrays(kernel.in_types, paths, "input", kernel.name, memory_limit);
 }
 
 absl::StatusOr<std::vector<NpyArray>> ReadExpected(

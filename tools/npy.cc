@@ -283,10 +283,10 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path,
   if (f.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
   if (got < bytes) return SizeError(path, got, bytes, a);
   if (f.peek() != std::ifstream::traits_type::eof()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not a valid .npy file: more data than shape (",
-        absl::StrJoin(a.shape, ", "), ") of '", a.descr, "' holds (", bytes,
-        " bytes)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a valid .npy file: more data than shape (",
+                     absl::StrJoin(a.shape, ", "), ") of '", a.descr,
+                     "' holds (", bytes, " bytes)"));
   }
   return std::move(layout->array);
 }
@@ -343,8 +343,8 @@ absl::Status WriteFileBytes(const std::string& path, absl::string_view bytes) {
   std::string tmp = path + ".XXXXXX";
   const int fd = mkstemp(tmp.data());
   if (fd < 0) {
-    return absl::DataLossError(absl::StrCat("cannot write ", path, ": ",
-                                            std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
   }
   size_t done = 0;
   while (done < bytes.size()) {
@@ -357,9 +357,9 @@ absl::Status WriteFileBytes(const std::string& path, absl::string_view bytes) {
   const bool closed = close(fd) == 0;
   if (done < bytes.size() || !closed) {
     fs::remove(tmp, ec);
-    return absl::DataLossError(absl::StrCat(
-        "cannot write ", path, ": ",
-        std::strerror(done < bytes.size() ? write_errno : errno)));
+    return absl::DataLossError(
+        absl::StrCat("cannot write ", path, ": ",
+                     std::strerror(done < bytes.size() ? write_errno : errno)));
   }
   // mkstemp makes the file 0600; give it the usual permissions.
   const mode_t mask = umask(0);

@@ -16,12 +16,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "compiler/compiler.h"
-#include "vm/memory_limit.h"
 #include "runtime/pallasvm.h"
 #include "tools/kernel_files.h"
 #include "tools/npy.h"
 #include "tools/output_check.h"
 #include "vm/interpreter.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -122,11 +122,24 @@ std::optional<int64_t> ParseBytes(std::string v) {
   }
   if (!v.empty()) {
     switch (v.back()) {
-      case 'K': case 'k': shift = 10; break;
-      case 'M': case 'm': shift = 20; break;
-      case 'G': case 'g': shift = 30; break;
-      case 'T': case 't': shift = 40; break;
-      default: break;
+      case 'K':
+      case 'k':
+        shift = 10;
+        break;
+      case 'M':
+      case 'm':
+        shift = 20;
+        break;
+      case 'G':
+      case 'g':
+        shift = 30;
+        break;
+      case 'T':
+      case 't':
+        shift = 40;
+        break;
+      default:
+        break;
     }
     if (shift != 0) v.pop_back();
   }
@@ -161,7 +174,8 @@ int Compile(const std::vector<std::string>& args) {
   }
   std::error_code ec;
   if (std::filesystem::is_directory(output, ec)) {
-    return UsageError("the output " + output + " is a directory", kCompileUsage);
+    return UsageError("the output " + output + " is a directory",
+                      kCompileUsage);
   }
   if (std::filesystem::exists(output, ec) &&
       std::filesystem::equivalent(input, output, ec)) {
@@ -263,8 +277,8 @@ int Run(const std::vector<std::string>& args) {
     } else if ((a == "--atol" || a == "--rtol") && value(&v)) {
       double d;
       if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || d < 0) {
-        return UsageError("bad " + a + " " + v + ": expected a finite value >= 0",
-                          kRunUsage);
+        return UsageError(
+            "bad " + a + " " + v + ": expected a finite value >= 0", kRunUsage);
       }
       (a == "--atol" ? atol : rtol) = d;
     } else if (a == "--uninitialized" && value(&v)) {
@@ -327,8 +341,8 @@ int Run(const std::vector<std::string>& args) {
     const runtime::ArrayType& t = k.out_types[j];
     out_bytes = vm::CheckedAdd(out_bytes, t.bytes()).value_or(-1);
     if (absl::Status s = vm::CheckMemory(
-            absl::StrCat("kernel '", k.name, "': output ", j, " ",
-                         t.ToString(), " (with the outputs before it)"),
+            absl::StrCat("kernel '", k.name, "': output ", j, " ", t.ToString(),
+                         " (with the outputs before it)"),
             out_bytes, run_options.memory_limit);
         !s.ok()) {
       return Fail(s);
@@ -379,9 +393,9 @@ int Run(const std::vector<std::string>& args) {
     std::error_code ec;
     std::filesystem::create_directories(output_dir, ec);
     if (!std::filesystem::is_directory(output_dir)) {
-      return Fail(absl::FailedPreconditionError(absl::StrCat(
-          "cannot write into ", output_dir, ": not a directory",
-          ec ? ": " + ec.message() : std::string())));
+      return Fail(absl::FailedPreconditionError(
+          absl::StrCat("cannot write into ", output_dir, ": not a directory",
+                       ec ? ": " + ec.message() : std::string())));
     }
     for (size_t j = 0; j < k.out_types.size(); ++j) {
       std::string path = absl::StrCat(output_dir, "/output_", j, ".npy");
@@ -439,8 +453,8 @@ int Run(const std::vector<std::string>& args) {
         "time: %.3f us per call, %.4f us per grid step (%lld grid steps; "
         "median of %zu batches of %lld calls)\n",
         median * 1e6, points > 0 ? median * 1e6 / points : 0.0,
-        static_cast<long long>(points),
-        per_call.size(), static_cast<long long>(batch));
+        static_cast<long long>(points), per_call.size(),
+        static_cast<long long>(batch));
   }
   return status;
 }

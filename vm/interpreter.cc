@@ -82,9 +82,9 @@ std::string SourceOf(const Program& program, size_t pc) {
 [[gnu::cold, gnu::noinline]] absl::Status InterruptError(
     const Program& program, const Instr* ip, const Interrupt& interrupt) {
   const absl::Status s = interrupt.status();
-  return absl::Status(s.code(),
-                      absl::StrCat(s.message(), " at ",
-                                   SourceOf(program, ip - program.code.data())));
+  return absl::Status(
+      s.code(), absl::StrCat(s.message(), " at ",
+                             SourceOf(program, ip - program.code.data())));
 }
 
 }  // namespace
@@ -163,7 +163,7 @@ absl::Status Execute(const Program& program, int function,
   } while (0)
 // A jump that may go backward: only loops can run unboundedly, so only
 // back edges poll the interrupt (a countdown; see vm/interrupt.h).
-#define VM_JUMP(target)                                   \
+#define VM_JUMP(target)                                          \
   do {                                                           \
     const Instr* const to = code + (target);                     \
     if (to <= ip && interrupt != nullptr && interrupt->Poll()) { \

@@ -55,7 +55,7 @@ class Interrupt {
   const std::atomic<bool>* cancel_;
   std::chrono::nanoseconds timeout_;
   Clock::time_point last_check_{};  // the epoch: the first check is "slow"
-  int64_t countdown_ = 1;  // the first poll checks
+  int64_t countdown_ = 1;           // the first poll checks
   int64_t interval_ = 1;
   enum class Fired : uint8_t { kNo, kDeadline, kCancelled } fired_ = Fired::kNo;
 };

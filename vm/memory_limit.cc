@@ -42,8 +42,8 @@ int64_t ResolveMemoryLimit(int64_t limit) {
 }
 
 std::string FormatBytes(int64_t bytes) {
-  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB",
-                                       "EiB"};
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB",
+                                       "TiB", "PiB", "EiB"};
   if (bytes < 1024) return absl::StrCat(bytes, " bytes");
   double v = static_cast<double>(bytes);
   int unit = -1;
@@ -66,8 +66,7 @@ std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
   return r;
 }
 
-absl::Status CheckMemory(absl::string_view what, int64_t bytes,
-                         int64_t limit) {
+absl::Status CheckMemory(absl::string_view what, int64_t bytes, int64_t limit) {
   limit = ResolveMemoryLimit(limit);
   if (bytes >= 0 && bytes <= limit) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(

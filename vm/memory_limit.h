@@ -42,8 +42,7 @@ std::optional<int64_t> CheckedAdd(int64_t a, int64_t b);
 // OK if `bytes` fits in `limit` (resolved as ResolveMemoryLimit does),
 // else RESOURCE_EXHAUSTED: "<what> needs <size>, more than the memory
 // limit of <limit>".
-absl::Status CheckMemory(absl::string_view what, int64_t bytes,
-                         int64_t limit);
+absl::Status CheckMemory(absl::string_view what, int64_t bytes, int64_t limit);
 
 }  // namespace pallasvm::vm
 

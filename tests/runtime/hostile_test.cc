@@ -16,9 +16,9 @@
 #include "bytecode_generated.h"
 #include "compiler/compiler.h"
 #include "gtest/gtest.h"
-#include "vm/memory_limit.h"
 #include "runtime/pallasvm.h"
 #include "tools/npy.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm {
 namespace {
@@ -80,16 +80,17 @@ TEST_F(EndlessWhile, ATimeoutEndsItNamingGridPointCoreAndSourceLine) {
   options.timeout = std::chrono::milliseconds(200);
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = Run(1, options);
-  const double secs = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s;
   EXPECT_LT(secs, 5.0);
   EXPECT_TRUE(absl::StrContains(s.message(), "grid point (0) (core 0)")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "timeout of 0.2 s")) << s;
   // The back edge is the while loop's, on the kernel's source line.
-  EXPECT_TRUE(absl::StrContains(s.message(), "while (tests/runtime/hostile/"
-                                             "generate.py:"))
+  EXPECT_TRUE(absl::StrContains(s.message(),
+                                "while (tests/runtime/hostile/"
+                                "generate.py:"))
       << s;
 }
 
@@ -150,9 +151,10 @@ TEST(MemoryLimit, A1TiBScratchIsRefusedAtLoadNamingTheBuffer) {
       Executable::Load(module, "huge_scratch", int64_t{64} << 30);
   ASSERT_FALSE(exe.ok());
   EXPECT_EQ(exe.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_TRUE(absl::StrContains(exe.status().message(),
-                                "ref 2 (scratch float32[262144,1048576]) needs 1 "
-                                "TiB, more than the memory limit of 64 GiB"))
+  EXPECT_TRUE(
+      absl::StrContains(exe.status().message(),
+                        "ref 2 (scratch float32[262144,1048576]) needs 1 "
+                        "TiB, more than the memory limit of 64 GiB"))
       << exe.status();
 }
 
@@ -238,9 +240,9 @@ TEST(GridSize, AGridDimensionPastInt32IsRefusedClearly) {
   const bytecode::Module* m = bytecode::GetModule(module.data());
   ASSERT_EQ(m->grid()->size(), 1u);
   const int64_t size = int64_t{1} << 31;
-  std::memcpy(&module[reinterpret_cast<const char*>(m->grid()->Data()) -
-                      module.data()],
-              &size, 8);
+  std::memcpy(
+      &module[reinterpret_cast<const char*>(m->grid()->Data()) - module.data()],
+      &size, 8);
   absl::StatusOr<std::unique_ptr<Executable>> exe =
       Executable::Load(module, "huge_grid.pvm");
   ASSERT_FALSE(exe.ok());
@@ -257,14 +259,15 @@ TEST(Alignment, AModuleAtAnOddAddressLoadsAndRuns) {
   const std::string module = Golden("add_vectors");
   ASSERT_FALSE(module.empty());
   std::string shifted = " " + module;
-  absl::StatusOr<std::unique_ptr<Executable>> exe = Executable::Load(
-      absl::string_view(shifted).substr(1), "shifted.pvm");
+  absl::StatusOr<std::unique_ptr<Executable>> exe =
+      Executable::Load(absl::string_view(shifted).substr(1), "shifted.pvm");
   ASSERT_TRUE(exe.ok()) << exe.status();
   std::vector<float> x(8, 1), y(8, 2), out(8);
-  ASSERT_TRUE((*exe)
-                  ->Run({{DType::F32, {8}, x.data()}, {DType::F32, {8}, y.data()}},
-                        {{DType::F32, {8}, out.data()}})
-                  .ok());
+  ASSERT_TRUE(
+      (*exe)
+          ->Run({{DType::F32, {8}, x.data()}, {DType::F32, {8}, y.data()}},
+                {{DType::F32, {8}, out.data()}})
+          .ok());
   EXPECT_EQ(out[7], 3);
 }
 

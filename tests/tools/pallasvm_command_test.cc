@@ -29,8 +29,7 @@ struct Result {
 
 Result Pallasvm(const std::string& args) {
   Result r;
-  const std::string command =
-      absl::StrCat(PALLASVM_BINARY, " ", args, " 2>&1");
+  const std::string command = absl::StrCat(PALLASVM_BINARY, " ", args, " 2>&1");
   FILE* p = popen(command.c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
@@ -53,10 +52,9 @@ class CommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
-           absl::StrCat("pallasvm_command_test_", getpid(), "_",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name());
+           absl::StrCat(
+               "pallasvm_command_test_", getpid(), "_",
+               ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -78,10 +76,11 @@ class CommandTest : public ::testing::Test {
 TEST_F(CommandTest, TimeoutStopsAnEndlessWhile) {
   std::vector<int32_t> x(16 * 128, 0);
   x[0] = 1;  // grid point 0 loops forever
-  ASSERT_TRUE(WriteNpy(Path("x.npy"), vm::DType::S32, {16, 128}, x.data()).ok());
-  const Result r = Pallasvm(absl::StrCat("run --no-cache ",
-                                         Hostile("endless_while"), " ",
-                                         Path("x.npy"), " --timeout 0.3"));
+  ASSERT_TRUE(
+      WriteNpy(Path("x.npy"), vm::DType::S32, {16, 128}, x.data()).ok());
+  const Result r =
+      Pallasvm(absl::StrCat("run --no-cache ", Hostile("endless_while"), " ",
+                            Path("x.npy"), " --timeout 0.3"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(absl::StrContains(
       r.output,
@@ -108,8 +107,8 @@ TEST_F(CommandTest, OptionsThatWouldNeverEndOrCompareNothingAreRefused) {
 TEST_F(CommandTest, OutputsAreCheckedAgainstTheMemoryLimitBeforeAllocating) {
   // elementwise_8x128: (8, 128) blocks (a small workspace) of a (128, 128)
   // f32 output (64 KiB).
-  Result r = Pallasvm(absl::StrCat("run ", Golden("elementwise_8x128"),
-                                   " --memory-limit 40K"));
+  Result r = Pallasvm(
+      absl::StrCat("run ", Golden("elementwise_8x128"), " --memory-limit 40K"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(absl::StrContains(
       r.output,
@@ -121,8 +120,9 @@ TEST_F(CommandTest, OutputsAreCheckedAgainstTheMemoryLimitBeforeAllocating) {
       absl::StrCat("run ", Golden("add_vectors"), " --memory-limit 16"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(absl::StrContains(
-      r.output, "the VM frame needs 128 bytes, more than the memory limit of "
-                "16 bytes"))
+      r.output,
+      "the VM frame needs 128 bytes, more than the memory limit of "
+      "16 bytes"))
       << r.output;
 }
 

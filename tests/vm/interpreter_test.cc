@@ -72,9 +72,8 @@ TEST(InterpreterTest, AnEndlessLoopStopsAtItsDeadline) {
   ASSERT_TRUE(Verify(p).ok());
   Buffer frame(32);
   InitFrame(p, frame.data());
-  Interrupt interrupt(
-      Interrupt::Clock::now() + std::chrono::milliseconds(50), nullptr,
-      std::chrono::milliseconds(50));
+  Interrupt interrupt(Interrupt::Clock::now() + std::chrono::milliseconds(50),
+                      nullptr, std::chrono::milliseconds(50));
   ExecContext ctx;
   ctx.frame = frame.data();
   ctx.interrupt = &interrupt;

@@ -32,8 +32,8 @@
 #include <cstring>
 #include <exception>
 #include <memory>
-#include <new>
 #include <mutex>
+#include <new>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -218,10 +218,10 @@ absl::Status Run(Instance& instance, ffi::RemainingArgs args,
     const std::optional<int64_t> need =
         vm::CheckedMul(points, static_cast<int64_t>(grid->size() + 1));
     if (!need || record_size != *need) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the grid point record holds ", record_size, " int32s; the grid (",
-          absl::StrJoin(*grid, ", "), ") needs ", points, " x ",
-          grid->size() + 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the grid point record holds ", record_size,
+                       " int32s; the grid (", absl::StrJoin(*grid, ", "),
+                       ") needs ", points, " x ", grid->size() + 1));
     }
   }
   // The instance's parsed grid coordinates, lent (swapped, not copied) to
@@ -394,21 +394,20 @@ int CompileFailure(const char* what, char** out, size_t* out_len) {
 }  // namespace
 }  // namespace pallasvm::jax_bridge
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
-                              pallasvm::jax_bridge::PallasvmCallImpl,
-                              ffi::Ffi::Bind()
-                                  .RemainingArgs()
-                                  .RemainingRets()
-                                  .Attr<std::string_view>("module_key")
-                                  .Attr<ffi::Span<const uint8_t>>("module")
-                                  .Attr<ffi::Span<const int32_t>>(
-                                      "grid_coordinates")
-                                  .Attr<int64_t>("num_cores")
-                                  .Attr<int64_t>("uninitialized_memory")
-                                  .Attr<int64_t>("out_of_bounds_reads")
-                                  .Attr<int64_t>("record_grid_points")
-                                  .Attr<int64_t>("detect_races")
-                                  .Attr<int64_t>("timeout_ns"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    PallasvmCall, pallasvm::jax_bridge::PallasvmCallImpl,
+    ffi::Ffi::Bind()
+        .RemainingArgs()
+        .RemainingRets()
+        .Attr<std::string_view>("module_key")
+        .Attr<ffi::Span<const uint8_t>>("module")
+        .Attr<ffi::Span<const int32_t>>("grid_coordinates")
+        .Attr<int64_t>("num_cores")
+        .Attr<int64_t>("uninitialized_memory")
+        .Attr<int64_t>("out_of_bounds_reads")
+        .Attr<int64_t>("record_grid_points")
+        .Attr<int64_t>("detect_races")
+        .Attr<int64_t>("timeout_ns"));
 
 extern "C" {
 
@@ -426,9 +425,8 @@ __attribute__((visibility("default"))) int pallasvm_compile(
   *out = nullptr;
   *out_len = 0;
   try {
-    absl::StatusOr<std::string> module =
-        pallasvm::compiler::CompileInterchange(
-            absl::string_view(interchange, interchange_len), origin);
+    absl::StatusOr<std::string> module = pallasvm::compiler::CompileInterchange(
+        absl::string_view(interchange, interchange_len), origin);
     absl::string_view result =
         module.ok() ? absl::string_view(*module) : module.status().message();
     *out = pallasvm::jax_bridge::CopyToMalloc(result);
@@ -458,8 +456,7 @@ __attribute__((visibility("default"))) const char* pallasvm_lowering_rules() {
     try {
       std::vector<std::string> lines;
       for (const auto& [name, rule] : pallasvm::compiler::Rules().rules()) {
-        lines.push_back(
-            absl::StrCat(name, rule.pure ? " pure" : " effectful"));
+        lines.push_back(absl::StrCat(name, rule.pure ? " pure" : " effectful"));
       }
       std::sort(lines.begin(), lines.end());
       return new std::string(absl::StrJoin(lines, "\n"));
