@@ -276,7 +276,9 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path,
   const size_t early = head.size() - layout->data_offset;
   if (early > bytes) return SizeError(path, early, bytes, a);
   a.data.resize(bytes);
-  std::memcpy(a.data.data(), head.data() + layout->data_offset, early);
+  if (early > 0) {
+    std::memcpy(a.data.data(), head.data() + layout->data_offset, early);
+  }
   f.read(reinterpret_cast<char*>(a.data.data()) + early,
          static_cast<std::streamsize>(bytes - early));
   const size_t got = early + static_cast<size_t>(f.gcount());
