@@ -304,6 +304,11 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
     options.detect_races = true;
     options.races = &races;
   }
+  if (num_cores < 1 || num_cores > 256) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      absl::StrCat("pallasvm: num_cores attribute ", num_cores,
+                                   "; expected 1 to 256"));
+  }
   options.num_cores = static_cast<int>(num_cores);
   options.uninitialized_memory = uninitialized_memory == 1
                                      ? UninitializedMemory::kZero
