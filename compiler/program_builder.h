@@ -46,8 +46,8 @@ class ProgramBuilder {
   // gigabytes. Past these counts Emit/AddLayout/AddAccess keep nothing and
   // CheckBudget fails; loops that emit per element or repetition stop at
   // over_budget().
-  static constexpr size_t kMaxInstructions = size_t{1} << 22;
-  static constexpr size_t kMaxDescriptors = size_t{1} << 20;
+  static constexpr size_t kMaxInstructions = size_t{1} << 21;  // 48 MiB
+  static constexpr size_t kMaxDescriptors = size_t{1} << 17;   // 41 MiB of accesses
   bool over_budget() const { return over_budget_; }
   absl::Status CheckBudget() const;
   int AddFunction(vm::Function function);

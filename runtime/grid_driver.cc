@@ -188,6 +188,10 @@ struct CoreState {
   std::vector<Buffer> ref_buffers;
   std::vector<uint8_t*> ref_table;
   std::vector<uint64_t> ref_fills;  // per ref, for OutOfBoundsReads
+  // Per ref: 1 while it holds an input block outside its array, which the
+  // kernel must not read (ExecContext::unreadable_refs), and how many do.
+  std::vector<uint8_t> unreadable;
+  int num_unreadable = 0;
   std::vector<MappingPlan> plans;  // region.start is this core's
   // Block indices per mapping at the previous, current and next point.
   std::vector<BlockIndex> prev, cur, next;
@@ -201,6 +205,72 @@ struct GridDriver::Workspace {
 };
 
 namespace {
+
+// An input block whose index map put it outside its array (a negative
+// index, or a block starting past the end) holds what interpret mode's numpy
+// slicing puts there, so that a kernel that only computes such an index (as
+// a "no block needed" marker) runs as it does under interpret mode: per
+// dimension, numpy's slice x[start:start+size] (negative bounds counted from
+// the end, then clamped) or, for a squeezed dimension, the integer index
+// x[i] (negative from the end; outside: all fill) lands at the block's first
+// elements, the rest is fill. Returns whether the block is outside its array
+// and, if so, sets region.start and limit to that slice.
+bool InputBlockOutsideArray(const BlockMappingSpec& bm, BlockRegion& region,
+                            int64_t* limit) {
+  bool outside = false;
+  for (int d = 0; d < region.rank; ++d) {
+    const int64_t n = region.array_shape[d];
+    outside |= region.start[d] < 0 || region.start[d] >= std::max<int64_t>(n, 1);
+  }
+  if (!outside) return false;
+  for (int d = 0; d < region.rank; ++d) {
+    const int64_t n = region.array_shape[d];
+    int64_t lo = region.start[d];
+    if (bm.dims[d].kind == BlockDimKind::SQUEEZED) {
+      if (lo < 0) lo += n;
+      const bool in = lo >= 0 && lo < n;
+      region.start[d] = in ? lo : 0;
+      limit[d] = in ? 1 : 0;
+      continue;
+    }
+    int64_t hi = region.start[d] + region.block_shape[d];
+    auto normalize = [n](int64_t i) {
+      if (i < 0) i += n;
+      return std::clamp<int64_t>(i, 0, n);
+    };
+    lo = normalize(lo);
+    hi = normalize(hi);
+    region.start[d] = lo;
+    limit[d] = std::max<int64_t>(hi - lo, 0);
+  }
+  return true;
+}
+
+// The error for a kernel that reads an input block outside its array, from
+// the VM's ("read of ref R ... at <source>").
+absl::Status UnreadableBlockError(const Kernel& k,
+                                  const std::vector<BlockIndex>& blocks,
+                                  int32_t ref, const std::string& where,
+                                  absl::string_view vm_message) {
+  std::string block = "?", input = "?", array = "?";
+  for (size_t m = 0; m < k.block_mappings.size(); ++m) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    if (bm.ref != ref || bm.is_output) continue;
+    std::vector<int64_t> v(blocks[m].v, blocks[m].v + bm.dims.size());
+    block = absl::StrCat("(", absl::StrJoin(v, ", "), ")");
+    input = absl::StrCat(bm.operand);
+    array = bm.array.ToString();
+  }
+  const size_t at = vm_message.find(" at ");
+  const absl::string_view source =
+      at == absl::string_view::npos ? vm_message : vm_message.substr(at + 4);
+  return absl::OutOfRangeError(absl::StrCat(
+      where, ": Out-of-bounds block index ", block, " for input ", input,
+      ": the kernel reads the block at ", source,
+      ", but its index map put it outside the array ", array,
+      " (interpret mode's out_of_bounds_reads=\"uninitialized\" reads what "
+      "numpy slicing gives there instead)"));
+}
 
 // Core `index`'s workspace; RESOURCE_EXHAUSTED naming the buffer if an
 // allocation fails (the caller has checked the total against the limit).
@@ -228,6 +298,7 @@ absl::StatusOr<std::unique_ptr<CoreState>> NewCore(
     core->ref_table.push_back(core->ref_buffers.back().get());
   }
   core->ref_fills.assign(k.refs.size(), 0);
+  core->unreadable.assign(k.refs.size(), 0);
   const size_t n = k.block_mappings.size();
   core->plans = plans;
   core->prev.resize(n);
@@ -347,6 +418,10 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
   ctx.ref_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
+  int32_t unreadable_read = -1;
+  ctx.unreadable_ref_read = &unreadable_read;
+  std::fill(core.unreadable.begin(), core.unreadable.end(), 0);
+  core.num_unreadable = 0;
 
   auto where = [&](const int32_t* at, bool name_core = false) {
     return absl::StrCat("kernel '", k.name, "', grid point ",
@@ -395,12 +470,13 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           std::memcpy(&v, frame + f.result_slots[d], 4);
         }
         result[m].v[d] = v;
-        // The block must start inside the array (or, for an input when
-        // out-of-bounds reads are filled, anywhere after its start).
+        // An output block must start inside its array: a write back has
+        // nowhere else to go. An input block outside its array is no error
+        // until the kernel reads it (see InputBlockOutsideArray).
         const int64_t start = v * plan.start_scale[d];
-        if (v < 0 ||
-            (start >= std::max<int64_t>(plan.region.array_shape[d], 1) &&
-             (bm.is_output || !fill_oob_reads))) {
+        if (bm.is_output &&
+            (v < 0 ||
+             start >= std::max<int64_t>(plan.region.array_shape[d], 1))) {
           return absl::OutOfRangeError(absl::StrCat(
               "Out-of-bounds block index ", v, " for ",
               bm.is_output ? "output " : "input ", bm.operand, ": ",
@@ -461,8 +537,15 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
         continue;
       }
       set_start(plan, core.cur[m]);
+      int64_t limit[vm::kMaxRank];
+      const bool outside =
+          InputBlockOutsideArray(bm, plan.region, limit);
       CopyBlockIn(plan.region, call.in_hbm[bm.operand], call.fills[m].data(),
-                  core.ref_table[bm.ref]);
+                  core.ref_table[bm.ref], outside ? limit : nullptr);
+      if (!fill_oob_reads && outside != bool(core.unreadable[bm.ref])) {
+        core.unreadable[bm.ref] = outside;
+        core.num_unreadable += outside ? 1 : -1;
+      }
       if (!call.read_by.empty() && call.alias_of_input[bm.operand] >= 0) {
         MarkBlock(plan.region,
                   call.read_by[core_index][call.alias_of_input[bm.operand]]);
@@ -474,7 +557,13 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       row[grid_rank] = core_index;
     }
     ctx.program_ids = point;
+    ctx.unreadable_refs =
+        core.num_unreadable > 0 ? core.unreadable.data() : nullptr;
     if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
+      if (unreadable_read >= 0) {
+        return UnreadableBlockError(k, core.cur, unreadable_read,
+                                    where(point), s.message());
+      }
       return vm_error(point, "", s);
     }
     const bool last = t + 1 == end;

@@ -70,6 +70,18 @@ std::string SourceOf(const Program& program, size_t pc) {
       " at ", SourceOf(program, pc)));
 }
 
+[[gnu::cold, gnu::noinline]] absl::Status UnreadableRefError(
+    const Program& program, const Instr* ip, const ExecContext& ctx,
+    uint32_t ref) {
+  const size_t pc = ip - program.code.data();
+  if (ctx.unreadable_ref_read != nullptr) {
+    *ctx.unreadable_ref_read = static_cast<int32_t>(ref);
+  }
+  return absl::OutOfRangeError(absl::StrCat(
+      "read of ref ", ref, ", whose block lies outside its array, at ",
+      SourceOf(program, pc)));
+}
+
 [[gnu::cold, gnu::noinline]] absl::Status GridAxisError(const Program& program,
                                                         const Instr* ip,
                                                         int32_t grid_rank) {
@@ -120,6 +132,16 @@ absl::Status Execute(const Program& program, int function,
 #define VM_OPERAND(DT, field, ref_bit)   \
   reinterpret_cast<Storage<DType::DT>*>( \
       (ip->aux & (ref_bit)) ? ctx.refs[ip->field] : frame + ip->field)
+// A source operand, as VM_OPERAND, that is checked when it names a whole ref
+// which this grid point must not read (ExecContext::unreadable_refs).
+#define VM_SOURCE(DT, field, ref_bit)                                         \
+  ({                                                                          \
+    if ((ip->aux & (ref_bit)) && ctx.unreadable_refs != nullptr &&            \
+        ctx.unreadable_refs[ip->field]) [[unlikely]] {                        \
+      return UnreadableRefError(program, ip, ctx, ip->field);                 \
+    }                                                                         \
+    VM_OPERAND(DT, field, ref_bit);                                           \
+  })
 // The base pointer of an access: a ref table entry or a frame value.
 #define VM_ACCESS_BASE(acc)                                  \
   ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] \
@@ -187,19 +209,19 @@ vm_dispatch:
 #define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                \
   VM_CASE(NAME##_##IN##_VV) {                                               \
     kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a),                       \
-                                  VM_OPERAND(IN, b, kOperandRefB),          \
-                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
+                                  VM_SOURCE(IN, b, kOperandRefB),          \
+                                  VM_SOURCE(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_VS) {                                               \
     kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a),                       \
-                                  VM_OPERAND(IN, b, kOperandRefB),          \
+                                  VM_SOURCE(IN, b, kOperandRefB),          \
                                   VM_GET(IN, ip->c), ip->n);                \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SV) {                                               \
     kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),    \
-                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
+                                  VM_SOURCE(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SS) {                                               \
@@ -213,7 +235,7 @@ vm_dispatch:
 #define VM_UNARY_CASES(NAME, IN, OUT, F, S)                              \
   VM_CASE(NAME##_##IN##_V) {                                             \
     kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a),                      \
-                                VM_OPERAND(IN, b, kOperandRefB), ip->n); \
+                                VM_SOURCE(IN, b, kOperandRefB), ip->n); \
     VM_NEXT();                                                           \
   }                                                                      \
   VM_CASE(NAME##_##IN##_S) {                                             \
@@ -227,7 +249,7 @@ vm_dispatch:
 #define VM_CVT_CASES(FROM, TO)                                               \
   VM_CASE(CVT_##FROM##_##TO##_V) {                                           \
     kernels::ConvertV<DType::FROM, DType::TO>(                               \
-        VM_PTR(TO, ip->a), VM_OPERAND(FROM, b, kOperandRefB), ip->n);        \
+        VM_PTR(TO, ip->a), VM_SOURCE(FROM, b, kOperandRefB), ip->n);        \
     VM_NEXT();                                                               \
   }                                                                          \
   VM_CASE(CVT_##FROM##_##TO##_S) {                                           \
@@ -313,6 +335,10 @@ vm_dispatch:
     VM_CASE(LOAD) {
       const AccessDesc& acc = accesses[ip->d];
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
+      if (ctx.unreadable_refs != nullptr && acc.base_kind == AccessBase::REF &&
+          ctx.unreadable_refs[acc.base] && region.count != 0) [[unlikely]] {
+        return UnreadableRefError(program, ip, ctx, acc.base);
+      }
       if (region.count < 0) {
         if (ctx.ref_fills == nullptr || acc.base_kind != AccessBase::REF) {
           return AccessError(program, ip, frame, /*is_write=*/false);
@@ -333,7 +359,7 @@ vm_dispatch:
       if (region.count < 0) {
         return AccessError(program, ip, frame, /*is_write=*/true);
       }
-      kernels::StoreRegion(VM_ACCESS_BASE(acc), VM_OPERAND(U8, b, kOperandRefB),
+      kernels::StoreRegion(VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB),
                            acc, region);
       VM_NEXT();
     }
@@ -347,7 +373,7 @@ vm_dispatch:
       return AccessError(program, ip, frame, /*is_write=*/true);               \
     }                                                                          \
     kernels::AddUpdateRegion<DType::DT>(                                       \
-        VM_ACCESS_BASE(acc), VM_OPERAND(U8, b, kOperandRefB), acc, region);    \
+        VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB), acc, region);    \
     VM_NEXT();                                                                 \
   }
     VM_ADDUPDATE_CASE(F32)
@@ -400,8 +426,8 @@ vm_dispatch:
   VM_CASE(NAME) {                                                  \
     const LayoutDesc& mkn = layouts[ip->d];                        \
     kernels::KERNEL(VM_OPERAND(DT, a, kOperandRefA),               \
-                    VM_OPERAND(DT, b, kOperandRefB),               \
-                    VM_OPERAND(DT, c, kOperandRefC), mkn.shape[0], \
+                    VM_SOURCE(DT, b, kOperandRefB),                \
+                    VM_SOURCE(DT, c, kOperandRefC), mkn.shape[0],  \
                     mkn.shape[1], mkn.shape[2]);                   \
     VM_NEXT();                                                     \
   }
@@ -462,6 +488,7 @@ vm_dispatch:
 #undef VM_GET
 #undef VM_SET
 #undef VM_ACCESS_BASE
+#undef VM_SOURCE
 #undef VM_OPERAND
 #undef VM_CASE
 #undef VM_DISPATCH

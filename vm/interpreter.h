@@ -31,6 +31,14 @@ struct ExecContext {
   // returns its status (DEADLINE_EXCEEDED / CANCELLED) naming the jump's
   // source line. Null: never interrupted.
   Interrupt* interrupt = nullptr;
+  // Per ref, nonzero where the ref holds an input block whose index map put
+  // it outside its array at this grid point: reading any of it (a LOAD of a
+  // non-empty region, or an instruction reading the whole ref in place) is
+  // an OutOfRange error, and the ref's index is stored in
+  // *unreadable_ref_read so the caller can name the input and block. Null
+  // (the usual case): no ref is unreadable.
+  const uint8_t* unreadable_refs = nullptr;
+  int32_t* unreadable_ref_read = nullptr;
 };
 
 // Copies the program's constants into the frame's constant region. Done

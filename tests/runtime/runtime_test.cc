@@ -256,7 +256,11 @@ TEST(GridErrors, OutOfBoundsBlockIndex) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(absl::StrContains(s.message(), "grid point (3)")) << s;
-  EXPECT_TRUE(absl::StrContains(s.message(), "block index 4")) << s;
+  // The kernel reads the block (issue 12: an input block outside its array
+  // is an error when read, named with its index and the read's source line).
+  EXPECT_TRUE(absl::StrContains(
+      s.message(), "Out-of-bounds block index (4, 0) for input 0")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "generate.py:")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "float32[32,128]")) << s;
 }
 

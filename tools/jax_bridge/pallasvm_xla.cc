@@ -473,6 +473,11 @@ __attribute__((visibility("default"))) const char* pallasvm_lowering_rules() {
   return listing->c_str();
 }
 
+// The compiler's default memory limit in bytes (CompileOptions).
+__attribute__((visibility("default"))) int64_t pallasvm_memory_limit() {
+  return pallasvm::compiler::DefaultMemoryLimit();
+}
+
 // The compiler's version string (part of the bridge's cache key).
 __attribute__((visibility("default"))) const char* pallasvm_compiler_version() {
   // A string literal's view: NUL-terminated, and nothing to allocate.

@@ -260,6 +260,8 @@ def _load_library() -> ctypes.CDLL:
     lib.pallasvm_free.restype = None
     lib.pallasvm_compiler_version.argtypes = []
     lib.pallasvm_compiler_version.restype = ctypes.c_char_p
+    lib.pallasvm_memory_limit.argtypes = []
+    lib.pallasvm_memory_limit.restype = ctypes.c_int64
     lib.pallasvm_lowering_rules.argtypes = []
     lib.pallasvm_lowering_rules.restype = ctypes.c_char_p
     _library = lib
@@ -334,6 +336,12 @@ def lowering_rules() -> dict[str, bool]:
   primitive is refused with UnsupportedError, used or not."""
   lines = _load_library().pallasvm_lowering_rules().decode().splitlines()
   return {name: kind == "pure" for name, kind in (l.split() for l in lines)}
+
+
+def memory_limit() -> int:
+  """The most bytes pallasvm's compiler lets a kernel's value, ref or array,
+  or all its refs together, take: the machine's physical memory."""
+  return int(_load_library().pallasvm_memory_limit())
 
 
 def stats() -> dict:
