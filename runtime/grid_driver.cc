@@ -5,15 +5,24 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "runtime/block_copy.h"
 #include "vm/interpreter.h"
+#include "vm/interrupt.h"
 #include "vm/kernels/flush_denormals.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::runtime {
+
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::CheckMemory;
+using vm::FormatBytes;
 
 void FillValue(vm::DType dtype, UninitializedMemory mode, uint8_t* out) {
   const int size = vm::SizeOf(dtype);
@@ -61,10 +70,31 @@ struct AlignedFree {
 };
 using Buffer = std::unique_ptr<uint8_t, AlignedFree>;
 
+// 64-aligned storage for `bytes` (at least one byte); null if the
+// allocation fails.
 Buffer AllocBuffer(int64_t bytes) {
   const size_t size =
       (static_cast<size_t>(bytes > 0 ? bytes : 1) + 63) / 64 * 64;
   return Buffer(static_cast<uint8_t*>(std::aligned_alloc(64, size)));
+}
+
+const char* RefKindName(RefKind kind) {
+  switch (kind) {
+    case RefKind::SCALAR_PREFETCH:
+      return "scalar prefetch";
+    case RefKind::INPUT_BLOCK:
+      return "input block";
+    case RefKind::OUTPUT_BLOCK:
+      return "output block";
+    case RefKind::SCRATCH:
+      return "scratch";
+  }
+  return "";
+}
+
+// "0.25 s".
+std::string Seconds(std::chrono::nanoseconds d) {
+  return absl::StrFormat("%g s", std::chrono::duration<double>(d).count());
 }
 
 std::string PointString(const std::vector<int32_t>& idx) {
@@ -242,15 +272,29 @@ absl::Status UnreadableBlockError(const Kernel& k,
       "numpy slicing gives there instead)"));
 }
 
-std::unique_ptr<CoreState> NewCore(const Kernel& k,
-                                   const std::vector<MappingPlan>& plans) {
+// Core `index`'s workspace; RESOURCE_EXHAUSTED naming the buffer if an
+// allocation fails (the caller has checked the total against the limit).
+absl::StatusOr<std::unique_ptr<CoreState>> NewCore(
+    const Kernel& k, const std::vector<MappingPlan>& plans, int index) {
   auto core = std::make_unique<CoreState>();
   const vm::Program& p = k.program;
+  auto failed = [&](absl::string_view what, int64_t bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kernel '", k.name, "': cannot allocate ", what, " (",
+                     FormatBytes(bytes), ") for core ", index));
+  };
   core->frame = AllocBuffer(p.frame_size);
+  if (core->frame == nullptr) return failed("the VM frame", p.frame_size);
   std::memset(core->frame.get(), 0, p.frame_size);
   vm::InitFrame(p, core->frame.get());
-  for (const RefSpec& ref : k.refs) {
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    const RefSpec& ref = k.refs[r];
     core->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
+    if (core->ref_buffers.back() == nullptr) {
+      return failed(absl::StrCat("ref ", r, " (", RefKindName(ref.kind), " ",
+                                 ref.type.ToString(), ")"),
+                    ref.type.bytes());
+    }
     core->ref_table.push_back(core->ref_buffers.back().get());
   }
   core->ref_fills.assign(k.refs.size(), 0);
@@ -285,6 +329,11 @@ struct CallState {
   // element: written back / read through an aliased input by that core.
   std::vector<std::vector<uint8_t*>> written_by, read_by;
   std::vector<int> alias_of_input;  // per input operand: its output, or -1
+  // RunOptions' deadline (resolved: max() for none) and the timeout it
+  // came from (0: options.deadline).
+  bool interruptible = false;
+  vm::Interrupt::Clock::time_point deadline;
+  std::chrono::nanoseconds timeout{0};
 };
 
 bool SameBlock(const BlockIndex& a, const BlockIndex& b, int rank) {
@@ -356,7 +405,14 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   }
   to_point(loop, point);
 
+  // Deadline and cancellation: polled at the kernel's back edges and here,
+  // between grid points.
+  std::optional<vm::Interrupt> interrupt;
+  if (call.interruptible) {
+    interrupt.emplace(call.deadline, options.cancel, call.timeout);
+  }
   vm::ExecContext ctx;
+  ctx.interrupt = interrupt ? &*interrupt : nullptr;
   ctx.frame = frame;
   ctx.refs = core.ref_table.data();
   ctx.num_programs = num_programs;
@@ -367,12 +423,21 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   std::fill(core.unreadable.begin(), core.unreadable.end(), 0);
   core.num_unreadable = 0;
 
-  auto where = [&](const int32_t* at) {
+  auto where = [&](const int32_t* at, bool name_core = false) {
     return absl::StrCat("kernel '", k.name, "', grid point ",
                         PointString(std::vector<int32_t>(at, at + grid_rank)),
-                        core_index > 0
+                        core_index > 0 || name_core
                             ? absl::StrCat(" (core ", core_index, ")")
                             : std::string());
+  };
+  // An error from the VM at grid point `at`; interrupts name the core
+  // always (the caller may not know which core was stuck).
+  auto vm_error = [&](const int32_t* at, absl::string_view what,
+                      const absl::Status& s) {
+    const bool interrupted = s.code() == absl::StatusCode::kDeadlineExceeded ||
+                             s.code() == absl::StatusCode::kCancelled;
+    return absl::Status(s.code(), absl::StrCat(where(at, interrupted), what,
+                                               ": ", s.message()));
   };
   auto run_index_maps = [&](const int32_t* at,
                             std::vector<BlockIndex>& result) -> absl::Status {
@@ -390,8 +455,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           std::memcpy(frame + f.param_slots[g], &at[g], 4);
         }
         if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
-          return absl::Status(s.code(),
-                              absl::StrCat(map_name(), ": ", s.message()));
+          return vm_error(
+              at,
+              absl::StrCat(", index map of ",
+                           bm.is_output ? "output " : "input ", bm.operand),
+              s);
         }
       }
       for (int d = 0; d < plan.region.rank; ++d) {
@@ -437,6 +505,12 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
 
   if (absl::Status s = run_index_maps(point, core.cur); !s.ok()) return s;
   for (int64_t t = begin; t < end; ++t) {
+    if (interrupt && interrupt->Poll()) {
+      const absl::Status s = interrupt->status();
+      return vm_error(
+          point, "",
+          absl::Status(s.code(), absl::StrCat(s.message(), " before it ran")));
+    }
     // Copy in input blocks whose index changed; check output revisits.
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
@@ -490,8 +564,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
         return UnreadableBlockError(k, core.cur, unreadable_read,
                                     where(point), s.message());
       }
-      return absl::Status(s.code(),
-                          absl::StrCat(where(point), ": ", s.message()));
+      return vm_error(point, "", s);
     }
     const bool last = t + 1 == end;
     if (!last) {
@@ -657,7 +730,6 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
       stride *= (bm.array.shape[d] + size - 1) / size + 1;
     }
   }
-  ws_->cores.push_back(NewCore(*kernel_, ws_->plans));
 }
 
 GridDriver::~GridDriver() = default;
@@ -702,6 +774,57 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       }
     }
   }
+  // What this call allocates: each core's workspace (kept for later
+  // calls) and race detection's marks, checked before anything is.
+  {
+    int64_t out_elements = 0;
+    for (const ArrayType& t : k.out_types) {
+      out_elements = CheckedAdd(out_elements, t.num_elements()).value_or(-1);
+      if (out_elements < 0) break;
+    }
+    const bool marks = options.detect_races && options.num_cores > 1;
+    const std::optional<int64_t> workspaces =
+        CheckedMul(k.core_workspace_bytes, options.num_cores);
+    const std::optional<int64_t> race_marks =
+        marks ? CheckedMul(out_elements, 2 * options.num_cores)
+              : std::optional<int64_t>(0);
+    const std::optional<int64_t> total =
+        workspaces && race_marks ? CheckedAdd(*workspaces, *race_marks)
+                                 : std::nullopt;
+    if (absl::Status s = CheckMemory(
+            absl::StrCat("kernel '", k.name, "': the workspace of ",
+                         options.num_cores, " core",
+                         options.num_cores == 1 ? "" : "s", " (",
+                         FormatBytes(k.core_workspace_bytes), " each)",
+                         marks ? " and race detection's marks" : ""),
+            total.value_or(-1), options.memory_limit);
+        !s.ok()) {
+      return s;
+    }
+  }
+  // The deadline: the earlier of options.deadline and the timeout.
+  using Clock = vm::Interrupt::Clock;
+  call.deadline = Clock::time_point::max();
+  if (options.timeout.count() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", k.name, "': negative timeout (",
+                     Seconds(options.timeout), ")"));
+  }
+  if (options.timeout.count() > 0) {
+    const Clock::time_point now = Clock::now();
+    call.deadline =
+        options.timeout < Clock::time_point::max() - now
+            ? now + std::chrono::duration_cast<Clock::duration>(options.timeout)
+            : Clock::time_point::max();
+    call.timeout = options.timeout;
+  }
+  if (options.deadline != Clock::time_point() &&
+      options.deadline < call.deadline) {
+    call.deadline = options.deadline;
+    call.timeout = std::chrono::nanoseconds(0);
+  }
+  call.interruptible =
+      call.deadline != Clock::time_point::max() || options.cancel != nullptr;
   // HBM: inputs are read in place; outputs are the caller's buffers. An
   // aliased input is read from its output, which starts as a copy of it.
   call.in_hbm.resize(inputs.size());
@@ -773,7 +896,10 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                       : (parallel_points + num_cores - 1) / num_cores *
                             (num_points / parallel_points);
   while (static_cast<int>(ws_->cores.size()) < num_cores) {
-    ws_->cores.push_back(NewCore(k, ws_->plans));
+    absl::StatusOr<std::unique_ptr<CoreState>> core =
+        NewCore(k, ws_->plans, static_cast<int>(ws_->cores.size()));
+    if (!core.ok()) return core.status();
+    ws_->cores.push_back(*std::move(core));
   }
   std::vector<absl::Status> status(num_cores);
   auto run = [&](int c) {

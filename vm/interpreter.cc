@@ -105,6 +105,14 @@ std::string SourceOf(const Program& program, size_t pc) {
       " but the grid has rank ", grid_rank, " at ", SourceOf(program, pc)));
 }
 
+[[gnu::cold, gnu::noinline]] absl::Status InterruptError(
+    const Program& program, const Instr* ip, const Interrupt& interrupt) {
+  const absl::Status s = interrupt.status();
+  return absl::Status(
+      s.code(), absl::StrCat(s.message(), " at ",
+                             SourceOf(program, ip - program.code.data())));
+}
+
 }  // namespace
 
 void InitFrame(const Program& program, uint8_t* frame) {
@@ -125,6 +133,7 @@ absl::Status Execute(const Program& program, int function,
   const LayoutDesc* const layouts = program.layouts.data();
   const AccessDesc* const accesses = program.accesses.data();
   const Instr* ip = code + program.functions[function].entry_pc;
+  Interrupt* const interrupt = ctx.interrupt;
 
 // Frame operands: a typed pointer to a block, or a scalar's value.
 #define VM_PTR(DT, off) reinterpret_cast<Storage<DType::DT>*>(frame + (off))
@@ -188,10 +197,16 @@ absl::Status Execute(const Program& program, int function,
     ++ip;          \
     VM_DISPATCH(); \
   } while (0)
-#define VM_JUMP(target)   \
-  do {                    \
-    ip = code + (target); \
-    VM_DISPATCH();        \
+// A jump that may go backward: only loops can run unboundedly, so only
+// back edges poll the interrupt (a countdown; see vm/interrupt.h).
+#define VM_JUMP(target)                                          \
+  do {                                                           \
+    const Instr* const to = code + (target);                     \
+    if (to <= ip && interrupt != nullptr && interrupt->Poll()) { \
+      return InterruptError(program, ip, *interrupt);            \
+    }                                                            \
+    ip = to;                                                     \
+    VM_DISPATCH();                                               \
   } while (0)
 
 #if PALLASVM_SWITCH_DISPATCH
@@ -477,6 +492,7 @@ vm_dispatch:
 
     // ------------------------------------------------ control flow
     // JUMP: pc := a.
+    // Backward jumps poll ctx.interrupt (VM_JUMP).
     VM_CASE(JUMP) { VM_JUMP(ip->a); }
     // JUMP_IF_FALSE: if the PRED at a is false, pc := b.
     VM_CASE(JUMP_IF_FALSE) {

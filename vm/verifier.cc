@@ -79,6 +79,13 @@ class Verifier {
  public:
   explicit Verifier(const Program& program) : p_(program) {}
 
+  // The end of the highest frame byte an operand or slot uses (or the
+  // constants), once Run has succeeded.
+  int64_t frame_used() const {
+    return static_cast<int64_t>(
+        std::max(frame_used_, Int{static_cast<int64_t>(p_.constants.size())}));
+  }
+
   absl::Status Run() {
     if (p_.constants.size() > p_.frame_size) {
       return Error(absl::StrCat("the constants (", p_.constants.size(),
@@ -134,6 +141,7 @@ class Verifier {
                        " bytes at frame offset ", Decimal(r.offset),
                        " are outside the frame (", p_.frame_size, " bytes)"));
     }
+    frame_used_ = std::max(frame_used_, r.offset + r.bytes);
     if (r.offset % align != 0) {
       return InstrError(
           pc, absl::StrCat("operand ", r.name, " at frame offset ",
@@ -695,6 +703,7 @@ class Verifier {
           return bad(absl::StrCat(kind, " slot ", i, " at frame offset ", s,
                                   " is inside the constants"));
         }
+        frame_used_ = std::max(frame_used_, Int{s} + 4);
       }
       return absl::OkStatus();
     };
@@ -729,10 +738,18 @@ class Verifier {
   }
 
   const Program& p_;
+  mutable Int frame_used_ = 0;  // see frame_used()
 };
 
 }  // namespace
 
-absl::Status Verify(const Program& program) { return Verifier(program).Run(); }
+absl::Status Verify(const Program& program, int64_t* frame_bytes_used) {
+  Verifier verifier(program);
+  absl::Status status = verifier.Run();
+  if (status.ok() && frame_bytes_used != nullptr) {
+    *frame_bytes_used = verifier.frame_used();
+  }
+  return status;
+}
 
 }  // namespace pallasvm::vm

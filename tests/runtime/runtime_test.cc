@@ -1,5 +1,6 @@
 // Runtime tests: loading modules (including truncated and corrupted ones),
 // binding inputs and outputs, and the grid driver's checks.
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -68,7 +69,11 @@ TEST(LoadModule, CorruptedModulesNeverCrash) {
         {k.in_types[1].dtype, k.in_types[1].shape, y.data()}};
     std::vector<Array> o = {
         {k.out_types[0].dtype, k.out_types[0].shape, out.data()}};
-    (void)(*exe)->Run(in, o);  // any status; no crash, no stray writes
+    // Any status; no crash, no stray writes, and (a flipped jump target
+    // can make a loop that never ends) no hang.
+    RunOptions options;
+    options.timeout = std::chrono::seconds(2);
+    (void)(*exe)->Run(in, o, options);
   }
   EXPECT_GT(refused, static_cast<int>(module.size() / 4));
 }

@@ -88,18 +88,26 @@ class InterpretParams(pltpu.InterpretParams):
   keep its default: a non-default value raises NotImplementedError naming
   it, so none is silently ignored.
 
-  One field is pallasvm's own: `contract_fma` (default False). pallasvm
-  rounds after every equation, as the jaxpr is written and a TPU computes;
-  interpret mode's results are XLA:CPU's, which fuses a multiply whose only
-  use is an add or subtract into one fused multiply-add, rounded once (f32,
-  and f16 through f32; never bf16). With contract_fma=True pallasvm
-  contracts the same way and matches interpret mode on such kernels bit for
-  bit (compiler/fma_contraction.h). A pallas_call's own
-  pltpu.InterpretParams, which lack the field, take it from the params given
-  to install() / enabled(); a plain pltpu.InterpretParams there means
-  False."""
+  Two fields are pallasvm's own:
+
+  - `contract_fma` (default False). pallasvm rounds after every equation,
+    as the jaxpr is written and a TPU computes; interpret mode's results
+    are XLA:CPU's, which fuses a multiply whose only use is an add or
+    subtract into one fused multiply-add, rounded once (f32, and f16
+    through f32; never bf16). With contract_fma=True pallasvm contracts
+    the same way and matches interpret mode on such kernels bit for bit
+    (compiler/fma_contraction.h). A pallas_call's own pltpu.InterpretParams,
+    which lack the field, take it from the params given to install() /
+    enabled(); a plain pltpu.InterpretParams there means False.
+  - `timeout_s`, seconds a call may run before it fails with
+    DEADLINE_EXCEEDED (raised by JAX as an XlaRuntimeError naming the grid
+    point, the core and the source line of the loop it was in), so that a
+    `while` that never ends does not hang the process. The default, None,
+    is no limit, as in interpret mode: a timeout must not end a kernel that
+    is merely slow."""
 
   contract_fma: bool = False
+  timeout_s: float | None = None
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
@@ -112,6 +120,20 @@ _IMPLEMENTED_FIELDS = frozenset(
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
 # RunOptions::out_of_bounds_reads.
 _OUT_OF_BOUNDS_READS = {"raise": 0, "uninitialized": 1}
+
+
+def _timeout_ns(params: pltpu.InterpretParams) -> np.int64:
+  """InterpretParams.timeout_s (pallasvm's own field; absent from JAX's
+  params) as the FFI attribute `timeout_ns`, 0 for none."""
+  timeout = getattr(params, "timeout_s", None)
+  if timeout is None:
+    return np.int64(0)
+  if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+      or not 0 < timeout <= 1e9):
+    raise ValueError(
+        f"InterpretParams.timeout_s={timeout!r}: expected None or seconds,"
+        " more than 0 and at most 1e9")
+  return np.int64(max(1, round(timeout * 1e9)))
 
 
 def _run_options(params: pltpu.InterpretParams) -> dict:
@@ -163,7 +185,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
           np.int64(_OUT_OF_BOUNDS_READS[params.out_of_bounds_reads]),
           "record_grid_points": np.int64(
               params.grid_point_recorder is not None),
-          "detect_races": np.int64(bool(params.detect_races))}
+          "detect_races": np.int64(bool(params.detect_races)),
+          "timeout_ns": _timeout_ns(params)}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
