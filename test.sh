@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh or set-up machine: installs what is
-# missing, builds, runs the C++ tests (meson test) and the Python tests.
+# missing, builds, runs the C++ tests (meson test), the Python tests, and
+# the fuzz targets' short run (tests/fuzz/run.sh; skipped without clang).
 set -euo pipefail
 cd "$(dirname "$0")"
 tools/install_deps.sh
@@ -8,3 +9,5 @@ tools/build.sh
 meson test -C build --print-errorlogs --num-processes 2
 # A test stuck for 5 minutes dumps every thread's stack (faulthandler).
 .venv/bin/python -m pytest tests/python -q -o faulthandler_timeout=300
+# The fuzz targets: seeds, regressions and 20 s of fuzzing each (2 min).
+tests/fuzz/run.sh

@@ -3,12 +3,26 @@
 # and libraries from Debian's packages, and a project virtual environment
 # (.venv) with the pinned JAX from PyPI. Idempotent: does nothing that is
 # already done.
+#
+#   tools/install_deps.sh          what the build and the tests need
+#   tools/install_deps.sh --fuzz   also clang and its libFuzzer runtime, for
+#                                  the fuzz targets (tests/fuzz/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FUZZ=0
+for arg in "$@"; do
+  case "$arg" in
+    --fuzz) FUZZ=1 ;;
+    *) echo "usage: $0 [--fuzz]" >&2; exit 2 ;;
+  esac
+done
 
 DEBIAN_PACKAGES=(g++ meson ninja-build pkg-config python3 python3-venv
   libabsl-dev libxsimd-dev libflatbuffers-dev flatbuffers-compiler
   libgtest-dev libbenchmark-dev)
+# libclang-rt-dev holds libFuzzer and the sanitizer runtimes of Debian's
+# default clang.
+((FUZZ)) && DEBIAN_PACKAGES+=(clang libclang-rt-dev)
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do

@@ -11,7 +11,9 @@
 #define PALLASVM_VM_KERNELS_SIMD_H_
 
 #pragma GCC diagnostic push
+#ifndef __clang__  // clang has no -Wmaybe-uninitialized (and no GCC bug)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <xsimd/xsimd.hpp>
 #pragma GCC diagnostic pop
