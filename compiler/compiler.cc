@@ -220,9 +220,9 @@ absl::Status KernelCompiler::CheckSignature() {
     std::optional<int64_t> total = CheckedAdd(refs_bytes, ref.bytes());
     if (!total || *total > lowerer_.memory_limit()) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the kernel's refs need more than ", ByteSize(lowerer_.memory_limit()),
+          "the kernel's refs need more than ", vm::FormatBytes(lowerer_.memory_limit()),
           " (pallasvm's memory limit) with ", what, " (", TypeString(ref),
-          ", ", ByteSize(ref.bytes()), ")"));
+          ", ", vm::FormatBytes(ref.bytes()), ")"));
     }
     refs_bytes = *total;
   }

@@ -25,7 +25,7 @@ struct CompileOptions {
   // together, may take (a crafted file must not make the compiler or the
   // runtime allocate more): by default the machine's physical memory.
   // Past it, compiling fails with RESOURCE_EXHAUSTED naming the buffer.
-  int64_t memory_limit = 0;  // 0: DefaultMemoryLimit() (compiler/lowering.h)
+  int64_t memory_limit = 0;  // 0: vm::DefaultMemoryLimit()
 };
 
 // Compiles a parsed interchange into module bytes. Errors name the kernel,

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <limits>
 
-#include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -23,40 +22,6 @@ int64_t NumElements(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
-}
-
-std::optional<int64_t> CheckedMul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) return std::nullopt;
-  return r;
-}
-
-std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) return std::nullopt;
-  return r;
-}
-
-int64_t DefaultMemoryLimit() {
-  static const int64_t limit = [] {
-    const long pages = sysconf(_SC_PHYS_PAGES);
-    const long page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return int64_t{1} << 40;
-    return static_cast<int64_t>(pages) * page;
-  }();
-  return limit;
-}
-
-std::string ByteSize(int64_t bytes) {
-  if (bytes < 1024) return absl::StrCat(bytes, " B");
-  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  double v = static_cast<double>(bytes) / 1024;
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  return absl::StrFormat("%.1f %s", v, units[u]);
 }
 
 absl::Status CheckShape(const Shape& shape, vm::DType dtype,
@@ -80,8 +45,8 @@ absl::Status CheckShape(const Shape& shape, vm::DType dtype,
   if (overflow || bytes > memory_limit) {
     return absl::ResourceExhaustedError(absl::StrCat(
         what, " is ", vm::Name(dtype), ShapeString(shape), " (",
-        overflow ? std::string("more than 2^63 bytes") : ByteSize(bytes),
-        "), over pallasvm's memory limit of ", ByteSize(memory_limit)));
+        overflow ? std::string("more than 2^63 bytes") : vm::FormatBytes(bytes),
+        "), over pallasvm's memory limit of ", vm::FormatBytes(memory_limit)));
   }
   return absl::OkStatus();
 }

@@ -27,6 +27,7 @@
 #include "compiler/program_builder.h"
 #include "kernel_generated.h"
 #include "vm/dtype.h"
+#include "vm/memory_limit.h"
 #include "vm/program.h"
 
 namespace pallasvm::compiler {
@@ -36,16 +37,11 @@ using Shape = std::vector<int64_t>;
 // Element count of a shape already checked by CheckShape (every Value's).
 int64_t NumElements(const Shape& shape);
 
-// a * b and a + b, or nullopt past int64: sizes and offsets computed from
-// values an interchange file gives go through these.
-std::optional<int64_t> CheckedMul(int64_t a, int64_t b);
-std::optional<int64_t> CheckedAdd(int64_t a, int64_t b);
-
-// The most bytes the compiler lets one value, buffer or frame have unless
-// told otherwise: the machine's physical memory.
-int64_t DefaultMemoryLimit();
-// "4.0 GiB", "512 B", ...
-std::string ByteSize(int64_t bytes);
+// Checked size arithmetic and the memory limit: vm/memory_limit.h (one
+// place for the compiler and the runtime).
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::DefaultMemoryLimit;
 
 // What a shape from an interchange file must be before anything sizes by
 // it: rank at most vm::kMaxRank, no negative dimension, and at most

@@ -475,7 +475,7 @@ __attribute__((visibility("default"))) const char* pallasvm_lowering_rules() {
 
 // The compiler's default memory limit in bytes (CompileOptions).
 __attribute__((visibility("default"))) int64_t pallasvm_memory_limit() {
-  return pallasvm::compiler::DefaultMemoryLimit();
+  return pallasvm::vm::DefaultMemoryLimit();
 }
 
 // The compiler's version string (part of the bridge's cache key).
