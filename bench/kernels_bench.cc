@@ -3,7 +3,14 @@
 // one pallas_call = the whole grid. `per_step` is the time per grid step.
 //
 //   build/bench/kernels_bench [--benchmark_filter=...]
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -11,6 +18,7 @@
 #include "benchmark/benchmark.h"
 #include "runtime/pallasvm.h"
 #include "tools/kernel_files.h"
+#include "vm/kernels/dot.h"
 
 namespace pallasvm {
 namespace {
@@ -101,6 +109,83 @@ void BM_FlashAttentionFwd(benchmark::State& s) {
   RunKernel(s, "flash_attention_fwd");
 }
 BENCHMARK(BM_FlashAttentionFwd)->Unit(benchmark::kMillisecond);
+
+// The DOT worker thread (vm/kernels/dot.cc) against one thread, with the
+// process's other CPUs idle and with each of them kept busy by a spinning
+// process, as on a shared CI machine. Compare side by side in one run:
+//
+//   build/bench/kernels_bench --benchmark_filter=DotThreads
+//     --benchmark_min_time=0.3 --benchmark_repetitions=5
+//     --benchmark_enable_random_interleaving=true
+//
+// `worker_chunks` is the chunks of C the worker computed per iteration (0
+// where the products are too small to share, or it backed off).
+
+// Processes that spin on the CPUs of this process's affinity mask but one,
+// for as long as the object lives.
+class Spinners {
+ public:
+  Spinners() {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    const int n =
+        sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 2;
+    for (int i = 1; i < n; ++i) {
+      const pid_t pid = fork();
+      if (pid == 0) {
+        // The child of a threaded process: system calls only, then spin.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        volatile uint64_t x = 0;
+        while (true) x = x + 1;
+      }
+      if (pid > 0) pids_.push_back(pid);
+    }
+  }
+  ~Spinners() {
+    for (pid_t pid : pids_) kill(pid, SIGKILL);
+    for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
+  }
+  Spinners(const Spinners&) = delete;
+  Spinners& operator=(const Spinners&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+enum class OtherCpus { kIdle, kBusy };
+
+// threads 0: the default (two where the affinity mask allows).
+void RunDotThreads(benchmark::State& state, const char* kernel, int threads,
+                   OtherCpus others) {
+  vm::kernels::SetDotThreads(threads);
+  std::optional<Spinners> spinners;
+  if (others == OtherCpus::kBusy) spinners.emplace();
+  const int64_t chunks = vm::kernels::DotWorkerChunksForTesting();
+  RunKernel(state, kernel);
+  state.counters["worker_chunks"] = benchmark::Counter(
+      static_cast<double>(vm::kernels::DotWorkerChunksForTesting() - chunks),
+      benchmark::Counter::kAvgIterations);
+  spinners.reset();
+  vm::kernels::SetDotThreads(0);
+}
+
+[[maybe_unused]] const bool dot_threads_registered = [] {
+  for (const char* kernel :
+       {"matmul_512_f32", "matmul_1024_f32", "flash_attention_fwd"}) {
+    for (const OtherCpus others : {OtherCpus::kIdle, OtherCpus::kBusy}) {
+      for (const int threads : {1, 0}) {
+        const std::string name =
+            std::string("BM_DotThreads/") + kernel +
+            (threads == 1 ? "/1thread" : "/default") +
+            (others == OtherCpus::kIdle ? "/idle" : "/busy");
+        benchmark::RegisterBenchmark(name.c_str(), RunDotThreads, kernel,
+                                     threads, others)
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
+  return true;
+}();
 
 }  // namespace
 }  // namespace pallasvm

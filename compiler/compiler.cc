@@ -220,9 +220,9 @@ absl::Status KernelCompiler::CheckSignature() {
     std::optional<int64_t> total = CheckedAdd(refs_bytes, ref.bytes());
     if (!total || *total > lowerer_.memory_limit()) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the kernel's refs need more than ", ByteSize(lowerer_.memory_limit()),
+          "the kernel's refs need more than ", vm::FormatBytes(lowerer_.memory_limit()),
           " (pallasvm's memory limit) with ", what, " (", TypeString(ref),
-          ", ", ByteSize(ref.bytes()), ")"));
+          ", ", vm::FormatBytes(ref.bytes()), ")"));
     }
     refs_bytes = *total;
   }
@@ -423,6 +423,8 @@ absl::StatusOr<std::string> KernelCompiler::Run() {
   name_ = k_.name() ? k_.name()->str() : "kernel";
   if (absl::Status s = CheckSignature(); !s.ok()) return Fail(s);
   lowerer_.set_skip_floating_point_ops(k_.skip_floating_point_ops());
+  // In the body and the index maps alike: interpret mode's XLA computes both.
+  lowerer_.set_contract_fma(k_.contract_fma());
   absl::Status body = LowerBody();
   lowerer_.set_skip_floating_point_ops(false);  // not in index maps
   if (!body.ok()) return Fail(body);

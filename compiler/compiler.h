@@ -18,14 +18,14 @@ namespace pallasvm::compiler {
 
 // Module schema version written into every module; see format/bytecode.fbs.
 inline constexpr uint32_t kModuleSchemaVersion = 2;
-inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.2.0";
+inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.3.0";
 
 struct CompileOptions {
   // The most bytes one value, ref or array of the kernel, and all its refs
   // together, may take (a crafted file must not make the compiler or the
   // runtime allocate more): by default the machine's physical memory.
   // Past it, compiling fails with RESOURCE_EXHAUSTED naming the buffer.
-  int64_t memory_limit = 0;  // 0: DefaultMemoryLimit() (compiler/lowering.h)
+  int64_t memory_limit = 0;  // 0: vm::DefaultMemoryLimit()
 };
 
 // Compiles a parsed interchange into module bytes. Errors name the kernel,

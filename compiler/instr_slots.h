@@ -37,7 +37,7 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
     case Format::MOV: case Format::FILL: case Format::REDUCE:
       f(in.a); f(in.b);
       break;
-    case Format::SELECT:
+    case Format::SELECT: case Format::TERNARY:
       f(in.a); f(in.b); f(in.c); f(in.d);
       break;
     case Format::LAYOUT:
@@ -50,6 +50,9 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
     case Format::ACCESS_STORE:
       if (!(in.aux & vm::kOperandRefB)) f(in.b);
       break;
+    case Format::ACCESS_MASKED_STORE:
+      f(in.b); f(in.c);
+      break;
     case Format::JUMP: case Format::NONE:
       break;
   }
@@ -58,7 +61,8 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
 
 inline bool IsAccess(const vm::Instr& in) {
   const vm::Format f = vm::Info(in.op).format;
-  return f == vm::Format::ACCESS_LOAD || f == vm::Format::ACCESS_STORE;
+  return f == vm::Format::ACCESS_LOAD || f == vm::Format::ACCESS_STORE ||
+         f == vm::Format::ACCESS_MASKED_STORE;
 }
 
 // Calls f(slot) for every frame slot an access descriptor names.

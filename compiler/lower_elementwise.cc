@@ -134,20 +134,31 @@ absl::StatusOr<std::vector<Value>> LowerSquare(Lowerer& l,
   return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
 }
 
-// Mirrors jax._src.lax.lax._integer_pow: square-and-multiply, with the
-// reciprocal taken last for negative exponents, so rounding matches.
+// integer_pow(x; y): jax._src.lax.lax._integer_pow's own sequence of
+// multiplies (square and multiply, the reciprocal taken last for y < 0),
+// each rounded to x's dtype as XLA rounds every bf16/f16 multiply of it.
 absl::StatusOr<std::vector<Value>> LowerIntegerPow(Lowerer& l,
                                                    const Lowerer::Eqn& e) {
   absl::StatusOr<int64_t> y_or = e.Int("y");
   if (!y_or.ok()) return l.Error(y_or.status().message());
   int64_t y = *y_or;
   Value x = e.in.at(0);
-  const DType compute = ComputeType("MUL", x.dtype);
-  x = l.Convert(x, compute);
+  const DType dtype = x.dtype;
+  const DType compute = ComputeType("MUL", dtype);
+  // One operation in the compute dtype, rounded back to x's.
+  auto op = [&](absl::string_view name, const Value& a,
+                const Value& b) -> absl::StatusOr<Value> {
+    absl::StatusOr<Value> r = l.Binary(name, a, b, compute, x.shape);
+    if (!r.ok()) return r.status();
+    return l.Convert(*r, dtype);
+  };
+  auto one = [&] {
+    return l.Convert(compute == DType::F32 ? l.ConstantF32(1.0f)
+                                           : l.ConstantScalar(compute, 1),
+                     dtype);
+  };
   if (y == 0) {
-    Value one = compute == DType::F32 ? l.ConstantF32(1.0f)
-                                      : l.ConstantScalar(compute, 1);
-    absl::StatusOr<Value> r = l.Broadcast(one, x.shape);
+    absl::StatusOr<Value> r = l.Broadcast(one(), x.shape);
     if (!r.ok()) return r.status();
     return std::vector<Value>{l.Convert(*r, e.out_dtypes[0])};
   }
@@ -159,22 +170,20 @@ absl::StatusOr<std::vector<Value>> LowerIntegerPow(Lowerer& l,
       if (!acc) {
         acc = x;
       } else {
-        absl::StatusOr<Value> m = l.Binary("MUL", *acc, x, compute, x.shape);
+        absl::StatusOr<Value> m = op("MUL", *acc, x);
         if (!m.ok()) return m.status();
         acc = *m;
       }
     }
     y >>= 1;
     if (y > 0) {
-      absl::StatusOr<Value> sq = l.Binary("MUL", x, x, compute, x.shape);
+      absl::StatusOr<Value> sq = op("MUL", x, x);
       if (!sq.ok()) return sq.status();
       x = *sq;
     }
   }
   if (reciprocal) {
-    Value one = compute == DType::F32 ? l.ConstantF32(1.0f)
-                                      : l.ConstantScalar(compute, 1);
-    absl::StatusOr<Value> r = l.Binary("DIV", one, *acc, compute, x.shape);
+    absl::StatusOr<Value> r = op("DIV", one(), *acc);
     if (!r.ok()) return r.status();
     acc = *r;
   }

@@ -23,10 +23,11 @@ struct RefAccess {
 // Builds the access descriptor for `ref` indexed by the equation's
 // "indexers" param (absent or empty: the whole ref). `kind` ("read",
 // "write", "masked swap") names the access in errors, as interpret mode
-// names it.
+// names it. A `clipped` access (a masked store's) may hang over its ref:
+// only its span must fit.
 absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
-                                      const Value& ref,
-                                      absl::string_view kind) {
+                                      const Value& ref, absl::string_view kind,
+                                      bool clipped = false) {
   vm::AccessDesc a;
   a.base_kind = vm::AccessBase::REF;
   a.base = ref.ref;
@@ -85,8 +86,9 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
       std::optional<int64_t> span = CheckedMul(ad.size - 1, ad.stride);
       std::optional<int64_t> last =
           span && ad.start_slot < 0 ? CheckedAdd(ad.start, *span) : span;
+      if (clipped) last = span;
       if (ad.size > 0 && (!last || *last >= ad.extent ||
-                          (ad.start_slot < 0 && ad.start < 0))) {
+                          (!clipped && ad.start_slot < 0 && ad.start < 0))) {
         return l.Error(absl::StrCat(
             "Out-of-bounds ", kind, " of ", TypeString(ref), ": dimension ", i,
             " takes ", ad.size, " elements from ",
@@ -268,7 +270,9 @@ absl::StatusOr<std::vector<Value>> LowerMaskedLoad(Lowerer& l,
 // masked_swap (pl.store, pltpu.store, pl.swap): as interpret mode does it,
 // where mask is true the ref takes the value and the result is the old
 // contents; where it is false the ref keeps its contents and the result is
-// the value. Masked: a load, two selects and a store of the whole region.
+// the value. The masked region may hang over the ref where the mask is
+// false (interpret mode's numpy slicing cuts it there): a MASKED_STORE, and
+// for the result a LOAD_CLIPPED and a select.
 absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
                                                    const Lowerer::Eqn& e) {
   absl::StatusOr<Value> ref = NamedRef(l, e);
@@ -277,7 +281,8 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   if (!value.ok()) return value.status();
   absl::StatusOr<const Value*> mask = NamedOperand(l, e, "mask");
   if (!mask.ok()) return mask.status();
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "masked swap");
+  absl::StatusOr<RefAccess> acc =
+      BuildAccess(l, e, *ref, "masked swap", /*clipped=*/*mask != nullptr);
   if (!acc.ok()) return acc.status();
   const int64_t n = NumElements(acc->shape);
   if (*value == nullptr || (*value)->is_ref() ||
@@ -310,9 +315,11 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   absl::StatusOr<Value> mb = l.Broadcast(m, acc->shape);
   if (!mb.ok()) return mb.status();
   Value old = l.NewValue(ref->dtype, acc->shape);
-  l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc->access, 0});
-  Value stored = l.Select(*mb, v, old);
-  l.builder().Emit({vm::Op::STORE, 0, 0, stored.slot, 0, acc->access, 0});
+  if (e.outputs_used) {
+    l.builder().Emit({vm::Op::LOAD_CLIPPED, 0, old.slot, 0, 0, acc->access, 0});
+  }
+  l.builder().Emit(
+      {vm::Op::MASKED_STORE, 0, 0, v.slot, mb->slot, acc->access, 0});
   if (!e.outputs_used) return std::vector<Value>{old};
   Value result = l.Select(*mb, old, v);
   result.shape = out_shape;

@@ -130,11 +130,12 @@ absl::StatusOr<std::vector<Value>> LowerSlice(Lowerer& l,
   for (size_t i = 0; i < out.size(); ++i) {
     // start + (out - 1) * step < extent, in checked arithmetic: the params
     // come from the file.
-    std::optional<int64_t> last =
-        step[i] < 1 ? std::nullopt : CheckedMul(out[i] - 1, step[i]);
-    if (last) last = CheckedAdd(*last, (*start)[i]);
+    int64_t span = 0, last = 0;
+    const bool overflow =
+        __builtin_mul_overflow(out[i] - 1, step[i], &span) ||
+        __builtin_add_overflow(span, (*start)[i], &last);
     if ((*start)[i] < 0 || step[i] < 1 ||
-        (out[i] > 0 && (!last || *last >= x.shape[i]))) {
+        (out[i] > 0 && (overflow || last >= x.shape[i]))) {
       return l.Error(absl::StrCat("slice out of bounds in dimension ", i));
     }
     offset += (*start)[i] * in_strides[i];

@@ -2,12 +2,13 @@
 // the helpers the primitive rules share.
 #include "compiler/lowering.h"
 
+#include "compiler/fma_contraction.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 
-#include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -21,40 +22,6 @@ int64_t NumElements(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
-}
-
-std::optional<int64_t> CheckedMul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) return std::nullopt;
-  return r;
-}
-
-std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) return std::nullopt;
-  return r;
-}
-
-int64_t DefaultMemoryLimit() {
-  static const int64_t limit = [] {
-    const long pages = sysconf(_SC_PHYS_PAGES);
-    const long page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return int64_t{1} << 40;
-    return static_cast<int64_t>(pages) * page;
-  }();
-  return limit;
-}
-
-std::string ByteSize(int64_t bytes) {
-  if (bytes < 1024) return absl::StrCat(bytes, " B");
-  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  double v = static_cast<double>(bytes) / 1024;
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  return absl::StrFormat("%.1f %s", v, units[u]);
 }
 
 absl::Status CheckShape(const Shape& shape, vm::DType dtype,
@@ -78,8 +45,8 @@ absl::Status CheckShape(const Shape& shape, vm::DType dtype,
   if (overflow || bytes > memory_limit) {
     return absl::ResourceExhaustedError(absl::StrCat(
         what, " is ", vm::Name(dtype), ShapeString(shape), " (",
-        overflow ? std::string("more than 2^63 bytes") : ByteSize(bytes),
-        "), over pallasvm's memory limit of ", ByteSize(memory_limit)));
+        overflow ? std::string("more than 2^63 bytes") : vm::FormatBytes(bytes),
+        "), over pallasvm's memory limit of ", vm::FormatBytes(memory_limit)));
   }
   return absl::OkStatus();
 }
@@ -724,15 +691,20 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
       if (a->var() >= 0) ++uses[a->var()];
     }
   }
+  const FmaContractions fma = contract_fma_
+                                  ? FmaContractions::Find(jaxpr, uses)
+                                  : FmaContractions();
   if (jaxpr.eqns()) {
-    for (const interchange::Eqn* e : *jaxpr.eqns()) {
+    for (size_t i = 0; i < jaxpr.eqns()->size(); ++i) {
+      const interchange::Eqn* e = jaxpr.eqns()->Get(i);
+      if (fma.Folded(i)) continue;  // its add or sub emits it
       bool used = false;
       if (e->outvars()) {
         for (const interchange::Var* v : *e->outvars()) {
           used |= uses.contains(v->id());
         }
       }
-      absl::Status s = LowerEqn(*e, used);
+      absl::Status s = LowerEqn(*e, used, fma.At(i));
       if (!s.ok()) return pop(s);
     }
   }
@@ -774,7 +746,8 @@ absl::Status Lowerer::CheckArity(const interchange::Eqn& eqn,
   return absl::OkStatus();
 }
 
-absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
+absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used,
+                               const FmaContraction* fma) {
   const interchange::Eqn* saved = current_;
   current_ = &eqn;
   eqn_stack_.push_back(&eqn);
@@ -811,12 +784,17 @@ absl::Status Lowerer::LowerEqn(const interchange::Eqn& eqn, bool outputs_used) {
   Eqn ctx;
   ctx.eqn = &eqn;
   ctx.outputs_used = outputs_used;
-  if (eqn.invars()) {
-    for (const interchange::Atom* a : *eqn.invars()) {
-      absl::StatusOr<Value> v = Materialize(a);
-      if (!v.ok()) return v.status();
-      ctx.in.push_back(*v);
-    }
+  std::vector<const interchange::Atom*> operands;
+  if (fma != nullptr) {
+    rule = &fma->rule;  // an add or sub with its multiply folded in
+    operands = fma->operands;
+  } else if (eqn.invars()) {
+    operands.assign(eqn.invars()->begin(), eqn.invars()->end());
+  }
+  for (const interchange::Atom* a : operands) {
+    absl::StatusOr<Value> v = Materialize(a);
+    if (!v.ok()) return v.status();
+    ctx.in.push_back(*v);
   }
   std::vector<Value> declared;
   if (eqn.outvars()) {

@@ -27,6 +27,7 @@
 #include "compiler/program_builder.h"
 #include "kernel_generated.h"
 #include "vm/dtype.h"
+#include "vm/memory_limit.h"
 #include "vm/program.h"
 
 namespace pallasvm::compiler {
@@ -36,16 +37,11 @@ using Shape = std::vector<int64_t>;
 // Element count of a shape already checked by CheckShape (every Value's).
 int64_t NumElements(const Shape& shape);
 
-// a * b and a + b, or nullopt past int64: sizes and offsets computed from
-// values an interchange file gives go through these.
-std::optional<int64_t> CheckedMul(int64_t a, int64_t b);
-std::optional<int64_t> CheckedAdd(int64_t a, int64_t b);
-
-// The most bytes the compiler lets one value, buffer or frame have unless
-// told otherwise: the machine's physical memory.
-int64_t DefaultMemoryLimit();
-// "4.0 GiB", "512 B", ...
-std::string ByteSize(int64_t bytes);
+// Checked size arithmetic and the memory limit: vm/memory_limit.h (one
+// place for the compiler and the runtime).
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::DefaultMemoryLimit;
 
 // What a shape from an interchange file must be before anything sizes by
 // it: rank at most vm::kMaxRank, no negative dimension, and at most
@@ -81,6 +77,7 @@ vm::DType Widen(vm::DType t);
 vm::AccessDesc WholeFrameAccess(const Value& base);
 
 struct Arity;
+struct FmaContraction;
 
 class Lowerer {
  public:
@@ -130,6 +127,11 @@ class Lowerer {
   // of an equation is replaced by +inf (so every float value read is inf).
   void set_skip_floating_point_ops(bool skip) { skip_fp_ = skip; }
 
+  // XLA:CPU's fused multiply-add contraction (compiler/fma_contraction.h):
+  // a single-use f32 or f16 multiply feeding an add or subtract becomes one
+  // FMA_F32, rounded once.
+  void set_contract_fma(bool contract) { contract_fma_ = contract; }
+
   // Error about the equation being lowered (INVALID_ARGUMENT: the kernel
   // is wrong).
   absl::Status Error(absl::string_view message) const;
@@ -168,12 +170,16 @@ class Lowerer {
   absl::Status AtEquation(absl::StatusCode code,
                           absl::string_view message) const;
   absl::StatusOr<Value> Materialize(const interchange::Atom* atom);
-  absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used);
+  // With `fma`, the equation (an add or sub) lowers by fma->rule over
+  // fma->operands instead.
+  absl::Status LowerEqn(const interchange::Eqn& eqn, bool outputs_used,
+                        const FmaContraction* fma = nullptr);
   absl::Status CheckArity(const interchange::Eqn& eqn,
                           const Arity& arity) const;
 
   ProgramBuilder& b_;
   bool skip_fp_ = false;
+  bool contract_fma_ = false;
   int64_t memory_limit_ = DefaultMemoryLimit();
   absl::StatusOr<Value> VarType(const interchange::Var* var,
                                 absl::string_view what) const;

@@ -124,7 +124,9 @@ class RefFusion {
   }
 
   bool StoresToRef(const Instr& in, int ref) const {
-    return IsAccess(in) && vm::Info(in.op).format == Format::ACCESS_STORE &&
+    const Format f = vm::Info(in.op).format;
+    return IsAccess(in) &&
+           (f == Format::ACCESS_STORE || f == Format::ACCESS_MASKED_STORE) &&
            p_.accesses[in.d].base_kind == vm::AccessBase::REF &&
            p_.accesses[in.d].base == ref;
   }

@@ -6,11 +6,14 @@
 namespace pallasvm::runtime {
 namespace {
 
-// Elements of the block that lie inside the array, per dimension.
-void ValidExtent(const BlockRegion& r, int64_t* valid) {
+// Elements of the block that lie inside the array, per dimension (and, with
+// `limit`, at most limit[d]).
+void ValidExtent(const BlockRegion& r, int64_t* valid,
+                 const int64_t* limit = nullptr) {
   for (int d = 0; d < r.rank; ++d) {
     valid[d] =
         std::clamp<int64_t>(r.array_shape[d] - r.start[d], 0, r.block_shape[d]);
+    if (limit != nullptr) valid[d] = std::min(valid[d], limit[d]);
   }
 }
 
@@ -78,9 +81,9 @@ bool ContiguousRun(const BlockRegion& r, const int64_t* valid, int64_t* offset,
 }  // namespace
 
 void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
-                 const uint8_t* fill, uint8_t* block) {
+                 const uint8_t* fill, uint8_t* block, const int64_t* limit) {
   int64_t valid[vm::kMaxRank];
-  ValidExtent(r, valid);
+  ValidExtent(r, valid, limit);
   int64_t block_elems = 1;
   bool partial = false;
   for (int d = 0; d < r.rank; ++d) {

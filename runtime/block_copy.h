@@ -18,8 +18,11 @@ struct BlockRegion {
   int64_t start[vm::kMaxRank] = {};        // element offsets, >= 0
 };
 
+// With `limit`, at most limit[d] elements of dimension d are copied (the
+// block's first ones), the rest of the block is fill.
 void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
-                 const uint8_t* fill, uint8_t* block);
+                 const uint8_t* fill, uint8_t* block,
+                 const int64_t* limit = nullptr);
 void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array);
 // Writes the fill value over the block's in-bounds part of the array.
 void FillBlockOut(const BlockRegion& r, const uint8_t* fill, uint8_t* array);

@@ -5,15 +5,24 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "runtime/block_copy.h"
 #include "vm/interpreter.h"
+#include "vm/interrupt.h"
 #include "vm/kernels/flush_denormals.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::runtime {
+
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::CheckMemory;
+using vm::FormatBytes;
 
 void FillValue(vm::DType dtype, UninitializedMemory mode, uint8_t* out) {
   const int size = vm::SizeOf(dtype);
@@ -61,10 +70,31 @@ struct AlignedFree {
 };
 using Buffer = std::unique_ptr<uint8_t, AlignedFree>;
 
+// 64-aligned storage for `bytes` (at least one byte); null if the
+// allocation fails.
 Buffer AllocBuffer(int64_t bytes) {
   const size_t size =
       (static_cast<size_t>(bytes > 0 ? bytes : 1) + 63) / 64 * 64;
   return Buffer(static_cast<uint8_t*>(std::aligned_alloc(64, size)));
+}
+
+const char* RefKindName(RefKind kind) {
+  switch (kind) {
+    case RefKind::SCALAR_PREFETCH:
+      return "scalar prefetch";
+    case RefKind::INPUT_BLOCK:
+      return "input block";
+    case RefKind::OUTPUT_BLOCK:
+      return "output block";
+    case RefKind::SCRATCH:
+      return "scratch";
+  }
+  return "";
+}
+
+// "0.25 s".
+std::string Seconds(std::chrono::nanoseconds d) {
+  return absl::StrFormat("%g s", std::chrono::duration<double>(d).count());
 }
 
 std::string PointString(const std::vector<int32_t>& idx) {
@@ -158,6 +188,10 @@ struct CoreState {
   std::vector<Buffer> ref_buffers;
   std::vector<uint8_t*> ref_table;
   std::vector<uint64_t> ref_fills;  // per ref, for OutOfBoundsReads
+  // Per ref: 1 while it holds an input block outside its array, which the
+  // kernel must not read (ExecContext::unreadable_refs), and how many do.
+  std::vector<uint8_t> unreadable;
+  int num_unreadable = 0;
   std::vector<MappingPlan> plans;  // region.start is this core's
   // Block indices per mapping at the previous, current and next point.
   std::vector<BlockIndex> prev, cur, next;
@@ -172,18 +206,99 @@ struct GridDriver::Workspace {
 
 namespace {
 
-std::unique_ptr<CoreState> NewCore(const Kernel& k,
-                                   const std::vector<MappingPlan>& plans) {
+// An input block whose index map put it outside its array (a negative
+// index, or a block starting past the end) holds what interpret mode's numpy
+// slicing puts there, so that a kernel that only computes such an index (as
+// a "no block needed" marker) runs as it does under interpret mode: per
+// dimension, numpy's slice x[start:start+size] (negative bounds counted from
+// the end, then clamped) or, for a squeezed dimension, the integer index
+// x[i] (negative from the end; outside: all fill) lands at the block's first
+// elements, the rest is fill. Returns whether the block is outside its array
+// and, if so, sets region.start and limit to that slice.
+bool InputBlockOutsideArray(const BlockMappingSpec& bm, BlockRegion& region,
+                            int64_t* limit) {
+  bool outside = false;
+  for (int d = 0; d < region.rank; ++d) {
+    const int64_t n = region.array_shape[d];
+    outside |= region.start[d] < 0 || region.start[d] >= std::max<int64_t>(n, 1);
+  }
+  if (!outside) return false;
+  for (int d = 0; d < region.rank; ++d) {
+    const int64_t n = region.array_shape[d];
+    int64_t lo = region.start[d];
+    if (bm.dims[d].kind == BlockDimKind::SQUEEZED) {
+      if (lo < 0) lo += n;
+      const bool in = lo >= 0 && lo < n;
+      region.start[d] = in ? lo : 0;
+      limit[d] = in ? 1 : 0;
+      continue;
+    }
+    int64_t hi = region.start[d] + region.block_shape[d];
+    auto normalize = [n](int64_t i) {
+      if (i < 0) i += n;
+      return std::clamp<int64_t>(i, 0, n);
+    };
+    lo = normalize(lo);
+    hi = normalize(hi);
+    region.start[d] = lo;
+    limit[d] = std::max<int64_t>(hi - lo, 0);
+  }
+  return true;
+}
+
+// The error for a kernel that reads an input block outside its array, from
+// the VM's ("read of ref R ... at <source>").
+absl::Status UnreadableBlockError(const Kernel& k,
+                                  const std::vector<BlockIndex>& blocks,
+                                  int32_t ref, const std::string& where,
+                                  absl::string_view vm_message) {
+  std::string block = "?", input = "?", array = "?";
+  for (size_t m = 0; m < k.block_mappings.size(); ++m) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    if (bm.ref != ref || bm.is_output) continue;
+    std::vector<int64_t> v(blocks[m].v, blocks[m].v + bm.dims.size());
+    block = absl::StrCat("(", absl::StrJoin(v, ", "), ")");
+    input = absl::StrCat(bm.operand);
+    array = bm.array.ToString();
+  }
+  const size_t at = vm_message.find(" at ");
+  const absl::string_view source =
+      at == absl::string_view::npos ? vm_message : vm_message.substr(at + 4);
+  return absl::OutOfRangeError(absl::StrCat(
+      where, ": Out-of-bounds block index ", block, " for input ", input,
+      ": the kernel reads the block at ", source,
+      ", but its index map put it outside the array ", array,
+      " (interpret mode's out_of_bounds_reads=\"uninitialized\" reads what "
+      "numpy slicing gives there instead)"));
+}
+
+// Core `index`'s workspace; RESOURCE_EXHAUSTED naming the buffer if an
+// allocation fails (the caller has checked the total against the limit).
+absl::StatusOr<std::unique_ptr<CoreState>> NewCore(
+    const Kernel& k, const std::vector<MappingPlan>& plans, int index) {
   auto core = std::make_unique<CoreState>();
   const vm::Program& p = k.program;
+  auto failed = [&](absl::string_view what, int64_t bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kernel '", k.name, "': cannot allocate ", what, " (",
+                     FormatBytes(bytes), ") for core ", index));
+  };
   core->frame = AllocBuffer(p.frame_size);
+  if (core->frame == nullptr) return failed("the VM frame", p.frame_size);
   std::memset(core->frame.get(), 0, p.frame_size);
   vm::InitFrame(p, core->frame.get());
-  for (const RefSpec& ref : k.refs) {
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    const RefSpec& ref = k.refs[r];
     core->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
+    if (core->ref_buffers.back() == nullptr) {
+      return failed(absl::StrCat("ref ", r, " (", RefKindName(ref.kind), " ",
+                                 ref.type.ToString(), ")"),
+                    ref.type.bytes());
+    }
     core->ref_table.push_back(core->ref_buffers.back().get());
   }
   core->ref_fills.assign(k.refs.size(), 0);
+  core->unreadable.assign(k.refs.size(), 0);
   const size_t n = k.block_mappings.size();
   core->plans = plans;
   core->prev.resize(n);
@@ -214,6 +329,11 @@ struct CallState {
   // element: written back / read through an aliased input by that core.
   std::vector<std::vector<uint8_t*>> written_by, read_by;
   std::vector<int> alias_of_input;  // per input operand: its output, or -1
+  // RunOptions' deadline (resolved: max() for none) and the timeout it
+  // came from (0: options.deadline).
+  bool interruptible = false;
+  vm::Interrupt::Clock::time_point deadline;
+  std::chrono::nanoseconds timeout{0};
 };
 
 bool SameBlock(const BlockIndex& a, const BlockIndex& b, int rank) {
@@ -285,19 +405,39 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   }
   to_point(loop, point);
 
+  // Deadline and cancellation: polled at the kernel's back edges and here,
+  // between grid points.
+  std::optional<vm::Interrupt> interrupt;
+  if (call.interruptible) {
+    interrupt.emplace(call.deadline, options.cancel, call.timeout);
+  }
   vm::ExecContext ctx;
+  ctx.interrupt = interrupt ? &*interrupt : nullptr;
   ctx.frame = frame;
   ctx.refs = core.ref_table.data();
   ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
   ctx.ref_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
+  int32_t unreadable_read = -1;
+  ctx.unreadable_ref_read = &unreadable_read;
+  std::fill(core.unreadable.begin(), core.unreadable.end(), 0);
+  core.num_unreadable = 0;
 
-  auto where = [&](const int32_t* at) {
+  auto where = [&](const int32_t* at, bool name_core = false) {
     return absl::StrCat("kernel '", k.name, "', grid point ",
                         PointString(std::vector<int32_t>(at, at + grid_rank)),
-                        core_index > 0
+                        core_index > 0 || name_core
                             ? absl::StrCat(" (core ", core_index, ")")
                             : std::string());
+  };
+  // An error from the VM at grid point `at`; interrupts name the core
+  // always (the caller may not know which core was stuck).
+  auto vm_error = [&](const int32_t* at, absl::string_view what,
+                      const absl::Status& s) {
+    const bool interrupted = s.code() == absl::StatusCode::kDeadlineExceeded ||
+                             s.code() == absl::StatusCode::kCancelled;
+    return absl::Status(s.code(), absl::StrCat(where(at, interrupted), what,
+                                               ": ", s.message()));
   };
   auto run_index_maps = [&](const int32_t* at,
                             std::vector<BlockIndex>& result) -> absl::Status {
@@ -315,8 +455,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           std::memcpy(frame + f.param_slots[g], &at[g], 4);
         }
         if (absl::Status s = vm::Execute(p, bm.index_map, ctx); !s.ok()) {
-          return absl::Status(s.code(),
-                              absl::StrCat(map_name(), ": ", s.message()));
+          return vm_error(
+              at,
+              absl::StrCat(", index map of ",
+                           bm.is_output ? "output " : "input ", bm.operand),
+              s);
         }
       }
       for (int d = 0; d < plan.region.rank; ++d) {
@@ -327,12 +470,13 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           std::memcpy(&v, frame + f.result_slots[d], 4);
         }
         result[m].v[d] = v;
-        // The block must start inside the array (or, for an input when
-        // out-of-bounds reads are filled, anywhere after its start).
+        // An output block must start inside its array: a write back has
+        // nowhere else to go. An input block outside its array is no error
+        // until the kernel reads it (see InputBlockOutsideArray).
         const int64_t start = v * plan.start_scale[d];
-        if (v < 0 ||
-            (start >= std::max<int64_t>(plan.region.array_shape[d], 1) &&
-             (bm.is_output || !fill_oob_reads))) {
+        if (bm.is_output &&
+            (v < 0 ||
+             start >= std::max<int64_t>(plan.region.array_shape[d], 1))) {
           return absl::OutOfRangeError(absl::StrCat(
               "Out-of-bounds block index ", v, " for ",
               bm.is_output ? "output " : "input ", bm.operand, ": ",
@@ -361,6 +505,12 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
 
   if (absl::Status s = run_index_maps(point, core.cur); !s.ok()) return s;
   for (int64_t t = begin; t < end; ++t) {
+    if (interrupt && interrupt->Poll()) {
+      const absl::Status s = interrupt->status();
+      return vm_error(
+          point, "",
+          absl::Status(s.code(), absl::StrCat(s.message(), " before it ran")));
+    }
     // Copy in input blocks whose index changed; check output revisits.
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
@@ -387,8 +537,15 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
         continue;
       }
       set_start(plan, core.cur[m]);
+      int64_t limit[vm::kMaxRank];
+      const bool outside =
+          InputBlockOutsideArray(bm, plan.region, limit);
       CopyBlockIn(plan.region, call.in_hbm[bm.operand], call.fills[m].data(),
-                  core.ref_table[bm.ref]);
+                  core.ref_table[bm.ref], outside ? limit : nullptr);
+      if (!fill_oob_reads && outside != bool(core.unreadable[bm.ref])) {
+        core.unreadable[bm.ref] = outside;
+        core.num_unreadable += outside ? 1 : -1;
+      }
       if (!call.read_by.empty() && call.alias_of_input[bm.operand] >= 0) {
         MarkBlock(plan.region,
                   call.read_by[core_index][call.alias_of_input[bm.operand]]);
@@ -400,9 +557,14 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       row[grid_rank] = core_index;
     }
     ctx.program_ids = point;
+    ctx.unreadable_refs =
+        core.num_unreadable > 0 ? core.unreadable.data() : nullptr;
     if (absl::Status s = vm::Execute(p, 0, ctx); !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat(where(point), ": ", s.message()));
+      if (unreadable_read >= 0) {
+        return UnreadableBlockError(k, core.cur, unreadable_read,
+                                    where(point), s.message());
+      }
+      return vm_error(point, "", s);
     }
     const bool last = t + 1 == end;
     if (!last) {
@@ -568,7 +730,6 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
       stride *= (bm.array.shape[d] + size - 1) / size + 1;
     }
   }
-  ws_->cores.push_back(NewCore(*kernel_, ws_->plans));
 }
 
 GridDriver::~GridDriver() = default;
@@ -613,6 +774,57 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       }
     }
   }
+  // What this call allocates: each core's workspace (kept for later
+  // calls) and race detection's marks, checked before anything is.
+  {
+    int64_t out_elements = 0;
+    for (const ArrayType& t : k.out_types) {
+      out_elements = CheckedAdd(out_elements, t.num_elements()).value_or(-1);
+      if (out_elements < 0) break;
+    }
+    const bool marks = options.detect_races && options.num_cores > 1;
+    const std::optional<int64_t> workspaces =
+        CheckedMul(k.core_workspace_bytes, options.num_cores);
+    const std::optional<int64_t> race_marks =
+        marks ? CheckedMul(out_elements, 2 * options.num_cores)
+              : std::optional<int64_t>(0);
+    const std::optional<int64_t> total =
+        workspaces && race_marks ? CheckedAdd(*workspaces, *race_marks)
+                                 : std::nullopt;
+    if (absl::Status s = CheckMemory(
+            absl::StrCat("kernel '", k.name, "': the workspace of ",
+                         options.num_cores, " core",
+                         options.num_cores == 1 ? "" : "s", " (",
+                         FormatBytes(k.core_workspace_bytes), " each)",
+                         marks ? " and race detection's marks" : ""),
+            total.value_or(-1), options.memory_limit);
+        !s.ok()) {
+      return s;
+    }
+  }
+  // The deadline: the earlier of options.deadline and the timeout.
+  using Clock = vm::Interrupt::Clock;
+  call.deadline = Clock::time_point::max();
+  if (options.timeout.count() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel '", k.name, "': negative timeout (",
+                     Seconds(options.timeout), ")"));
+  }
+  if (options.timeout.count() > 0) {
+    const Clock::time_point now = Clock::now();
+    call.deadline =
+        options.timeout < Clock::time_point::max() - now
+            ? now + std::chrono::duration_cast<Clock::duration>(options.timeout)
+            : Clock::time_point::max();
+    call.timeout = options.timeout;
+  }
+  if (options.deadline != Clock::time_point() &&
+      options.deadline < call.deadline) {
+    call.deadline = options.deadline;
+    call.timeout = std::chrono::nanoseconds(0);
+  }
+  call.interruptible =
+      call.deadline != Clock::time_point::max() || options.cancel != nullptr;
   // HBM: inputs are read in place; outputs are the caller's buffers. An
   // aliased input is read from its output, which starts as a copy of it.
   call.in_hbm.resize(inputs.size());
@@ -684,7 +896,10 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                       : (parallel_points + num_cores - 1) / num_cores *
                             (num_points / parallel_points);
   while (static_cast<int>(ws_->cores.size()) < num_cores) {
-    ws_->cores.push_back(NewCore(k, ws_->plans));
+    absl::StatusOr<std::unique_ptr<CoreState>> core =
+        NewCore(k, ws_->plans, static_cast<int>(ws_->cores.size()));
+    if (!core.ok()) return core.status();
+    ws_->cores.push_back(*std::move(core));
   }
   std::vector<absl::Status> status(num_cores);
   auto run = [&](int c) {

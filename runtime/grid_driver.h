@@ -19,11 +19,15 @@
 //  - scalar prefetch operands are copied to SMEM once per call; scratch
 //    is allocated once per call, filled with the fill value, and persists.
 //
-// The workspace (frame, block buffers, scratch) is allocated once, when the
-// driver is built; a call allocates nothing per grid step.
+// The workspace (frame, block buffers, scratch) of each core is allocated
+// once, by the first call that uses the core (not when the driver is built:
+// loading a module to disassemble it allocates nothing), after checking it
+// against RunOptions::memory_limit; a call allocates nothing per grid step.
 #ifndef PALLASVM_RUNTIME_GRID_DRIVER_H_
 #define PALLASVM_RUNTIME_GRID_DRIVER_H_
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -80,6 +84,22 @@ struct RunOptions {
   // byte per output element and core is used while detecting.
   bool detect_races = false;
   RaceReport* races = nullptr;
+  // When to give up. The kernel's loops poll at their back edges and the
+  // driver between grid points (vm/interrupt.h: a countdown, nothing per
+  // instruction); a run past its deadline fails with DEADLINE_EXCEEDED
+  // naming the grid point, the core and the source line it was at.
+  // `timeout` counts from the start of Run, `deadline` is absolute; zero
+  // (the default) means none, and with both the earlier one holds.
+  std::chrono::nanoseconds timeout{0};
+  std::chrono::steady_clock::time_point deadline{};
+  // If set, the run stops with CANCELLED (named as above) soon after
+  // *cancel becomes true, e.g. set by another thread.
+  const std::atomic<bool>* cancel = nullptr;
+  // The most a call may allocate, in bytes: every core's workspace (frame,
+  // block buffers, scratch) and race detection's marks. 0:
+  // DefaultMemoryLimit() (vm/memory_limit.h, the physical memory).
+  // Beyond it, Run fails with RESOURCE_EXHAUSTED naming the buffer.
+  int64_t memory_limit = 0;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

@@ -74,13 +74,25 @@ struct Kernel {
   std::vector<RefSpec> refs;
   std::vector<BlockMappingSpec> block_mappings;
   std::vector<std::pair<int, int>> aliases;  // (input, output)
+  // What one simulated core's workspace takes: the frame and every ref's
+  // buffer, each rounded up to 64 bytes (checked against the memory limit
+  // when loaded).
+  int64_t core_workspace_bytes = 0;
 };
 
 // Verifies `bytes` (FlatBuffers verifier, identifier, schema version, then
 // vm::Verify and the consistency of grid, refs and block mappings) and
 // builds a Kernel. A corrupted or stale module is an error, never a crash.
+// Every size is checked: a grid dimension must fit in int32 (program ids
+// are int32) and the grid in 2^62 points; shapes in 2^40 elements; one
+// core's workspace (frame, refs) and each buffer in it in `memory_limit`
+// bytes (0: DefaultMemoryLimit(), see
+// vm/memory_limit.h). A buffer of any alignment is accepted (read
+// through an aligned copy if need be); 8-byte fields that are misaligned
+// within it are refused, never read.
 absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
-    absl::string_view bytes, absl::string_view origin);
+    absl::string_view bytes, absl::string_view origin,
+    int64_t memory_limit = 0);
 
 }  // namespace pallasvm::runtime
 

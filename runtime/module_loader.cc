@@ -1,14 +1,22 @@
 // FlatBuffer module -> runtime::Kernel. The only place that reads
 // format/bytecode.fbs on the runtime side.
+#include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bytecode_generated.h"
 #include "runtime/kernel.h"
 #include "vm/interpreter.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::runtime {
+
+using vm::CheckedAdd;
+using vm::CheckedMul;
+using vm::CheckMemory;
+using vm::FormatBytes;
 namespace {
 
 namespace bc = ::pallasvm::bytecode;
@@ -19,10 +27,27 @@ namespace bc = ::pallasvm::bytecode;
 // grids; version 1 modules are refused (and rebuilt by the module cache).
 constexpr uint32_t kModuleSchemaVersion = 2;
 
+// FlatBuffers 2.0.8's verifier checks a vector's length field for 4-byte
+// alignment only, so a crafted module can place a vector of 8-byte
+// elements (longs, structs holding longs) at an address that is 4 mod 8;
+// reading it would be undefined behaviour. The builder always aligns them
+// (the module is read from 8-aligned storage, see LoadModule), so a
+// misaligned one is refused (an empty one, which the builder does not
+// align, has nothing to read). Table fields are checked by the verifier.
+template <typename V>
+bool Aligned8(const V* v) {
+  return v == nullptr || v->size() == 0 ||
+         reinterpret_cast<uintptr_t>(v->Data()) % alignof(int64_t) == 0;
+}
+
 absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
                                    absl::string_view what) {
   if (t == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has no type"));
+  }
+  if (!Aligned8(t->shape())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": shape vector misaligned (corrupted module)"));
   }
   if (static_cast<int>(t->dtype()) >= vm::kNumDTypes) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has a bad dtype"));
@@ -37,7 +62,8 @@ absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
   for (int64_t d : a.shape) {
     if (d < 0 || (d > 0 && n > (int64_t{1} << 40) / d)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, " has a bad shape ", a.ToString()));
+          absl::StrCat(what, " has a bad shape ", a.ToString(),
+                       ": a negative dimension, or more than 2^40 elements"));
     }
     n *= d;
   }
@@ -63,11 +89,20 @@ std::string ArrayType::ToString() const {
 }
 
 absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
-    absl::string_view bytes, absl::string_view origin) {
+    absl::string_view bytes, absl::string_view origin, int64_t memory_limit) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
         absl::StrCat(origin, ": invalid pallasvm module: ", why));
   };
+  // 8-byte fields are read in place, so the buffer must be 8-aligned (an
+  // XLA attribute or a caller's buffer need not be): else read a copy.
+  std::unique_ptr<uint64_t[]> aligned_copy;
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(uint64_t) != 0) {
+    aligned_copy.reset(new uint64_t[bytes.size() / 8 + 1]);
+    std::memcpy(aligned_copy.get(), bytes.data(), bytes.size());
+    bytes = absl::string_view(reinterpret_cast<const char*>(aligned_copy.get()),
+                              bytes.size());
+  }
   if (bytes.size() < 8 ||
       !flatbuffers::BufferHasIdentifier(bytes.data(), bc::ModuleIdentifier())) {
     return bad("not a module file (missing identifier PVMB)");
@@ -82,6 +117,10 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     return bad(absl::StrCat("module schema version ", m->schema_version(),
                             ", this runtime reads version ",
                             kModuleSchemaVersion, " (recompile the kernel)"));
+  }
+  if (!Aligned8(m->layouts()) || !Aligned8(m->accesses()) ||
+      !Aligned8(m->ref_sizes()) || !Aligned8(m->grid())) {
+    return bad("a vector of 8-byte fields is misaligned (corrupted module)");
   }
   auto kernel = std::make_shared<Kernel>();
   kernel->name = m->kernel_name() ? m->kernel_name()->str() : "";
@@ -153,8 +192,17 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   if (p.constants.size() > p.frame_size) {
     return bad("constants do not fit in the frame");
   }
-  if (absl::Status s = vm::Verify(p); !s.ok()) {
+  int64_t frame_used = 0;
+  if (absl::Status s = vm::Verify(p, &frame_used); !s.ok()) {
     return bad(absl::StrCat("bytecode verification failed: ", s.message()));
+  }
+  // The compiler sizes the frame to the values it places (rounded up to a
+  // slot), so a frame far larger than anything its code touches is a
+  // corrupted or crafted size: refused, not allocated.
+  if (int64_t{p.frame_size} > 2 * frame_used + 65536) {
+    return bad(absl::StrCat("the frame claims ", FormatBytes(p.frame_size),
+                            " but the code uses only ", FormatBytes(frame_used),
+                            " of it"));
   }
 
   // The pallas_call description.
@@ -163,12 +211,24 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     return bad("grid rank exceeds 8");
   }
   int num_dynamic = 0;
-  for (int64_t g : kernel->grid) {
-    if (g == kDynamicGridDim) {
+  int64_t static_points = 1;
+  for (size_t g = 0; g < kernel->grid.size(); ++g) {
+    const int64_t size = kernel->grid[g];
+    if (size == kDynamicGridDim) {
       ++num_dynamic;
-    } else if (g <= 0 || g > (int64_t{1} << 31)) {
-      return bad("bad grid dimension");
+      continue;
     }
+    if (size <= 0 || size > INT32_MAX) {
+      return bad(absl::StrCat(
+          "grid dimension ", g, " has size ", size,
+          "; pallasvm runs grid dimensions of 1 to 2^31 - 1 (program ids are "
+          "int32)"));
+    }
+    if (static_points > (int64_t{1} << 62) / size) {
+      return bad(absl::StrCat("the grid (", absl::StrJoin(kernel->grid, ", "),
+                              ") has more than 2^62 points"));
+    }
+    static_points *= size;
   }
   if (m->dimension_semantics()) {
     for (const flatbuffers::String* s : *m->dimension_semantics()) {
@@ -313,6 +373,39 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     }
   }
   if (p.functions.empty()) return bad("module has no kernel function");
+
+  // One core's workspace (runtime/grid_driver.cc allocates it on first
+  // use): every buffer, and their total, must fit in the memory limit.
+  auto rounded = [](int64_t bytes) { return (bytes + 63) / 64 * 64; };
+  int64_t workspace = rounded(p.frame_size);
+  if (absl::Status s = CheckMemory("the VM frame", p.frame_size, memory_limit);
+      !s.ok()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(origin, ": ", s.message()));
+  }
+  static const char* const kRefKinds[] = {"scalar prefetch", "input block",
+                                          "output block", "scratch"};
+  for (size_t i = 0; i < kernel->refs.size(); ++i) {
+    const RefSpec& ref = kernel->refs[i];
+    if (absl::Status s = CheckMemory(
+            absl::StrCat("ref ", i, " (", kRefKinds[static_cast<int>(ref.kind)],
+                         " ", ref.type.ToString(), ")"),
+            ref.type.bytes(), memory_limit);
+        !s.ok()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(origin, ": ", s.message()));
+    }
+    workspace = CheckedAdd(workspace, rounded(ref.type.bytes())).value_or(-1);
+    if (workspace < 0) break;
+  }
+  if (absl::Status s = CheckMemory(
+          "one simulated core's workspace (the frame and every ref)", workspace,
+          memory_limit);
+      !s.ok()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(origin, ": ", s.message()));
+  }
+  kernel->core_workspace_bytes = workspace;
   return std::shared_ptr<const Kernel>(std::move(kernel));
 }
 

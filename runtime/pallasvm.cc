@@ -1,5 +1,7 @@
 #include "runtime/pallasvm.h"
 
+#include <new>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -33,11 +35,17 @@ absl::Status CheckArrays(absl::Span<const Array> given,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Executable>> Executable::Load(
-    absl::string_view module_bytes, absl::string_view origin) {
-  absl::StatusOr<std::shared_ptr<const runtime::Kernel>> kernel =
-      runtime::LoadModule(module_bytes, origin);
-  if (!kernel.ok()) return kernel.status();
-  return std::unique_ptr<Executable>(new Executable(*std::move(kernel)));
+    absl::string_view module_bytes, absl::string_view origin,
+    int64_t memory_limit) {
+  try {
+    absl::StatusOr<std::shared_ptr<const runtime::Kernel>> kernel =
+        runtime::LoadModule(module_bytes, origin, memory_limit);
+    if (!kernel.ok()) return kernel.status();
+    return std::unique_ptr<Executable>(new Executable(*std::move(kernel)));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(origin, ": out of memory while loading the module"));
+  }
 }
 
 absl::Status Executable::Run(absl::Span<const Array> inputs,
@@ -52,11 +60,19 @@ absl::Status Executable::Run(absl::Span<const Array> inputs,
       !s.ok()) {
     return s;
   }
-  in_ptrs_.clear();
-  out_ptrs_.clear();
-  for (const Array& a : inputs) in_ptrs_.push_back(a.data);
-  for (const Array& a : outputs) out_ptrs_.push_back(a.data);
-  return driver_.Run(in_ptrs_, out_ptrs_, options);
+  // The driver checks its allocations against options.memory_limit; what
+  // the C++ library allocates beyond them (small vectors) can still throw,
+  // and an exception must not cross the API.
+  try {
+    in_ptrs_.clear();
+    out_ptrs_.clear();
+    for (const Array& a : inputs) in_ptrs_.push_back(a.data);
+    for (const Array& a : outputs) out_ptrs_.push_back(a.data);
+    return driver_.Run(in_ptrs_, out_ptrs_, options);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kernel '", k.name, "': out of memory"));
+  }
 }
 
 }  // namespace pallasvm

@@ -37,13 +37,17 @@ struct Array {
 class Executable {
  public:
   // Loads and verifies a module (format/bytecode.fbs). `origin` names it
-  // in errors (e.g. the file name).
+  // in errors (e.g. the file name). The module's buffers are checked
+  // against `memory_limit` bytes (0: the machine's physical memory, see
+  // vm/memory_limit.h) but not allocated: Run allocates them.
   static absl::StatusOr<std::unique_ptr<Executable>> Load(
-      absl::string_view module_bytes, absl::string_view origin = "module");
+      absl::string_view module_bytes, absl::string_view origin = "module",
+      int64_t memory_limit = 0);
 
   const runtime::Kernel& kernel() const { return driver_.kernel(); }
 
-  // Runs the whole grid once.
+  // Runs the whole grid once. Never throws: an allocation that fails is
+  // RESOURCE_EXHAUSTED.
   absl::Status Run(absl::Span<const Array> inputs,
                    absl::Span<const Array> outputs,
                    const RunOptions& options = {});

@@ -10,6 +10,7 @@
 #include "compiler/compiler.h"
 #include "compiler/module_cache.h"
 #include "flatbuffers/flatbuffers.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -46,16 +47,19 @@ absl::StatusOr<std::vector<std::string>> NumberedFiles(
 absl::StatusOr<std::vector<NpyArray>> ReadArrays(
     const std::vector<runtime::ArrayType>& types,
     const std::vector<std::string>& paths, absl::string_view what,
-    absl::string_view kernel) {
+    absl::string_view kernel, int64_t memory_limit) {
   if (paths.size() != types.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("kernel '", kernel, "' has ", types.size(), " ", what,
                      "s, given ", paths.size(), " .npy files"));
   }
   std::vector<NpyArray> arrays;
+  int64_t left = vm::ResolveMemoryLimit(memory_limit);
   for (size_t i = 0; i < paths.size(); ++i) {
-    absl::StatusOr<NpyArray> a = ReadNpy(paths[i]);
+    absl::StatusOr<NpyArray> a = ReadNpy(paths[i], left);
     if (!a.ok()) return a.status();
+    left -= static_cast<int64_t>(a->data.size());
+    if (left <= 0) left = 1;  // the next non-empty file is refused
     std::string label = absl::StrCat(what, " ", i, " (", paths[i], ")");
     if (absl::Status s = ResolveDType(*a, types[i].dtype, label); !s.ok()) {
       return s;
@@ -121,8 +125,9 @@ absl::StatusOr<std::unique_ptr<Executable>> LoadExecutable(
   absl::StatusOr<LoadedModule> m = LoadModuleBytes(path, options);
   if (!m.ok()) return m.status();
   absl::StatusOr<std::unique_ptr<Executable>> exe =
-      Executable::Load(m->bytes, path);
-  if (!exe.ok() && m->cache_hit) {
+      Executable::Load(m->bytes, path, options.memory_limit);
+  if (!exe.ok() && m->cache_hit &&
+      exe.status().code() != absl::StatusCode::kResourceExhausted) {
     // A cached entry the runtime refuses is never trusted: rebuild it.
     absl::StatusOr<std::string> bytes = ReadFileBytes(path);
     if (!bytes.ok()) return bytes.status();
@@ -132,19 +137,22 @@ absl::StatusOr<std::unique_ptr<Executable>> LoadExecutable(
     cache.Evict(compiler::ModuleCache::Key(*bytes));
     absl::StatusOr<std::string> module = cache.GetOrCompile(*bytes, path);
     if (!module.ok()) return module.status();
-    return Executable::Load(*module, path);
+    return Executable::Load(*module, path, options.memory_limit);
   }
   return exe;
 }
 
 absl::StatusOr<std::vector<NpyArray>> ReadInputs(
-    const runtime::Kernel& kernel, const std::vector<std::string>& paths) {
-  return ReadArrays(kernel.in_types, paths, "input", kernel.name);
+    const runtime::Kernel& kernel, const std::vector<std::string>& paths,
+    int64_t memory_limit) {
+  return ReadArrays(kernel.in_types, paths, "input", kernel.name, memory_limit);
 }
 
 absl::StatusOr<std::vector<NpyArray>> ReadExpected(
-    const runtime::Kernel& kernel, const std::vector<std::string>& paths) {
-  return ReadArrays(kernel.out_types, paths, "expected output", kernel.name);
+    const runtime::Kernel& kernel, const std::vector<std::string>& paths,
+    int64_t memory_limit) {
+  return ReadArrays(kernel.out_types, paths, "expected output", kernel.name,
+                    memory_limit);
 }
 
 }  // namespace pallasvm::tools

@@ -27,6 +27,9 @@ absl::StatusOr<Fixture> FindFixture(const std::string& dir);
 struct LoadOptions {
   bool use_cache = true;
   std::string cache_dir;  // empty: ModuleCache::DefaultDirectory()
+  // Executable::Load's memory limit (0: the machine's; INT64_MAX: none,
+  // for a module that will not be run).
+  int64_t memory_limit = 0;
 };
 
 struct LoadedModule {
@@ -45,13 +48,17 @@ absl::StatusOr<LoadedModule> LoadModuleBytes(const std::string& path,
 absl::StatusOr<std::unique_ptr<Executable>> LoadExecutable(
     const std::string& path, const LoadOptions& options);
 
-// Reads .npy files as the kernel's inputs (checking count, dtype, shape).
+// Reads .npy files as the kernel's inputs (checking count, dtype, shape),
+// all of them together in `memory_limit` bytes (0: the default,
+// vm/memory_limit.h).
 absl::StatusOr<std::vector<NpyArray>> ReadInputs(
-    const runtime::Kernel& kernel, const std::vector<std::string>& paths);
+    const runtime::Kernel& kernel, const std::vector<std::string>& paths,
+    int64_t memory_limit = 0);
 
 // Reads .npy files as expected outputs (checking count, dtype, shape).
 absl::StatusOr<std::vector<NpyArray>> ReadExpected(
-    const runtime::Kernel& kernel, const std::vector<std::string>& paths);
+    const runtime::Kernel& kernel, const std::vector<std::string>& paths,
+    int64_t memory_limit = 0);
 
 }  // namespace pallasvm::tools
 

@@ -1,9 +1,15 @@
 #include "tools/npy.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -11,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -82,34 +89,59 @@ std::optional<std::string> HeaderField(absl::string_view header,
 
 }  // namespace
 
-absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
-                                  absl::string_view origin) {
+namespace {
+
+// The fixed part of a .npy file before its header text: magic, version,
+// header length (2 bytes in version 1, 4 in versions 2 and 3).
+constexpr size_t kPrefixV1 = 10, kPrefixV2 = 12;
+// Longer header texts are refused (numpy writes a few hundred bytes).
+constexpr size_t kMaxHeader = size_t{1} << 20;
+
+struct NpyLayout {
+  NpyArray array;  // without data
+  size_t data_offset = 0;
+  size_t data_bytes = 0;
+};
+
+// Parses the magic and the header of a .npy file from its first bytes:
+// `head` holds at least the prefix, and then as much of the header as
+// `*need_head` says (it is set to the prefix + header length when `head`
+// is too short; call again with that much).
+absl::StatusOr<NpyLayout> ParseHeader(absl::string_view head,
+                                      absl::string_view origin,
+                                      size_t* need_head) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
         absl::StrCat(origin, ": not a valid .npy file: ", why));
   };
-  if (bytes.size() < 10 || bytes.substr(0, 6) != "\x93NUMPY") {
+  if (head.size() < kPrefixV1 || head.substr(0, 6) != "\x93NUMPY") {
     return bad("missing the \\x93NUMPY magic");
   }
-  const uint8_t major = static_cast<uint8_t>(bytes[6]);
+  const uint8_t major = static_cast<uint8_t>(head[6]);
   size_t header_len, header_start;
   if (major == 1) {
-    header_len = static_cast<uint8_t>(bytes[8]) |
-                 (static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8);
-    header_start = 10;
+    header_len = static_cast<uint8_t>(head[8]) |
+                 (static_cast<size_t>(static_cast<uint8_t>(head[9])) << 8);
+    header_start = kPrefixV1;
   } else if (major == 2 || major == 3) {
-    if (bytes.size() < 12) return bad("truncated header");
+    if (head.size() < kPrefixV2) return bad("truncated header");
     header_len = 0;
     for (int i = 0; i < 4; ++i) {
-      header_len |= static_cast<size_t>(static_cast<uint8_t>(bytes[8 + i]))
+      header_len |= static_cast<size_t>(static_cast<uint8_t>(head[8 + i]))
                     << (8 * i);
     }
-    header_start = 12;
+    header_start = kPrefixV2;
   } else {
     return bad(absl::StrCat("unsupported format version ", major));
   }
-  if (bytes.size() < header_start + header_len) return bad("truncated header");
-  absl::string_view header = bytes.substr(header_start, header_len);
+  if (header_len > kMaxHeader) {
+    return bad(absl::StrCat("a header of ", header_len, " bytes"));
+  }
+  if (head.size() < header_start + header_len) {
+    if (need_head != nullptr) *need_head = header_start + header_len;
+    return bad("truncated header");
+  }
+  absl::string_view header = head.substr(header_start, header_len);
   std::optional<std::string> descr = HeaderField(header, "descr");
   std::optional<std::string> fortran = HeaderField(header, "fortran_order");
   std::optional<std::string> shape = HeaderField(header, "shape");
@@ -117,7 +149,8 @@ absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
   if (*fortran != "False") {
     return bad("Fortran-ordered arrays are not supported (use C order)");
   }
-  NpyArray a;
+  NpyLayout layout;
+  NpyArray& a = layout.array;
   a.descr = *descr;
   std::string body = *descr;
   char order = body.empty() ? '?' : body[0];
@@ -150,31 +183,114 @@ absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
     a.shape.push_back(d);
     count *= d;
   }
-  const size_t need = static_cast<size_t>(count) * a.element_size;
-  const size_t have = bytes.size() - header_start - header_len;
-  if (have != need) {
-    return bad(absl::StrCat("data is ", have, " bytes, shape (", *shape,
-                            ") of '", *descr, "' needs ", need));
-  }
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data()) +
-                     header_start + header_len;
-  a.data.assign(p, p + need);
-  return a;
+  layout.data_offset = header_start + header_len;
+  layout.data_bytes = static_cast<size_t>(count) * a.element_size;
+  return layout;
 }
 
-absl::StatusOr<std::string> ReadFileBytes(const std::string& path) {
+absl::Status SizeError(absl::string_view origin, size_t have, size_t need,
+                       const NpyArray& a) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      origin, ": not a valid .npy file: data is ", have, " bytes, shape (",
+      absl::StrJoin(a.shape, ", "), ") of '", a.descr, "' needs ", need));
+}
+
+}  // namespace
+
+absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
+                                  absl::string_view origin) {
+  absl::StatusOr<NpyLayout> layout = ParseHeader(bytes, origin, nullptr);
+  if (!layout.ok()) return layout.status();
+  const size_t have = bytes.size() - layout->data_offset;
+  if (have != layout->data_bytes) {
+    return SizeError(origin, have, layout->data_bytes, layout->array);
+  }
+  const uint8_t* p =
+      reinterpret_cast<const uint8_t*>(bytes.data()) + layout->data_offset;
+  layout->array.data.assign(p, p + layout->data_bytes);
+  return std::move(layout->array);
+}
+
+absl::StatusOr<std::string> ReadFileBytes(const std::string& path,
+                                          int64_t max_bytes) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is a directory, not a file"));
+  }
+  const int64_t limit = vm::ResolveMemoryLimit(max_bytes);
   std::ifstream f(path, std::ios::binary);
   if (!f) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::ostringstream ss;
-  ss << f.rdbuf();
+  // Read in chunks, so that a file without a size (a pipe, /dev/zero) is
+  // held to the limit too.
+  std::string out;
+  std::vector<char> chunk(1 << 20);
+  while (f) {
+    f.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const size_t got = static_cast<size_t>(f.gcount());
+    if (static_cast<int64_t>(out.size() + got) > limit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(path, " is larger than ", vm::FormatBytes(limit),
+                       ", the most pallasvm reads"));
+    }
+    out.append(chunk.data(), got);
+  }
   if (f.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
-  return ss.str();
+  return out;
 }
 
-absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFileBytes(path);
-  if (!bytes.ok()) return bytes.status();
-  return ParseNpy(*bytes, path);
+absl::StatusOr<NpyArray> ReadNpy(const std::string& path,
+                                 int64_t memory_limit) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is a directory, not a .npy file"));
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  // The header first: it says how much data there is, which is checked
+  // against the limit before anything is allocated or read.
+  std::string head(kPrefixV2, '\0');
+  f.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(f.gcount()));
+  size_t need_head = 0;
+  absl::StatusOr<NpyLayout> layout = ParseHeader(head, path, &need_head);
+  if (!layout.ok() && need_head > head.size()) {
+    const size_t had = head.size();
+    head.resize(need_head);
+    f.read(head.data() + had, static_cast<std::streamsize>(need_head - had));
+    head.resize(had + static_cast<size_t>(f.gcount()));
+    layout = ParseHeader(head, path, nullptr);
+  }
+  if (!layout.ok()) return layout.status();
+  const size_t bytes = layout->data_bytes;
+  if (absl::Status s = vm::CheckMemory(
+          absl::StrCat(path, " (", layout->array.descr, " array of shape (",
+                       absl::StrJoin(layout->array.shape, ", "), "))"),
+          static_cast<int64_t>(bytes), memory_limit);
+      !s.ok()) {
+    return s;
+  }
+  // What was read past the header is the start of the data.
+  NpyArray& a = layout->array;
+  const size_t early = head.size() - layout->data_offset;
+  if (early > bytes) return SizeError(path, early, bytes, a);
+  a.data.resize(bytes);
+  if (early > 0) {
+    std::memcpy(a.data.data(), head.data() + layout->data_offset, early);
+  }
+  f.read(reinterpret_cast<char*>(a.data.data()) + early,
+         static_cast<std::streamsize>(bytes - early));
+  const size_t got = early + static_cast<size_t>(f.gcount());
+  if (f.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
+  if (got < bytes) return SizeError(path, got, bytes, a);
+  if (f.peek() != std::ifstream::traits_type::eof()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a valid .npy file: more data than shape (",
+                     absl::StrJoin(a.shape, ", "), ") of '", a.descr,
+                     "' holds (", bytes, " bytes)"));
+  }
+  return std::move(layout->array);
 }
 
 absl::Status ResolveDType(NpyArray& array, vm::DType expected,
@@ -216,22 +332,54 @@ std::string SerializeNpy(vm::DType dtype, const std::vector<int64_t>& shape,
   return out;
 }
 
-absl::Status WriteNpy(const std::string& path, vm::DType dtype,
-                      const std::vector<int64_t>& shape, const void* data) {
-  const std::string bytes = SerializeNpy(dtype, shape, data);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!f) return absl::DataLossError(absl::StrCat("cannot write ", tmp));
-  }
+absl::Status WriteFileBytes(const std::string& path, absl::string_view bytes) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
+  if (fs::is_directory(path, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write ", path, ": it is a directory"));
+  }
+  // A fresh temporary beside the target (so that the rename stays on one
+  // file system), never one that exists: nothing of the user's is touched
+  // until the rename, which replaces only the target.
+  std::string tmp = path + ".XXXXXX";
+  const int fd = mkstemp(tmp.data());
+  if (fd < 0) {
+    return absl::DataLossError(
+        absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  const int write_errno = errno;
+  const bool closed = close(fd) == 0;
+  if (done < bytes.size() || !closed) {
+    fs::remove(tmp, ec);
+    return absl::DataLossError(
+        absl::StrCat("cannot write ", path, ": ",
+                     std::strerror(done < bytes.size() ? write_errno : errno)));
+  }
+  // mkstemp makes the file 0600; give it the usual permissions.
+  const mode_t mask = umask(0);
+  umask(mask);
+  chmod(tmp.c_str(), 0666 & ~mask);
+  fs::rename(tmp, path, ec);
   if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
     return absl::DataLossError(
         absl::StrCat("cannot write ", path, ": ", ec.message()));
   }
   return absl::OkStatus();
+}
+
+absl::Status WriteNpy(const std::string& path, vm::DType dtype,
+                      const std::vector<int64_t>& shape, const void* data) {
+  return WriteFileBytes(path, SerializeNpy(dtype, shape, data));
 }
 
 }  // namespace pallasvm::tools

@@ -26,7 +26,12 @@ struct NpyArray {
 
 absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
                                   absl::string_view origin);
-absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
+// Reads the header first and refuses (RESOURCE_EXHAUSTED, naming the file
+// and its shape) data larger than `memory_limit` bytes (0: the default,
+// vm/memory_limit.h) before allocating it; a file with more or less
+// data than its shape says is an error.
+absl::StatusOr<NpyArray> ReadNpy(const std::string& path,
+                                 int64_t memory_limit = 0);
 
 // Resolves an array against the dtype a kernel expects ('<V2' becomes
 // BF16 or F16); errors if they disagree.
@@ -35,11 +40,19 @@ absl::Status ResolveDType(NpyArray& array, vm::DType expected,
 
 std::string SerializeNpy(vm::DType dtype, const std::vector<int64_t>& shape,
                          const void* data);
-// Writes to a temporary file and renames it into place.
+// Writes to a new temporary file beside `path` and renames it into place:
+// the target is replaced whole or not at all, a failure leaves no
+// temporary behind, and a directory at `path` is an error (never
+// replaced).
+absl::Status WriteFileBytes(const std::string& path, absl::string_view bytes);
 absl::Status WriteNpy(const std::string& path, vm::DType dtype,
                       const std::vector<int64_t>& shape, const void* data);
 
-absl::StatusOr<std::string> ReadFileBytes(const std::string& path);
+// The whole file; an error for a directory, or for a file (or a device
+// such as /dev/zero) longer than `max_bytes` (0: the default memory limit,
+// vm/memory_limit.h).
+absl::StatusOr<std::string> ReadFileBytes(const std::string& path,
+                                          int64_t max_bytes = 0);
 
 }  // namespace pallasvm::tools
 

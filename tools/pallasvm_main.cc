@@ -1,13 +1,16 @@
 // The `pallasvm` command: compile, run and disassemble kernels.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,6 +21,7 @@
 #include "tools/npy.h"
 #include "tools/output_check.h"
 #include "vm/interpreter.h"
+#include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
 namespace {
@@ -42,7 +46,8 @@ bytecode module, for offline precompilation. The module can be given to
 `pallasvm run`, `pallasvm disasm` or the C++ API (pallasvm::Executable).
 
 options:
-  -o, --output PATH   where to write the module (required; never the input)
+  -o, --output PATH   where to write the module (required; never the input
+                      or a directory); written whole or not at all
 )";
 
 constexpr const char* kRunUsage =
@@ -61,7 +66,14 @@ options:
                         1e-2 for bf16); integers and bools compare exactly
   -o, --output-dir DIR  write output_<i>.npy into DIR
   --time                time the kernel: per call and per grid step
-  --min-time SECONDS    minimum total timing duration (default 1)
+  --min-time SECONDS    minimum total timing duration (default 1; 0 to
+                        86400)
+  --timeout SECONDS     stop a call that runs longer (DEADLINE_EXCEEDED,
+                        naming the grid point, core and source line);
+                        default 0: no timeout
+  --memory-limit BYTES  the most the kernel's buffers, inputs and outputs
+                        may take, e.g. 512M or 8G (default: the physical
+                        memory, or RLIMIT_AS if lower)
   --cores N             simulated TensorCores (threads), splitting the
                         `parallel` grid dimensions as interpret mode's
                         num_cores_or_threads does (default 1)
@@ -81,7 +93,8 @@ constexpr const char* kDisasmUsage =
 
 Prints the kernel's grid, refs and block mappings, then every function's
 instructions with operands and the Python source line each came from.
-KERNEL is a module (.pvm) or a kernel interchange (.json/.pvmk).
+KERNEL is a module (.pvm) or a kernel interchange (.json/.pvmk). Nothing
+is run or allocated for it, so any size of kernel can be listed.
 )";
 
 int Fail(const absl::Status& s) {
@@ -96,6 +109,48 @@ int UsageError(const std::string& message, const char* usage) {
 }
 
 bool IsHelp(const std::string& a) { return a == "-h" || a == "--help"; }
+
+// "1048576", "512K", "512M", "8G", "1T" (binary units, an optional "iB" or
+// "B"): a positive byte count.
+std::optional<int64_t> ParseBytes(std::string v) {
+  int shift = 0;
+  for (const char* suffix : {"iB", "B"}) {
+    if (absl::EndsWith(v, suffix) && v.size() > strlen(suffix)) {
+      v.resize(v.size() - strlen(suffix));
+      break;
+    }
+  }
+  if (!v.empty()) {
+    switch (v.back()) {
+      case 'K':
+      case 'k':
+        shift = 10;
+        break;
+      case 'M':
+      case 'm':
+        shift = 20;
+        break;
+      case 'G':
+      case 'g':
+        shift = 30;
+        break;
+      case 'T':
+      case 't':
+        shift = 40;
+        break;
+      default:
+        break;
+    }
+    if (shift != 0) v.pop_back();
+  }
+  double d;
+  if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || d < 1) {
+    return std::nullopt;
+  }
+  d = std::ldexp(d, shift);
+  if (d >= 9.2e18) return std::nullopt;
+  return static_cast<int64_t>(d);
+}
 
 int Compile(const std::vector<std::string>& args) {
   std::string input, output;
@@ -118,6 +173,10 @@ int Compile(const std::vector<std::string>& args) {
     return UsageError("need a KERNEL and -o MODULE", kCompileUsage);
   }
   std::error_code ec;
+  if (std::filesystem::is_directory(output, ec)) {
+    return UsageError("the output " + output + " is a directory",
+                      kCompileUsage);
+  }
   if (std::filesystem::exists(output, ec) &&
       std::filesystem::equivalent(input, output, ec)) {
     return UsageError("the output would overwrite the input", kCompileUsage);
@@ -127,23 +186,18 @@ int Compile(const std::vector<std::string>& args) {
   absl::StatusOr<std::string> module = compiler::CompileInterchange(
       *bytes, input, compiler::ContentHash(*bytes));
   if (!module.ok()) return Fail(module.status());
-  const std::string tmp = output + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(module->data(), static_cast<std::streamsize>(module->size()));
-    if (!f) return Fail(absl::DataLossError("cannot write " + tmp));
+  if (absl::Status s = WriteFileBytes(output, *module); !s.ok()) {
+    return Fail(s);
   }
-  std::filesystem::rename(tmp, output, ec);
-  if (ec) return Fail(absl::DataLossError("cannot write " + output));
   std::printf("wrote %s (%zu bytes)\n", output.c_str(), module->size());
   return 0;
 }
 
 std::string Describe(const runtime::Kernel& k) {
-  int64_t points = 1;
+  int64_t points = 1;  // the loader has checked it fits in 2^62
   std::vector<std::string> dims;
   for (int64_t g : k.grid) {
-    points *= g;
+    if (g > 0) points *= g;
     dims.push_back(g == runtime::kDynamicGridDim ? "dynamic"
                                                  : absl::StrCat(g));
   }
@@ -166,7 +220,7 @@ int Run(const std::vector<std::string>& args) {
   std::string kernel_arg, output_dir;
   std::vector<std::string> inputs, expected;
   bool check = false, time = false;
-  double min_time = 1.0;
+  double min_time = 1.0, timeout = 0;
   std::optional<double> atol, rtol;
   LoadOptions load;
   RunOptions run_options;
@@ -198,12 +252,34 @@ int Run(const std::vector<std::string>& args) {
         return UsageError("bad --cores " + v, kRunUsage);
       }
     } else if (a == "--min-time" && value(&v)) {
-      if (!absl::SimpleAtod(v, &min_time)) {
-        return UsageError("bad --min-time " + v, kRunUsage);
+      if (!absl::SimpleAtod(v, &min_time) || !(min_time >= 0) ||
+          !(min_time <= 86400)) {
+        return UsageError("bad --min-time " + v + ": expected 0 to 86400",
+                          kRunUsage);
       }
+    } else if (a == "--timeout" && value(&v)) {
+      if (!absl::SimpleAtod(v, &timeout) || !(timeout >= 0) ||
+          !(timeout <= 1e9)) {
+        return UsageError(
+            "bad --timeout " + v + ": expected seconds, 0 (none) to 1e9",
+            kRunUsage);
+      }
+      run_options.timeout = std::chrono::nanoseconds(
+          static_cast<int64_t>(std::llround(timeout * 1e9)));
+    } else if (a == "--memory-limit" && value(&v)) {
+      std::optional<int64_t> bytes = ParseBytes(v);
+      if (!bytes) {
+        return UsageError("bad --memory-limit " + v +
+                              ": expected bytes, e.g. 1048576, 512M or 8G",
+                          kRunUsage);
+      }
+      run_options.memory_limit = load.memory_limit = *bytes;
     } else if ((a == "--atol" || a == "--rtol") && value(&v)) {
       double d;
-      if (!absl::SimpleAtod(v, &d)) return UsageError("bad " + a, kRunUsage);
+      if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || d < 0) {
+        return UsageError(
+            "bad " + a + " " + v + ": expected a finite value >= 0", kRunUsage);
+      }
       (a == "--atol" ? atol : rtol) = d;
     } else if (a == "--uninitialized" && value(&v)) {
       if (v == "nan") {
@@ -257,7 +333,24 @@ int Run(const std::vector<std::string>& args) {
   std::printf("%s\n", Describe(k).c_str());
   std::printf("loaded in %.1f ms\n", load_ms);
 
-  absl::StatusOr<std::vector<NpyArray>> in = ReadInputs(k, inputs);
+  // Inputs and outputs held at once, all within the memory limit: the
+  // outputs are counted first, so that no input file is read for a call
+  // that could not hold its results.
+  int64_t out_bytes = 0;
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    const runtime::ArrayType& t = k.out_types[j];
+    out_bytes = vm::CheckedAdd(out_bytes, t.bytes()).value_or(-1);
+    if (absl::Status s = vm::CheckMemory(
+            absl::StrCat("kernel '", k.name, "': output ", j, " ", t.ToString(),
+                         " (with the outputs before it)"),
+            out_bytes, run_options.memory_limit);
+        !s.ok()) {
+      return Fail(s);
+    }
+  }
+  const int64_t limit = vm::ResolveMemoryLimit(run_options.memory_limit);
+  absl::StatusOr<std::vector<NpyArray>> in =
+      ReadInputs(k, inputs, std::max<int64_t>(limit - out_bytes, 1));
   if (!in.ok()) return Fail(in.status());
   std::vector<Array> in_arrays, out_arrays;
   for (NpyArray& a : *in) {
@@ -277,7 +370,8 @@ int Run(const std::vector<std::string>& args) {
   }
   int status = 0;
   if (!expected.empty()) {
-    absl::StatusOr<std::vector<NpyArray>> ex = ReadExpected(k, expected);
+    absl::StatusOr<std::vector<NpyArray>> ex =
+        ReadExpected(k, expected, std::max<int64_t>(limit - out_bytes, 1));
     if (!ex.ok()) return Fail(ex.status());
     for (size_t j = 0; j < ex->size(); ++j) {
       const auto& t = k.out_types[j];
@@ -298,6 +392,11 @@ int Run(const std::vector<std::string>& args) {
   if (!output_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(output_dir, ec);
+    if (!std::filesystem::is_directory(output_dir)) {
+      return Fail(absl::FailedPreconditionError(
+          absl::StrCat("cannot write into ", output_dir, ": not a directory",
+                       ec ? ": " + ec.message() : std::string())));
+    }
     for (size_t j = 0; j < k.out_types.size(); ++j) {
       std::string path = absl::StrCat(output_dir, "/output_", j, ".npy");
       if (absl::Status s = WriteNpy(path, k.out_types[j].dtype,
@@ -314,16 +413,20 @@ int Run(const std::vector<std::string>& args) {
     absl::StatusOr<std::vector<int64_t>> grid =
         runtime::ResolveGrid(k, in_data);
     if (!grid.ok()) return Fail(grid.status());
-    int64_t points = 1;
+    int64_t points = 1;  // ResolveGrid has checked it fits in 2^62
     for (int64_t g : *grid) points *= g;
     // Batches of calls until min_time has passed; the median batch is
-    // reported, which is robust to a noisy shared machine.
+    // reported, which is robust to a noisy shared machine. A call that
+    // fails (its --timeout, say) ends the timing with its error.
     using Clock = std::chrono::steady_clock;
     int64_t batch = 1;
     while (true) {
       auto s = Clock::now();
       for (int64_t r = 0; r < batch; ++r) {
-        (void)(*exe)->Run(in_arrays, out_arrays, run_options);
+        if (absl::Status st = (*exe)->Run(in_arrays, out_arrays, run_options);
+            !st.ok()) {
+          return Fail(st);
+        }
       }
       double secs = std::chrono::duration<double>(Clock::now() - s).count();
       if (secs > min_time / 20 || batch > (int64_t{1} << 30)) break;
@@ -336,7 +439,10 @@ int Run(const std::vector<std::string>& args) {
                min_time) {
       auto s = Clock::now();
       for (int64_t r = 0; r < batch; ++r) {
-        (void)(*exe)->Run(in_arrays, out_arrays, run_options);
+        if (absl::Status st = (*exe)->Run(in_arrays, out_arrays, run_options);
+            !st.ok()) {
+          return Fail(st);
+        }
       }
       per_call.push_back(
           std::chrono::duration<double>(Clock::now() - s).count() / batch);
@@ -346,8 +452,9 @@ int Run(const std::vector<std::string>& args) {
     std::printf(
         "time: %.3f us per call, %.4f us per grid step (%lld grid steps; "
         "median of %zu batches of %lld calls)\n",
-        median * 1e6, median * 1e6 / points, static_cast<long long>(points),
-        per_call.size(), static_cast<long long>(batch));
+        median * 1e6, points > 0 ? median * 1e6 / points : 0.0,
+        static_cast<long long>(points), per_call.size(),
+        static_cast<long long>(batch));
   }
   return status;
 }
@@ -371,6 +478,7 @@ int Disasm(const std::vector<std::string>& args) {
   }
   if (kernel.empty()) return UsageError("need a KERNEL", kDisasmUsage);
   if (std::filesystem::is_directory(kernel)) kernel += "/kernel.json";
+  load.memory_limit = INT64_MAX;  // listed, never run: nothing is allocated
   absl::StatusOr<std::unique_ptr<Executable>> exe =
       LoadExecutable(kernel, load);
   if (!exe.ok()) return Fail(exe.status());
@@ -394,8 +502,10 @@ int Disasm(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace pallasvm::tools
 
-int main(int argc, char** argv) {
-  using namespace pallasvm::tools;
+namespace pallasvm::tools {
+namespace {
+
+int Main(int argc, char** argv) {
   if (argc < 2 || IsHelp(argv[1]) || std::string(argv[1]) == "help") {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -406,4 +516,23 @@ int main(int argc, char** argv) {
   if (command == "run") return Run(args);
   if (command == "disasm") return Disasm(args);
   return UsageError("unknown command '" + command + "'", kUsage);
+}
+
+}  // namespace
+}  // namespace pallasvm::tools
+
+// Errors are statuses everywhere below; what the C++ library may still
+// throw (std::bad_alloc, std::filesystem_error) is reported the same way,
+// never as an abort.
+int main(int argc, char** argv) {
+  try {
+    return pallasvm::tools::Main(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fputs("pallasvm: error: out of memory\n", stderr);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pallasvm: error: %s\n", e.what());
+  } catch (...) {
+    std::fputs("pallasvm: error: unknown exception\n", stderr);
+  }
+  return 1;
 }

@@ -94,6 +94,9 @@ std::string Operands(const Program& p, const Instr& in) {
     case Format::SELECT:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " ? ", Slot(in.d),
                           " : ", Slot(in.c), n);
+    case Format::TERNARY:  // FMA_F32
+      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " * ", Slot(in.c),
+                          " + ", Slot(in.d), n);
     case Format::LAYOUT:
       if (in.op == Op::IOTA_S32) {
         return absl::StrCat(Slot(in.a), " := iota dim ", in.aux, " of ",
@@ -108,6 +111,10 @@ std::string Operands(const Program& p, const Instr& in) {
       return absl::StrCat(
           DescribeAccess(p, in.d), in.op == Op::STORE ? " := " : " += ",
           SlotOrRef(in, in.b, kOperandRefB), "  (access ", in.d, ")");
+    case Format::ACCESS_MASKED_STORE:
+      return absl::StrCat(DescribeAccess(p, in.d), " := ", Slot(in.c), " ? ",
+                          Slot(in.b), " : itself", n, "  (access ", in.d,
+                          ")");
     case Format::REDUCE:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), " as [", in.c, ", ",
                           in.d, ", ", in.n, "] over axis 1");

@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "vm/kernels/access.h"
 #include "vm/kernels/convert.h"
 #include "vm/kernels/dot.h"
@@ -70,6 +71,31 @@ std::string SourceOf(const Program& program, size_t pc) {
       " at ", SourceOf(program, pc)));
 }
 
+[[gnu::cold, gnu::noinline]] absl::Status MaskedStoreError(
+    const Program& program, const Instr* ip, const kernels::AccessFault& f) {
+  const size_t pc = ip - program.code.data();
+  const AccessDesc& access = program.accesses[ip->d];
+  std::vector<int64_t> extents;
+  for (int d = 0; d < access.rank; ++d) extents.push_back(access.dims[d].extent);
+  return absl::OutOfRangeError(absl::StrCat(
+      "Out-of-bounds masked swap of ref ", access.base, " (dims [",
+      absl::StrJoin(extents, ", "), "]): a masked-in element lies at index ",
+      f.start, " of dim ", f.dim, ", outside the ref, at ",
+      SourceOf(program, pc)));
+}
+
+[[gnu::cold, gnu::noinline]] absl::Status UnreadableRefError(
+    const Program& program, const Instr* ip, const ExecContext& ctx,
+    uint32_t ref) {
+  const size_t pc = ip - program.code.data();
+  if (ctx.unreadable_ref_read != nullptr) {
+    *ctx.unreadable_ref_read = static_cast<int32_t>(ref);
+  }
+  return absl::OutOfRangeError(absl::StrCat(
+      "read of ref ", ref, ", whose block lies outside its array, at ",
+      SourceOf(program, pc)));
+}
+
 [[gnu::cold, gnu::noinline]] absl::Status GridAxisError(const Program& program,
                                                         const Instr* ip,
                                                         int32_t grid_rank) {
@@ -77,6 +103,14 @@ std::string SourceOf(const Program& program, size_t pc) {
   return absl::InvalidArgumentError(absl::StrCat(
       std::string(Info(ip->op).name), " asks for grid axis ", ip->b,
       " but the grid has rank ", grid_rank, " at ", SourceOf(program, pc)));
+}
+
+[[gnu::cold, gnu::noinline]] absl::Status InterruptError(
+    const Program& program, const Instr* ip, const Interrupt& interrupt) {
+  const absl::Status s = interrupt.status();
+  return absl::Status(
+      s.code(), absl::StrCat(s.message(), " at ",
+                             SourceOf(program, ip - program.code.data())));
 }
 
 }  // namespace
@@ -99,6 +133,7 @@ absl::Status Execute(const Program& program, int function,
   const LayoutDesc* const layouts = program.layouts.data();
   const AccessDesc* const accesses = program.accesses.data();
   const Instr* ip = code + program.functions[function].entry_pc;
+  Interrupt* const interrupt = ctx.interrupt;
 
 // Frame operands: a typed pointer to a block, or a scalar's value.
 #define VM_PTR(DT, off) reinterpret_cast<Storage<DType::DT>*>(frame + (off))
@@ -111,6 +146,16 @@ absl::Status Execute(const Program& program, int function,
 #define VM_OPERAND(DT, field, ref_bit)   \
   reinterpret_cast<Storage<DType::DT>*>( \
       (ip->aux & (ref_bit)) ? ctx.refs[ip->field] : frame + ip->field)
+// A source operand, as VM_OPERAND, that is checked when it names a whole ref
+// which this grid point must not read (ExecContext::unreadable_refs).
+#define VM_SOURCE(DT, field, ref_bit)                                         \
+  ({                                                                          \
+    if ((ip->aux & (ref_bit)) && ctx.unreadable_refs != nullptr &&            \
+        ctx.unreadable_refs[ip->field]) [[unlikely]] {                        \
+      return UnreadableRefError(program, ip, ctx, ip->field);                 \
+    }                                                                         \
+    VM_OPERAND(DT, field, ref_bit);                                           \
+  })
 // The base pointer of an access: a ref table entry or a frame value.
 #define VM_ACCESS_BASE(acc)                                  \
   ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] \
@@ -152,10 +197,16 @@ absl::Status Execute(const Program& program, int function,
     ++ip;          \
     VM_DISPATCH(); \
   } while (0)
-#define VM_JUMP(target)   \
-  do {                    \
-    ip = code + (target); \
-    VM_DISPATCH();        \
+// A jump that may go backward: only loops can run unboundedly, so only
+// back edges poll the interrupt (a countdown; see vm/interrupt.h).
+#define VM_JUMP(target)                                          \
+  do {                                                           \
+    const Instr* const to = code + (target);                     \
+    if (to <= ip && interrupt != nullptr && interrupt->Poll()) { \
+      return InterruptError(program, ip, *interrupt);            \
+    }                                                            \
+    ip = to;                                                     \
+    VM_DISPATCH();                                               \
   } while (0)
 
 #if PALLASVM_SWITCH_DISPATCH
@@ -172,19 +223,19 @@ vm_dispatch:
 #define VM_BINARY_CASES(NAME, IN, OUT, F, S)                                \
   VM_CASE(NAME##_##IN##_VV) {                                               \
     kernels::BinaryVV<kernels::F>(VM_PTR(OUT, ip->a),                       \
-                                  VM_OPERAND(IN, b, kOperandRefB),          \
-                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
+                                  VM_SOURCE(IN, b, kOperandRefB),          \
+                                  VM_SOURCE(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_VS) {                                               \
     kernels::BinaryVS<kernels::F>(VM_PTR(OUT, ip->a),                       \
-                                  VM_OPERAND(IN, b, kOperandRefB),          \
+                                  VM_SOURCE(IN, b, kOperandRefB),          \
                                   VM_GET(IN, ip->c), ip->n);                \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SV) {                                               \
     kernels::BinarySV<kernels::F>(VM_PTR(OUT, ip->a), VM_GET(IN, ip->b),    \
-                                  VM_OPERAND(IN, c, kOperandRefC), ip->n);  \
+                                  VM_SOURCE(IN, c, kOperandRefC), ip->n);  \
     VM_NEXT();                                                              \
   }                                                                         \
   VM_CASE(NAME##_##IN##_SS) {                                               \
@@ -198,7 +249,7 @@ vm_dispatch:
 #define VM_UNARY_CASES(NAME, IN, OUT, F, S)                              \
   VM_CASE(NAME##_##IN##_V) {                                             \
     kernels::UnaryV<kernels::F>(VM_PTR(OUT, ip->a),                      \
-                                VM_OPERAND(IN, b, kOperandRefB), ip->n); \
+                                VM_SOURCE(IN, b, kOperandRefB), ip->n); \
     VM_NEXT();                                                           \
   }                                                                      \
   VM_CASE(NAME##_##IN##_S) {                                             \
@@ -212,7 +263,7 @@ vm_dispatch:
 #define VM_CVT_CASES(FROM, TO)                                               \
   VM_CASE(CVT_##FROM##_##TO##_V) {                                           \
     kernels::ConvertV<DType::FROM, DType::TO>(                               \
-        VM_PTR(TO, ip->a), VM_OPERAND(FROM, b, kOperandRefB), ip->n);        \
+        VM_PTR(TO, ip->a), VM_SOURCE(FROM, b, kOperandRefB), ip->n);        \
     VM_NEXT();                                                               \
   }                                                                          \
   VM_CASE(CVT_##FROM##_##TO##_S) {                                           \
@@ -298,6 +349,10 @@ vm_dispatch:
     VM_CASE(LOAD) {
       const AccessDesc& acc = accesses[ip->d];
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
+      if (ctx.unreadable_refs != nullptr && acc.base_kind == AccessBase::REF &&
+          ctx.unreadable_refs[acc.base] && region.count != 0) [[unlikely]] {
+        return UnreadableRefError(program, ip, ctx, acc.base);
+      }
       if (region.count < 0) {
         if (ctx.ref_fills == nullptr || acc.base_kind != AccessBase::REF) {
           return AccessError(program, ip, frame, /*is_write=*/false);
@@ -312,13 +367,37 @@ vm_dispatch:
     }
     // STORE: region := dense value at b (a frame slot, or with
     // kOperandRefB the whole of ref b).
+    // LOAD_CLIPPED: as LOAD, but the region may leave its ref; the elements
+    // outside read as zero (masked stores read the region first).
+    VM_CASE(LOAD_CLIPPED) {
+      const AccessDesc& acc = accesses[ip->d];
+      if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[acc.base])
+          [[unlikely]] {
+        return UnreadableRefError(program, ip, ctx, acc.base);
+      }
+      static constexpr uint8_t kZero[8] = {};
+      kernels::LoadRegionFilled(frame + ip->a, VM_ACCESS_BASE(acc), acc, frame,
+                                kZero);
+      VM_NEXT();
+    }
+    // MASKED_STORE: region := c ? b : region, elementwise; elements outside
+    // the ref are skipped where c is false and an error where it is true.
+    VM_CASE(MASKED_STORE) {
+      const AccessDesc& acc = accesses[ip->d];
+      kernels::AccessFault fault;
+      if (!kernels::MaskedStoreRegion(VM_ACCESS_BASE(acc), frame + ip->b,
+                                      frame + ip->c, acc, frame, &fault)) {
+        return MaskedStoreError(program, ip, fault);
+      }
+      VM_NEXT();
+    }
     VM_CASE(STORE) {
       const AccessDesc& acc = accesses[ip->d];
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (region.count < 0) {
         return AccessError(program, ip, frame, /*is_write=*/true);
       }
-      kernels::StoreRegion(VM_ACCESS_BASE(acc), VM_OPERAND(U8, b, kOperandRefB),
+      kernels::StoreRegion(VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB),
                            acc, region);
       VM_NEXT();
     }
@@ -332,7 +411,7 @@ vm_dispatch:
       return AccessError(program, ip, frame, /*is_write=*/true);               \
     }                                                                          \
     kernels::AddUpdateRegion<DType::DT>(                                       \
-        VM_ACCESS_BASE(acc), VM_OPERAND(U8, b, kOperandRefB), acc, region);    \
+        VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB), acc, region);    \
     VM_NEXT();                                                                 \
   }
     VM_ADDUPDATE_CASE(F32)
@@ -385,8 +464,8 @@ vm_dispatch:
   VM_CASE(NAME) {                                                  \
     const LayoutDesc& mkn = layouts[ip->d];                        \
     kernels::KERNEL(VM_OPERAND(DT, a, kOperandRefA),               \
-                    VM_OPERAND(DT, b, kOperandRefB),               \
-                    VM_OPERAND(DT, c, kOperandRefC), mkn.shape[0], \
+                    VM_SOURCE(DT, b, kOperandRefB),                \
+                    VM_SOURCE(DT, c, kOperandRefC), mkn.shape[0],  \
                     mkn.shape[1], mkn.shape[2]);                   \
     VM_NEXT();                                                     \
   }
@@ -413,6 +492,7 @@ vm_dispatch:
 
     // ------------------------------------------------ control flow
     // JUMP: pc := a.
+    // Backward jumps poll ctx.interrupt (VM_JUMP).
     VM_CASE(JUMP) { VM_JUMP(ip->a); }
     // JUMP_IF_FALSE: if the PRED at a is false, pc := b.
     VM_CASE(JUMP_IF_FALSE) {
@@ -432,6 +512,14 @@ vm_dispatch:
     // (what DOT_F32 into a temporary and ADD_F32_VV compute).
     VM_DOT_CASE(DOT_ADD_F32, F32, DotAddF32)
 #undef VM_DOT_CASE
+    // FMA_F32: a[i] := b[i] * c[i] + d[i] for i < n, rounded once (the
+    // hardware's fused multiply-add).
+    VM_CASE(FMA_F32) {
+      kernels::FusedMultiplyAddV(VM_PTR(F32, ip->a), VM_CPTR(F32, ip->b),
+                                 VM_CPTR(F32, ip->c), VM_CPTR(F32, ip->d),
+                                 ip->n);
+      VM_NEXT();
+    }
 
 #if PALLASVM_SWITCH_DISPATCH
     case Op::kNumOps:
@@ -446,6 +534,7 @@ vm_dispatch:
 #undef VM_GET
 #undef VM_SET
 #undef VM_ACCESS_BASE
+#undef VM_SOURCE
 #undef VM_OPERAND
 #undef VM_CASE
 #undef VM_DISPATCH

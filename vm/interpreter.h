@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "vm/interrupt.h"
 #include "vm/program.h"
 
 namespace pallasvm::vm {
@@ -26,6 +27,18 @@ struct ExecContext {
   // (interpret mode's out_of_bounds_reads="uninitialized"). Null: such a
   // LOAD is an OutOfRange error. Writes out of bounds are always errors.
   const uint64_t* ref_fills = nullptr;
+  // Polled at every backward jump (vm/interrupt.h); when it fires, Execute
+  // returns its status (DEADLINE_EXCEEDED / CANCELLED) naming the jump's
+  // source line. Null: never interrupted.
+  Interrupt* interrupt = nullptr;
+  // Per ref, nonzero where the ref holds an input block whose index map put
+  // it outside its array at this grid point: reading any of it (a LOAD of a
+  // non-empty region, or an instruction reading the whole ref in place) is
+  // an OutOfRange error, and the ref's index is stored in
+  // *unreadable_ref_read so the caller can name the input and block. Null
+  // (the usual case): no ref is unreadable.
+  const uint8_t* unreadable_refs = nullptr;
+  int32_t* unreadable_ref_read = nullptr;
 };
 
 // Copies the program's constants into the frame's constant region. Done
@@ -33,13 +46,18 @@ struct ExecContext {
 void InitFrame(const Program& program, uint8_t* frame);
 
 // Runs program.functions[function] to its RETURN. A failing access returns
-// an OutOfRange error naming the equation and its source line.
+// an OutOfRange error naming the equation and its source line; an
+// interrupt, its status naming the loop's source line.
 absl::Status Execute(const Program& program, int function,
                      const ExecContext& ctx);
 
 // Checks every instruction's operands against the program's frame size,
-// descriptor tables, code size and the op's dtypes. Run once, at load.
-absl::Status Verify(const Program& program);
+// descriptor tables, code size and the op's dtypes. Run once, at load. If
+// given, *frame_bytes_used receives the end of the highest frame byte any
+// operand, slot or constant uses (a module claiming a frame far larger is
+// suspect: see runtime/module_loader.cc).
+absl::Status Verify(const Program& program,
+                    int64_t* frame_bytes_used = nullptr);
 
 // A readable listing: one instruction per line with operands and source.
 std::string Disassemble(const Program& program);

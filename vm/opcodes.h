@@ -26,9 +26,11 @@ enum class Format : uint8_t {
   MOV,           // a: dst, b: src, one element of the opcode's width
   FILL,          // a: dst[n], b: value[1]
   SELECT,        // a: dst[n], b: pred[n] PRED, c: on_false[n], d: on_true[n]
+  TERNARY,       // a: dst[n] OUT, b, c, d: src[n] IN (FMA: b * c + d)
   LAYOUT,        // a: dst, b: src (STRIDED_COPY), d: layout descriptor
   ACCESS_LOAD,   // a: dst, d: access descriptor
   ACCESS_STORE,  // b: src, d: access descriptor; aux: kOperandRefB bit
+  ACCESS_MASKED_STORE,  // b: src, c: mask PRED, d: access descriptor
   REDUCE,        // a: dst[c*n] OUT, b: src[c*d*n] IN
   DOT,           // a: dst[M*N], b: lhs[M*K], c: rhs[K*N], d: layout {M,K,N};
                  //   aux: kOperandRef{A,B,C} bits

@@ -17,7 +17,8 @@
 //     the DOT and ACCESS_STORE formats and of the block sources of
 //     elementwise ops) names an existing ref whose known size holds it, and
 //     a destination ref is not also a source; no other aux bits are set in
-//     those formats or the scalar elementwise ones;
+//     those formats, the scalar elementwise ones or TERNARY (whose operands
+//     are all frame blocks);
 //   - descriptor indices are in range and descriptors are sane: rank,
 //     element size, shapes, static starts of unclamped accesses in bounds,
 //     every region fitting in its buffer, ref regions within the ref's known
@@ -78,6 +79,13 @@ class Verifier {
  public:
   explicit Verifier(const Program& program) : p_(program) {}
 
+  // The end of the highest frame byte an operand or slot uses (or the
+  // constants), once Run has succeeded.
+  int64_t frame_used() const {
+    return static_cast<int64_t>(
+        std::max(frame_used_, Int{static_cast<int64_t>(p_.constants.size())}));
+  }
+
   absl::Status Run() {
     if (p_.constants.size() > p_.frame_size) {
       return Error(absl::StrCat("the constants (", p_.constants.size(),
@@ -133,6 +141,7 @@ class Verifier {
                        " bytes at frame offset ", Decimal(r.offset),
                        " are outside the frame (", p_.frame_size, " bytes)"));
     }
+    frame_used_ = std::max(frame_used_, r.offset + r.bytes);
     if (r.offset % align != 0) {
       return InstrError(
           pc, absl::StrCat("operand ", r.name, " at frame offset ",
@@ -305,8 +314,11 @@ class Verifier {
 
   // An access descriptor's own consistency; returns the dense value's bytes
   // and the underlying buffer's bytes.
+  // `clipped`: an access of LOAD_CLIPPED / MASKED_STORE, whose region may
+  // leave its buffer (those elements are skipped), so a static start needs
+  // not put it inside.
   absl::Status CheckAccess(size_t pc, const AccessDesc& acc, Int* dense_bytes,
-                           Int* buffer_bytes) const {
+                           Int* buffer_bytes, bool clipped = false) const {
     const uint32_t d = p_.code[pc].d;
     auto bad = [&](absl::string_view what) {
       return InstrError(pc, absl::StrCat("access ", d, ": ", what));
@@ -351,7 +363,7 @@ class Verifier {
                                       " cannot fit in extent ", dim.extent,
                                       " (needs (size-1)*stride < extent)"));
         }
-        if (dim.start_slot < 0 && !acc.clamp &&
+        if (dim.start_slot < 0 && !acc.clamp && !clipped &&
             (dim.start < 0 || dim.start + last >= dim.extent)) {
           return bad_dim(absl::StrCat(
               "static start ", dim.start, " size ", dim.size, " stride ",
@@ -400,7 +412,12 @@ class Verifier {
     }
     const AccessDesc& acc = p_.accesses[in.d];
     Int dense_bytes = 0, buffer_bytes = 0;
-    if (absl::Status s = CheckAccess(pc, acc, &dense_bytes, &buffer_bytes);
+    const bool clipped = in.op == Op::LOAD_CLIPPED;
+    if (clipped && (acc.clamp || acc.base_kind != AccessBase::REF)) {
+      return InstrError(pc, "LOAD_CLIPPED needs an unclamped ref access");
+    }
+    if (absl::Status s =
+            CheckAccess(pc, acc, &dense_bytes, &buffer_bytes, clipped);
         !s.ok()) {
       return s;
     }
@@ -444,6 +461,33 @@ class Verifier {
                      : CheckAliasing(pc, buffer, 1, dense, 1, false);
     }
     return absl::OkStatus();
+  }
+
+  // MASKED_STORE: b the dense values, c their mask (PRED, one per element),
+  // d an unclamped ref access whose region may leave the ref.
+  absl::Status VerifyMaskedStore(size_t pc, const Instr& in) const {
+    if (in.d >= p_.accesses.size()) {
+      return InstrError(
+          pc, absl::StrCat("access index d = ", in.d, " but there are ",
+                           p_.accesses.size(), " accesses"));
+    }
+    const AccessDesc& acc = p_.accesses[in.d];
+    if (acc.clamp || acc.base_kind != AccessBase::REF) {
+      return InstrError(pc, "MASKED_STORE needs an unclamped ref access");
+    }
+    Int dense_bytes = 0, buffer_bytes = 0;
+    if (absl::Status s = CheckAccess(pc, acc, &dense_bytes, &buffer_bytes,
+                                     /*clipped=*/true);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
+    const Int count = dense_bytes / acc.elem_size;
+    const Range b{"b (src)", in.b, dense_bytes}, c{"c (mask)", in.c, count};
+    if (absl::Status s = CheckRange(pc, b, acc.elem_size, false); !s.ok()) {
+      return s;
+    }
+    return CheckRange(pc, c, 1, false);
   }
 
   absl::Status VerifyDot(size_t pc, const Instr& in, const OpInfo& info) const {
@@ -587,12 +631,28 @@ class Verifier {
         }
         return CheckAliasing(pc, a, w, b, 1, true);
       }
+      case Format::TERNARY: {
+        const Range a{"a (dst)", in.a, n * osz}, b{"b (x)", in.b, n * isz},
+            c{"c (y)", in.c, n * isz}, d{"d (z)", in.d, n * isz};
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
+        if (auto s = check({{b, isz}, {c, isz}, {d, isz}}, {a, osz}); !s.ok()) {
+          return s;
+        }
+        for (const Range* src : {&b, &c, &d}) {
+          if (auto s = CheckAliasing(pc, a, osz, *src, isz, true); !s.ok()) {
+            return s;
+          }
+        }
+        return absl::OkStatus();
+      }
       case Format::LAYOUT:
         return VerifyLayout(pc, in);
       case Format::ACCESS_LOAD:
         return VerifyAccess(pc, in, info, /*is_load=*/true);
       case Format::ACCESS_STORE:
         return VerifyAccess(pc, in, info, /*is_load=*/false);
+      case Format::ACCESS_MASKED_STORE:
+        return VerifyMaskedStore(pc, in);
       case Format::REDUCE: {
         // c = outer, d = reduced size, n = inner: counts, not slots.
         const Range a{"a (dst)", in.a, Int{in.c} * n * osz},
@@ -643,6 +703,7 @@ class Verifier {
           return bad(absl::StrCat(kind, " slot ", i, " at frame offset ", s,
                                   " is inside the constants"));
         }
+        frame_used_ = std::max(frame_used_, Int{s} + 4);
       }
       return absl::OkStatus();
     };
@@ -677,10 +738,18 @@ class Verifier {
   }
 
   const Program& p_;
+  mutable Int frame_used_ = 0;  // see frame_used()
 };
 
 }  // namespace
 
-absl::Status Verify(const Program& program) { return Verifier(program).Run(); }
+absl::Status Verify(const Program& program, int64_t* frame_bytes_used) {
+  Verifier verifier(program);
+  absl::Status status = verifier.Run();
+  if (status.ok() && frame_bytes_used != nullptr) {
+    *frame_bytes_used = verifier.frame_used();
+  }
+  return status;
+}
 
 }  // namespace pallasvm::vm

@@ -148,6 +148,38 @@ TEST(Compiler, RulesDeclareWhetherUnusedEquationsGo) {
   EXPECT_EQ((*ka)->program.code.size(), (*kb)->program.code.size());
 }
 
+// add_vectors made o = (x * y) + y: with Kernel.contract_fma the multiply
+// folds into the add as one FMA_F32 (compiler/fma_contraction.h); without,
+// MUL_F32_VV then ADD_F32_VV, rounding each.
+TEST(Compiler, ContractFmaFoldsASingleUseMultiplyIntoItsAdd) {
+  const std::string own_add = "{\n    \"invars\": [{\"var\": 3}, {\"var\": 4}]";
+  const std::string mul =
+      "{\"invars\": [{\"var\": 3}, {\"var\": 4}], \"outvars\": "
+      "[{\"id\": 99, \"type\": {\"dtype\": \"F32\", \"shape\": [8]}}], "
+      "\"params\": [], \"primitive\": \"mul\"}, ";
+  const std::string fused_add = "{\n    \"invars\": [{\"var\": 99}, {\"var\": 4}]";
+  const std::string plain =
+      ReplaceFirst(Fixture("add_vectors"), own_add, mul + fused_add);
+  auto listing = [](const std::string& json) -> std::string {
+    absl::StatusOr<std::string> module = CompileInterchange(json, "k.json");
+    EXPECT_TRUE(module.ok()) << module.status();
+    if (!module.ok()) return "";
+    absl::StatusOr<std::unique_ptr<Executable>> exe =
+        Executable::Load(*module, "k");
+    EXPECT_TRUE(exe.ok()) << exe.status();
+    return exe.ok() ? vm::Disassemble((*exe)->kernel().program) : "";
+  };
+  const std::string rounded = listing(plain);
+  EXPECT_TRUE(absl::StrContains(rounded, "MUL_F32_VV")) << rounded;
+  EXPECT_FALSE(absl::StrContains(rounded, "FMA_F32")) << rounded;
+  const std::string fused =
+      listing(ReplaceFirst(plain, "{\n \"block_mappings\"",
+                           "{\n \"contract_fma\": true, \"block_mappings\""));
+  EXPECT_TRUE(absl::StrContains(fused, "FMA_F32")) << fused;
+  EXPECT_FALSE(absl::StrContains(fused, "MUL_F32")) << fused;
+  EXPECT_FALSE(absl::StrContains(fused, "ADD_F32")) << fused;
+}
+
 TEST(Compiler, MismatchedShapesAreAnError) {
   std::string json = Fixture("add_vectors");
   // The add's result type comes just before its primitive name (fields are

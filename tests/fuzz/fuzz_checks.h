@@ -40,11 +40,10 @@ inline bool IsBinaryInterchange(absl::string_view bytes) {
 
 // A compile either fails with an error a kernel author can act on, or gives
 // a module the runtime accepts. An internal error ("compiler bug: ...")
-// means the compiler emitted code its own verifier refuses.
+// means the compiler emitted code its own verifier refuses. (The status
+// code, not the text: messages quote the file's own strings.)
 inline void CheckCompileResult(const absl::StatusOr<std::string>& module) {
   if (!module.ok()) {
-    // By its code, not its text: the fuzzer soon learns to write "compiler
-    // bug" into the names it makes up.
     if (absl::IsInternal(module.status())) {
       Fail("compile", module.status().ToString());
     }

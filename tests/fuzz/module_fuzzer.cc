@@ -12,6 +12,7 @@
 // module (frame, block buffers, scratch) is not capped: refusing a module it
 // cannot allocate is the runtime's job.
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -99,11 +100,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   GridDriver driver(*loaded);
-  (void)driver.Run(in_ptrs, out_ptrs, RunOptions{});
+  // A mutated module may loop forever (a jump back, a `while` whose
+  // condition never turns false): the deadline ends it, as it ends one in a
+  // user's process. Well under libFuzzer's -timeout.
+  RunOptions plain;
+  plain.timeout = std::chrono::milliseconds(1000);
+  (void)driver.Run(in_ptrs, out_ptrs, plain);
   if (points <= kMaxGridPointsForCores) {
     // The other paths: several cores with race detection, zero fill, and
     // out-of-bounds reads that read the fill value.
     RunOptions options;
+    options.timeout = std::chrono::milliseconds(1000);
     options.num_cores = 2;
     options.uninitialized_memory = pallasvm::runtime::UninitializedMemory::kZero;
     options.out_of_bounds_reads =

@@ -1,5 +1,6 @@
 """Measures the bf16/f16 chain t = x*y + z; t*t - x (64x128, seed 0): pallasvm vs
-interpret mode vs per-op-rounded references. Run: .venv/bin/python tests/python/measure_narrow_chain.py
+interpret mode vs per-op-rounded references, and pallasvm with
+pallasvm.InterpretParams(contract_fma=True) vs interpret mode. Run: .venv/bin/python tests/python/measure_narrow_chain.py
 The per-op reference is computed in numpy as well as in jnp: XLA:CPU contracts
 f16 mul+add into an FMA even through explicit f32 casts, so a jnp one is not per-op for f16."""
 import sys; import pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
@@ -19,6 +20,8 @@ for dt in (jnp.bfloat16, jnp.float16):
   interp = np.asarray(jax.jit(call)(x, y, z)).astype(np.float32)
   with pallasvm.enabled():
     got = np.asarray(jax.jit(call)(x, y, z)).astype(np.float32)
+  with pallasvm.enabled(pallasvm.InterpretParams(contract_fma=True)):
+    contracted = np.asarray(jax.jit(call)(x, y, z)).astype(np.float32)
   def perop(x, y, z):
     f = lambda a: a.astype(jnp.float32); r = lambda a: a.astype(dt)
     t = r(r(f(x) * f(y)) + f(z)); return r(f(r(f(t) * f(t))) - f(x))
@@ -30,4 +33,5 @@ for dt in (jnp.bfloat16, jnp.float16):
         "| pallasvm vs interpret:", int((got != interp).sum()), "max", float(np.abs(got - interp).max()),
         "| pallasvm vs per-op ref:", int((got != ref).sum()),
         "| interpret vs per-op ref:", int((interp != ref).sum()),
-        "| interpret vs fma-contracted ref:", int((interp != fma).sum()))
+        "| interpret vs fma-contracted ref:", int((interp != fma).sum()),
+        "| pallasvm contract_fma=True vs interpret:", int((contracted != interp).sum()))

@@ -232,7 +232,7 @@ def test_huge_scratch_buffer(tmp_path):
   k = exported(tmp_path, kernel, X,
                scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32)])
   k["jaxpr"]["invars"][-1]["type"]["shape"] = [2**38]  # 1 TiB of f32
-  refused(k, "kernel argument 2", "1.0 TiB", "memory limit")
+  refused(k, "kernel argument 2", "(1 TiB)", "memory limit")
 
 
 def test_refs_that_together_pass_the_memory_limit(tmp_path):

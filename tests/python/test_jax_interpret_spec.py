@@ -81,11 +81,6 @@ NEEDS_PADDED_BUFFER_BOUNDS = needs("buffer_bounds='padded'",
 NEEDS_RUN_SCOPED = needs("run_scoped (with allow_hbm_allocation_in_run_scoped)",
                          raises=NotImplementedError)
 NEEDS_NAMED_GRID_AXES = needs("named grid axes (axis_index in a pallas_call)")
-# pallasvm checks a masked store's whole window against the ref's bounds;
-# JAX checks only the elements the mask selects, so a window may overhang.
-NEEDS_MASKED_SWAP_BOUNDS = needs(
-    "masked stores (masked_swap) bounds-checked only where the mask is true",
-    raises=jax.errors.JaxRuntimeError)
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
 NEEDS_CORE_MAP = needs("core_map")
 
@@ -399,7 +394,6 @@ def test_smem_scratch_is_never_padded(buffer_bounds, memory_space):
 # --- Masked stores ------------------------------------------------------------
 
 
-@NEEDS_MASKED_SWAP_BOUNDS
 def test_masked_store():
   def kernel(row_ref, col_ref, x_ref, mask_ref, o_ref):
     o_ref[...] = jnp.zeros_like(o_ref)

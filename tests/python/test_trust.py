@@ -122,6 +122,18 @@ def swap_masked_result(x_ref, y_ref, o_ref):
   o_ref[0:4, :] = old[4:8, :] + 1
 
 
+def store_masked_overhanging(x_ref, y_ref, o_ref):
+  # A 4-row window at row 6 of an 8-row ref: rows 8 and 9 are outside, and
+  # masked off; interpret mode cuts the window there (numpy slicing).
+  o_ref[...] = y_ref[...]
+  start = pl.program_id(0) * 0 + 6
+  rows = jax.lax.broadcasted_iota(jnp.int32, (4, 128), 0)
+  lanes = jax.lax.broadcasted_iota(jnp.int32, (4, 128), 1)
+  old = pallas_primitives.swap(o_ref, (pl.ds(start, 4), slice(None)),
+                               x_ref[0:4, :], mask=(rows < 2) & (lanes > 9))
+  o_ref[0:4, :] = old + 1  # masked-off (and outside) elements: the value
+
+
 def load_unmasked(x_ref, y_ref, o_ref):
   o_ref[...] = pltpu.load(x_ref) + pallas_primitives.load(
       y_ref, (slice(None), slice(None)))
@@ -130,7 +142,8 @@ def load_unmasked(x_ref, y_ref, o_ref):
 
 STORE_KERNELS = [store_whole_masked, store_slice_masked, store_unmasked,
                  pl_store_masked_dynamic, store_under_when,
-                 swap_masked_result, load_unmasked]
+                 swap_masked_result, store_masked_overhanging,
+                 load_unmasked]
 
 
 def _call(kernel, x, y):
@@ -149,6 +162,21 @@ def test_masked_store_matches_interpret_mode(kernel, dtype):
     got = np.asarray(jax.jit(f)(x, y))
     assert counts()["lowerings"] == 1
   np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
+def test_masked_store_outside_the_ref_where_masked_in_is_an_error(
+    on_pallasvm):
+  def kernel(x_ref, y_ref, o_ref):
+    o_ref[...] = y_ref[...]
+    start = pl.program_id(0) * 0 + 6
+    rows = jax.lax.broadcasted_iota(jnp.int32, (4, 128), 0)
+    pltpu.store(o_ref.at[pl.ds(start, 4), :], x_ref[0:4, :],
+                mask=rows == 3)  # row 9 of 8: outside
+  x, y = _inputs(jnp.float32)
+  with pytest.raises(Exception, match="Out-of-bounds masked swap") as info:
+    jax.jit(lambda a, b: _call(kernel, a, b))(x, y).block_until_ready()
+  assert "index 9 of dim 0" in str(info.value)
+  assert "test_trust.py:" in str(info.value)
 
 
 def test_masked_load_is_refused_as_jax_refuses_it(on_pallasvm):
@@ -174,6 +202,28 @@ def test_masked_load_is_refused_by_interpret_mode_too():
   with pytest.raises(NotImplementedError, match="masked load"):
     interpret_mode(lambda a: pl.pallas_call(
         kernel, out_shape=jax.ShapeDtypeStruct(SHAPE, a.dtype))(a), x)
+
+
+# --- Narrow-float integer_pow --------------------------------------------------
+
+
+@pytest.mark.parametrize("y", [2, 3, 5, 7, -3])
+def test_bf16_integer_pow_rounds_each_multiply_as_xla_does(y):
+  # XLA rounds every bf16 multiply of JAX's square-and-multiply sequence;
+  # rounding once at the end gave 896 of 8,192 elements wrong for y = 3.
+  k1, k2 = jax.random.split(jax.random.key(0))
+  x = (jax.random.normal(k1, (64, 128)) * 3).astype(jnp.bfloat16)
+  z = jax.random.normal(k2, (64, 128)).astype(jnp.bfloat16)
+
+  def kernel(x_ref, z_ref, o_ref):
+    o_ref[...] = jax.lax.integer_pow(x_ref[...], y) + z_ref[...]
+  f = lambda a, b: pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct(a.shape, a.dtype))(a, b)
+  expected = interpret_mode(f, x, z)
+  with pallasvm_only() as counts:
+    got = np.asarray(jax.jit(f)(x, z))
+    assert counts()["lowerings"] == 1
+  np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
 
 
 # --- Routing: no kernel reaches JAX's interpreter ------------------------------

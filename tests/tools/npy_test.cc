@@ -1,6 +1,7 @@
 // .npy reading and writing, including the files the exporter writes.
 #include "tools/npy.h"
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -71,6 +72,42 @@ TEST(Npy, BadFilesAreClearErrors) {
   absl::StatusOr<NpyArray> f = ParseNpy(fortran, "f.npy");
   ASSERT_FALSE(f.ok());
   EXPECT_TRUE(absl::StrContains(f.status().message(), "Fortran"));
+}
+
+// ReadNpy reads the header, checks the data's size against the memory
+// limit, then reads exactly that much: no more, no less.
+TEST(Npy, ReadNpyChecksSizesBeforeReading) {
+  const std::string path = ::testing::TempDir() + "/npy_test_sizes.npy";
+  std::vector<int32_t> v = {1, 2, 3, 4, 5, 6};
+  ASSERT_TRUE(WriteNpy(path, vm::DType::S32, {2, 3}, v.data()).ok());
+  absl::StatusOr<NpyArray> a = ReadNpy(path, 24);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->data.size(), 24u);
+  a = ReadNpy(path, 23);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(a.status().message(),
+                                "(<i4 array of shape (2, 3)) needs 24 bytes, "
+                                "more than the memory limit of 23 bytes"))
+      << a.status();
+  const std::string bytes = SerializeNpy(vm::DType::S32, {2, 3}, v.data());
+  for (const std::string& bad :
+       {bytes + "x", bytes.substr(0, bytes.size() - 1)}) {
+    ASSERT_TRUE(WriteFileBytes(path, bad).ok());
+    a = ReadNpy(path);
+    EXPECT_FALSE(a.ok());
+    EXPECT_TRUE(absl::StrContains(a.status().message(), "not a valid .npy"))
+        << a.status();
+  }
+  a = ReadNpy("/dev/zero");
+  EXPECT_FALSE(a.ok());
+  EXPECT_TRUE(absl::StrContains(a.status().message(), "magic"));
+  absl::StatusOr<std::string> all = ReadFileBytes("/dev/zero", 1 << 20);
+  ASSERT_FALSE(all.ok());
+  EXPECT_TRUE(absl::StrContains(all.status().message(),
+                                "/dev/zero is larger than 1 MiB"))
+      << all.status();
+  std::remove(path.c_str());
 }
 
 }  // namespace

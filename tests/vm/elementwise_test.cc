@@ -549,6 +549,63 @@ TEST(ElementwiseLoops, SelectPicksPerElement) {
   EXPECT_EQ(out[4], 24u);
 }
 
+// FMA_F32's loop, on cases derived by hand where one rounding differs from
+// a rounded product then a rounded sum.
+TEST(ElementwiseLoops, FusedMultiplyAddRoundsOnce) {
+  const float e12 = std::ldexp(1.f, -12), e23 = std::ldexp(1.f, -23);
+  struct Case {
+    float x, y, z, fused, separate;
+  } cases[] = {
+      // (1 + 2^-12)^2 - 1 = 2^-11 + 2^-24; the rounded square drops the
+      // 2^-24 (a tie, to even).
+      {1.f + e12, 1.f + e12, -1.f, std::ldexp(1.f, -11) + std::ldexp(1.f, -24),
+       std::ldexp(1.f, -11)},
+      // (1 + 2^-23)(1 - 2^-23) - 1 = -2^-46; the rounded product is 1.
+      {1.f + e23, 1.f - e23, -1.f, -std::ldexp(1.f, -46), 0.f},
+      // (1 + 2^-12)(1 - 2^-12) = 1 - 2^-24 is exact in f32: both agree.
+      {1.f + e12, 1.f - e12, -1.f, -std::ldexp(1.f, -24),
+       -std::ldexp(1.f, -24)},
+      // Plain values, and inf and NaN through.
+      {3.f, 4.f, 5.f, 17.f, 17.f},
+      {kInf, 2.f, 1.f, kInf, kInf},
+      {0.f, kInf, 1.f, kNaN, kNaN},
+      {1.f, 1.f, kNaN, kNaN, kNaN},
+  };
+  for (const Case& c : cases) {
+    // volatile: GCC contracts x * y + z here itself (fp-contract=fast).
+    volatile float product = Mul()(c.x, c.y);
+    EXPECT_SAME_FLOAT(Add()(product, c.z), c.separate);
+    float out;
+    FusedMultiplyAddV(&out, &c.x, &c.y, &c.z, 1);
+    EXPECT_SAME_FLOAT(out, c.fused);
+  }
+  // The product's rounding error, recovered exactly: x * y - round(x * y).
+  const float x = 0.1f, y = 10.f;
+  volatile float rounded = x * y;
+  const float p = rounded, minus_p = -p;
+  float error;
+  FusedMultiplyAddV(&error, &x, &y, &minus_p, 1);
+  EXPECT_SAME_FLOAT(error, static_cast<float>(double{x} * y - p));
+  EXPECT_NE(error, 0.f);
+}
+
+// Whole batches and the tail alike, in place too.
+TEST(ElementwiseLoops, FusedMultiplyAddBlocksMatchStdFma) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-4.f, 4.f);
+  for (int n : {1, 7, 8, 15, 16, 17, 33, 40}) {
+    std::vector<float> x(n), y(n), z(n), out(n);
+    for (int i = 0; i < n; ++i) x[i] = dist(rng), y[i] = dist(rng), z[i] = dist(rng);
+    FusedMultiplyAddV(out.data(), x.data(), y.data(), z.data(), n);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_SAME_FLOAT(out[i], std::fma(x[i], y[i], z[i])) << n << " " << i;
+    }
+    std::vector<float> in_place = z;
+    FusedMultiplyAddV(in_place.data(), x.data(), y.data(), in_place.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_SAME_FLOAT(in_place[i], out[i]);
+  }
+}
+
 // ------------------------------------------------- subnormals (DAZ/FTZ)
 // The VM runs with denormals-are-zero and flush-to-zero (FlushDenormals),
 // as XLA:CPU does; these are the functors whose result is not plain
@@ -628,6 +685,22 @@ TEST(ElementwiseSubnormalTest, TanhSinTanKeepSubnormals) {
     ExpectUnary<Sin>(x, x);
     ExpectUnary<Tan>(x, x);
   }
+}
+
+// As XLA:CPU's vfmadd: subnormal operands read as zero, a subnormal result
+// becomes zero.
+TEST(ElementwiseSubnormalTest, FusedMultiplyAddFlushes) {
+  FlushDenormals flush;
+  auto fma = [](float x, float y, float z) {
+    std::vector<float> xs(19, x), ys(19, y), zs(19, z), out(19);
+    FusedMultiplyAddV(out.data(), xs.data(), ys.data(), zs.data(), 19);
+    for (float r : out) EXPECT_EQ(B(r), B(out[0]));
+    return out[0];
+  };
+  EXPECT_EQ(B(fma(F(kSub), 1.f, F(kNegZero))), kPosZero);
+  EXPECT_EQ(B(fma(1.f, 1.f, F(kBigSub))), B(1.f));
+  EXPECT_EQ(B(fma(std::ldexp(1.f, -64), std::ldexp(1.f, -64), 0.f)), kPosZero);
+  EXPECT_EQ(B(fma(-1.f, 1.f, F(kSub))), B(-1.f));
 }
 
 }  // namespace subnormal_cases

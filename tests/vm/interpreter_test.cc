@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "tests/vm/test_program.h"
 #include "vm/kernels/convert.h"
 
@@ -42,6 +45,60 @@ absl::Status VerifyAndRun(const Program& p, Buffer& frame,
   ctx.num_programs = num_programs.data();
   ctx.grid_rank = static_cast<int32_t>(program_ids.size());
   return Execute(p, 0, ctx);
+}
+
+// A loop whose condition never turns false: i = 0; while (0 < 1) ++i.
+Program EndlessLoop(uint32_t* counter) {
+  Assembler as;
+  const uint32_t zero = as.Constant<int32_t>(0);
+  const uint32_t one = as.Constant<int32_t>(1);
+  const uint32_t i = 16, cond = 20;
+  as.Emit(Op::MOV_B4, i, zero);
+  const uint32_t head = as.Emit(Op::LT_S32_SS, cond, zero, one);
+  const uint32_t branch = as.Emit(Op::JUMP_IF_FALSE, cond, 0);
+  as.Emit(Op::ADD_S32_SS, i, i, one);
+  as.Emit(Op::JUMP, head);
+  const uint32_t exit = as.Emit(Op::RETURN);
+  as.program().code[branch].b = exit;
+  as.AddFunction("endless", 0, {}, {i});
+  as.program().frame_size = 32;
+  *counter = i;
+  return as.program();
+}
+
+TEST(InterpreterTest, AnEndlessLoopStopsAtItsDeadline) {
+  uint32_t counter;
+  const Program p = EndlessLoop(&counter);
+  ASSERT_TRUE(Verify(p).ok());
+  Buffer frame(32);
+  InitFrame(p, frame.data());
+  Interrupt interrupt(Interrupt::Clock::now() + std::chrono::milliseconds(50),
+                      nullptr, std::chrono::milliseconds(50));
+  ExecContext ctx;
+  ctx.frame = frame.data();
+  ctx.interrupt = &interrupt;
+  absl::Status s = Execute(p, 0, ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  // Named after the back edge (the JUMP at pc 4, test.py line 5).
+  EXPECT_EQ(s.message(),
+            "deadline exceeded (timeout of 0.05 s) at JUMP (test.py:5 in "
+            "test_kernel)");
+  EXPECT_GT(frame.Get<int32_t>(counter), 1000);
+}
+
+TEST(InterpreterTest, AnEndlessLoopStopsWhenCancelled) {
+  uint32_t counter;
+  const Program p = EndlessLoop(&counter);
+  Buffer frame(32);
+  InitFrame(p, frame.data());
+  std::atomic<bool> cancel{true};
+  Interrupt interrupt(Interrupt::Clock::time_point::max(), &cancel);
+  ExecContext ctx;
+  ctx.frame = frame.data();
+  ctx.interrupt = &interrupt;
+  absl::Status s = Execute(p, 0, ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "cancelled at JUMP")) << s;
 }
 
 TEST(InterpreterTest, ScalarLoopSums) {
@@ -705,6 +762,35 @@ TEST(InterpreterTest, ElementwiseBlockForms) {
     EXPECT_EQ(frame.As<float>(u)[i], std::fabs(v));
     EXPECT_EQ(frame.As<uint8_t>(cmp)[i], v >= 2.f ? 1 : 0);
   }
+}
+
+// FMA_F32 rounds once where MUL_F32_VV then ADD_F32_VV round twice:
+// (1 + 2^-12)^2 - 1 is 2^-11 + 2^-24 fused, 2^-11 separately. In place too.
+TEST(InterpreterTest, FmaF32RoundsOnce) {
+  Assembler as;
+  const uint32_t x = 0, z = 128, fused = 256, product = 384, separate = 512;
+  const float e12 = std::ldexp(1.f, -12);
+  for (int i = 0; i < 20; ++i) as.Constant<float>(1.f + e12);
+  while (as.program().constants.size() < z) as.Constant<float>(0.f);
+  for (int i = 0; i < 20; ++i) as.Constant<float>(-1.f);
+  as.Emit(Op::FMA_F32, fused, x, x, z, 20);
+  as.Emit(Op::MUL_F32_VV, product, x, x, 0, 20);
+  as.Emit(Op::ADD_F32_VV, separate, product, z, 0, 20);
+  as.Emit(Op::FMA_F32, product, product, x, product, 20);  // in place
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 640;
+  Buffer frame(640);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  const float square = (1.f + e12) * (1.f + e12);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(frame.As<float>(fused)[i],
+              std::ldexp(1.f, -11) + std::ldexp(1.f, -24));
+    EXPECT_EQ(frame.As<float>(separate)[i], std::ldexp(1.f, -11));
+    EXPECT_EQ(frame.As<float>(product)[i],
+              std::fma(square, 1.f + e12, square));
+  }
+  EXPECT_NE(Disassemble(as.program()).find("FMA_F32"), std::string::npos);
 }
 
 TEST(InterpreterTest, DisassemblyNamesOperandsAndSource) {

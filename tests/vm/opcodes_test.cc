@@ -78,9 +78,17 @@ TEST(OpcodesTest, NamesMatchEnum) {
   EXPECT_EQ(Info(Op::DOT_F32).name, "DOT_F32");
   EXPECT_EQ(Info(Op::RETURN).name, "RETURN");
   EXPECT_EQ(Info(Op::DOT_ADD_F32).name, "DOT_ADD_F32");
-  // Opcodes added after RETURN go last, keeping the numbers of the others.
-  EXPECT_EQ(static_cast<int>(Op::RETURN), kNumOps - 2);
-  EXPECT_EQ(static_cast<int>(Op::DOT_ADD_F32), kNumOps - 1);
+  // Opcodes added after RETURN go last, in the order they were added,
+  // keeping the numbers of the others.
+  EXPECT_EQ(Info(Op::FMA_F32).name, "FMA_F32");
+  EXPECT_EQ(Info(Op::FMA_F32).format, Format::TERNARY);
+  EXPECT_EQ(static_cast<int>(Op::DOT_ADD_F32), static_cast<int>(Op::RETURN) + 1);
+  EXPECT_EQ(static_cast<int>(Op::FMA_F32), static_cast<int>(Op::DOT_ADD_F32) + 1);
+  EXPECT_EQ(static_cast<int>(Op::LOAD_CLIPPED),
+            static_cast<int>(Op::FMA_F32) + 1);
+  EXPECT_EQ(static_cast<int>(Op::MASKED_STORE),
+            static_cast<int>(Op::LOAD_CLIPPED) + 1);
+  EXPECT_EQ(static_cast<int>(Op::MASKED_STORE), kNumOps - 1);
 }
 
 TEST(OpcodesTest, TableIsConsistent) {
@@ -105,6 +113,7 @@ TEST(OpcodesTest, TableIsConsistent) {
       case Format::UNARY_S:
       case Format::REDUCE:
       case Format::DOT:
+      case Format::TERNARY:
         EXPECT_GE(info.in, 0) << info.name;
         EXPECT_GE(info.out, 0) << info.name;
         break;

@@ -51,6 +51,7 @@ enum Pc : uint32_t {
   kBranch,
   kJump,
   kIota,
+  kFma,
   kReturn,
 };
 
@@ -84,6 +85,7 @@ Program SampleProgram() {
   as.Emit(Op::JUMP_IF_FALSE, kP, kJump);
   as.Emit(Op::JUMP, kIota);
   as.Emit(Op::IOTA_S32, kC, 0, 0, transpose, 0, 1);
+  as.Emit(Op::FMA_F32, kA, kB, kC, kA, 16);
   as.Emit(Op::RETURN);
   as.AddFunction("kernel", 0, {kIdx}, {kRed});
   Program& p = as.program();
@@ -340,13 +342,31 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        "instruction 11 (LOAD): aux = 2 sets bits other than"},
       {"grid dst outside", [](Program& p) { p.code[kProgramId].a = kFrame; },
        "instruction 15 (PROGRAM_ID)"},
+      // Fused multiply-add: three block sources, each in the frame and
+      // disjoint from the destination or exactly in place.
+      {"fma dst outside", [](Program& p) { p.code[kFma].a = kFrame - 32; },
+       "instruction 20 (FMA_F32): operand a (dst): 64 bytes"},
+      {"fma x outside", [](Program& p) { p.code[kFma].b = kFrame - 4; },
+       "instruction 20 (FMA_F32): operand b (x)"},
+      {"fma y misaligned", [](Program& p) { p.code[kFma].c = kC + 2; },
+       "operand c (y) at frame offset 194 is not aligned"},
+      {"fma z outside", [](Program& p) { p.code[kFma].d = 0xfffffff0u; },
+       "operand d (z)"},
+      {"fma writes constants", [](Program& p) { p.code[kFma].a = 0; },
+       "inside the constants"},
+      {"fma partial overlap", [](Program& p) { p.code[kFma].d = kA + 4; },
+       "overlaps source d (z)"},
+      {"fma n too big", [](Program& p) { p.code[kFma].n = 1000; },
+       "are outside the frame"},
+      {"fma ref bit", [](Program& p) { p.code[kFma].aux = kOperandRefB; },
+       "instruction 20 (FMA_F32): aux = 2 sets bits other than"},
       // Control flow.
       {"branch cond outside", [](Program& p) { p.code[kBranch].a = kFrame; },
        "operand a (cond"},
       {"branch target", [](Program& p) { p.code[kBranch].b = 1000; },
        "instruction 17 (JUMP_IF_FALSE): jump target b = 1000 is past the code"},
       {"jump target", [](Program& p) { p.code[kJump].a = kReturn + 1; },
-       "instruction 18 (JUMP): jump target a = 21"},
+       "instruction 18 (JUMP): jump target a = 22"},
       {"no return",
        [](Program& p) {
          p.code[kReturn] = Instr{Op::MOV_B4, 0, kS, kS, 0, 0, 0};
@@ -365,7 +385,7 @@ TEST(VerifierTest, EveryCorruptionIsReported) {
        [](Program& p) { p.functions[0].result_slots = {kRed + 2}; },
        "result slot 0"},
       {"debug index size", [](Program& p) { p.debug_index.pop_back(); },
-       "debug_index has 20 entries for 21 instructions"},
+       "debug_index has 21 entries for 22 instructions"},
       {"debug index entry", [](Program& p) { p.debug_index[3] = 999; },
        "debug_index[3] = 999"},
       {"constants too big", [](Program& p) { p.constants.resize(kFrame + 1); },
@@ -400,6 +420,10 @@ TEST(VerifierTest, InPlaceElementwiseIsAllowed) {
   p.code[kAddVV].a = kB;  // dst == lhs
   EXPECT_TRUE(Verify(p).ok()) << Verify(p);
   p.code[kReduce].a = kA;  // reduction in place
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+  p.code[kFma].a = kB;  // fma into its x
+  EXPECT_TRUE(Verify(p).ok()) << Verify(p);
+  p.code[kFma].a = kC;  // fma into its y
   EXPECT_TRUE(Verify(p).ok()) << Verify(p);
 }
 

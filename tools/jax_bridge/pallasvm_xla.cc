@@ -15,17 +15,25 @@
 // all are busy, e.g. when XLA runs the same program on several threads) and
 // gives it back afterwards.
 //
+// No C++ exception leaves this library: XLA's FFI and ctypes are C
+// boundaries, and an exception through them would abort the Python process
+// that runs JAX. Every entry point catches everything and returns it as an
+// error (an XLA error, which JAX raises; a nonzero return for ctypes).
+//
 // Knows nothing of how JAX lowers or traces; the Python side decides what
 // goes into the attributes.
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +47,7 @@
 #include "compiler/compiler.h"
 #include "compiler/lowering.h"
 #include "runtime/pallasvm.h"
+#include "vm/memory_limit.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -204,13 +213,15 @@ absl::Status Run(Instance& instance, ffi::RemainingArgs args,
     }
     absl::StatusOr<std::vector<int64_t>> grid = runtime::ResolveGrid(k, data);
     if (!grid.ok()) return grid.status();
-    int64_t points = 1;
+    int64_t points = 1;  // ResolveGrid has checked it fits in 2^62
     for (int64_t g : *grid) points *= g;
-    if (record_size != points * static_cast<int64_t>(grid->size() + 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the grid point record holds ", record_size, " int32s; the grid (",
-          absl::StrJoin(*grid, ", "), ") needs ",
-          points * static_cast<int64_t>(grid->size() + 1)));
+    const std::optional<int64_t> need =
+        vm::CheckedMul(points, static_cast<int64_t>(grid->size() + 1));
+    if (!need || record_size != *need) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the grid point record holds ", record_size,
+                       " int32s; the grid (", absl::StrJoin(*grid, ", "),
+                       ") needs ", points, " x ", grid->size() + 1));
     }
   }
   // The instance's parsed grid coordinates, lent (swapped, not copied) to
@@ -239,14 +250,21 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // for RunOptions::grid_point_record (bridge.py's grid_point_recorder).
 // `detect_races`: 1 if the last result is an int32 scalar that receives the
 // number of racy elements (RunOptions::detect_races); races are printed.
-ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
-                            std::string_view module_key,
-                            ffi::Span<const uint8_t> module,
-                            ffi::Span<const int32_t> grid_coordinates,
-                            int64_t num_cores, int64_t uninitialized_memory,
-                            int64_t out_of_bounds_reads,
-                            int64_t record_grid_points, int64_t detect_races) {
+// `timeout_ns`: RunOptions::timeout in nanoseconds, 0 for none (bridge.py's
+// InterpretParams.timeout_s); a call past it fails with DEADLINE_EXCEEDED.
+ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
+                        std::string_view module_key,
+                        ffi::Span<const uint8_t> module,
+                        ffi::Span<const int32_t> grid_coordinates,
+                        int64_t num_cores, int64_t uninitialized_memory,
+                        int64_t out_of_bounds_reads, int64_t record_grid_points,
+                        int64_t detect_races, int64_t timeout_ns) {
   RunOptions options;
+  if (timeout_ns < 0) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "pallasvm: negative timeout_ns attribute");
+  }
+  options.timeout = std::chrono::nanoseconds(timeout_ns);
   // Results after the kernel's outputs, in this order: the grid point
   // record, then the race count.
   const size_t num_extra = (record_grid_points == 1) + (detect_races == 1);
@@ -286,6 +304,11 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
     options.detect_races = true;
     options.races = &races;
   }
+  if (num_cores < 1 || num_cores > 256) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      absl::StrCat("pallasvm: num_cores attribute ", num_cores,
+                                   "; expected 1 to 256"));
+  }
   options.num_cores = static_cast<int>(num_cores);
   options.uninitialized_memory = uninitialized_memory == 1
                                      ? UninitializedMemory::kZero
@@ -299,6 +322,14 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
   absl::StatusOr<std::unique_ptr<Instance>> instance =
       pool.Acquire(AsAbsl(module_key), module_bytes);
   if (!instance.ok()) return ToFfiError(instance.status());
+  // The instance goes back to the pool however this ends (an exception
+  // included: the caller turns it into an error).
+  struct ReleaseGuard {
+    ExecutablePool& pool;
+    std::string_view key;
+    std::unique_ptr<Instance>& instance;
+    ~ReleaseGuard() { pool.Release(AsAbsl(key), std::move(instance)); }
+  } release{pool, module_key, *instance};
   absl::Status status = SetGridCoordinates(**instance, grid_coordinates);
   if (status.ok()) {
     status = Run(**instance, args, rets, options, num_extra, record_size);
@@ -313,8 +344,33 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                    races.description.c_str());
     }
   }
-  pool.Release(AsAbsl(module_key), *std::move(instance));
   return ToFfiError(status);
+}
+
+// The handler XLA calls: PallasvmCall with every exception turned into an
+// error (see the top of the file).
+ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
+                            std::string_view module_key,
+                            ffi::Span<const uint8_t> module,
+                            ffi::Span<const int32_t> grid_coordinates,
+                            int64_t num_cores, int64_t uninitialized_memory,
+                            int64_t out_of_bounds_reads,
+                            int64_t record_grid_points, int64_t detect_races,
+                            int64_t timeout_ns) {
+  try {
+    return PallasvmCall(args, rets, module_key, module, grid_coordinates,
+                        num_cores, uninitialized_memory, out_of_bounds_reads,
+                        record_grid_points, detect_races, timeout_ns);
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                      "pallasvm: out of memory running the kernel");
+  } catch (const std::exception& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal,
+                      std::string("pallasvm: ") + e.what());
+  } catch (...) {
+    return ffi::Error(ffi::ErrorCode::kInternal,
+                      "pallasvm: unknown exception running the kernel");
+  }
 }
 
 char* CopyToMalloc(absl::string_view bytes) {
@@ -325,23 +381,38 @@ char* CopyToMalloc(absl::string_view bytes) {
   return out;
 }
 
+// pallasvm_compile's result for an exception: "pallasvm: compiling the
+// kernel: <what>" in *out (allocating nothing else that could throw).
+int CompileFailure(const char* what, char** out, size_t* out_len) {
+  static constexpr char kPrefix[] = "pallasvm: compiling the kernel: ";
+  std::free(*out);
+  const size_t n = sizeof(kPrefix) - 1 + std::strlen(what);
+  *out = static_cast<char*>(std::malloc(n + 1));
+  *out_len = 0;
+  if (*out == nullptr) return 1;
+  std::memcpy(*out, kPrefix, sizeof(kPrefix) - 1);
+  std::memcpy(*out + sizeof(kPrefix) - 1, what, std::strlen(what) + 1);
+  *out_len = n;
+  return 1;
+}
+
 }  // namespace
 }  // namespace pallasvm::jax_bridge
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(PallasvmCall,
-                              pallasvm::jax_bridge::PallasvmCallImpl,
-                              ffi::Ffi::Bind()
-                                  .RemainingArgs()
-                                  .RemainingRets()
-                                  .Attr<std::string_view>("module_key")
-                                  .Attr<ffi::Span<const uint8_t>>("module")
-                                  .Attr<ffi::Span<const int32_t>>(
-                                      "grid_coordinates")
-                                  .Attr<int64_t>("num_cores")
-                                  .Attr<int64_t>("uninitialized_memory")
-                                  .Attr<int64_t>("out_of_bounds_reads")
-                                  .Attr<int64_t>("record_grid_points")
-                                  .Attr<int64_t>("detect_races"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    PallasvmCall, pallasvm::jax_bridge::PallasvmCallImpl,
+    ffi::Ffi::Bind()
+        .RemainingArgs()
+        .RemainingRets()
+        .Attr<std::string_view>("module_key")
+        .Attr<ffi::Span<const uint8_t>>("module")
+        .Attr<ffi::Span<const int32_t>>("grid_coordinates")
+        .Attr<int64_t>("num_cores")
+        .Attr<int64_t>("uninitialized_memory")
+        .Attr<int64_t>("out_of_bounds_reads")
+        .Attr<int64_t>("record_grid_points")
+        .Attr<int64_t>("detect_races")
+        .Attr<int64_t>("timeout_ns"));
 
 extern "C" {
 
@@ -351,17 +422,29 @@ extern "C" {
 // that uses a feature pallasvm lacks yet (UNIMPLEMENTED), 1 for any other
 // refusal. *out is malloc'ed (free it with pallasvm_free) and
 // NUL-terminated.
+// Never throws: an exception is returned as error 1 with its message.
 __attribute__((visibility("default"))) int pallasvm_compile(
     const char* interchange, size_t interchange_len, const char* origin,
     char** out, size_t* out_len) {
-  absl::StatusOr<std::string> module = pallasvm::compiler::CompileInterchange(
-      absl::string_view(interchange, interchange_len), origin);
-  absl::string_view result =
-      module.ok() ? absl::string_view(*module) : module.status().message();
-  *out = pallasvm::jax_bridge::CopyToMalloc(result);
-  *out_len = *out == nullptr ? 0 : result.size();
-  if (module.ok()) return 0;
-  return module.status().code() == absl::StatusCode::kUnimplemented ? 2 : 1;
+  using pallasvm::jax_bridge::CompileFailure;
+  *out = nullptr;
+  *out_len = 0;
+  try {
+    absl::StatusOr<std::string> module = pallasvm::compiler::CompileInterchange(
+        absl::string_view(interchange, interchange_len), origin);
+    absl::string_view result =
+        module.ok() ? absl::string_view(*module) : module.status().message();
+    *out = pallasvm::jax_bridge::CopyToMalloc(result);
+    *out_len = *out == nullptr ? 0 : result.size();
+    if (module.ok()) return *out == nullptr ? 1 : 0;
+    return module.status().code() == absl::StatusCode::kUnimplemented ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    return CompileFailure("out of memory", out, out_len);
+  } catch (const std::exception& e) {
+    return CompileFailure(e.what(), out, out_len);
+  } catch (...) {
+    return CompileFailure("unknown exception", out, out_len);
+  }
 }
 
 __attribute__((visibility("default"))) void pallasvm_free(void* p) {
@@ -372,27 +455,33 @@ __attribute__((visibility("default"))) void pallasvm_free(void* p) {
 // "<name> pure" or "<name> effectful" (sorted; see compiler/lowering.h).
 // A static string: do not free it.
 __attribute__((visibility("default"))) const char* pallasvm_lowering_rules() {
-  static const std::string* listing = [] {
-    std::vector<std::string> lines;
-    for (const auto& [name, rule] : pallasvm::compiler::Rules().rules()) {
-      lines.push_back(
-          absl::StrCat(name, rule.pure ? " pure" : " effectful"));
+  // Built once; an exception while building it (out of memory) gives an
+  // empty listing, not an abort.
+  static const std::string* listing = []() -> const std::string* {
+    try {
+      std::vector<std::string> lines;
+      for (const auto& [name, rule] : pallasvm::compiler::Rules().rules()) {
+        lines.push_back(absl::StrCat(name, rule.pure ? " pure" : " effectful"));
+      }
+      std::sort(lines.begin(), lines.end());
+      return new std::string(absl::StrJoin(lines, "\n"));
+    } catch (...) {
+      static const std::string empty;
+      return &empty;
     }
-    std::sort(lines.begin(), lines.end());
-    return new std::string(absl::StrJoin(lines, "\n"));
   }();
   return listing->c_str();
 }
 
 // The compiler's default memory limit in bytes (CompileOptions).
 __attribute__((visibility("default"))) int64_t pallasvm_memory_limit() {
-  return pallasvm::compiler::DefaultMemoryLimit();
+  return pallasvm::vm::DefaultMemoryLimit();
 }
 
 // The compiler's version string (part of the bridge's cache key).
 __attribute__((visibility("default"))) const char* pallasvm_compiler_version() {
-  static const std::string version(pallasvm::compiler::kCompilerVersion);
-  return version.c_str();
+  // A string literal's view: NUL-terminated, and nothing to allocate.
+  return pallasvm::compiler::kCompilerVersion.data();
 }
 
 }  // extern "C"

@@ -86,7 +86,28 @@ class InterpretParams(pltpu.InterpretParams):
   yet); a bad value raises ValueError. Every other field (vector_clock_size,
   logging_mode, allow_hbm_allocation_in_run_scoped, buffer_bounds) must
   keep its default: a non-default value raises NotImplementedError naming
-  it, so none is silently ignored."""
+  it, so none is silently ignored.
+
+  Two fields are pallasvm's own:
+
+  - `contract_fma` (default False). pallasvm rounds after every equation,
+    as the jaxpr is written and a TPU computes; interpret mode's results
+    are XLA:CPU's, which fuses a multiply whose only use is an add or
+    subtract into one fused multiply-add, rounded once (f32, and f16
+    through f32; never bf16). With contract_fma=True pallasvm contracts
+    the same way and matches interpret mode on such kernels bit for bit
+    (compiler/fma_contraction.h). A pallas_call's own pltpu.InterpretParams,
+    which lack the field, take it from the params given to install() /
+    enabled(); a plain pltpu.InterpretParams there means False.
+  - `timeout_s`, seconds a call may run before it fails with
+    DEADLINE_EXCEEDED (raised by JAX as an XlaRuntimeError naming the grid
+    point, the core and the source line of the loop it was in), so that a
+    `while` that never ends does not hang the process. The default, None,
+    is no limit, as in interpret mode: a timeout must not end a kernel that
+    is merely slow."""
+
+  contract_fma: bool = False
+  timeout_s: float | None = None
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
@@ -99,6 +120,20 @@ _IMPLEMENTED_FIELDS = frozenset(
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
 # RunOptions::out_of_bounds_reads.
 _OUT_OF_BOUNDS_READS = {"raise": 0, "uninitialized": 1}
+
+
+def _timeout_ns(params: pltpu.InterpretParams) -> np.int64:
+  """InterpretParams.timeout_s (pallasvm's own field; absent from JAX's
+  params) as the FFI attribute `timeout_ns`, 0 for none."""
+  timeout = getattr(params, "timeout_s", None)
+  if timeout is None:
+    return np.int64(0)
+  if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+      or not 0 < timeout <= 1e9):
+    raise ValueError(
+        f"InterpretParams.timeout_s={timeout!r}: expected None or seconds,"
+        " more than 0 and at most 1e9")
+  return np.int64(max(1, round(timeout * 1e9)))
 
 
 def _run_options(params: pltpu.InterpretParams) -> dict:
@@ -150,7 +185,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
           np.int64(_OUT_OF_BOUNDS_READS[params.out_of_bounds_reads]),
           "record_grid_points": np.int64(
               params.grid_point_recorder is not None),
-          "detect_races": np.int64(bool(params.detect_races))}
+          "detect_races": np.int64(bool(params.detect_races)),
+          "timeout_ns": _timeout_ns(params)}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
@@ -396,7 +432,10 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     source_info = types.SimpleNamespace(traceback=ctx.traceback)
     interchange = export.export_pallas_call(
         params, ctx.avals_in, source_info,
-        skip_floating_point_ops=bool(run_params.skip_floating_point_ops))
+        skip_floating_point_ops=bool(run_params.skip_floating_point_ops),
+        contract_fma=bool(getattr(run_params, "contract_fma",
+                                  getattr(default_params, "contract_fma",
+                                          False))))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
     call = functools.partial(

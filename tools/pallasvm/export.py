@@ -767,16 +767,20 @@ def _dumps(kernel: dict) -> str:
 
 
 def export_pallas_call(params, in_avals, source_info=None, *,
-                       skip_floating_point_ops: bool = False) -> bytes:
+                       skip_floating_point_ops: bool = False,
+                       contract_fma: bool = False) -> bytes:
   """The interchange (JSON bytes) of one pallas_call, from its equation's
   params and operand avals; `source_info` (anything with a `traceback`)
   locates it in errors. Used by the JAX bridge at lowering time, which also
-  passes interpret mode's skip_floating_point_ops. Raises ExportError like
-  export_kernels."""
+  passes interpret mode's skip_floating_point_ops and pallasvm's
+  contract_fma (Kernel.contract_fma in format/kernel.fbs). Raises
+  ExportError like export_kernels."""
   kernel = _KernelExporter().kernel(params, in_avals, source_info,
                                     kernel_name(params))
   if skip_floating_point_ops:
     kernel["skip_floating_point_ops"] = True
+  if contract_fma:
+    kernel["contract_fma"] = True
   return _dumps(kernel).encode()
 
 

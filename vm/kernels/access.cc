@@ -159,6 +159,55 @@ void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
   }
 }
 
+bool MaskedStoreRegion(uint8_t* base, const uint8_t* src, const uint8_t* mask,
+                       const AccessDesc& access, const uint8_t* frame,
+                       AccessFault* fault) {
+  int64_t start[kMaxRank], buffer_stride[kMaxRank];
+  int64_t total = 1, stride = 1;
+  for (int d = access.rank - 1; d >= 0; --d) {
+    const AccessDim& dim = access.dims[d];
+    start[d] = dim.start_slot < 0 ? dim.start
+                                  : LoadScalar<int32_t>(frame + dim.start_slot);
+    buffer_stride[d] = stride;
+    stride *= dim.extent;
+    total *= dim.size;
+  }
+  // Two passes: nothing is written if a masked-in element is outside, as
+  // interpret mode writes nothing then.
+  for (int pass = 0; pass < 2; ++pass) {
+    int64_t idx[kMaxRank] = {};
+    for (int64_t e = 0; e < total; ++e) {
+      int64_t offset = 0;
+      int outside_dim = -1;
+      int64_t outside_at = 0;
+      for (int d = 0; d < access.rank; ++d) {
+        const int64_t at = start[d] + idx[d] * access.dims[d].stride;
+        if (outside_dim < 0 && (at < 0 || at >= access.dims[d].extent)) {
+          outside_dim = d;
+          outside_at = at;
+        }
+        offset += at * buffer_stride[d];
+      }
+      if (mask[e]) {
+        if (outside_dim >= 0) {
+          fault->dim = outside_dim;
+          fault->start = outside_at;
+          return false;
+        }
+        if (pass == 1) {
+          CopyElement(base + offset * access.elem_size,
+                      src + e * access.elem_size, access.elem_size);
+        }
+      }
+      for (int d = access.rank - 1; d >= 0; --d) {
+        if (++idx[d] < access.dims[d].size) break;
+        idx[d] = 0;
+      }
+    }
+  }
+  return true;
+}
+
 void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
                  ResolvedAccess r) {
   if (r.count == 1) {

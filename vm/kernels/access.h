@@ -66,6 +66,13 @@ void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
 void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
                       const AccessDesc& access, const uint8_t* frame,
                       const uint8_t* fill);
+// MASKED_STORE: region of base := mask ? src : region, elementwise, where
+// the region may leave its buffer: elements outside are skipped. Returns
+// false, writing nothing, if a masked-in element lies outside (and sets
+// *fault to the first such element's dimension and index).
+bool MaskedStoreRegion(uint8_t* base, const uint8_t* src, const uint8_t* mask,
+                       const AccessDesc& access, const uint8_t* frame,
+                       AccessFault* fault);
 // STORE: region of base := dense src.
 void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
                  ResolvedAccess r);

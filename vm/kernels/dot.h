@@ -10,10 +10,11 @@
 // element is accumulated with fused multiply-adds in increasing k order
 // (partial sums between k blocks are stored and reloaded exactly), so the
 // result does not depend on the blocking. Packing buffers are per thread,
-// allocated on first use. Products of 64 rows or more and at least 2^21
-// multiply-adds split their rows with a second, persistent thread (one
-// caller at a time; bit for bit the same result); PALLASVM_DOT_THREADS=1
-// turns that off.
+// allocated on first use. Products of 64 rows or more and at least 2^23
+// multiply-adds are shared with a second, persistent thread, both taking
+// chunks of C from a counter so the caller never waits for a worker that is
+// not running (one caller at a time; bit for bit the same result);
+// PALLASVM_DOT_THREADS=1 turns that off.
 #ifndef PALLASVM_VM_KERNELS_DOT_H_
 #define PALLASVM_VM_KERNELS_DOT_H_
 
@@ -34,6 +35,23 @@ void DotAddF32(float* c, const float* a, const float* b, int64_t m, int64_t k,
 // Wrapping int32 arithmetic.
 void DotS32(int32_t* c, const int32_t* a, const int32_t* b, int64_t m,
             int64_t k, int64_t n);
+
+// How many threads large DOT_F32 / DOT_ADD_F32 products use: 2 by default
+// when the process may run on two CPUs, 1 with PALLASVM_DOT_THREADS=1.
+// SetDotThreads(1 or 2) overrides that for the whole process (benchmarks,
+// tests); SetDotThreads(0) restores the default.
+int DotThreads();
+void SetDotThreads(int threads);
+
+// Test hooks for the worker thread that shares large products.
+enum class DotWorkerHookForTesting {
+  kNone,
+  kWorkerPaused,           // the worker takes no chunk: the caller does all
+  kWorkerTakesFirstChunk,  // the caller waits until the worker has one
+};
+void SetDotWorkerHookForTesting(DotWorkerHookForTesting hook);
+// Chunks the worker has computed since the process started.
+int64_t DotWorkerChunksForTesting();
 
 }  // namespace pallasvm::vm::kernels
 

@@ -1,6 +1,7 @@
 // Elementwise op kernels: one functor per operation named in
 // vm/opcodes.def (its FUNCTOR column), and the loops that apply a functor
-// over a block: BinaryVV / BinaryVS / BinarySV and UnaryV.
+// over a block: BinaryVV / BinaryVS / BinarySV and UnaryV; and the fused
+// multiply-add loop FusedMultiplyAddV.
 //
 // A functor has a scalar operator() for each storage type it serves (float
 // for F32, int32_t for S32, uint32_t for U32, uint8_t for PRED) and, where
@@ -578,6 +579,34 @@ template <class T>
 [[gnu::noinline]] void SelectV(T* dst, const uint8_t* pred, const T* on_false,
                                const T* on_true, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = pred[i] ? on_true[i] : on_false[i];
+}
+
+// FMA_F32: dst[i] := x[i] * y[i] + z[i], rounded once (the hardware's
+// fused multiply-add, so reading subnormals as zero like the other float
+// ops). dst may be x, y or z (in place), not overlap them otherwise. The
+// tail goes through padded buffers so it gets the same instruction.
+[[gnu::noinline]] inline void FusedMultiplyAddV(float* dst, const float* x,
+                                                const float* y, const float* z,
+                                                int64_t n) {
+  constexpr int64_t kW = BatchF32::size;
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    FusedMultiplyAdd(BatchF32::load_unaligned(x + i),
+                     BatchF32::load_unaligned(y + i),
+                     BatchF32::load_unaligned(z + i))
+        .store_unaligned(dst + i);
+  }
+  if (i < n) {
+    const int64_t m = n - i;
+    alignas(64) float bx[kW] = {}, by[kW] = {}, bz[kW] = {};
+    std::memcpy(bx, x + i, m * sizeof(float));
+    std::memcpy(by, y + i, m * sizeof(float));
+    std::memcpy(bz, z + i, m * sizeof(float));
+    FusedMultiplyAdd(BatchF32::load_aligned(bx), BatchF32::load_aligned(by),
+                     BatchF32::load_aligned(bz))
+        .store_aligned(bx);
+    std::memcpy(dst + i, bx, m * sizeof(float));
+  }
 }
 
 }  // namespace pallasvm::vm::kernels
