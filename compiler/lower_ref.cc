@@ -113,19 +113,26 @@ absl::StatusOr<Value> RefOperand(Lowerer& l, const Lowerer::Eqn& e) {
   return e.in[0];
 }
 
-absl::StatusOr<std::vector<Value>> LowerGet(Lowerer& l, const Lowerer::Eqn& e) {
-  absl::StatusOr<Value> ref = RefOperand(l, e);
-  if (!ref.ok()) return ref.status();
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "read");
+// The LOAD of `ref` indexed by the equation's indexers: get, and an
+// unmasked masked_load.
+absl::StatusOr<std::vector<Value>> LoadRef(Lowerer& l, const Lowerer::Eqn& e,
+                                           const Value& ref) {
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, ref, "read");
   if (!acc.ok()) return acc.status();
   if (NumElements(acc->shape) != NumElements(e.out_shapes.at(0))) {
     return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
                                 " but the result is declared ",
                                 ShapeString(e.out_shapes[0])));
   }
-  Value r = l.NewValue(ref->dtype, e.out_shapes[0]);
+  Value r = l.NewValue(ref.dtype, e.out_shapes[0]);
   l.builder().Emit({vm::Op::LOAD, 0, r.slot, 0, 0, acc->access, 0});
   return std::vector<Value>{r};
+}
+
+absl::StatusOr<std::vector<Value>> LowerGet(Lowerer& l, const Lowerer::Eqn& e) {
+  absl::StatusOr<Value> ref = RefOperand(l, e);
+  if (!ref.ok()) return ref.status();
+  return LoadRef(l, e, *ref);
 }
 
 // The value operand of swap/addupdate, broadcast to the region's shape.
@@ -255,16 +262,7 @@ absl::StatusOr<std::vector<Value>> LowerMaskedLoad(Lowerer& l,
         "NotImplementedError for it too; load unmasked and select with "
         "jnp.where");
   }
-  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "read");
-  if (!acc.ok()) return acc.status();
-  if (NumElements(acc->shape) != NumElements(e.out_shapes.at(0))) {
-    return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
-                                " but the result is declared ",
-                                ShapeString(e.out_shapes[0])));
-  }
-  Value r = l.NewValue(ref->dtype, e.out_shapes[0]);
-  l.builder().Emit({vm::Op::LOAD, 0, r.slot, 0, 0, acc->access, 0});
-  return std::vector<Value>{r};
+  return LoadRef(l, e, *ref);
 }
 
 // masked_swap (pl.store, pltpu.store, pl.swap): as interpret mode does it,

@@ -128,9 +128,16 @@ void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
                     access.elem_size);
 }
 
-void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
-                      const AccessDesc& access, const uint8_t* frame,
-                      const uint8_t* fill) {
+namespace {
+
+// Walks an access's region element by element, in row-major order, where
+// the region may leave its buffer: calls visit(e, offset, outside_dim,
+// outside_at) with the element's dense index, its element offset in the
+// buffer, and the first dimension in which it lies outside (-1 if none)
+// with its index there. Returns false as soon as visit does.
+template <typename Visit>
+bool ForEachRegionElement(const AccessDesc& access, const uint8_t* frame,
+                          Visit visit) {
   int64_t start[kMaxRank], buffer_stride[kMaxRank];
   int64_t total = 1, stride = 1;
   for (int d = access.rank - 1; d >= 0; --d) {
@@ -141,70 +148,64 @@ void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
     stride *= dim.extent;
     total *= dim.size;
   }
-  const int es = access.elem_size;
   int64_t idx[kMaxRank] = {};
   for (int64_t e = 0; e < total; ++e) {
     int64_t offset = 0;
-    bool inside = true;
+    int outside_dim = -1;
+    int64_t outside_at = 0;
     for (int d = 0; d < access.rank; ++d) {
       const int64_t at = start[d] + idx[d] * access.dims[d].stride;
-      inside = inside && at >= 0 && at < access.dims[d].extent;
+      if (outside_dim < 0 && (at < 0 || at >= access.dims[d].extent)) {
+        outside_dim = d;
+        outside_at = at;
+      }
       offset += at * buffer_stride[d];
     }
-    CopyElement(dst + e * es, inside ? base + offset * es : fill, es);
+    if (!visit(e, offset, outside_dim, outside_at)) return false;
     for (int d = access.rank - 1; d >= 0; --d) {
       if (++idx[d] < access.dims[d].size) break;
       idx[d] = 0;
     }
   }
+  return true;
+}
+
+}  // namespace
+
+void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
+                      const AccessDesc& access, const uint8_t* frame,
+                      const uint8_t* fill) {
+  const int es = access.elem_size;
+  ForEachRegionElement(access, frame,
+                       [&](int64_t e, int64_t offset, int outside, int64_t) {
+                         CopyElement(dst + e * es,
+                                     outside < 0 ? base + offset * es : fill,
+                                     es);
+                         return true;
+                       });
 }
 
 bool MaskedStoreRegion(uint8_t* base, const uint8_t* src, const uint8_t* mask,
                        const AccessDesc& access, const uint8_t* frame,
                        AccessFault* fault) {
-  int64_t start[kMaxRank], buffer_stride[kMaxRank];
-  int64_t total = 1, stride = 1;
-  for (int d = access.rank - 1; d >= 0; --d) {
-    const AccessDim& dim = access.dims[d];
-    start[d] = dim.start_slot < 0 ? dim.start
-                                  : LoadScalar<int32_t>(frame + dim.start_slot);
-    buffer_stride[d] = stride;
-    stride *= dim.extent;
-    total *= dim.size;
-  }
-  // Two passes: nothing is written if a masked-in element is outside, as
-  // interpret mode writes nothing then.
-  for (int pass = 0; pass < 2; ++pass) {
-    int64_t idx[kMaxRank] = {};
-    for (int64_t e = 0; e < total; ++e) {
-      int64_t offset = 0;
-      int outside_dim = -1;
-      int64_t outside_at = 0;
-      for (int d = 0; d < access.rank; ++d) {
-        const int64_t at = start[d] + idx[d] * access.dims[d].stride;
-        if (outside_dim < 0 && (at < 0 || at >= access.dims[d].extent)) {
-          outside_dim = d;
-          outside_at = at;
-        }
-        offset += at * buffer_stride[d];
-      }
-      if (mask[e]) {
-        if (outside_dim >= 0) {
-          fault->dim = outside_dim;
-          fault->start = outside_at;
-          return false;
-        }
-        if (pass == 1) {
-          CopyElement(base + offset * access.elem_size,
-                      src + e * access.elem_size, access.elem_size);
-        }
-      }
-      for (int d = access.rank - 1; d >= 0; --d) {
-        if (++idx[d] < access.dims[d].size) break;
-        idx[d] = 0;
-      }
-    }
-  }
+  const int es = access.elem_size;
+  // First check, then write: nothing is written if a masked-in element is
+  // outside, as interpret mode writes nothing then.
+  const bool inside = ForEachRegionElement(
+      access, frame, [&](int64_t e, int64_t, int outside, int64_t at) {
+        if (!mask[e] || outside < 0) return true;
+        fault->dim = outside;
+        fault->start = at;
+        return false;
+      });
+  if (!inside) return false;
+  ForEachRegionElement(access, frame,
+                       [&](int64_t e, int64_t offset, int outside, int64_t) {
+                         if (mask[e] && outside < 0) {
+                           CopyElement(base + offset * es, src + e * es, es);
+                         }
+                         return true;
+                       });
   return true;
 }
 
