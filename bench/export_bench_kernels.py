@@ -18,6 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # noqa: E402
+from jax.experimental.pallas import tpu as pltpu  # noqa: E402
 from jax.experimental.pallas.ops.tpu import matmul as tpu_matmul  # noqa: E402
 
 from pallasvm import export_kernels  # noqa: E402
@@ -97,8 +98,113 @@ def flash_attention_fwd(shape=FLASH_SHAPE):
   return fn, (x, x, x)
 
 
+def semaphore_signal_wait_1024():
+  """1024 semaphore_signal / semaphore_wait pairs in a fori_loop."""
+  def kernel(o_ref, sem):
+    def body(i, carry):
+      pl.semaphore_signal(sem, 1)
+      pl.semaphore_wait(sem, 1)
+      return carry
+    jax.lax.fori_loop(0, 1024, body, 0)
+    o_ref[0] = 0
+
+  def fn():
+    return pl.pallas_call(
+        kernel, out_specs=pl.BlockSpec(memory_space=pltpu.SMEM),
+        out_shape=jax.ShapeDtypeStruct((1,), jnp.int32),
+        scratch_shapes=[pltpu.SemaphoreType.REGULAR])()
+
+  return fn, ()
+
+
+def vmem_dma_8x128_1024():
+  """1024 VMEM -> VMEM DMAs of 8x128 f32 (4 KiB), each started and waited
+  for, in a fori_loop."""
+  def kernel(x_ref, o_ref, sem):
+    def body(i, carry):
+      pltpu.async_copy(x_ref, o_ref, sem).wait()
+      return carry
+    jax.lax.fori_loop(0, 1024, body, 0)
+
+  def fn(x):
+    return pl.pallas_call(kernel, out_shape=like(x),
+                          scratch_shapes=[pltpu.SemaphoreType.DMA])(x)
+
+  return fn, (jnp.zeros((8, 128), jnp.float32),)
+
+
+def double_buffered_copy_256():
+  """A manually double-buffered HBM -> VMEM copy: at grid step i the DMA of
+  block i + 1 runs while block i is used; 256 blocks of 8x128 f32."""
+  nblocks = 256
+
+  def kernel(x_hbm, o_ref, buf, sems):
+    i = pl.program_id(0)
+
+    def fetch(block, slot):
+      return pltpu.make_async_copy(x_hbm.at[pl.ds(block * 8, 8)],
+                                   buf.at[slot], sems.at[slot])
+
+    @pl.when(i == 0)
+    def _():
+      fetch(0, 0).start()
+
+    @pl.when(i + 1 < nblocks)
+    def _():
+      fetch(i + 1, 1 - i % 2).start()
+
+    fetch(i, i % 2).wait()
+    o_ref[...] = buf[i % 2] + 1.0
+
+  def fn(x):
+    return pl.pallas_call(
+        kernel, grid=(nblocks,),
+        in_specs=[pl.BlockSpec(memory_space=pl.ANY)],
+        out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
+        out_shape=like(x),
+        scratch_shapes=[pltpu.VMEM((2, 8, 128), jnp.float32),
+                        pltpu.SemaphoreType.DMA((2,))])(x)
+
+  return fn, (jnp.zeros((nblocks * 8, 128), jnp.float32),)
+
+
+def emit_pipeline_matmul_512():
+  """An emit_pipeline matmul (the pipelining documentation's pattern), 512^3
+  f32, 128x128x128 blocks, HBM operands."""
+  def kernel(x_hbm, y_hbm, o_hbm):
+    def body(x_ref, y_ref, o_ref):
+      @pl.when(pl.program_id(2) == 0)
+      def _():
+        o_ref[...] = jnp.zeros_like(o_ref)
+
+      o_ref[...] += x_ref[...] @ y_ref[...]
+
+    pltpu.emit_pipeline(
+        body, grid=(4, 4, 4),
+        in_specs=[pl.BlockSpec((128, 128), lambda i, j, k: (i, k)),
+                  pl.BlockSpec((128, 128), lambda i, j, k: (k, j))],
+        out_specs=pl.BlockSpec((128, 128), lambda i, j, k: (i, j)),
+    )(x_hbm, y_hbm, o_hbm)
+
+  def fn(x, y):
+    spec = pl.BlockSpec(memory_space=pl.ANY)
+    return pl.pallas_call(kernel, in_specs=[spec, spec], out_specs=spec,
+                          out_shape=like(x))(x, y)
+
+  x = jnp.zeros((512, 512), jnp.float32)
+  return fn, (x, x)
+
+
+def tpu_mesh():
+  """emit_pipeline reads the TPU's tiling while it traces."""
+  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh(
+      (), (), abstract_device=jax.sharding.AbstractDevice("TPU v6e", 1, "tpu")))
+
+
 KERNELS = (add_one_100, elementwise_8x128_1024, matmul_512_f32,
-           matmul_1024_f32, matmul_1024_bf16, flash_attention_fwd)
+           matmul_1024_f32, matmul_1024_bf16, flash_attention_fwd,
+           semaphore_signal_wait_1024, vmem_dma_8x128_1024,
+           double_buffered_copy_256, emit_pipeline_matmul_512)
 
 
 def main():
@@ -110,7 +216,8 @@ def main():
       continue
     fn, args = build()
     try:
-      export_kernels(fn, *args, out_dir=out, name=build.__name__)
+      with tpu_mesh():
+        export_kernels(fn, *args, out_dir=out, name=build.__name__)
     except Exception as e:  # pylint: disable=broad-except
       print(f"FAILED {build.__name__}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}")

@@ -110,6 +110,56 @@ void BM_FlashAttentionFwd(benchmark::State& s) {
 }
 BENCHMARK(BM_FlashAttentionFwd)->Unit(benchmark::kMillisecond);
 
+// The memory model (runtime/memory_model.h). Loop kernels run one
+// operation `ops` times in a fori_loop; `per_op` is the time per operation,
+// the loop's own instructions included.
+void RunLoopKernel(benchmark::State& state, const char* name, int64_t ops) {
+  RunKernel(state, name);
+  state.counters["per_op"] = benchmark::Counter(
+      static_cast<double>(ops), benchmark::Counter::kIsIterationInvariantRate |
+                                    benchmark::Counter::kInvert);
+}
+
+// A semaphore_signal / semaphore_wait pair (goal: under 50 ns).
+void BM_SemaphoreSignalWait(benchmark::State& s) {
+  RunLoopKernel(s, "semaphore_signal_wait_1024", 1024);
+}
+BENCHMARK(BM_SemaphoreSignalWait);
+
+// An 8x128 f32 VMEM -> VMEM DMA, started and waited for (goal: within 50 ns
+// of BM_Memcpy4KiB).
+void BM_VmemDma8x128(benchmark::State& s) {
+  RunLoopKernel(s, "vmem_dma_8x128_1024", 1024);
+}
+BENCHMARK(BM_VmemDma8x128);
+
+// memcpy of the same 4 KiB between two 64-aligned buffers, the DMA's floor.
+void BM_Memcpy4KiB(benchmark::State& state) {
+  alignas(64) static uint8_t a[4096], b[4096];
+  uint8_t* src = a;
+  uint8_t* dst = b;
+  for (auto _ : state) {
+    // Opaque pointers: the copy cannot be folded away.
+    benchmark::DoNotOptimize(src);
+    benchmark::DoNotOptimize(dst);
+    std::memcpy(dst, src, sizeof(a));
+    benchmark::ClobberMemory();
+  }
+}
+BENCHMARK(BM_Memcpy4KiB);
+
+// A manually double-buffered HBM -> VMEM copy over 256 grid steps.
+void BM_DoubleBufferedCopy(benchmark::State& s) {
+  RunKernel(s, "double_buffered_copy_256");
+}
+BENCHMARK(BM_DoubleBufferedCopy);
+
+// An emit_pipeline matmul, 512^3 f32, 128 blocks, HBM operands.
+void BM_EmitPipelineMatmul512(benchmark::State& s) {
+  RunKernel(s, "emit_pipeline_matmul_512");
+}
+BENCHMARK(BM_EmitPipelineMatmul512)->Unit(benchmark::kMillisecond);
+
 // The DOT worker thread (vm/kernels/dot.cc) against one thread, with the
 // process's other CPUs idle and with each of them kept busy by a spinning
 // process, as on a shared CI machine. Compare side by side in one run:

@@ -80,7 +80,6 @@ class KernelCompiler {
   std::vector<Value> refs_;
   std::vector<bc::RefKind> ref_kinds_;
   std::vector<int> ref_operands_;
-  std::vector<bc::MemorySpace> ref_spaces_;
   std::vector<int> index_map_functions_;
 };
 
@@ -157,7 +156,6 @@ absl::Status KernelCompiler::CheckSignature() {
         "kernel jaxpr takes ", num_invars, " refs, fewer than its ",
         nsp_ + n_in_ + n_out_, " operands and results"));
   }
-  std::vector<int64_t> ref_sizes;
   int64_t refs_bytes = 0;
   for (int i = 0; i < num_invars; ++i) {
     const ic::Var* var = jaxpr.invars()->Get(i);
@@ -165,12 +163,21 @@ absl::Status KernelCompiler::CheckSignature() {
     absl::StatusOr<Shaped> t =
         FromType(var->type(), what, lowerer_.memory_limit());
     if (!t.ok()) return t.status();
-    const ic::MemorySpace space = var->type()->memory_space();
+    // An operand's memory space is its block spec's, as interpret mode
+    // takes it; scratch's is its own.
+    const bool is_operand = i >= nsp_ && i < nsp_ + n_in_ + n_out_;
+    const ic::BlockMapping* mapping =
+        is_operand ? k_.block_mappings()->Get(i - nsp_) : nullptr;
+    const ic::MemorySpace space =
+        mapping ? mapping->memory_space() : var->type()->memory_space();
     bc::RefKind kind;
     int operand = -1;
+    std::string origin =
+        mapping && mapping->origin() ? mapping->origin()->str() : "";
     if (i < nsp_) {
       kind = bc::RefKind::SCALAR_PREFETCH;
       operand = ndg_ + i;
+      origin = absl::StrCat("scalar prefetch operand ", i);
       if (in_types_[operand].dtype != t->dtype ||
           in_types_[operand].shape != t->shape) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -184,29 +191,36 @@ absl::Status KernelCompiler::CheckSignature() {
       operand = i - nsp_ - n_in_;
     } else {
       kind = bc::RefKind::SCRATCH;
+      origin = absl::StrCat("scratch_shapes[", i - nsp_ - n_in_ - n_out_, "]");
     }
-    bc::MemorySpace bspace;
+    vm::MemorySpace vspace;
     switch (space) {
       case ic::MemorySpace::DEFAULT:
       case ic::MemorySpace::VMEM:
-        bspace = bc::MemorySpace::VMEM;
+        vspace = vm::MemorySpace::VMEM;
         break;
       case ic::MemorySpace::SMEM:
-        bspace = bc::MemorySpace::SMEM;
+        vspace = vm::MemorySpace::SMEM;
         break;
       case ic::MemorySpace::ANY:
       case ic::MemorySpace::HBM:
-        return absl::UnimplementedError(absl::StrCat(
-            what, " is in memory space ", ic::EnumNameMemorySpace(space),
-            " (HBM, reached through DMAs): DMAs are not supported yet"));
+        // The whole operand, in place: reached only through DMAs.
+        vspace = vm::MemorySpace::HBM;
+        if (kind == bc::RefKind::INPUT_BLOCK) kind = bc::RefKind::INPUT_HBM;
+        if (kind == bc::RefKind::OUTPUT_BLOCK) kind = bc::RefKind::OUTPUT_HBM;
+        break;
       case ic::MemorySpace::SEMAPHORE:
-        return absl::UnimplementedError(
-            absl::StrCat(what, " is a semaphore: not supported yet"));
+        if (kind != bc::RefKind::SCRATCH || t->dtype != vm::DType::S32) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              what, ": semaphores must be scratch (scratch_shapes)"));
+        }
+        vspace = vm::MemorySpace::SEMAPHORE;
+        break;
       default:
         return absl::InvalidArgumentError(
             absl::StrCat(what, " is not a ref"));
     }
-    if (i < nsp_) bspace = bc::MemorySpace::SMEM;
+    if (i < nsp_) vspace = vm::MemorySpace::SMEM;
     Value ref;
     ref.dtype = t->dtype;
     ref.shape = t->shape;
@@ -214,9 +228,16 @@ absl::Status KernelCompiler::CheckSignature() {
     refs_.push_back(ref);
     ref_kinds_.push_back(kind);
     ref_operands_.push_back(operand);
-    ref_spaces_.push_back(bspace);
-    ref_sizes.push_back(ref.bytes());
-    // The refs live in one workspace: their sum is bounded too.
+    ProgramBuilder::RefInfo info;
+    info.dtype = t->dtype;
+    info.shape = t->shape;
+    info.space = vspace;
+    info.origin = origin;
+    info.bytes = ref.bytes();
+    builder_.AddRef(std::move(info));
+    // The refs a core allocates live in one workspace: their sum is
+    // bounded too. HBM operands are the caller's buffers.
+    if (vspace == vm::MemorySpace::HBM && kind != bc::RefKind::SCRATCH) continue;
     std::optional<int64_t> total = CheckedAdd(refs_bytes, ref.bytes());
     if (!total || *total > lowerer_.memory_limit()) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -226,7 +247,6 @@ absl::Status KernelCompiler::CheckSignature() {
     }
     refs_bytes = *total;
   }
-  builder_.SetRefs(std::move(ref_sizes));
   // Block mappings against the arrays and the kernel's refs.
   for (int m = 0; m < num_mappings; ++m) {
     const ic::BlockMapping* bm = k_.block_mappings()->Get(m);
@@ -348,7 +368,7 @@ std::string KernelCompiler::Write(const vm::Program& p) {
     for (int i = 0; i < 8; ++i) {
       const vm::AccessDim& d = a.dims[i];
       dims[i] = bc::AccessDim(d.extent, d.start, d.start_slot, d.squeezed,
-                              d.size, d.stride);
+                              d.size, d.stride, d.size_slot);
     }
     accesses.push_back(bc::AccessDesc(
         static_cast<uint8_t>(a.base_kind), a.clamp, a.elem_size, a.rank,
@@ -376,10 +396,15 @@ std::string KernelCompiler::Write(const vm::Program& p) {
   for (const Shaped& s : in_types_) in_types.push_back(WriteType(fb, s));
   for (const Shaped& s : out_types_) out_types.push_back(WriteType(fb, s));
   std::vector<flatbuffers::Offset<bc::Ref>> refs;
-  for (size_t i = 0; i < refs_.size(); ++i) {
+  const std::vector<ProgramBuilder::RefInfo>& infos = builder_.refs();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const ProgramBuilder::RefInfo& r = infos[i];
+    const bool kernel_ref = i < refs_.size();
     refs.push_back(bc::CreateRef(
-        fb, ref_kinds_[i], ref_operands_[i], ref_spaces_[i],
-        WriteType(fb, Shaped{refs_[i].dtype, refs_[i].shape})));
+        fb, kernel_ref ? ref_kinds_[i] : bc::RefKind::SCOPED,
+        kernel_ref ? ref_operands_[i] : -1,
+        static_cast<bc::MemorySpace>(r.space), WriteType(fb, Shaped{r.dtype, r.shape}),
+        fb.CreateString(r.origin)));
   }
   std::vector<flatbuffers::Offset<bc::BlockMapping>> mappings;
   for (int m = 0; m < n_in_ + n_out_; ++m) {
@@ -425,6 +450,7 @@ absl::StatusOr<std::string> KernelCompiler::Run() {
   lowerer_.set_skip_floating_point_ops(k_.skip_floating_point_ops());
   // In the body and the index maps alike: interpret mode's XLA computes both.
   lowerer_.set_contract_fma(k_.contract_fma());
+  lowerer_.set_allow_hbm_in_run_scoped(k_.allow_hbm_allocation_in_run_scoped());
   absl::Status body = LowerBody();
   lowerer_.set_skip_floating_point_ops(false);  // not in index maps
   if (!body.ok()) return Fail(body);

@@ -17,7 +17,7 @@
 namespace pallasvm::compiler {
 
 // Module schema version written into every module; see format/bytecode.fbs.
-inline constexpr uint32_t kModuleSchemaVersion = 2;
+inline constexpr uint32_t kModuleSchemaVersion = 3;
 inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.3.0";
 
 struct CompileOptions {

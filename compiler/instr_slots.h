@@ -53,7 +53,13 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
     case Format::ACCESS_MASKED_STORE:
       f(in.b); f(in.c);
       break;
-    case Format::JUMP: case Format::NONE:
+    case Format::SEMAPHORE:
+      f(in.b);
+      break;
+    case Format::SEMAPHORE_READ:
+      f(in.a);
+      break;
+    case Format::JUMP: case Format::NONE: case Format::DMA: case Format::SCOPE:
       break;
   }
 }
@@ -78,6 +84,11 @@ inline void ForEachAccessSlot(vm::AccessDesc& a, F&& f) {
       uint32_t s = static_cast<uint32_t>(a.dims[i].start_slot);
       f(s);
       a.dims[i].start_slot = static_cast<int32_t>(s);
+    }
+    if (a.dims[i].size_slot >= 0) {
+      uint32_t s = static_cast<uint32_t>(a.dims[i].size_slot);
+      f(s);
+      a.dims[i].size_slot = static_cast<int32_t>(s);
     }
   }
 }

@@ -4,10 +4,12 @@
 // descriptor: the ref, its static extents, and per dimension a static or
 // dynamic start, a size and a stride. Static accesses are bounds-checked
 // here, at compile time; dynamic ones once per access by the VM.
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "compiler/lowering.h"
+#include "compiler/ref_access.h"
 #include "vm/opcodes.h"
 
 namespace pallasvm::compiler {
@@ -15,19 +17,12 @@ namespace {
 
 using vm::DType;
 
-struct RefAccess {
-  uint32_t access;  // descriptor index
-  Shape shape;      // shape of the accessed value
-};
+}  // namespace
 
-// Builds the access descriptor for `ref` indexed by the equation's
-// "indexers" param (absent or empty: the whole ref). `kind` ("read",
-// "write", "masked swap") names the access in errors, as interpret mode
-// names it. A `clipped` access (a masked store's) may hang over its ref:
-// only its span must fit.
 absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
                                       const Value& ref, absl::string_view kind,
-                                      bool clipped = false) {
+                                      const AccessOptions& options) {
+  const bool clipped = options.clipped;
   vm::AccessDesc a;
   a.base_kind = vm::AccessBase::REF;
   a.base = ref.ref;
@@ -38,7 +33,7 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
     a.dims[i].extent = ref.shape[i];
     a.dims[i].size = ref.shape[i];
   }
-  const interchange::Param* p = e.Param("indexers");
+  const interchange::Param* p = e.Param(options.param);
   const int num_indexers =
       p && p->indexers() ? static_cast<int>(p->indexers()->size()) : 0;
   if (num_indexers > 1) {
@@ -60,6 +55,28 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
       ad.squeezed = is_index ? 1 : 0;
       ad.size = is_index ? 1 : d->size();
       ad.stride = is_index ? 1 : d->stride();
+      if (!is_index && d->size_operand() >= 0) {
+        if (!options.dynamic_sizes) {
+          return l.Unsupported(
+              "a slice with a dynamic size outside a DMA is not supported");
+        }
+        if (e.eqn->invars() == nullptr ||
+            d->size_operand() >= static_cast<int>(e.eqn->invars()->size())) {
+          return l.Error("indexer refers to a missing operand");
+        }
+        absl::StatusOr<Lowerer::Index> size =
+            l.ScalarIndex(e.eqn->invars()->Get(d->size_operand()));
+        if (!size.ok()) return size.status();
+        if (size->is_static) {
+          ad.size = size->value;
+        } else {
+          // At most every element the stride reaches; checked at run time.
+          ad.size = ad.stride < 1 || ad.extent == 0
+                        ? 0
+                        : (ad.extent - 1) / ad.stride + 1;
+          ad.size_slot = static_cast<int32_t>(size->slot);
+        }
+      }
       if (ad.size < 0 || ad.stride < 1) {
         return l.Error(absl::StrCat("invalid slice in dimension ", i, ": size ",
                                     ad.size, ", stride ", ad.stride));
@@ -87,6 +104,28 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
       std::optional<int64_t> last =
           span && ad.start_slot < 0 ? CheckedAdd(ad.start, *span) : span;
       if (clipped) last = span;
+      if (ad.size_slot >= 0) {
+        // Both the size and the start are checked when the DMA starts.
+        if (ad.start_slot < 0) {
+          ad.start_slot = static_cast<int32_t>(
+              l.ConstantScalar(DType::S32, ad.start).slot);
+        }
+        continue;
+      }
+      const bool static_start_outside =
+          ad.size > 0 && ad.start_slot < 0 && !clipped && span &&
+          *span < ad.extent && (!last || *last >= ad.extent || ad.start < 0);
+      if ((options.runtime_bounds || static_start_outside) &&
+          ad.start_slot < 0 && ad.start >= std::numeric_limits<int32_t>::min() &&
+          ad.start <= std::numeric_limits<int32_t>::max()) {
+        // Checked when it runs: in program order, so a kernel fails at the
+        // first bad access it executes, as under interpret mode (and not
+        // at all for one in a branch never taken), and where
+        // out_of_bounds_reads is known (a DMA source may leave its ref).
+        ad.start_slot = static_cast<int32_t>(
+            l.ConstantScalar(DType::S32, ad.start).slot);
+        continue;
+      }
       if (ad.size > 0 && (!last || *last >= ad.extent ||
                           (!clipped && ad.start_slot < 0 && ad.start < 0))) {
         return l.Error(absl::StrCat(
@@ -100,15 +139,61 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
     }
   }
   for (int i = 0; i < a.rank; ++i) {
-    if (!a.dims[i].squeezed) result.shape.push_back(a.dims[i].size);
+    if (a.dims[i].squeezed) continue;
+    if (a.dims[i].size_slot >= 0) {
+      result.shape.push_back(kDynamicSize);
+      result.size_slots.push_back(static_cast<uint32_t>(a.dims[i].size_slot));
+    } else {
+      result.shape.push_back(a.dims[i].size);
+    }
   }
   result.access = l.builder().AddAccess(a);
   return result;
 }
 
+absl::Status CheckDirectlyAccessible(Lowerer& l, const Lowerer::Eqn& e,
+                                     const Value& ref) {
+  const vm::MemorySpace space = l.RefSpace(ref);
+  if (space == vm::MemorySpace::SEMAPHORE) {
+    return l.Error(absl::StrCat(
+        "a semaphore ref cannot be read or written directly; use "
+        "pl.semaphore_signal / pl.semaphore_wait / pl.semaphore_read"));
+  }
+  if (space != vm::MemorySpace::HBM) return absl::OkStatus();
+  // Interpret mode's message, which names the primitive as `<name>_p`.
+  std::string primitive = e.eqn->primitive() ? e.eqn->primitive()->str() : "";
+  if (primitive == "masked_load") primitive = "load";
+  if (primitive == "masked_swap") primitive = "swap";
+  return l.Error(absl::StrCat(
+      primitive, "_p: Buffers with a memory space of HBM or ANY cannot be "
+      "referenced directly. Instead, use `pltpu.sync_copy` or "
+      "`pltpu.async_copy`."));
+}
+
+absl::StatusOr<const Value*> NamedOperand(Lowerer& l, const Lowerer::Eqn& e,
+                                          absl::string_view slot) {
+  const std::string name = absl::StrCat(slot, "_operand");
+  const interchange::Param* p = e.Param(name);
+  if (p == nullptr) return l.Error(absl::StrCat("missing parameter '", name, "'"));
+  if (p->kind() == interchange::ParamKind::NONE) return nullptr;
+  absl::StatusOr<int64_t> i = e.Int(name);
+  if (!i.ok()) return l.Error(i.status().message());
+  if (*i < 0 || *i >= static_cast<int64_t>(e.in.size())) {
+    return l.Error(absl::StrCat("parameter '", name, "' = ", *i,
+                                " names no operand (the equation has ",
+                                e.in.size(), ")"));
+  }
+  return &e.in[*i];
+}
+
+namespace {
+
 absl::StatusOr<Value> RefOperand(Lowerer& l, const Lowerer::Eqn& e) {
   if (e.in.empty() || !e.in[0].is_ref()) {
     return l.Error("first operand must be a ref");
+  }
+  if (absl::Status s = CheckDirectlyAccessible(l, e, e.in[0]); !s.ok()) {
+    return s;
   }
   return e.in[0];
 }
@@ -218,30 +303,14 @@ absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
   return std::vector<Value>{};
 }
 
-// The operand that the param `<slot>_operand` of a masked_load/masked_swap
-// names (the exporter's encoding of the primitive's args_tree); nullptr if
-// the param is NONE (an absent mask).
-absl::StatusOr<const Value*> NamedOperand(Lowerer& l, const Lowerer::Eqn& e,
-                                          absl::string_view slot) {
-  const std::string name = absl::StrCat(slot, "_operand");
-  const interchange::Param* p = e.Param(name);
-  if (p == nullptr) return l.Error(absl::StrCat("missing parameter '", name, "'"));
-  if (p->kind() == interchange::ParamKind::NONE) return nullptr;
-  absl::StatusOr<int64_t> i = e.Int(name);
-  if (!i.ok()) return l.Error(i.status().message());
-  if (*i < 0 || *i >= static_cast<int64_t>(e.in.size())) {
-    return l.Error(absl::StrCat("parameter '", name, "' = ", *i,
-                                " names no operand (the equation has ",
-                                e.in.size(), ")"));
-  }
-  return &e.in[*i];
-}
-
 absl::StatusOr<Value> NamedRef(Lowerer& l, const Lowerer::Eqn& e) {
   absl::StatusOr<const Value*> ref = NamedOperand(l, e, "ref");
   if (!ref.ok()) return ref.status();
   if (*ref == nullptr || !(*ref)->is_ref()) {
     return l.Error("the 'ref' operand is not a ref");
+  }
+  if (absl::Status s = CheckDirectlyAccessible(l, e, **ref); !s.ok()) {
+    return s;
   }
   return **ref;
 }
@@ -279,8 +348,9 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   if (!value.ok()) return value.status();
   absl::StatusOr<const Value*> mask = NamedOperand(l, e, "mask");
   if (!mask.ok()) return mask.status();
-  absl::StatusOr<RefAccess> acc =
-      BuildAccess(l, e, *ref, "masked swap", /*clipped=*/*mask != nullptr);
+  AccessOptions options;
+  options.clipped = *mask != nullptr;
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *ref, "masked swap", options);
   if (!acc.ok()) return acc.status();
   const int64_t n = NumElements(acc->shape);
   if (*value == nullptr || (*value)->is_ref() ||

@@ -123,6 +123,7 @@ const RuleTable& Rules() {
     AddShapeRules(*t);
     AddRefRules(*t);
     AddControlRules(*t);
+    AddMachineRules(*t);
     return t;
   }();
   return *table;

@@ -132,6 +132,17 @@ class Lowerer {
   // FMA_F32, rounded once.
   void set_contract_fma(bool contract) { contract_fma_ = contract; }
 
+  // Interpret mode's allow_hbm_allocation_in_run_scoped.
+  void set_allow_hbm_in_run_scoped(bool allow) { allow_hbm_scoped_ = allow; }
+  bool allow_hbm_in_run_scoped() const { return allow_hbm_scoped_; }
+
+  // The memory space of ref `ref` (a Value's ref index).
+  vm::MemorySpace RefSpace(const Value& ref) const {
+    return ref.ref >= 0 && static_cast<size_t>(ref.ref) < b_.refs().size()
+               ? b_.refs()[ref.ref].space
+               : vm::MemorySpace::VMEM;
+  }
+
   // Error about the equation being lowered (INVALID_ARGUMENT: the kernel
   // is wrong).
   absl::Status Error(absl::string_view message) const;
@@ -180,6 +191,7 @@ class Lowerer {
   ProgramBuilder& b_;
   bool skip_fp_ = false;
   bool contract_fma_ = false;
+  bool allow_hbm_scoped_ = false;
   int64_t memory_limit_ = DefaultMemoryLimit();
   absl::StatusOr<Value> VarType(const interchange::Var* var,
                                 absl::string_view what) const;
@@ -240,6 +252,7 @@ void AddElementwiseRules(RuleTable& table);
 void AddShapeRules(RuleTable& table);
 void AddRefRules(RuleTable& table);
 void AddControlRules(RuleTable& table);
+void AddMachineRules(RuleTable& table);
 const RuleTable& Rules();
 
 }  // namespace pallasvm::compiler

@@ -63,10 +63,11 @@ std::vector<uint64_t> ProgramBuilder::AssignSlotsByLiveness(
   for (size_t pc = 0; pc < program_.code.size(); ++pc) {
     vm::Instr& in = program_.code[pc];
     ForEachInstrSlot(in, [&](uint32_t& s) { mention(s, pc); });
-    if (IsAccess(in) && in.d < program_.accesses.size()) {
-      vm::AccessDesc copy = program_.accesses[in.d];
+    vm::ForEachAccessOperand(in, [&](uint32_t d) {
+      if (d >= program_.accesses.size()) return;
+      vm::AccessDesc copy = program_.accesses[d];
       ForEachAccessSlot(copy, [&](uint32_t& s) { mention(s, pc); });
-    }
+    });
     if (in.op == vm::Op::JUMP && in.a <= pc) loops.emplace_back(in.a, pc);
   }
   for (size_t f = 0; f < program_.functions.size(); ++f) {
@@ -184,9 +185,12 @@ int ProgramBuilder::AddFunction(vm::Function function) {
   return static_cast<int>(program_.functions.size() - 1);
 }
 
-void ProgramBuilder::SetRefs(std::vector<int64_t> ref_sizes) {
-  program_.num_refs = static_cast<uint32_t>(ref_sizes.size());
-  program_.ref_sizes = std::move(ref_sizes);
+int ProgramBuilder::AddRef(RefInfo info) {
+  program_.ref_sizes.push_back(info.bytes);
+  program_.ref_spaces.push_back(info.space);
+  program_.num_refs = static_cast<uint32_t>(program_.ref_sizes.size());
+  refs_.push_back(std::move(info));
+  return static_cast<int>(refs_.size()) - 1;
 }
 
 absl::Status ProgramBuilder::CheckFrameSize() const {

@@ -53,7 +53,18 @@ class ProgramBuilder {
   int AddFunction(vm::Function function);
   vm::Function& function(int index) { return program_.functions[index]; }
 
-  void SetRefs(std::vector<int64_t> ref_sizes);
+  // The refs of the program: the kernel's own (compiler.cc adds them
+  // first, in kernel order) and those its run_scoped equations allocate.
+  struct RefInfo {
+    vm::DType dtype = vm::DType::F32;
+    std::vector<int64_t> shape;
+    vm::MemorySpace space = vm::MemorySpace::VMEM;
+    std::string origin;   // for reports (bytecode.fbs Ref.origin)
+    bool scoped = false;  // a run_scoped allocation
+    int64_t bytes = 0;
+  };
+  int AddRef(RefInfo info);
+  const std::vector<RefInfo>& refs() const { return refs_; }
 
   // Frame bytes allocated so far; fails past the 32-bit operand range.
   absl::Status CheckFrameSize() const;
@@ -65,6 +76,7 @@ class ProgramBuilder {
 
  private:
   vm::Program program_;
+  std::vector<RefInfo> refs_;
   bool over_budget_ = false;
   uint64_t frame_end_ = 0;
   uint64_t constants_end_ = 0;  // relative to kConstantBase

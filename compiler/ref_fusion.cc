@@ -48,10 +48,11 @@ class RefFusion {
       if (dead_[pc]) continue;
       Instr in = p_.code[pc];
       ForEachInstrSlot(in, [&](uint32_t& s) { add(s, pc); });
-      if (IsAccess(in) && in.d < p_.accesses.size()) {
-        vm::AccessDesc acc = p_.accesses[in.d];
+      vm::ForEachAccessOperand(in, [&](uint32_t d) {
+        if (d >= p_.accesses.size()) return;
+        vm::AccessDesc acc = p_.accesses[d];
         ForEachAccessSlot(acc, [&](uint32_t& s) { add(s, pc); });
-      }
+      });
     }
     for (const vm::Function& f : p_.functions) {
       for (uint32_t s : f.param_slots) add(s, kPinned);
@@ -132,6 +133,8 @@ class RefFusion {
   }
 
   bool WritesRef(const Instr& in, int ref) const {
+    // A DMA, or a wait that lands one, may write any ref.
+    if (vm::IsMachineOp(in.op)) return true;
     if (vm::Info(in.op).format == Format::DOT) {
       return (in.aux & vm::kOperandRefA) && in.a == static_cast<uint32_t>(ref);
     }
@@ -139,6 +142,7 @@ class RefFusion {
   }
 
   bool TouchesRef(const Instr& in, int ref) const {
+    if (vm::IsMachineOp(in.op)) return true;
     const uint32_t r = static_cast<uint32_t>(ref);
     if (IsAccess(in) && p_.accesses[in.d].base_kind == vm::AccessBase::REF &&
         p_.accesses[in.d].base == ref) {
@@ -232,11 +236,11 @@ class RefFusion {
       Instr copy = in;
       ForEachInstrSlot(
           copy, [&](uint32_t& s) { mentions += AllocationOf(s) == value; });
-      if (IsAccess(in)) {
-        vm::AccessDesc acc = p_.accesses[in.d];
+      vm::ForEachAccessOperand(in, [&](uint32_t d) {
+        vm::AccessDesc acc = p_.accesses[d];
         ForEachAccessSlot(
             acc, [&](uint32_t& s) { mentions += AllocationOf(s) == value; });
-      }
+      });
       const bool b_is = in.b == ld.a && !(in.aux & vm::kOperandRefB);
       const bool c_is = in.c == ld.a && !(in.aux & vm::kOperandRefC);
       if (f == Format::DOT || f == Format::BINARY_VV) {

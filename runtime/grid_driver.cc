@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "runtime/block_copy.h"
+#include "runtime/memory_model.h"
 #include "vm/interpreter.h"
 #include "vm/interrupt.h"
 #include "vm/kernels/flush_denormals.h"
@@ -78,19 +79,6 @@ Buffer AllocBuffer(int64_t bytes) {
   return Buffer(static_cast<uint8_t*>(std::aligned_alloc(64, size)));
 }
 
-const char* RefKindName(RefKind kind) {
-  switch (kind) {
-    case RefKind::SCALAR_PREFETCH:
-      return "scalar prefetch";
-    case RefKind::INPUT_BLOCK:
-      return "input block";
-    case RefKind::OUTPUT_BLOCK:
-      return "output block";
-    case RefKind::SCRATCH:
-      return "scratch";
-  }
-  return "";
-}
 
 // "0.25 s".
 std::string Seconds(std::chrono::nanoseconds d) {
@@ -168,6 +156,9 @@ struct MappingPlan {
   int64_t num_blocks = 0;               // range of BlockNumber, for the bitmaps
   int64_t number_stride[vm::kMaxRank];  // BlockNumber = sum index * stride
   bool tiles = false;                   // BlocksTileArray
+  // The mapping of an HBM operand (pl.ANY / pltpu.HBM): its ref is the
+  // whole operand in place, so nothing is copied and no index map runs.
+  bool hbm = false;
   // An index map whose body is just RETURN (each result is a grid index or
   // a constant, as in `lambda i, j: (i, 0)`) is evaluated here, without a
   // call into the VM: grid_axis[d] >= 0 names the grid index, else the
@@ -197,11 +188,17 @@ struct CoreState {
   std::vector<BlockIndex> prev, cur, next;
   // Per output mapping: blocks visited (revisit check) and written back.
   std::vector<std::vector<uint8_t>> visited, written;
+  // DMAs, semaphores and run_scoped (runtime/memory_model.h).
+  std::unique_ptr<CoreMachine> machine;
+  std::vector<std::string> warnings;  // this call's, merged after the grid
 };
 
 struct GridDriver::Workspace {
   std::vector<MappingPlan> plans;
   std::vector<std::unique_ptr<CoreState>> cores;  // made on first use
+  // Per ref: an HBM input a DMA writes, and the call's copy of it.
+  std::vector<bool> hbm_inputs_written;
+  std::vector<Buffer> hbm_input_copies;
 };
 
 namespace {
@@ -289,6 +286,12 @@ absl::StatusOr<std::unique_ptr<CoreState>> NewCore(
   vm::InitFrame(p, core->frame.get());
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const RefSpec& ref = k.refs[r];
+    if (IsHbmOperand(ref.kind)) {
+      // The caller's buffer, bound at each call.
+      core->ref_buffers.emplace_back();
+      core->ref_table.push_back(nullptr);
+      continue;
+    }
     core->ref_buffers.push_back(AllocBuffer(ref.type.bytes()));
     if (core->ref_buffers.back() == nullptr) {
       return failed(absl::StrCat("ref ", r, " (", RefKindName(ref.kind), " ",
@@ -299,6 +302,7 @@ absl::StatusOr<std::unique_ptr<CoreState>> NewCore(
   }
   core->ref_fills.assign(k.refs.size(), 0);
   core->unreadable.assign(k.refs.size(), 0);
+  core->machine = std::make_unique<CoreMachine>(k, core->ref_table.data());
   const size_t n = k.block_mappings.size();
   core->plans = plans;
   core->prev.resize(n);
@@ -324,6 +328,8 @@ struct CallState {
   std::vector<const uint8_t*> in_hbm;
   std::vector<uint8_t*> out_hbm;
   std::vector<bool> out_aliased;
+  // Per ref: the buffer an HBM operand ref is bound to (null for others).
+  std::vector<uint8_t*> hbm_refs;
   std::vector<std::array<uint8_t, 8>> fills;  // per mapping
   // Race detection (empty when off): per core, per output, one byte per
   // element: written back / read through an aliased input by that core.
@@ -370,15 +376,30 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     const RefSpec& ref = k.refs[r];
     uint8_t* fill = reinterpret_cast<uint8_t*>(&core.ref_fills[r]);
     FillValue(ref.type.dtype, options.uninitialized_memory, fill);
-    if (ref.kind == RefKind::SCALAR_PREFETCH) {
+    if (IsHbmOperand(ref.kind)) {
+      core.ref_table[r] = call.hbm_refs[r];
+    } else if (ref.kind == RefKind::SCALAR_PREFETCH) {
       std::memcpy(core.ref_table[r], call.in_hbm[ref.operand],
                   ref.type.bytes());
-    } else if (ref.kind == RefKind::SCRATCH ||
-               ref.kind == RefKind::OUTPUT_BLOCK) {
+    } else if ((ref.kind == RefKind::SCRATCH ||
+                ref.kind == RefKind::OUTPUT_BLOCK) &&
+               ref.memory_space != vm::MemorySpace::SEMAPHORE) {
       FillElements(core.ref_table[r], ref.type.num_elements(), fill,
                    vm::SizeOf(ref.type.dtype));
     }
   }
+  // The grid point being run, updated in place (the machine's reports
+  // read it).
+  int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
+  CoreMachine::CallOptions machine_options;
+  machine_options.dma_mode = options.dma_execution_mode;
+  machine_options.fills = core.ref_fills.data();
+  machine_options.oob_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
+  machine_options.detect_races = options.detect_races;
+  machine_options.grid_point = point;
+  machine_options.grid_rank = grid_rank;
+  core.machine->BeginCall(machine_options);
+  core.warnings.clear();
   for (size_t m = 0; m < num_mappings; ++m) {
     std::fill(core.visited[m].begin(), core.visited[m].end(), 0);
     std::fill(core.written[m].begin(), core.written[m].end(), 0);
@@ -388,7 +409,6 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   const auto& coords = options.grid_coordinates;
   int32_t num_programs[vm::kMaxRank] = {};
   int32_t loop[vm::kMaxRank] = {}, next_loop[vm::kMaxRank] = {};
-  int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
   for (int g = 0; g < grid_rank; ++g) {
     num_programs[g] = static_cast<int32_t>(grid[g]);
   }
@@ -418,6 +438,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
   ctx.ref_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
+  ctx.machine = core.machine.get();
+  ctx.observe_accesses = options.detect_races;
   int32_t unreadable_read = -1;
   ctx.unreadable_ref_read = &unreadable_read;
   std::fill(core.unreadable.begin(), core.unreadable.end(), 0);
@@ -446,6 +468,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       const BlockMappingSpec& bm = k.block_mappings[m];
       const vm::Function& f = p.functions[bm.index_map];
       const MappingPlan& plan = core.plans[m];
+      if (plan.hbm) continue;
       auto map_name = [&] {
         return absl::StrCat(where(at), ", index map of ",
                             bm.is_output ? "output " : "input ", bm.operand);
@@ -515,7 +538,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
       MappingPlan& plan = core.plans[m];
-      if (t > begin && SameBlock(core.cur[m], core.prev[m], plan.region.rank)) {
+      if (plan.hbm ||
+          (t > begin && SameBlock(core.cur[m], core.prev[m], plan.region.rank))) {
         continue;
       }
       if (bm.is_output) {
@@ -582,7 +606,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
       MappingPlan& plan = core.plans[m];
-      if (!bm.is_output ||
+      if (!bm.is_output || plan.hbm ||
           (!last && SameBlock(core.next[m], core.cur[m], plan.region.rank))) {
         continue;
       }
@@ -601,7 +625,20 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     std::memcpy(loop, next_loop, sizeof(loop));
     std::memcpy(point, next_point, sizeof(point));
   }
+  core.machine->EndCall(&core.warnings);
   return absl::OkStatus();
+}
+
+// Per ref: whether it is an HBM input that some DMA writes.
+std::vector<bool> HbmInputsWrittenByDmas(const Kernel& k) {
+  std::vector<bool> written(k.refs.size(), false);
+  const vm::Program& p = k.program;
+  for (const vm::Instr& in : p.code) {
+    if (in.op != vm::Op::DMA_START) continue;
+    const int ref = p.accesses[in.b].base;
+    written[ref] = k.refs[ref].kind == RefKind::INPUT_HBM;
+  }
+  return written;
 }
 
 // Elements written back by one core and written or read by another.
@@ -690,6 +727,8 @@ absl::StatusOr<std::vector<int64_t>> ResolveGrid(
 GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
     : kernel_(std::move(kernel)), ws_(std::make_unique<Workspace>()) {
   const vm::Program& p = kernel_->program;
+  ws_->hbm_inputs_written = HbmInputsWrittenByDmas(*kernel_);
+  ws_->hbm_input_copies.resize(kernel_->refs.size());
   const size_t n = kernel_->block_mappings.size();
   ws_->plans.resize(n);
   for (size_t m = 0; m < n; ++m) {
@@ -707,7 +746,8 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
       const int64_t size = blocked ? bm.dims[d].size : 1;
       plan.num_blocks *= (bm.array.shape[d] + size - 1) / size + 1;
     }
-    plan.tiles = BlocksTileArray(bm);
+    plan.hbm = IsHbmOperand(kernel_->refs[bm.ref].kind);
+    plan.tiles = BlocksTileArray(bm) && !plan.hbm;
     const vm::Function& f = p.functions[bm.index_map];
     plan.direct = p.code[f.entry_pc].op == vm::Op::RETURN;
     for (size_t d = 0; plan.direct && d < f.result_slots.size(); ++d) {
@@ -733,6 +773,7 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
 }
 
 GridDriver::~GridDriver() = default;
+
 
 absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                              absl::Span<void* const> outputs,
@@ -836,10 +877,38 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     call.out_hbm[j] = static_cast<uint8_t*>(outputs[j]);
   }
   call.out_aliased.assign(outputs.size(), false);
+  std::vector<bool> in_aliased(inputs.size(), false);
   for (auto [in, out] : k.aliases) {
     std::memmove(outputs[out], inputs[in], k.in_types[in].bytes());
     call.in_hbm[in] = static_cast<const uint8_t*>(outputs[out]);
     call.out_aliased[out] = true;
+    in_aliased[in] = true;
+  }
+  // HBM operand refs: the caller's buffers in place. An input a DMA may
+  // write (and that is not aliased, so its writes are not the output's) is
+  // copied first: the caller's input is never overwritten.
+  call.hbm_refs.assign(k.refs.size(), nullptr);
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    const RefSpec& ref = k.refs[r];
+    if (ref.kind == RefKind::OUTPUT_HBM) {
+      call.hbm_refs[r] = call.out_hbm[ref.operand];
+    } else if (ref.kind == RefKind::INPUT_HBM) {
+      // const_cast: only DMAs write HBM refs, and the inputs they write
+      // are bound to a copy here.
+      uint8_t* in = const_cast<uint8_t*>(call.in_hbm[ref.operand]);
+      if (ws_->hbm_inputs_written[r] && !in_aliased[ref.operand]) {
+        Buffer& copy = ws_->hbm_input_copies[r];
+        if (copy == nullptr) copy = AllocBuffer(ref.type.bytes());
+        if (copy == nullptr) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "kernel '", k.name, "': cannot allocate a copy of input ",
+              ref.operand, " (", FormatBytes(ref.type.bytes()), ")"));
+        }
+        std::memcpy(copy.get(), in, ref.type.bytes());
+        in = copy.get();
+      }
+      call.hbm_refs[r] = in;
+    }
   }
   // Fill values per mapping, for padding on the way in.
   call.fills.resize(num_mappings);
@@ -918,8 +987,29 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   for (const absl::Status& s : status) {
     if (!s.ok()) return s;
   }
+  if (options.warnings != nullptr) {
+    for (int c = 0; c < num_cores; ++c) {
+      for (std::string& w : ws_->cores[c]->warnings) {
+        options.warnings->push_back(
+            absl::StrCat("kernel '", k.name, "'",
+                         num_cores > 1 ? absl::StrCat(" (core ", c, ")") : "",
+                         ": ", w));
+      }
+    }
+  }
   if (!call.written_by.empty() && options.races != nullptr) {
     FindRaces(k, call.written_by, call.read_by, *options.races);
+  }
+  // Races between each core's kernel and its DMAs.
+  if (options.detect_races && options.races != nullptr) {
+    for (int c = 0; c < num_cores; ++c) {
+      const RaceDetector& r = ws_->cores[c]->machine->races();
+      if (r.racy_elements() == 0) continue;
+      options.races->racy_elements += r.racy_elements();
+      absl::StrAppend(&options.races->description,
+                      num_cores > 1 ? absl::StrCat("core ", c, ": ") : "",
+                      r.description());
+    }
   }
   // Fill the blocks of tiled outputs that no core wrote back.
   for (size_t m = 0; m < num_mappings; ++m) {

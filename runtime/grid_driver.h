@@ -36,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/dma_engine.h"
 #include "runtime/kernel.h"
 
 namespace pallasvm::runtime {
@@ -100,6 +101,14 @@ struct RunOptions {
   // DefaultMemoryLimit() (vm/memory_limit.h, the physical memory).
   // Beyond it, Run fails with RESOURCE_EXHAUSTED naming the buffer.
   int64_t memory_limit = 0;
+  // Interpret mode's dma_execution_mode: a DMA is carried out when a wait
+  // on its semaphore needs it (kOnWait, interpret mode's default), or when
+  // it starts (kEager). See runtime/memory_model.h.
+  DmaExecutionMode dma_execution_mode = DmaExecutionMode::kOnWait;
+  // If set, receives what a kernel author should hear about that is not an
+  // error: semaphores left non-zero, DMAs never waited for (one line
+  // each, appended).
+  std::vector<std::string>* warnings = nullptr;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

@@ -24,13 +24,23 @@ struct ArrayType {
   std::string ToString() const;
 };
 
+// What a kernel ref is bound to (= bytecode.fbs RefKind, ORDER REF_KIND).
 enum class RefKind : uint8_t {
-  SCALAR_PREFETCH,
-  INPUT_BLOCK,
-  OUTPUT_BLOCK,
-  SCRATCH
+  SCALAR_PREFETCH,  // a whole operand, copied to SMEM once per call
+  INPUT_BLOCK,      // a block of an input, in VMEM
+  OUTPUT_BLOCK,     // a block of an output, in VMEM
+  SCRATCH,          // allocated once per call
+  INPUT_HBM,        // all of an input, in HBM: the caller's buffer
+  OUTPUT_HBM,       // all of an output, in HBM: the caller's buffer
+  SCOPED,           // a run_scoped allocation, fresh at each entry
 };
-enum class MemorySpace : uint8_t { VMEM, SMEM };
+// "scalar prefetch", "input block", ...
+const char* RefKindName(RefKind kind);
+// A whole pallas_call operand in HBM, bound in place at each call.
+inline bool IsHbmOperand(RefKind kind) {
+  return kind == RefKind::INPUT_HBM || kind == RefKind::OUTPUT_HBM;
+}
+using MemorySpace = vm::MemorySpace;
 enum class BlockDimKind : uint8_t { BLOCKED, SQUEEZED, ELEMENT };
 
 struct RefSpec {
@@ -38,6 +48,7 @@ struct RefSpec {
   int operand = -1;  // pallas_call operand (inputs) or result index
   MemorySpace memory_space = MemorySpace::VMEM;
   ArrayType type;  // the kernel's view
+  std::string origin;  // what the kernel calls it, for reports
 };
 
 struct BlockDim {

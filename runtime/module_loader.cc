@@ -25,7 +25,7 @@ namespace bc = ::pallasvm::bytecode;
 // compiler); every test that compiles a module and loads it checks they
 // agree. 2: operands may name whole refs (aux bits, DOT_ADD_F32), dynamic
 // grids; version 1 modules are refused (and rebuilt by the module cache).
-constexpr uint32_t kModuleSchemaVersion = 2;
+constexpr uint32_t kModuleSchemaVersion = 3;
 
 // FlatBuffers 2.0.8's verifier checks a vector's length field for 4-byte
 // alignment only, so a crafted module can place a vector of 8-byte
@@ -159,7 +159,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
       for (int i = 0; i < vm::kMaxRank; ++i) {
         const bc::AccessDim* x = a->dims()->Get(i);
         d.dims[i] = vm::AccessDim{x->extent(),   x->start(), x->start_slot(),
-                                  x->squeezed(), x->size(),  x->stride()};
+                                  x->squeezed(), x->size(),  x->stride(),
+                                  x->size_slot()};
       }
       p.accesses.push_back(d);
     }
@@ -178,6 +179,17 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   p.constants = ToVector(m->constants());
   p.ref_sizes = ToVector(m->ref_sizes());
   p.num_refs = static_cast<uint32_t>(p.ref_sizes.size());
+  // Memory spaces first: the verifier keeps HBM and semaphore refs out of
+  // reach of the kernel's own loads and stores.
+  if (m->refs() != nullptr && m->refs()->size() == p.num_refs) {
+    for (const bc::Ref* r : *m->refs()) {
+      const auto space = static_cast<uint8_t>(r->memory_space());
+      if (space > static_cast<uint8_t>(vm::MemorySpace::SEMAPHORE)) {
+        return bad("ref in an unknown memory space");
+      }
+      p.ref_spaces.push_back(static_cast<vm::MemorySpace>(space));
+    }
+  }
   p.debug_index = ToVector(m->debug_index());
   if (m->debug_locs()) {
     for (const bc::SourceLoc* l : *m->debug_locs()) {
@@ -273,16 +285,26 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   for (size_t i = 0; i < m->refs()->size(); ++i) {
     const bc::Ref* r = m->refs()->Get(i);
     RefSpec spec;
-    if (static_cast<int>(r->kind()) > 3) return bad("bad ref kind");
+    if (static_cast<int>(r->kind()) > static_cast<int>(bc::RefKind::MAX)) {
+      return bad("bad ref kind");
+    }
     spec.kind = static_cast<RefKind>(r->kind());
     spec.operand = r->operand();
-    if (r->memory_space() != bc::MemorySpace::VMEM &&
-        r->memory_space() != bc::MemorySpace::SMEM) {
-      return bad("ref in an unsupported memory space");
+    spec.memory_space = p.ref_spaces[i];
+    spec.origin = r->origin() ? r->origin()->str() : "";
+    // HBM operands are all of their operand; semaphores are scratch or
+    // scoped; nothing else lives in HBM but scratch and scoped buffers.
+    const bool hbm_operand =
+        spec.kind == RefKind::INPUT_HBM || spec.kind == RefKind::OUTPUT_HBM;
+    if (hbm_operand != (spec.memory_space == vm::MemorySpace::HBM &&
+                        spec.kind != RefKind::SCRATCH &&
+                        spec.kind != RefKind::SCOPED)) {
+      return bad(absl::StrCat("ref ", i, " has a kind its memory space does not allow"));
     }
-    spec.memory_space = r->memory_space() == bc::MemorySpace::SMEM
-                            ? MemorySpace::SMEM
-                            : MemorySpace::VMEM;
+    if (spec.memory_space == vm::MemorySpace::SEMAPHORE &&
+        spec.kind != RefKind::SCRATCH && spec.kind != RefKind::SCOPED) {
+      return bad(absl::StrCat("semaphore ref ", i, " is not scratch"));
+    }
     auto t = ReadType(r->type(), absl::StrCat("ref ", i));
     if (!t.ok()) return bad(t.status().message());
     spec.type = *t;
@@ -318,9 +340,11 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     const bool ok_operand =
         spec.is_output
             ? (spec.operand >= 0 && spec.operand < n_out &&
-               ref.kind == RefKind::OUTPUT_BLOCK)
-            : (spec.operand >= ndg + nsp &&
-               spec.operand < n_in && ref.kind == RefKind::INPUT_BLOCK);
+               (ref.kind == RefKind::OUTPUT_BLOCK ||
+                ref.kind == RefKind::OUTPUT_HBM))
+            : (spec.operand >= ndg + nsp && spec.operand < n_in &&
+               (ref.kind == RefKind::INPUT_BLOCK ||
+                ref.kind == RefKind::INPUT_HBM));
     if (!ok_operand) {
       return bad(absl::StrCat("block mapping ", i, " has a bad operand"));
     }
@@ -346,6 +370,11 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     if (view != ref.type.shape) {
       return bad(
           absl::StrCat("block mapping ", i, " does not match its ref's shape"));
+    }
+    if ((ref.kind == RefKind::INPUT_HBM || ref.kind == RefKind::OUTPUT_HBM) &&
+        (view != array.shape || ref.operand != spec.operand)) {
+      return bad(absl::StrCat("block mapping ", i,
+                              " of an HBM ref is not its whole operand"));
     }
     if (spec.index_map < 0 ||
         spec.index_map >= static_cast<int>(p.functions.size())) {
@@ -383,12 +412,14 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     return absl::ResourceExhaustedError(
         absl::StrCat(origin, ": ", s.message()));
   }
-  static const char* const kRefKinds[] = {"scalar prefetch", "input block",
-                                          "output block", "scratch"};
   for (size_t i = 0; i < kernel->refs.size(); ++i) {
     const RefSpec& ref = kernel->refs[i];
+    // The caller's buffers, not the workspace's.
+    if (ref.kind == RefKind::INPUT_HBM || ref.kind == RefKind::OUTPUT_HBM) {
+      continue;
+    }
     if (absl::Status s = CheckMemory(
-            absl::StrCat("ref ", i, " (", kRefKinds[static_cast<int>(ref.kind)],
+            absl::StrCat("ref ", i, " (", RefKindName(ref.kind),
                          " ", ref.type.ToString(), ")"),
             ref.type.bytes(), memory_limit);
         !s.ok()) {
@@ -407,6 +438,26 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   }
   kernel->core_workspace_bytes = workspace;
   return std::shared_ptr<const Kernel>(std::move(kernel));
+}
+
+const char* RefKindName(RefKind kind) {
+  switch (kind) {
+    case RefKind::SCALAR_PREFETCH:
+      return "scalar prefetch";
+    case RefKind::INPUT_BLOCK:
+      return "input block";
+    case RefKind::OUTPUT_BLOCK:
+      return "output block";
+    case RefKind::SCRATCH:
+      return "scratch";
+    case RefKind::INPUT_HBM:
+      return "HBM input";
+    case RefKind::OUTPUT_HBM:
+      return "HBM output";
+    case RefKind::SCOPED:
+      return "run_scoped buffer";
+  }
+  return "ref";
 }
 
 }  // namespace pallasvm::runtime

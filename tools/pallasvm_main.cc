@@ -484,14 +484,13 @@ int Disasm(const std::vector<std::string>& args) {
   if (!exe.ok()) return Fail(exe.status());
   const runtime::Kernel& k = (*exe)->kernel();
   std::printf("%s\n", Describe(k).c_str());
-  static const char* kKinds[] = {"scalar prefetch", "input block",
-                                 "output block", "scratch"};
+  static const char* const kSpaces[] = {"VMEM", "SMEM", "HBM", "SEMAPHORE"};
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const runtime::RefSpec& ref = k.refs[r];
-    std::printf(
-        "ref %zu: %s %s in %s\n", r, kKinds[static_cast<int>(ref.kind)],
-        ref.type.ToString().c_str(),
-        ref.memory_space == runtime::MemorySpace::SMEM ? "SMEM" : "VMEM");
+    std::printf("ref %zu: %s %s in %s%s%s\n", r, runtime::RefKindName(ref.kind),
+                ref.type.ToString().c_str(),
+                kSpaces[static_cast<int>(ref.memory_space)],
+                ref.origin.empty() ? "" : "  ", ref.origin.c_str());
   }
   std::printf("frame: %u bytes (%zu bytes of constants)\n\n",
               k.program.frame_size, k.program.constants.size());

@@ -140,6 +140,19 @@ std::string Operands(const Program& p, const Instr& in) {
                           Slot(in.a), " -> ", in.b);
     case Format::NONE:
       return "";
+    case Format::DMA:
+      return absl::StrCat(
+          DescribeAccess(p, in.a), " -> ", DescribeAccess(p, in.b), "  sem ",
+          DescribeAccess(p, in.d),
+          in.c == kNoAccess ? std::string()
+                            : absl::StrCat("  send sem ", DescribeAccess(p, in.c)));
+    case Format::SEMAPHORE:
+      return absl::StrCat(DescribeAccess(p, in.d), in.op == Op::SEM_WAIT ? " wait " : " signal ",
+                          Slot(in.b));
+    case Format::SEMAPHORE_READ:
+      return absl::StrCat(Slot(in.a), " := ", DescribeAccess(p, in.d));
+    case Format::SCOPE:
+      return absl::StrCat("refs [", in.a, ", ", uint64_t{in.a} + in.n, ")");
   }
   return "";
 }

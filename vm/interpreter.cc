@@ -96,6 +96,57 @@ std::string SourceOf(const Program& program, size_t pc) {
       SourceOf(program, pc)));
 }
 
+// An out-of-bounds DMA region, described from its resolved copy.
+[[gnu::cold, gnu::noinline]] absl::Status DmaAccessError(
+    const Program& program, const Instr* ip, const AccessDesc& resolved,
+    bool is_write) {
+  return absl::OutOfRangeError(absl::StrCat(
+      kernels::DescribeAccessFault(
+          resolved, kernels::FindAccessFault(resolved, nullptr),
+          is_write ? "write" : "read"),
+      " by a DMA at ", SourceOf(program, ip - program.code.data())));
+}
+
+// A DMA whose dynamic slice size leaves its bound, or whose two regions
+// have different sizes.
+[[gnu::cold, gnu::noinline]] absl::Status DmaSizeError(
+    const Program& program, const Instr* ip, const uint8_t* frame,
+    const AccessDesc& src, const AccessDesc& dst, int bad_dim) {
+  const std::string where =
+      absl::StrCat(" at ", SourceOf(program, ip - program.code.data()));
+  if (bad_dim >= 0) {
+    for (uint32_t index : {ip->a, ip->b}) {
+      const AccessDim& dim = program.accesses[index].dims[bad_dim];
+      if (dim.size_slot < 0) continue;
+      const int32_t size = LoadScalar<int32_t>(frame + dim.size_slot);
+      if (size >= 0 && size <= dim.size) continue;
+      return absl::OutOfRangeError(absl::StrCat(
+          "DMA slice of dynamic size ", size, " in dim ", bad_dim,
+          " (must be in [0, ", dim.size, "])", where));
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "a DMA copies ", kernels::RegionCount(src), " elements into a region of ",
+      kernels::RegionCount(dst), where));
+}
+
+// A failure the simulated machine reported for the instruction at ip.
+[[gnu::cold, gnu::noinline]] absl::Status MachineError(const Program& program,
+                                                       const Instr* ip,
+                                                       const absl::Status& s) {
+  return absl::Status(
+      s.code(), absl::StrCat(s.message(), " at ",
+                             SourceOf(program, ip - program.code.data())));
+}
+
+[[gnu::cold, gnu::noinline]] absl::Status NoMachineError(
+    const Program& program, const Instr* ip) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      Info(ip->op).name, " needs a simulated machine (DMAs, semaphores, "
+      "run_scoped), and this run has none, at ",
+      SourceOf(program, ip - program.code.data())));
+}
+
 [[gnu::cold, gnu::noinline]] absl::Status GridAxisError(const Program& program,
                                                         const Instr* ip,
                                                         int32_t grid_rank) {
@@ -150,12 +201,35 @@ absl::Status Execute(const Program& program, int function,
 // which this grid point must not read (ExecContext::unreadable_refs).
 #define VM_SOURCE(DT, field, ref_bit)                                         \
   ({                                                                          \
-    if ((ip->aux & (ref_bit)) && ctx.unreadable_refs != nullptr &&            \
-        ctx.unreadable_refs[ip->field]) [[unlikely]] {                        \
-      return UnreadableRefError(program, ip, ctx, ip->field);                 \
+    if ((ip->aux & (ref_bit)) &&                                              \
+        (ctx.unreadable_refs != nullptr || ctx.observe_accesses))             \
+        [[unlikely]] {                                                        \
+      if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[ip->field]) { \
+        return UnreadableRefError(program, ip, ctx, ip->field);               \
+      }                                                                       \
+      VM_OBSERVE_WHOLE(ip->field, false);                                     \
     }                                                                         \
     VM_OPERAND(DT, field, ref_bit);                                           \
   })
+// Race detection's view of an access (ExecContext::observe_accesses): the
+// access's region with its starts resolved, or a whole ref used in place.
+#define VM_OBSERVE(acc, is_write)                                       \
+  do {                                                                  \
+    if (ctx.observe_accesses && (acc).base_kind == AccessBase::REF)     \
+        [[unlikely]] {                                                  \
+      AccessDesc resolved;                                              \
+      kernels::ResolveStarts((acc), frame, &resolved);                  \
+      ctx.machine->ObserveAccess((acc).base, &resolved, (is_write),     \
+                                 static_cast<uint32_t>(ip - code));     \
+    }                                                                   \
+  } while (0)
+#define VM_OBSERVE_WHOLE(ref, is_write)                                    \
+  do {                                                                     \
+    if (ctx.observe_accesses) {                                            \
+      ctx.machine->ObserveAccess(static_cast<int32_t>(ref), nullptr,       \
+                                 (is_write), static_cast<uint32_t>(ip - code)); \
+    }                                                                      \
+  } while (0)
 // The base pointer of an access: a ref table entry or a frame value.
 #define VM_ACCESS_BASE(acc)                                  \
   ((acc).base_kind == AccessBase::REF ? ctx.refs[(acc).base] \
@@ -348,6 +422,7 @@ vm_dispatch:
     // LOAD: a := dense copy of the region.
     VM_CASE(LOAD) {
       const AccessDesc& acc = accesses[ip->d];
+      VM_OBSERVE(acc, false);
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (ctx.unreadable_refs != nullptr && acc.base_kind == AccessBase::REF &&
           ctx.unreadable_refs[acc.base] && region.count != 0) [[unlikely]] {
@@ -371,6 +446,7 @@ vm_dispatch:
     // outside read as zero (masked stores read the region first).
     VM_CASE(LOAD_CLIPPED) {
       const AccessDesc& acc = accesses[ip->d];
+      VM_OBSERVE(acc, false);
       if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[acc.base])
           [[unlikely]] {
         return UnreadableRefError(program, ip, ctx, acc.base);
@@ -384,6 +460,7 @@ vm_dispatch:
     // the ref are skipped where c is false and an error where it is true.
     VM_CASE(MASKED_STORE) {
       const AccessDesc& acc = accesses[ip->d];
+      VM_OBSERVE(acc, true);
       kernels::AccessFault fault;
       if (!kernels::MaskedStoreRegion(VM_ACCESS_BASE(acc), frame + ip->b,
                                       frame + ip->c, acc, frame, &fault)) {
@@ -393,6 +470,7 @@ vm_dispatch:
     }
     VM_CASE(STORE) {
       const AccessDesc& acc = accesses[ip->d];
+      VM_OBSERVE(acc, true);
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (region.count < 0) {
         return AccessError(program, ip, frame, /*is_write=*/true);
@@ -406,6 +484,7 @@ vm_dispatch:
 #define VM_ADDUPDATE_CASE(DT)                                                  \
   VM_CASE(ADDUPDATE_##DT) {                                                    \
     const AccessDesc& acc = accesses[ip->d];                                   \
+    VM_OBSERVE(acc, true);                                                     \
     const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame); \
     if (region.count < 0) {                                                    \
       return AccessError(program, ip, frame, /*is_write=*/true);               \
@@ -463,6 +542,7 @@ vm_dispatch:
 #define VM_DOT_CASE(NAME, DT, KERNEL)                              \
   VM_CASE(NAME) {                                                  \
     const LayoutDesc& mkn = layouts[ip->d];                        \
+    if (ip->aux & kOperandRefA) VM_OBSERVE_WHOLE(ip->a, true);     \
     kernels::KERNEL(VM_OPERAND(DT, a, kOperandRefA),               \
                     VM_SOURCE(DT, b, kOperandRefB),                \
                     VM_SOURCE(DT, c, kOperandRefC), mkn.shape[0],  \
@@ -507,6 +587,105 @@ vm_dispatch:
     // RETURN: the function is done; its results are in its result slots.
     VM_CASE(RETURN) { return absl::OkStatus(); }
 
+    // ------------------------------------------------ the simulated machine
+    // The VM resolves the accesses (bounds checked as for LOAD/STORE) and
+    // ctx.machine carries the operation out (vm/machine.h).
+
+    // DMA_START: region ACC[a] -> region ACC[b], semaphores ACC[c], ACC[d].
+    VM_CASE(DMA_START) {
+      if (ctx.machine == nullptr) return NoMachineError(program, ip);
+      AccessDesc src, dst;
+      int bad_dim = -1;
+      if (!kernels::ResolveStarts(accesses[ip->a], frame, &src, &bad_dim) ||
+          !kernels::ResolveStarts(accesses[ip->b], frame, &dst, &bad_dim) ||
+          kernels::RegionCount(src) != kernels::RegionCount(dst)) [[unlikely]] {
+        return DmaSizeError(program, ip, frame, src, dst, bad_dim);
+      }
+      if (kernels::ResolveAccess(dst, nullptr).count < 0) {
+        return DmaAccessError(program, ip, dst, /*is_write=*/true);
+      }
+      if (ctx.ref_fills == nullptr &&
+          kernels::ResolveAccess(src, nullptr).count < 0) {
+        return DmaAccessError(program, ip, src, /*is_write=*/false);
+      }
+      kernels::SemaphoreAt dst_sem = kernels::ResolveSemaphore(accesses[ip->d], frame);
+      if (dst_sem.index < 0) return AccessError(program, ip, frame, false);
+      SemaphoreId send;
+      if (ip->c != kNoAccess) {
+        const kernels::SemaphoreAt s =
+            kernels::ResolveSemaphore(accesses[ip->c], frame);
+        if (s.index < 0) {
+          return DmaAccessError(program, ip, accesses[ip->c], false);
+        }
+        send = {s.ref, s.index};
+      }
+      if (absl::Status s = ctx.machine->StartDma(
+              src, dst, ip->c != kNoAccess ? &send : nullptr,
+              {dst_sem.ref, dst_sem.index}, static_cast<uint32_t>(ip - code));
+          !s.ok()) [[unlikely]] {
+        return MachineError(program, ip, s);
+      }
+      VM_NEXT();
+    }
+    // SEM_SIGNAL: sem ACC[d] += b.
+    VM_CASE(SEM_SIGNAL) {
+      if (ctx.machine == nullptr) return NoMachineError(program, ip);
+      const kernels::SemaphoreAt sem = kernels::ResolveSemaphore(accesses[ip->d], frame);
+      if (sem.index < 0) return AccessError(program, ip, frame, false);
+      if (absl::Status s = ctx.machine->SignalSemaphore(
+              {sem.ref, sem.index}, VM_GET(S32, ip->b),
+              static_cast<uint32_t>(ip - code));
+          !s.ok()) [[unlikely]] {
+        return MachineError(program, ip, s);
+      }
+      VM_NEXT();
+    }
+    // SEM_WAIT: until sem ACC[d] >= b, then sem -= b.
+    VM_CASE(SEM_WAIT) {
+      if (ctx.machine == nullptr) return NoMachineError(program, ip);
+      const kernels::SemaphoreAt sem = kernels::ResolveSemaphore(accesses[ip->d], frame);
+      if (sem.index < 0) return AccessError(program, ip, frame, false);
+      if (absl::Status s = ctx.machine->WaitSemaphore(
+              {sem.ref, sem.index}, VM_GET(S32, ip->b),
+              static_cast<uint32_t>(ip - code));
+          !s.ok()) [[unlikely]] {
+        return MachineError(program, ip, s);
+      }
+      VM_NEXT();
+    }
+    // SEM_READ: a := sem ACC[d].
+    VM_CASE(SEM_READ) {
+      if (ctx.machine == nullptr) return NoMachineError(program, ip);
+      const kernels::SemaphoreAt sem = kernels::ResolveSemaphore(accesses[ip->d], frame);
+      if (sem.index < 0) return AccessError(program, ip, frame, false);
+      absl::StatusOr<int32_t> v = ctx.machine->ReadSemaphore(
+          {sem.ref, sem.index}, static_cast<uint32_t>(ip - code));
+      if (!v.ok()) [[unlikely]] {
+        return MachineError(program, ip, v.status());
+      }
+      VM_SET(S32, ip->a, *v);
+      VM_NEXT();
+    }
+    // SCOPE_ENTER / SCOPE_EXIT: refs [a, a+n) of a run_scoped.
+    VM_CASE(SCOPE_ENTER) {
+      if (ctx.machine == nullptr) return NoMachineError(program, ip);
+      if (absl::Status s = ctx.machine->EnterScope(
+              ip->a, ip->n, static_cast<uint32_t>(ip - code));
+          !s.ok()) [[unlikely]] {
+        return MachineError(program, ip, s);
+      }
+      VM_NEXT();
+    }
+    VM_CASE(SCOPE_EXIT) {
+      if (ctx.machine == nullptr) return NoMachineError(program, ip);
+      if (absl::Status s = ctx.machine->ExitScope(
+              ip->a, ip->n, static_cast<uint32_t>(ip - code));
+          !s.ok()) [[unlikely]] {
+        return MachineError(program, ip, s);
+      }
+      VM_NEXT();
+    }
+
     // ------------------------------------------------ appended opcodes
     // DOT_ADD_F32: a[M,N] := a + (b @ c), the product rounded to f32 first
     // (what DOT_F32 into a temporary and ADD_F32_VV compute).
@@ -535,6 +714,8 @@ vm_dispatch:
 #undef VM_SET
 #undef VM_ACCESS_BASE
 #undef VM_SOURCE
+#undef VM_OBSERVE
+#undef VM_OBSERVE_WHOLE
 #undef VM_OPERAND
 #undef VM_CASE
 #undef VM_DISPATCH

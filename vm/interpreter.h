@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "vm/interrupt.h"
+#include "vm/machine.h"
 #include "vm/program.h"
 
 namespace pallasvm::vm {
@@ -39,6 +40,13 @@ struct ExecContext {
   // (the usual case): no ref is unreadable.
   const uint8_t* unreadable_refs = nullptr;
   int32_t* unreadable_ref_read = nullptr;
+  // Carries out DMAs, semaphore operations and run_scoped allocations
+  // (vm/machine.h). Null: such an instruction is a FAILED_PRECONDITION
+  // error (a program run without a simulated machine, as in VM tests).
+  Machine* machine = nullptr;
+  // Report every ref access of the kernel to machine->ObserveAccess (race
+  // detection). Off: one predictable branch per access instruction.
+  bool observe_accesses = false;
 };
 
 // Copies the program's constants into the frame's constant region. Done

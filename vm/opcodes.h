@@ -38,6 +38,12 @@ enum class Format : uint8_t {
   JUMP,          // a: target pc
   BRANCH,        // a: cond[1] PRED, b: target pc
   NONE,
+  // The simulated machine's operations (vm/machine.h).
+  DMA,             // a: src access, b: dst access, c: src-sem access or
+                   //   kNoAccess, d: dst-sem access
+  SEMAPHORE,       // b: value[1] S32, d: semaphore access
+  SEMAPHORE_READ,  // a: dst[1] S32, d: semaphore access
+  SCOPE,           // a: first ref, n: ref count
 };
 
 // Operand-location bits of Instr::aux in the DOT, ACCESS_STORE and block
@@ -48,6 +54,10 @@ enum class Format : uint8_t {
 inline constexpr uint16_t kOperandRefA = 1;
 inline constexpr uint16_t kOperandRefB = 2;
 inline constexpr uint16_t kOperandRefC = 4;
+
+// An access operand that names no access (DMA_START's c: no send semaphore).
+inline constexpr uint32_t kNoAccess = 0xffffffffu;
+
 
 #define PALLASVM_DT_NONE -1
 #define PALLASVM_DT_PRED 0
@@ -98,6 +108,15 @@ enum class Layout : uint8_t { VV, VS, SV, SS };
 std::optional<Op> BinaryOp(absl::string_view name, DType in, Layout layout);
 std::optional<Op> UnaryOp(absl::string_view name, DType in, bool scalar);
 Op ConvertOp(DType from, DType to, bool scalar);
+
+// Whether `op` hands its work to the simulated machine (vm/machine.h): such
+// an instruction may read or write any ref (a DMA in flight lands when
+// someone waits), so the compiler moves no ref access across one.
+inline bool IsMachineOp(Op op) {
+  const Format f = Info(op).format;
+  return f == Format::DMA || f == Format::SEMAPHORE ||
+         f == Format::SEMAPHORE_READ || f == Format::SCOPE;
+}
 
 }  // namespace pallasvm::vm
 

@@ -27,6 +27,28 @@ struct Instr {
 };
 static_assert(sizeof(Instr) == 24);
 
+// Calls f(access index) for each access descriptor `in` names.
+template <typename F>
+inline void ForEachAccessOperand(const Instr& in, F&& f) {
+  switch (Info(in.op).format) {
+    case Format::ACCESS_LOAD:
+    case Format::ACCESS_STORE:
+    case Format::ACCESS_MASKED_STORE:
+    case Format::SEMAPHORE:
+    case Format::SEMAPHORE_READ:
+      f(in.d);
+      break;
+    case Format::DMA:
+      f(in.a);
+      f(in.b);
+      if (in.c != kNoAccess) f(in.c);
+      f(in.d);
+      break;
+    default:
+      break;
+  }
+}
+
 // A dense N-d copy: dst[idx] = src[offset + sum(idx[i] * strides[i])], over
 // `shape`, strides in elements (0 broadcasts, negative reverses).
 struct LayoutDesc {
@@ -45,7 +67,16 @@ struct AccessDim {
   int32_t squeezed = 0;    // 1: integer index, size 1, dropped in the value
   int64_t size = 1;        // elements taken
   int64_t stride = 1;      // step between taken elements (>= 1)
+  // DMA regions only (emit_pipeline's edge blocks): frame offset of an S32
+  // holding the size, at most `size`; -1: `size` is the size.
+  int32_t size_slot = -1;
 };
+
+// Where a ref lives on the simulated TPU. /* ORDER MEMORY_SPACE */ with
+// format/bytecode.fbs. The kernel reads and writes VMEM and SMEM refs;
+// HBM refs only through DMAs, semaphores only through the semaphore
+// instructions (the verifier enforces both).
+enum class MemorySpace : uint8_t { VMEM = 0, SMEM = 1, HBM = 2, SEMAPHORE = 3 };
 
 enum class AccessBase : uint8_t {
   REF = 0,    // base = index into the ref table
@@ -94,6 +125,11 @@ struct Program {
   uint32_t num_refs = 0;
   // Byte size of each ref, for access verification.
   std::vector<int64_t> ref_sizes;
+  // Memory space of each ref; empty means every ref is VMEM.
+  std::vector<MemorySpace> ref_spaces;
+  MemorySpace ref_space(uint32_t ref) const {
+    return ref < ref_spaces.size() ? ref_spaces[ref] : MemorySpace::VMEM;
+  }
   // debug_locs[debug_index[pc]]; debug_index has one entry per instruction.
   std::vector<uint32_t> debug_index;
   std::vector<SourceLoc> debug_locs;

@@ -96,6 +96,17 @@ class Verifier {
       return Error(absl::StrCat("ref_sizes has ", p_.ref_sizes.size(),
                                 " entries for ", p_.num_refs, " refs"));
     }
+    if (!p_.ref_spaces.empty() && p_.ref_spaces.size() != p_.num_refs) {
+      return Error(absl::StrCat("ref_spaces has ", p_.ref_spaces.size(),
+                                " entries for ", p_.num_refs, " refs"));
+    }
+    for (size_t r = 0; r < p_.ref_spaces.size(); ++r) {
+      if (static_cast<uint8_t>(p_.ref_spaces[r]) >
+          static_cast<uint8_t>(MemorySpace::SEMAPHORE)) {
+        return Error(absl::StrCat("ref ", r, " has memory space ",
+                                  int(p_.ref_spaces[r])));
+      }
+    }
     if (!p_.debug_index.empty()) {
       if (p_.debug_index.size() != p_.code.size()) {
         return Error(absl::StrCat("debug_index has ", p_.debug_index.size(),
@@ -213,6 +224,7 @@ class Verifier {
       return InstrError(pc, absl::StrCat("operand ", name, " names ref ", ref,
                                          ", whose size is unknown"));
     }
+    if (absl::Status s = CheckDirectlyAccessible(pc, ref); !s.ok()) return s;
     if (bytes > p_.ref_sizes[ref]) {
       return InstrError(
           pc, absl::StrCat("operand ", name, " needs ", Decimal(bytes),
@@ -312,14 +324,106 @@ class Verifier {
     return CheckAliasing(pc, dst, l.elem_size, src, l.elem_size, false);
   }
 
+  // The kernel reads and writes VMEM and SMEM refs itself; HBM refs only
+  // through DMAs, semaphores only through the semaphore instructions.
+  absl::Status CheckDirectlyAccessible(size_t pc, uint32_t ref) const {
+    const MemorySpace space = p_.ref_space(ref);
+    if (space == MemorySpace::HBM || space == MemorySpace::SEMAPHORE) {
+      return InstrError(
+          pc, absl::StrCat("reads or writes ref ", ref, ", a ",
+                           space == MemorySpace::HBM ? "HBM" : "semaphore",
+                           " ref, directly"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Access `index` of a DMA_START (a region moved by a DMA) or of a
+  // semaphore operation (one element of a SEMAPHORE ref).
+  absl::Status CheckMachineAccess(size_t pc, absl::string_view operand,
+                                  uint32_t index, bool semaphore,
+                                  Int* dense_bytes) const {
+    if (index >= p_.accesses.size()) {
+      return InstrError(pc, absl::StrCat("access index ", operand, " = ", index,
+                                         " but there are ", p_.accesses.size(),
+                                         " accesses"));
+    }
+    const AccessDesc& acc = p_.accesses[index];
+    Int buffer_bytes = 0;
+    if (absl::Status s = CheckAccess(pc, acc, dense_bytes, &buffer_bytes,
+                                     /*clipped=*/false,
+                                     /*dynamic_sizes=*/!semaphore);
+        !s.ok()) {
+      return s;
+    }
+    if (acc.base_kind != AccessBase::REF) {
+      return InstrError(pc, absl::StrCat("access ", index, " (", operand,
+                                         ") is not of a ref"));
+    }
+    const bool is_semaphore =
+        p_.ref_space(acc.base) == MemorySpace::SEMAPHORE;
+    if (semaphore != is_semaphore) {
+      return InstrError(
+          pc, absl::StrCat("access ", index, " (", operand, ") is of ref ",
+                           acc.base, ", which is ", is_semaphore ? "" : "not ",
+                           "a semaphore"));
+    }
+    if (semaphore && (acc.elem_size != 4 || *dense_bytes != 4)) {
+      return InstrError(pc, absl::StrCat("access ", index, " (", operand,
+                                         ") must be one 4-byte semaphore"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status VerifyDma(size_t pc, const Instr& in) const {
+    Int src = 0, dst = 0, sem = 0;
+    if (absl::Status s = CheckMachineAccess(pc, "a (src)", in.a, false, &src);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckMachineAccess(pc, "b (dst)", in.b, false, &dst);
+        !s.ok()) {
+      return s;
+    }
+    auto dynamic = [&](const AccessDesc& a) {
+      for (int i = 0; i < a.rank && i < kMaxRank; ++i) {
+        if (a.dims[i].size_slot >= 0) return true;
+      }
+      return false;
+    };
+    // Dynamic sizes are compared when the DMA starts.
+    const bool sized_at_run_time =
+        dynamic(p_.accesses[in.a]) || dynamic(p_.accesses[in.b]);
+    if ((src != dst && !sized_at_run_time) ||
+        p_.accesses[in.a].elem_size != p_.accesses[in.b].elem_size) {
+      return InstrError(pc, absl::StrCat("copies ", Decimal(src), " bytes of ",
+                                         int(p_.accesses[in.a].elem_size),
+                                         "-byte elements into ", Decimal(dst),
+                                         " bytes of ",
+                                         int(p_.accesses[in.b].elem_size)));
+    }
+    if (in.c != kNoAccess) {
+      if (absl::Status s = CheckMachineAccess(pc, "c (send sem)", in.c, true, &sem);
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (in.aux != 0 || in.n != 0) {
+      return InstrError(pc, "DMA_START has aux or n set");
+    }
+    return CheckMachineAccess(pc, "d (sem)", in.d, true, &sem);
+  }
+
   // An access descriptor's own consistency; returns the dense value's bytes
   // and the underlying buffer's bytes.
   // `clipped`: an access of LOAD_CLIPPED / MASKED_STORE, whose region may
   // leave its buffer (those elements are skipped), so a static start needs
   // not put it inside.
+  // `dynamic_sizes`: a DMA region, whose sizes may come from the frame.
   absl::Status CheckAccess(size_t pc, const AccessDesc& acc, Int* dense_bytes,
-                           Int* buffer_bytes, bool clipped = false) const {
-    const uint32_t d = p_.code[pc].d;
+                           Int* buffer_bytes, bool clipped = false,
+                           bool dynamic_sizes = false) const {
+    // acc is an element of p_.accesses.
+    const size_t d = &acc - p_.accesses.data();
     auto bad = [&](absl::string_view what) {
       return InstrError(pc, absl::StrCat("access ", d, ": ", what));
     };
@@ -363,7 +467,7 @@ class Verifier {
                                       " cannot fit in extent ", dim.extent,
                                       " (needs (size-1)*stride < extent)"));
         }
-        if (dim.start_slot < 0 && !acc.clamp && !clipped &&
+        if (dim.start_slot < 0 && dim.size_slot < 0 && !acc.clamp && !clipped &&
             (dim.start < 0 || dim.start + last >= dim.extent)) {
           return bad_dim(absl::StrCat(
               "static start ", dim.start, " size ", dim.size, " stride ",
@@ -377,6 +481,18 @@ class Verifier {
             !s.ok()) {
           return s;
         }
+      }
+      if (dim.size_slot >= 0) {
+        if (!dynamic_sizes || dim.squeezed) {
+          return bad_dim("a dynamic size, which only a DMA's region may have");
+        }
+        if (absl::Status s =
+                CheckRange(pc, {"size slot", dim.size_slot, 4}, 4, false);
+            !s.ok()) {
+          return s;
+        }
+      } else if (dim.size_slot != -1) {
+        return bad_dim(absl::StrCat("size_slot ", dim.size_slot));
       }
       dense = std::min(dense * std::min(Int{dim.size}, cap), cap);
       buffer = std::min(buffer * std::min(Int{dim.extent}, cap), cap);
@@ -420,6 +536,11 @@ class Verifier {
             CheckAccess(pc, acc, &dense_bytes, &buffer_bytes, clipped);
         !s.ok()) {
       return s;
+    }
+    if (acc.base_kind == AccessBase::REF) {
+      if (absl::Status s = CheckDirectlyAccessible(pc, acc.base); !s.ok()) {
+        return s;
+      }
     }
     if (info.in >= 0 && acc.elem_size != SizeOf(static_cast<DType>(info.in))) {
       return InstrError(
@@ -479,6 +600,9 @@ class Verifier {
     if (absl::Status s = CheckAccess(pc, acc, &dense_bytes, &buffer_bytes,
                                      /*clipped=*/true);
         !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckDirectlyAccessible(pc, acc.base); !s.ok()) {
       return s;
     }
     if (absl::Status s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
@@ -672,6 +796,32 @@ class Verifier {
         }
         return CheckTarget(pc, "b", in.b);
       case Format::NONE:
+        return absl::OkStatus();
+      case Format::DMA:
+        return VerifyDma(pc, in);
+      case Format::SEMAPHORE: {
+        Int sem = 0;
+        if (auto s = CheckMachineAccess(pc, "d (sem)", in.d, true, &sem);
+            !s.ok()) {
+          return s;
+        }
+        return CheckRange(pc, {"b (value)", in.b, 4}, 4, false);
+      }
+      case Format::SEMAPHORE_READ: {
+        Int sem = 0;
+        if (auto s = CheckMachineAccess(pc, "d (sem)", in.d, true, &sem);
+            !s.ok()) {
+          return s;
+        }
+        return CheckRange(pc, {"a (dst)", in.a, 4}, 4, true);
+      }
+      case Format::SCOPE:
+        if (Int{in.a} + Int{in.n} > Int{p_.num_refs}) {
+          return InstrError(pc, absl::StrCat("refs [", in.a, ", ",
+                                             uint64_t{in.a} + in.n,
+                                             ") are past the ", p_.num_refs,
+                                             " refs"));
+        }
         return absl::OkStatus();
     }
     return InstrError(pc, "has an unknown format");

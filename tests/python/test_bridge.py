@@ -266,7 +266,6 @@ def test_bad_interpret_params_value_raises_naming_it(option):
 
 @pytest.mark.parametrize("option", [
     {"buffer_bounds": "padded"},
-    {"allow_hbm_allocation_in_run_scoped": True},
     {"vector_clock_size": 8},
 ])
 def test_unimplemented_interpret_params_option_raises(option):

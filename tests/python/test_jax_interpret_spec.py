@@ -73,13 +73,8 @@ def raises_like_jax(expected_type, match=None):
 
 # One mark per missing feature. `raises` is what pallasvm raises today for
 # the first missing feature such a case meets.
-NEEDS_DMA = needs("DMAs (pltpu.sync_copy / async_copy / make_async_copy)"
-                  " and DMA semaphores")
-NEEDS_HBM_REFS = needs("HBM / pl.ANY refs")
 NEEDS_PADDED_BUFFER_BOUNDS = needs("buffer_bounds='padded'",
                                    raises=NotImplementedError)
-NEEDS_RUN_SCOPED = needs("run_scoped (with allow_hbm_allocation_in_run_scoped)",
-                         raises=NotImplementedError)
 NEEDS_NAMED_GRID_AXES = needs("named grid axes (axis_index in a pallas_call)")
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
 NEEDS_CORE_MAP = needs("core_map")
@@ -104,9 +99,7 @@ def on_pallasvm(request):
 HBM_SPACES = [(pltpu.HBM, "HBM"), (pl.ANY, "ANY")]
 
 
-def _hbm_cases(mark):
-  return [pytest.param(s, id=n, marks=mark)
-          for s, n in HBM_SPACES]
+HBM_CASES = [pytest.param(s, id=n) for s, n in HBM_SPACES]
 OOB_READS = ["raise", "uninitialized"]
 BUFFER_BOUNDS = ["logical", "padded"]
 
@@ -144,7 +137,7 @@ class Recorder:
 # --- Grid, block specs and bounds ---------------------------------------------
 
 
-@pytest.mark.parametrize("hbm_space", _hbm_cases(NEEDS_HBM_REFS))
+@pytest.mark.parametrize("hbm_space", HBM_CASES)
 def test_revisiting_is_an_error(hbm_space):
   def kernel(x_hbm, o1_ref, o2_ref):
     del x_hbm, o1_ref, o2_ref
@@ -264,7 +257,7 @@ def test_out_of_bounds_read_index(out_of_bounds_reads):
 
 
 @pytest.mark.parametrize("out_of_bounds_reads,hbm_space", [
-    pytest.param(r, s, id=f"{r}-{n}", marks=NEEDS_DMA)
+    pytest.param(r, s, id=f"{r}-{n}")
     for r in OOB_READS for s, n in HBM_SPACES])
 def test_out_of_bounds_read_range(out_of_bounds_reads, hbm_space):
   def kernel(x_hbm, o_ref, sem):
@@ -294,7 +287,7 @@ def _write_cases():
   for bounds in BUFFER_BOUNDS:
     for reads in OOB_READS:
       for space, name in HBM_SPACES:
-        mark = NEEDS_PADDED_BUFFER_BOUNDS if bounds == "padded" else NEEDS_DMA
+        mark = NEEDS_PADDED_BUFFER_BOUNDS if bounds == "padded" else ()
         yield pytest.param(bounds, reads, space, id=f"{bounds}-{reads}-{name}",
                            marks=mark)
 
@@ -360,7 +353,7 @@ def test_out_of_bounds_write_range(buffer_bounds, out_of_bounds_reads,
 @pytest.mark.parametrize("buffer_bounds,memory_space", [
     pytest.param(b, s, id=f"{b}-{n}",
                  marks=(NEEDS_PADDED_BUFFER_BOUNDS if b == "padded"
-                        else NEEDS_DMA))
+                        else ()))
     for b in BUFFER_BOUNDS
     for s, n in [(pltpu.SMEM, "SMEM"), (pltpu.VMEM, "VMEM")]])
 def test_smem_scratch_is_never_padded(buffer_bounds, memory_space):
@@ -533,7 +526,7 @@ def test_aliasing():
 
 
 @pytest.mark.parametrize("dma_execution_mode,hbm_space", [
-    pytest.param(m, s, id=f"{m}-{n}", marks=NEEDS_DMA)
+    pytest.param(m, s, id=f"{m}-{n}")
     for m in ["eager", "on_wait"]
     for s, n in HBM_SPACES])
 def test_race_detection(dma_execution_mode, hbm_space):
@@ -786,7 +779,8 @@ def test_core_map_exception_no_hang():
     kernel(jnp.ones((8, 128), jnp.float32)).block_until_ready()
 
 
-@pytest.mark.parametrize("hbm_space", _hbm_cases(NEEDS_CORE_MAP))
+@pytest.mark.parametrize("hbm_space", [
+    pytest.param(s, id=n, marks=NEEDS_CORE_MAP) for s, n in HBM_SPACES])
 def test_hbm_allocation_in_run_scoped_raises(hbm_space):
   mesh = pltpu.create_tensorcore_mesh("x", num_cores=1)
 
@@ -1032,7 +1026,7 @@ def test_parallel_dimension_and_multiple_cores():
 # --- HBM refs, run_scoped, side effects ---------------------------------------
 
 
-@pytest.mark.parametrize("hbm_space", _hbm_cases(NEEDS_HBM_REFS))
+@pytest.mark.parametrize("hbm_space", HBM_CASES)
 def test_referencing_hbm_raises(hbm_space):
   def indexing_copy(in_ref, o_ref):
     o_ref[...] = in_ref[...]
@@ -1064,9 +1058,8 @@ def test_referencing_hbm_raises(hbm_space):
 
 
 @pytest.mark.parametrize("out_block_spec", [
-    pytest.param(pl.BlockSpec(memory_space=None), id="BlockSpec",
-                 marks=NEEDS_RUN_SCOPED),
-    pytest.param(pl.no_block_spec, id="no_block_spec", marks=NEEDS_RUN_SCOPED)])
+    pytest.param(pl.BlockSpec(memory_space=None), id="BlockSpec"),
+    pytest.param(pl.no_block_spec, id="no_block_spec")])
 def test_run_scoped_with_memory_space_is_none(out_block_spec):
   shape, dtype = (8, 128), jnp.float32
 
@@ -1087,7 +1080,7 @@ def test_run_scoped_with_memory_space_is_none(out_block_spec):
   np.testing.assert_array_equal(y, np.zeros(shape, np.float32))
 
 
-@pytest.mark.parametrize("hbm_space", _hbm_cases(NEEDS_DMA))
+@pytest.mark.parametrize("hbm_space", HBM_CASES)
 def test_store_to_half_of_hbm_output_buffer(hbm_space):
   x = jnp.arange(16, dtype=jnp.int32)
 

@@ -88,7 +88,11 @@ TEST(OpcodesTest, NamesMatchEnum) {
             static_cast<int>(Op::FMA_F32) + 1);
   EXPECT_EQ(static_cast<int>(Op::MASKED_STORE),
             static_cast<int>(Op::LOAD_CLIPPED) + 1);
-  EXPECT_EQ(static_cast<int>(Op::MASKED_STORE), kNumOps - 1);
+  EXPECT_EQ(static_cast<int>(Op::DMA_START),
+            static_cast<int>(Op::MASKED_STORE) + 1);
+  EXPECT_EQ(static_cast<int>(Op::SCOPE_EXIT),
+            static_cast<int>(Op::DMA_START) + 5);
+  EXPECT_EQ(static_cast<int>(Op::SCOPE_EXIT), kNumOps - 1);
 }
 
 TEST(OpcodesTest, TableIsConsistent) {

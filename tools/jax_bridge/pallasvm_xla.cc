@@ -252,14 +252,23 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // number of racy elements (RunOptions::detect_races); races are printed.
 // `timeout_ns`: RunOptions::timeout in nanoseconds, 0 for none (bridge.py's
 // InterpretParams.timeout_s); a call past it fails with DEADLINE_EXCEEDED.
+// `dma_execution_mode`: 0 = on_wait, 1 = eager. Warnings (semaphores left
+// non-zero, DMAs never waited for) are printed, as interpret mode prints
+// its leftover semaphores.
 ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
                         std::string_view module_key,
                         ffi::Span<const uint8_t> module,
                         ffi::Span<const int32_t> grid_coordinates,
                         int64_t num_cores, int64_t uninitialized_memory,
                         int64_t out_of_bounds_reads, int64_t record_grid_points,
-                        int64_t detect_races, int64_t timeout_ns) {
+                        int64_t detect_races, int64_t timeout_ns,
+                        int64_t dma_execution_mode) {
   RunOptions options;
+  options.dma_execution_mode = dma_execution_mode == 1
+                                   ? runtime::DmaExecutionMode::kEager
+                                   : runtime::DmaExecutionMode::kOnWait;
+  std::vector<std::string> warnings;
+  options.warnings = &warnings;
   if (timeout_ns < 0) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "pallasvm: negative timeout_ns attribute");
@@ -334,6 +343,9 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
   if (status.ok()) {
     status = Run(**instance, args, rets, options, num_extra, record_size);
   }
+  for (const std::string& w : warnings) {
+    std::fprintf(stderr, "pallasvm warning: %s\n", w.c_str());
+  }
   if (status.ok() && race_count != nullptr) {
     *race_count = static_cast<int32_t>(
         std::min<int64_t>(races.racy_elements, INT32_MAX));
@@ -356,11 +368,12 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             int64_t num_cores, int64_t uninitialized_memory,
                             int64_t out_of_bounds_reads,
                             int64_t record_grid_points, int64_t detect_races,
-                            int64_t timeout_ns) {
+                            int64_t timeout_ns, int64_t dma_execution_mode) {
   try {
     return PallasvmCall(args, rets, module_key, module, grid_coordinates,
                         num_cores, uninitialized_memory, out_of_bounds_reads,
-                        record_grid_points, detect_races, timeout_ns);
+                        record_grid_points, detect_races, timeout_ns,
+                        dma_execution_mode);
   } catch (const std::bad_alloc&) {
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "pallasvm: out of memory running the kernel");
@@ -412,7 +425,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int64_t>("out_of_bounds_reads")
         .Attr<int64_t>("record_grid_points")
         .Attr<int64_t>("detect_races")
-        .Attr<int64_t>("timeout_ns"));
+        .Attr<int64_t>("timeout_ns")
+        .Attr<int64_t>("dma_execution_mode"));
 
 extern "C" {
 

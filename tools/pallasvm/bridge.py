@@ -81,10 +81,11 @@ class InterpretParams(pltpu.InterpretParams):
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
   ("nan" or "zero"), `out_of_bounds_reads`, `random_seed`,
   `num_cores_or_threads`, `grid_point_recorder` and `detect_races` (see
-  _call_with_reports), `skip_floating_point_ops` (compiled into the
-  module) and `dma_execution_mode` (no kernel pallasvm compiles issues DMAs
-  yet); a bad value raises ValueError. Every other field (vector_clock_size,
-  logging_mode, allow_hbm_allocation_in_run_scoped, buffer_bounds) must
+  _call_with_reports), `skip_floating_point_ops` and
+  `allow_hbm_allocation_in_run_scoped` (compiled into the module) and
+  `dma_execution_mode` (runtime/memory_model.h); a bad value raises
+  ValueError. Every other field (vector_clock_size, logging_mode,
+  buffer_bounds) must
   keep its default: a non-default value raises NotImplementedError naming
   it, so none is silently ignored.
 
@@ -114,7 +115,8 @@ class InterpretParams(pltpu.InterpretParams):
 _IMPLEMENTED_FIELDS = frozenset(
     {"uninitialized_memory", "random_seed", "num_cores_or_threads",
      "grid_point_recorder", "out_of_bounds_reads", "dma_execution_mode",
-     "detect_races", "skip_floating_point_ops"})
+     "detect_races", "skip_floating_point_ops",
+     "allow_hbm_allocation_in_run_scoped"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -157,9 +159,7 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.out_of_bounds_reads={params.out_of_bounds_reads!r}"
         f": expected one of {sorted(_OUT_OF_BOUNDS_READS)}")
-  # When DMAs run ("eager": at start; "on_wait": at the wait). pallasvm
-  # compiles no kernel that issues DMAs yet (the compiler names the
-  # primitive), so either value is valid and changes nothing it runs.
+  # When DMAs run ("eager": at start; "on_wait": when a wait needs them).
   if params.dma_execution_mode not in ("eager", "on_wait"):
     raise ValueError(
         f"InterpretParams.dma_execution_mode={params.dma_execution_mode!r}:"
@@ -186,7 +186,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
           "record_grid_points": np.int64(
               params.grid_point_recorder is not None),
           "detect_races": np.int64(bool(params.detect_races)),
-          "timeout_ns": _timeout_ns(params)}
+          "timeout_ns": _timeout_ns(params),
+          "dma_execution_mode": np.int64(params.dma_execution_mode == "eager")}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
@@ -435,7 +436,9 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         skip_floating_point_ops=bool(run_params.skip_floating_point_ops),
         contract_fma=bool(getattr(run_params, "contract_fma",
                                   getattr(default_params, "contract_fma",
-                                          False))))
+                                          False))),
+        allow_hbm_allocation_in_run_scoped=bool(
+            run_params.allow_hbm_allocation_in_run_scoped))
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
     call = functools.partial(

@@ -8,9 +8,10 @@ the primitive or feature and its source line.
 """
 
 
-class CompileError(Exception):
+class CompileError(ValueError):
   """pallasvm's compiler refused a kernel (the message names the primitive
-  and its source line)."""
+  and its source line). A ValueError, as JAX raises for a kernel that is
+  wrong (e.g. reading an HBM ref directly)."""
 
 
 class UnsupportedError(CompileError, NotImplementedError):

@@ -460,8 +460,13 @@ class _KernelExporter:
 
     if isinstance(index, Slice):
       if isinstance(index.size, _Operand):
-        raise ExportError(f"{where}: a slice with a dynamic size")
-      dim = {"kind": "SLICE", "size": int(index.size), "stride": int(index.stride)}
+        # A dynamic size (emit_pipeline's edge and BoundedSlice blocks):
+        # only DMAs take one; the compiler refuses it elsewhere.
+        dim = {"kind": "SLICE", "size": 0, "stride": int(index.stride),
+               "size_operand": scalar_operand(index.size, "a slice size")}
+      else:
+        dim = {"kind": "SLICE", "size": int(index.size),
+               "stride": int(index.stride)}
       if isinstance(index.start, _Operand):
         dim["start"] = 0
         dim["start_operand"] = scalar_operand(index.start, "a slice start")
@@ -768,7 +773,9 @@ def _dumps(kernel: dict) -> str:
 
 def export_pallas_call(params, in_avals, source_info=None, *,
                        skip_floating_point_ops: bool = False,
-                       contract_fma: bool = False) -> bytes:
+                       contract_fma: bool = False,
+                       allow_hbm_allocation_in_run_scoped: bool = False
+                       ) -> bytes:
   """The interchange (JSON bytes) of one pallas_call, from its equation's
   params and operand avals; `source_info` (anything with a `traceback`)
   locates it in errors. Used by the JAX bridge at lowering time, which also
@@ -781,6 +788,8 @@ def export_pallas_call(params, in_avals, source_info=None, *,
     kernel["skip_floating_point_ops"] = True
   if contract_fma:
     kernel["contract_fma"] = True
+  if allow_hbm_allocation_in_run_scoped:
+    kernel["allow_hbm_allocation_in_run_scoped"] = True
   return _dumps(kernel).encode()
 
 

@@ -56,6 +56,42 @@ ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame) {
   return r;
 }
 
+bool ResolveStarts(const AccessDesc& access, const uint8_t* frame,
+                   AccessDesc* out, int* bad_dim) {
+  CopyAccess(access, out);
+  bool ok = true;
+  for (int d = 0; d < access.rank; ++d) {
+    AccessDim& dim = out->dims[d];
+    if (dim.start_slot >= 0) {
+      dim.start = LoadScalar<int32_t>(frame + dim.start_slot);
+      dim.start_slot = -1;
+    }
+    if (dim.size_slot >= 0) {
+      const int64_t size = LoadScalar<int32_t>(frame + dim.size_slot);
+      if ((size < 0 || size > dim.size) && ok) {
+        ok = false;
+        if (bad_dim != nullptr) *bad_dim = d;
+      }
+      dim.size = std::clamp<int64_t>(size, 0, dim.size);
+      dim.size_slot = -1;
+    }
+    if (access.clamp && dim.size > 0) {
+      dim.start = std::clamp<int64_t>(
+          dim.start, 0, dim.extent - (dim.size - 1) * dim.stride - 1);
+    }
+  }
+  out->clamp = 0;
+  return ok;
+}
+
+SemaphoreAt ResolveSemaphore(const AccessDesc& access, const uint8_t* frame) {
+  const ResolvedAccess r = ResolveAccess(access, frame);
+  SemaphoreAt s;
+  s.ref = access.base;
+  s.index = r.count < 0 ? -1 : r.byte_offset / access.elem_size;
+  return s;
+}
+
 AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame) {
   ResolvedAccess r;
   AccessFault fault;

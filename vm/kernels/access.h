@@ -41,6 +41,58 @@ struct AccessFault {
 // Reads dynamic starts (S32 at frame + start_slot), then checks or clamps.
 ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame);
 
+// `out` := `access` with every start and size resolved: dynamic ones read
+// from the frame become static (start_slot, size_slot -1), so the region
+// stays put whatever the frame holds later (a DMA in flight). Clamped
+// accesses are clamped here. Starts are not checked (ResolveAccess on `out`
+// does that); false if a dynamic size lies outside [0, its bound], and
+// then *bad_dim is the dimension.
+bool ResolveStarts(const AccessDesc& access, const uint8_t* frame,
+                   AccessDesc* out, int* bad_dim = nullptr);
+
+// to := from, copying only the dimensions in use (an AccessDesc holds
+// kMaxRank of them; DMAs copy descriptors on their fast path).
+inline void CopyAccess(const AccessDesc& from, AccessDesc* to) {
+  to->base_kind = from.base_kind;
+  to->clamp = from.clamp;
+  to->elem_size = from.elem_size;
+  to->rank = from.rank;
+  to->base = from.base;
+  for (int d = 0; d < from.rank; ++d) to->dims[d] = from.dims[d];
+}
+
+// Whether the region of `access` (starts aside) is one run of consecutive
+// elements of its buffer: past the leading size-1 dimensions, the first
+// has stride 1 and every later one is whole.
+inline bool IsContiguous(const AccessDesc& access) {
+  int d = 0;
+  while (d < access.rank && access.dims[d].size == 1) ++d;
+  if (d == access.rank) return true;
+  if (access.dims[d].size == 0) return true;
+  if (access.dims[d].stride != 1) return false;
+  for (int e = d + 1; e < access.rank; ++e) {
+    const AccessDim& dim = access.dims[e];
+    if (dim.size == 0) return true;
+    if (dim.size != dim.extent || dim.stride != 1) return false;
+  }
+  return true;
+}
+
+// The number of elements of `access`'s region (its sizes' product).
+inline int64_t RegionCount(const AccessDesc& access) {
+  int64_t n = 1;
+  for (int d = 0; d < access.rank; ++d) n *= access.dims[d].size;
+  return n;
+}
+
+// The semaphore a one-element access of a SEMAPHORE ref names: its ref and
+// row-major element index (-1 when a start puts it outside the ref).
+struct SemaphoreAt {
+  int32_t ref = -1;
+  int64_t index = -1;
+};
+SemaphoreAt ResolveSemaphore(const AccessDesc& access, const uint8_t* frame);
+
 // For the error path, after ResolveAccess refused: which start was bad.
 AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame);
 

@@ -1,0 +1,349 @@
+// The simulated machine's primitives: DMAs (dma_start, dma_wait),
+// semaphores (semaphore_signal, semaphore_wait, semaphore_read) and
+// run_scoped allocations. Each lowers to one instruction whose operands are
+// access descriptors (vm/opcodes.def, "the simulated machine"); the VM
+// resolves them and the runtime carries the operation out
+// (runtime/memory_model.h). What needs several devices or cores (a DMA or
+// signal with a device_id or core_index) is refused here, by name.
+#include <limits>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "compiler/lowering.h"
+#include "compiler/ref_access.h"
+#include "vm/opcodes.h"
+
+namespace pallasvm::compiler {
+namespace {
+
+using vm::DType;
+
+// The ref of slot `<slot>_operand`, which must be present.
+absl::StatusOr<Value> SlotRef(Lowerer& l, const Lowerer::Eqn& e,
+                              absl::string_view slot) {
+  absl::StatusOr<const Value*> v = NamedOperand(l, e, slot);
+  if (!v.ok()) return v.status();
+  if (*v == nullptr || !(*v)->is_ref()) {
+    return l.Error(absl::StrCat("the '", slot, "' operand is not a ref"));
+  }
+  return **v;
+}
+
+// One semaphore: the ref of slot `<slot>_operand` indexed by its
+// `<slot>_indexers` (or `indexers_param`) down to one element.
+absl::StatusOr<uint32_t> SemaphoreAccess(Lowerer& l, const Lowerer::Eqn& e,
+                                         absl::string_view slot,
+                                         absl::string_view indexers_param) {
+  absl::StatusOr<Value> sem = SlotRef(l, e, slot);
+  if (!sem.ok()) return sem.status();
+  if (l.RefSpace(*sem) != vm::MemorySpace::SEMAPHORE) {
+    return l.Error(absl::StrCat("the '", slot, "' operand is ",
+                                TypeString(*sem), ", not a semaphore"));
+  }
+  AccessOptions options;
+  options.param = indexers_param;
+  absl::StatusOr<RefAccess> acc = BuildAccess(l, e, *sem, "read", options);
+  if (!acc.ok()) return acc.status();
+  if (NumElements(acc->shape) != 1) {
+    return l.Error(absl::StrCat(
+        "the '", slot, "' operand names ", ShapeString(acc->shape),
+        " semaphores; index the semaphore array down to one (sem.at[i])"));
+  }
+  return acc->access;
+}
+
+// The int32 scalar operand of slot `<slot>_operand`, in a frame slot.
+absl::StatusOr<uint32_t> ScalarSlot(Lowerer& l, const Lowerer::Eqn& e,
+                                    absl::string_view slot) {
+  absl::StatusOr<const Value*> v = NamedOperand(l, e, slot);
+  if (!v.ok()) return v.status();
+  if (*v == nullptr || (*v)->is_ref() || (*v)->count() != 1 ||
+      vm::Info((*v)->dtype).is_float) {
+    return l.Error(absl::StrCat("the '", slot, "' operand must be an integer scalar"));
+  }
+  return l.Convert(**v, DType::S32).slot;
+}
+
+// An absent slot, or what pallasvm cannot do yet.
+absl::Status RequireAbsent(Lowerer& l, const Lowerer::Eqn& e,
+                           absl::string_view slot, absl::string_view feature) {
+  absl::StatusOr<const Value*> v = NamedOperand(l, e, slot);
+  if (!v.ok()) return v.status();
+  if (*v != nullptr) {
+    return l.Unsupported(absl::StrCat(feature, " is not supported yet"));
+  }
+  return absl::OkStatus();
+}
+
+// dma_start: the regions of src and dst (both transformed by their
+// indexers) must have one shape and dtype. A source region may leave its
+// ref at run time (out_of_bounds_reads="uninitialized" fills the rest), so
+// its bounds are checked when it runs.
+absl::StatusOr<std::vector<Value>> LowerDmaStart(Lowerer& l,
+                                                 const Lowerer::Eqn& e) {
+  if (absl::Status s = RequireAbsent(l, e, "device_id",
+                                     "a remote DMA (device_id=...), which "
+                                     "needs several devices,");
+      !s.ok()) {
+    return s;
+  }
+  if (const interchange::Param* add = e.Param("add"); add && add->b()) {
+    return l.Unsupported("a DMA with add=True is not supported yet");
+  }
+  absl::StatusOr<Value> src = SlotRef(l, e, "src");
+  if (!src.ok()) return src.status();
+  absl::StatusOr<Value> dst = SlotRef(l, e, "dst");
+  if (!dst.ok()) return dst.status();
+  for (const Value* ref : {&*src, &*dst}) {
+    if (l.RefSpace(*ref) == vm::MemorySpace::SEMAPHORE) {
+      return l.Error("a DMA cannot copy semaphores");
+    }
+  }
+  AccessOptions src_options;
+  src_options.param = "src_indexers";
+  src_options.runtime_bounds = true;
+  src_options.dynamic_sizes = true;
+  absl::StatusOr<RefAccess> from = BuildAccess(l, e, *src, "read", src_options);
+  if (!from.ok()) return from.status();
+  AccessOptions dst_options;
+  dst_options.param = "dst_indexers";
+  dst_options.dynamic_sizes = true;
+  absl::StatusOr<RefAccess> to = BuildAccess(l, e, *dst, "write", dst_options);
+  if (!to.ok()) return to.status();
+  // A dynamic size matches anything here; the VM compares the regions'
+  // sizes when the DMA starts.
+  bool same_shape = from->shape.size() == to->shape.size();
+  for (size_t d = 0; same_shape && d < from->shape.size(); ++d) {
+    same_shape = from->shape[d] == to->shape[d] ||
+                 from->shape[d] == kDynamicSize || to->shape[d] == kDynamicSize;
+  }
+  if (src->dtype != dst->dtype || !same_shape) {
+    return l.Error(absl::StrCat(
+        "a DMA copies a ", vm::Name(src->dtype), ShapeString(from->shape),
+        " region into a ", vm::Name(dst->dtype), ShapeString(to->shape),
+        " one; source and destination must have one shape and dtype"));
+  }
+  absl::StatusOr<uint32_t> sem =
+      SemaphoreAccess(l, e, "dst_sem", "dst_sem_indexers");
+  if (!sem.ok()) return sem.status();
+  uint32_t send = vm::kNoAccess;
+  absl::StatusOr<const Value*> src_sem = NamedOperand(l, e, "src_sem");
+  if (!src_sem.ok()) return src_sem.status();
+  if (*src_sem != nullptr) {
+    absl::StatusOr<uint32_t> s =
+        SemaphoreAccess(l, e, "src_sem", "src_sem_indexers");
+    if (!s.ok()) return s.status();
+    send = *s;
+  }
+  l.builder().Emit({vm::Op::DMA_START, 0, from->access, to->access, send, *sem, 0});
+  return std::vector<Value>{};
+}
+
+// dma_wait: waits on the "dst_sem" slot for as many bytes as the "src"
+// region holds, as interpret mode does (wait_send swaps src and dst, so
+// this covers both directions).
+absl::StatusOr<std::vector<Value>> LowerDmaWait(Lowerer& l,
+                                                const Lowerer::Eqn& e) {
+  if (absl::Status s = RequireAbsent(l, e, "device_id",
+                                     "waiting for a remote DMA (device_id=...)");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<Value> src = SlotRef(l, e, "src");
+  if (!src.ok()) return src.status();
+  // Only the region's size matters: its starts are not checked.
+  AccessOptions options;
+  options.param = "src_indexers";
+  options.clipped = true;
+  options.dynamic_sizes = true;
+  absl::StatusOr<RefAccess> region = BuildAccess(l, e, *src, "read", options);
+  if (!region.ok()) return region.status();
+  int64_t bytes = vm::SizeOf(src->dtype);
+  for (int64_t d : region->shape) {
+    if (d != kDynamicSize) bytes *= d;
+  }
+  if (bytes > std::numeric_limits<int32_t>::max()) {
+    return l.Unsupported(absl::StrCat("a DMA of ", bytes,
+                                      " bytes (semaphores count to 2^31 - 1)"));
+  }
+  absl::StatusOr<uint32_t> sem =
+      SemaphoreAccess(l, e, "dst_sem", "dst_sem_indexers");
+  if (!sem.ok()) return sem.status();
+  // Bytes: the static part times each dynamic size (emit_pipeline's edge
+  // blocks), as the DMA signals them.
+  Value value = l.ConstantScalar(DType::S32, bytes);
+  for (uint32_t slot : region->size_slots) {
+    Value size;
+    size.dtype = DType::S32;
+    size.slot = slot;
+    absl::StatusOr<Value> product = l.Binary("MUL", value, size, DType::S32, {});
+    if (!product.ok()) return product.status();
+    value = *product;
+  }
+  l.builder().Emit({vm::Op::SEM_WAIT, 0, 0, value.slot, 0, *sem, 0});
+  return std::vector<Value>{};
+}
+
+absl::StatusOr<std::vector<Value>> LowerSemaphoreSignal(
+    Lowerer& l, const Lowerer::Eqn& e) {
+  if (absl::Status s = RequireAbsent(
+          l, e, "device_id",
+          "signalling a semaphore on another device (device_id=...)");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = RequireAbsent(
+          l, e, "core_index",
+          "signalling a semaphore on another core (core_index=...)");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<uint32_t> sem = SemaphoreAccess(l, e, "sem", "indexers");
+  if (!sem.ok()) return sem.status();
+  absl::StatusOr<uint32_t> inc = ScalarSlot(l, e, "inc");
+  if (!inc.ok()) return inc.status();
+  l.builder().Emit({vm::Op::SEM_SIGNAL, 0, 0, *inc, 0, *sem, 0});
+  return std::vector<Value>{};
+}
+
+absl::StatusOr<std::vector<Value>> LowerSemaphoreWait(Lowerer& l,
+                                                      const Lowerer::Eqn& e) {
+  absl::StatusOr<const Value*> decrement = NamedOperand(l, e, "decrement");
+  if (!decrement.ok()) return decrement.status();
+  if (*decrement != nullptr) {
+    const interchange::Param* p = e.Param("decrement_operand");
+    const int64_t pos = p ? p->i() : -1;
+    const interchange::Atom* atom =
+        e.eqn->invars() && pos >= 0 &&
+                pos < static_cast<int64_t>(e.eqn->invars()->size())
+            ? e.eqn->invars()->Get(pos)
+            : nullptr;
+    absl::StatusOr<Lowerer::Index> d =
+        atom ? l.ScalarIndex(atom) : absl::InvalidArgumentError("no operand");
+    if (!d.ok() || !d->is_static || d->value != 1) {
+      // Interpret mode raises NotImplementedError for it too.
+      return l.Unsupported(
+          "a non-decrementing semaphore wait (decrement=False) is not "
+          "supported");
+    }
+  }
+  absl::StatusOr<uint32_t> sem = SemaphoreAccess(l, e, "sem", "indexers");
+  if (!sem.ok()) return sem.status();
+  absl::StatusOr<uint32_t> value = ScalarSlot(l, e, "value");
+  if (!value.ok()) return value.status();
+  l.builder().Emit({vm::Op::SEM_WAIT, 0, 0, *value, 0, *sem, 0});
+  return std::vector<Value>{};
+}
+
+absl::StatusOr<std::vector<Value>> LowerSemaphoreRead(Lowerer& l,
+                                                      const Lowerer::Eqn& e) {
+  absl::StatusOr<uint32_t> sem = SemaphoreAccess(l, e, "sem", "indexers");
+  if (!sem.ok()) return sem.status();
+  Value r = l.NewValue(DType::S32, {});
+  l.builder().Emit({vm::Op::SEM_READ, 0, r.slot, 0, 0, *sem, 0});
+  return std::vector<Value>{l.Convert(r, e.out_dtypes.at(0))};
+}
+
+// run_scoped: the body's first invars are bound to the equation's operands
+// (the exporter prepends the jaxpr's constvars), the rest are the scope's
+// allocations, each a ref of its own, fresh at SCOPE_ENTER and released at
+// SCOPE_EXIT. Every size is static, so nothing is allocated at run time.
+absl::StatusOr<std::vector<Value>> LowerRunScoped(Lowerer& l,
+                                                  const Lowerer::Eqn& e) {
+  const interchange::Param* p = e.Param("jaxpr");
+  if (p == nullptr || p->jaxprs() == nullptr || p->jaxprs()->size() != 1) {
+    return l.Error("run_scoped needs one jaxpr");
+  }
+  if (const interchange::Param* axes = e.Param("collective_axes");
+      axes && axes->ints() && axes->ints()->size() > 0) {
+    return l.Unsupported("run_scoped with collective_axes is not supported yet");
+  }
+  const interchange::Jaxpr& body = *p->jaxprs()->Get(0);
+  const int num_invars = body.invars() ? body.invars()->size() : 0;
+  const int num_bound = static_cast<int>(e.in.size());
+  if (num_invars < num_bound) {
+    return l.Error(absl::StrCat("run_scoped binds ", num_bound,
+                                " operands to a body of ", num_invars,
+                                " inputs"));
+  }
+  std::vector<Value> inputs = e.in;
+  const std::string origin = absl::StrCat(
+      "run_scoped at ",
+      e.eqn->source_file() ? e.eqn->source_file()->str() : "?", ":",
+      e.eqn->source_line());
+  int first = -1;
+  for (int i = num_bound; i < num_invars; ++i) {
+    const interchange::Var* var = body.invars()->Get(i);
+    if (var == nullptr || var->type() == nullptr) return l.Error("bad allocation");
+    const std::string what = absl::StrCat("allocation ", i - num_bound, " of ", origin);
+    absl::StatusOr<DType> dtype = ToVmDType(var->type()->dtype());
+    if (!dtype.ok()) return l.Error(absl::StrCat(what, ": ", dtype.status().message()));
+    Shape shape;
+    if (var->type()->shape()) {
+      shape.assign(var->type()->shape()->begin(), var->type()->shape()->end());
+    }
+    if (absl::Status s = CheckShape(shape, *dtype, l.memory_limit(), what); !s.ok()) {
+      return s;
+    }
+    ProgramBuilder::RefInfo info;
+    info.dtype = *dtype;
+    info.shape = shape;
+    info.scoped = true;
+    info.origin = absl::StrCat(what);
+    switch (var->type()->memory_space()) {
+      case interchange::MemorySpace::DEFAULT:
+      case interchange::MemorySpace::VMEM:
+        info.space = vm::MemorySpace::VMEM;
+        break;
+      case interchange::MemorySpace::SMEM:
+        info.space = vm::MemorySpace::SMEM;
+        break;
+      case interchange::MemorySpace::SEMAPHORE:
+        info.space = vm::MemorySpace::SEMAPHORE;
+        break;
+      case interchange::MemorySpace::ANY:
+      case interchange::MemorySpace::HBM:
+        if (!l.allow_hbm_in_run_scoped()) {
+          // Interpret mode's ValueError.
+          return l.Error("Cannot allocate HBM in `run_scoped`.");
+        }
+        info.space = vm::MemorySpace::HBM;
+        break;
+      default:
+        return l.Error(absl::StrCat(what, " is not a ref"));
+    }
+    Value ref;
+    ref.dtype = info.dtype;
+    ref.shape = info.shape;
+    info.bytes = ref.bytes();
+    ref.ref = l.builder().AddRef(std::move(info));
+    if (first < 0) first = ref.ref;
+    inputs.push_back(ref);
+  }
+  const uint32_t count = static_cast<uint32_t>(num_invars - num_bound);
+  if (count > 0) {
+    l.builder().Emit({vm::Op::SCOPE_ENTER, 0, static_cast<uint32_t>(first), 0,
+                      0, 0, count});
+  }
+  absl::StatusOr<std::vector<Value>> outs = l.LowerJaxpr(body, inputs);
+  if (!outs.ok()) return outs.status();
+  if (count > 0) {
+    l.builder().Emit({vm::Op::SCOPE_EXIT, 0, static_cast<uint32_t>(first), 0,
+                      0, 0, count});
+  }
+  return outs;
+}
+
+}  // namespace
+
+void AddMachineRules(RuleTable& t) {
+  constexpr Arity kNoResults{1, Arity::kAny, 0, 0};
+  t.Effectful("dma_start", kNoResults, LowerDmaStart);
+  t.Effectful("dma_wait", kNoResults, LowerDmaWait);
+  t.Effectful("semaphore_signal", kNoResults, LowerSemaphoreSignal);
+  t.Effectful("semaphore_wait", kNoResults, LowerSemaphoreWait);
+  t.Effectful("semaphore_read", Arity{1, Arity::kAny, 1, 1}, LowerSemaphoreRead);
+  t.Effectful("run_scoped", Arity::Any(), LowerRunScoped);
+}
+
+}  // namespace pallasvm::compiler

@@ -1,0 +1,128 @@
+// The DMA engine; see dma_engine.h.
+#include "runtime/dma_engine.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "vm/kernels/access.h"
+
+namespace pallasvm::runtime {
+
+DmaEngine::DmaEngine(Semaphores& semaphores, uint8_t* const* refs)
+    : semaphores_(semaphores), refs_(refs), tasks_(semaphores.size()) {}
+
+void DmaEngine::Reset(DmaExecutionMode mode, const uint64_t* oob_fills) {
+  mode_ = mode;
+  oob_fills_ = oob_fills;
+  next_serial_ = 0;
+  free_.clear();
+  for (size_t i = 0; i < dmas_.size(); ++i) {
+    dmas_[i].live = false;
+    free_.push_back(static_cast<int>(i));
+  }
+  for (std::vector<int>& t : tasks_) t.clear();
+}
+
+absl::Status DmaEngine::Start(const vm::AccessDesc& src,
+                              const vm::AccessDesc& dst,
+                              const vm::SemaphoreId* src_sem,
+                              vm::SemaphoreId dst_sem, uint32_t pc,
+                              uint64_t* serial) {
+  int index;
+  if (free_.empty()) {
+    index = static_cast<int>(dmas_.size());
+    dmas_.emplace_back();
+  } else {
+    index = free_.back();
+    free_.pop_back();
+  }
+  Dma& d = dmas_[index];
+  vm::kernels::CopyAccess(src, &d.src);
+  vm::kernels::CopyAccess(dst, &d.dst);
+  const vm::kernels::ResolvedAccess from =
+      vm::kernels::ResolveAccess(src, nullptr);
+  const vm::kernels::ResolvedAccess to =
+      vm::kernels::ResolveAccess(dst, nullptr);
+  d.one_run = from.count >= 0 && vm::kernels::IsContiguous(src) &&
+              vm::kernels::IsContiguous(dst);
+  d.src_offset = from.byte_offset;
+  d.dst_offset = to.byte_offset;
+  d.bytes = to.count * dst.elem_size;
+  d.dst_sem = dst_sem;
+  d.src_sem = src_sem ? *src_sem : vm::SemaphoreId{};
+  d.pc = pc;
+  d.serial = *serial = next_serial_++;
+  d.live = true;
+  if (mode_ == DmaExecutionMode::kEager) {
+    const absl::Status s = Execute(d);
+    Forget(index);
+    return s;
+  }
+  // On wait: a waiter on either semaphore carries it out.
+  tasks_[semaphores_.Number(dst_sem)].push_back(index);
+  if (src_sem) tasks_[semaphores_.Number(*src_sem)].push_back(index);
+  return absl::OkStatus();
+}
+
+absl::Status DmaEngine::RunOneFor(vm::SemaphoreId sem, bool* ran) {
+  std::vector<int>& tasks = tasks_[semaphores_.Number(sem)];
+  *ran = false;
+  while (!tasks.empty()) {
+    const int index = tasks.back();
+    tasks.pop_back();
+    Dma& d = dmas_[index];
+    if (!d.live) continue;  // carried out through its other semaphore
+    *ran = true;
+    const absl::Status s = Execute(d);
+    // Off the other semaphore's list too.
+    const vm::SemaphoreId other =
+        d.src_sem.ref >= 0 && semaphores_.Number(d.src_sem) ==
+                                  semaphores_.Number(sem)
+            ? d.dst_sem
+            : d.src_sem;
+    if (other.ref >= 0) {
+      std::vector<int>& o = tasks_[semaphores_.Number(other)];
+      o.erase(std::remove(o.begin(), o.end(), index), o.end());
+    }
+    Forget(index);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DmaEngine::Execute(Dma& d) {
+  const uint8_t* src = refs_[d.src.base];
+  uint8_t* dst = refs_[d.dst.base];
+  const int64_t bytes = d.bytes;
+  if (d.one_run) {
+    // memmove: a DMA within one ref may overlap itself.
+    std::memmove(dst + d.dst_offset, src + d.src_offset, bytes);
+  } else {
+    const vm::kernels::ResolvedAccess from =
+        vm::kernels::ResolveAccess(d.src, nullptr);
+    const vm::kernels::ResolvedAccess to =
+        vm::kernels::ResolveAccess(d.dst, nullptr);
+    if (staging_.size() < static_cast<size_t>(bytes)) staging_.resize(bytes);
+    if (from.count < 0) {
+      // Only under out_of_bounds_reads="uninitialized" (the VM checked).
+      vm::kernels::LoadRegionFilled(
+          staging_.data(), src, d.src, nullptr,
+          reinterpret_cast<const uint8_t*>(&oob_fills_[d.src.base]));
+    } else {
+      vm::kernels::LoadRegion(staging_.data(), src, d.src, from);
+    }
+    vm::kernels::StoreRegion(dst, staging_.data(), d.dst, to);
+  }
+  if (on_done_ != nullptr) on_done_(on_done_context_, d.serial);
+  if (d.src_sem.ref >= 0) {
+    if (absl::Status s = semaphores_.Add(d.src_sem, bytes); !s.ok()) return s;
+  }
+  return semaphores_.Add(d.dst_sem, bytes);
+}
+
+void DmaEngine::Forget(int index) {
+  dmas_[index].live = false;
+  free_.push_back(index);
+}
+
+}  // namespace pallasvm::runtime

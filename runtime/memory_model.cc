@@ -1,0 +1,152 @@
+// One core's simulated machine; the model is described in memory_model.h.
+#include "runtime/memory_model.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/block_copy.h"
+
+namespace pallasvm::runtime {
+
+namespace {
+
+// Where the instruction at `pc` came from: "dma_start at k.py:12".
+std::string Where(const vm::Program& p, uint32_t pc) {
+  if (pc >= p.debug_index.size() || p.debug_index[pc] >= p.debug_locs.size()) {
+    return absl::StrCat("pc ", pc);
+  }
+  const vm::SourceLoc& loc = p.debug_locs[p.debug_index[pc]];
+  if (loc.file.empty()) return loc.primitive;
+  return absl::StrCat(loc.primitive, " at ", loc.file, ":", loc.line);
+}
+
+}  // namespace
+
+CoreMachine::CoreMachine(const Kernel& kernel, uint8_t* const* refs)
+    : kernel_(kernel),
+      refs_(refs),
+      semaphores_(kernel, refs),
+      dma_(semaphores_, refs),
+      races_(kernel, refs) {}
+
+void CoreMachine::BeginCall(const CallOptions& options) {
+  options_ = options;
+  semaphores_.ZeroAll();
+  dma_.Reset(options.dma_mode, options.oob_fills);
+  scope_warnings_.clear();
+  races_.Reset();
+  races_.SetGridPoint(options.grid_point, options.grid_rank);
+  if (options.detect_races) {
+    dma_.set_on_done(
+        [](void* races, uint64_t serial) {
+          static_cast<RaceDetector*>(races)->OnDmaDone(serial);
+        },
+        &races_);
+  } else {
+    dma_.set_on_done(nullptr, nullptr);
+  }
+}
+
+void CoreMachine::EndCall(std::vector<std::string>* warnings) {
+  if (warnings == nullptr) return;
+  for (std::string& w : scope_warnings_) warnings->push_back(std::move(w));
+  scope_warnings_.clear();
+  semaphores_.ForEachNonZero(-1, [&](vm::SemaphoreId sem, int32_t count) {
+    warnings->push_back(absl::StrCat("semaphore ", semaphores_.Name(sem),
+                                     " holds ", count,
+                                     " at the end of the call (expected 0)"));
+  });
+  dma_.ForEachPending([&](uint32_t pc, vm::SemaphoreId sem) {
+    warnings->push_back(absl::StrCat(
+        "the DMA started by ", Where(kernel_.program, pc),
+        " was never waited for (semaphore ", semaphores_.Name(sem),
+        "); in dma_execution_mode='on_wait' it never happened"));
+  });
+}
+
+absl::Status CoreMachine::StartDma(const vm::AccessDesc& src,
+                                   const vm::AccessDesc& dst,
+                                   const vm::SemaphoreId* src_sem,
+                                   vm::SemaphoreId dst_sem, uint32_t pc) {
+  uint64_t serial = 0;
+  if (options_.detect_races) {
+    // Registered before it runs: in eager mode it is done at once.
+    races_.OnDmaStart(dma_.next_serial(), src, dst,
+                      semaphores_.Number(dst_sem),
+                      src_sem ? semaphores_.Number(*src_sem) : -1, pc);
+  }
+  return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
+}
+
+void CoreMachine::ObserveAccess(int32_t ref, const vm::AccessDesc* region,
+                                bool is_write, uint32_t pc) {
+  races_.OnAccess(ref, region, is_write, pc);
+}
+
+absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
+                                          uint32_t) {
+  if (inc < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "semaphore ", semaphores_.Name(sem), " signalled by ", inc,
+        " (a signal must not be negative)"));
+  }
+  return semaphores_.Add(sem, inc);
+}
+
+absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
+                                        uint32_t) {
+  if (value < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "wait for ", value, " on semaphore ", semaphores_.Name(sem),
+        " (the value must not be negative)"));
+  }
+  while (semaphores_.Count(sem) < value) {
+    bool ran = false;
+    if (absl::Status s = dma_.RunOneFor(sem, &ran); !s.ok()) return s;
+    if (!ran) {
+      // Nothing else can signal this core's semaphores on one device.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "deadlock: the wait needs semaphore ", semaphores_.Name(sem),
+          " to reach ", value, " but it holds ", semaphores_.Count(sem),
+          ", and no DMA in flight or other core can signal it (interpret "
+          "mode would wait forever)"));
+    }
+  }
+  semaphores_.SetCount(sem, semaphores_.Count(sem) - value);
+  if (options_.detect_races) races_.OnWait(semaphores_.Number(sem));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> CoreMachine::ReadSemaphore(vm::SemaphoreId sem,
+                                                   uint32_t) {
+  return semaphores_.Count(sem);
+}
+
+absl::Status CoreMachine::EnterScope(uint32_t first, uint32_t count,
+                                     uint32_t) {
+  for (uint32_t r = first; r < first + count; ++r) {
+    const RefSpec& ref = kernel_.refs[r];
+    if (ref.memory_space == vm::MemorySpace::SEMAPHORE) {
+      semaphores_.Zero(static_cast<int>(r));
+    } else {
+      FillElements(refs_[r], ref.type.num_elements(),
+                   reinterpret_cast<const uint8_t*>(&options_.fills[r]),
+                   vm::SizeOf(ref.type.dtype));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CoreMachine::ExitScope(uint32_t first, uint32_t count,
+                                    uint32_t) {
+  for (uint32_t r = first; r < first + count; ++r) {
+    if (kernel_.refs[r].memory_space != vm::MemorySpace::SEMAPHORE) continue;
+    semaphores_.ForEachNonZero(
+        static_cast<int>(r), [&](vm::SemaphoreId sem, int32_t c) {
+          scope_warnings_.push_back(absl::StrCat(
+              "semaphore ", semaphores_.Name(sem), " holds ", c,
+              " when its run_scoped ends (expected 0)"));
+        });
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pallasvm::runtime

@@ -1,0 +1,127 @@
+// The simulated TPU memory model of one device: memory spaces, DMAs,
+// semaphores and run_scoped allocations, as JAX's TPU interpret mode
+// (jax/_src/pallas/mosaic/interpret/) defines them, carried out for the VM
+// through vm::Machine.
+//
+// Memory spaces. Every kernel ref is an entry of its core's ref table
+// (vm::ExecContext::refs), tagged with a vm::MemorySpace:
+//   - HBM: a pallas_call operand with BlockSpec(memory_space=pl.ANY or
+//     pltpu.HBM), bound in place to the caller's buffer (shared by all
+//     cores). An output starts as the fill value (or its aliased input); an
+//     input the kernel may write by DMA is first copied to a buffer of the
+//     call's, so the caller's input is never overwritten.
+//   - VMEM, SMEM: block buffers, scratch and run_scoped buffers, one set per
+//     core, allocated once with the core's workspace (sizes are static).
+//   - SEMAPHORE: int32 counters (a DMA semaphore counts bytes), one per
+//     element of a semaphore ref, stored in that ref's buffer. Scratch
+//     semaphores start at 0 at each call, run_scoped ones at each entry.
+// The kernel reads and writes VMEM and SMEM itself (LOAD/STORE); HBM only
+// through DMAs and semaphores only through SEM_* instructions, which the
+// compiler refuses otherwise and the VM verifier checks.
+//
+// run_scoped. The compiler gives each allocation of a run_scoped its own
+// ref, so nothing is allocated at run time; SCOPE_ENTER makes them fresh
+// (the fill value, semaphores 0), SCOPE_EXIT releases them.
+//
+// DMAs (runtime/dma_engine.h). DMA_START hands over two regions with their
+// starts resolved, so a DMA in flight does not depend on the frame. In
+// "eager" mode it is carried out at once. In "on_wait" mode (interpret
+// mode's default) it waits, pending, on its semaphore's task list, and a
+// wait on that semaphore that finds too small a count carries out pending
+// DMAs, the most recently started first (interpret mode pops its task
+// stack), until the count suffices. Both signal the destination semaphore
+// with the bytes written. DMAs started at one grid point may be waited at a
+// later one (pipelining does that): pending DMAs persist across grid points
+// of one call.
+//
+// Semaphores (runtime/semaphores.h). A wait blocks until the count reaches
+// its value and then takes it. On one device a core's semaphores are
+// signalled only by that core and its DMAs, so a wait that the pending
+// DMAs cannot satisfy can never be satisfied: it is reported at once as a
+// deadlock (interpret mode polls forever), naming the semaphore, the
+// counts and where the wait is. Semaphores left non-zero at the end of a
+// call, and DMAs never waited for, are reported (RunOptions::warnings).
+//
+// Out of bounds. A DMA region outside its ref is an error naming the DMA's
+// source line and grid point, except a source region under
+// out_of_bounds_reads="uninitialized", whose outside part reads the fill
+// value, as interpret mode does.
+#ifndef PALLASVM_RUNTIME_MEMORY_MODEL_H_
+#define PALLASVM_RUNTIME_MEMORY_MODEL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/dma_engine.h"
+#include "runtime/kernel.h"
+#include "runtime/race_detector.h"
+#include "runtime/semaphores.h"
+#include "vm/machine.h"
+
+namespace pallasvm::runtime {
+
+// One simulated core's view of the machine: its semaphores and DMA
+// engine, over its ref table. Used by one thread at a time.
+class CoreMachine : public vm::Machine {
+ public:
+  struct CallOptions {
+    DmaExecutionMode dma_mode = DmaExecutionMode::kOnWait;
+    // Per ref, its fill value (SizeOf bytes), for fresh scoped buffers.
+    const uint64_t* fills = nullptr;
+    // Non-null: DMA sources may leave their refs and read these fills
+    // there (out_of_bounds_reads="uninitialized").
+    const uint64_t* oob_fills = nullptr;
+    // Race detection between the kernel and its DMAs
+    // (runtime/race_detector.h); the VM must then observe accesses.
+    bool detect_races = false;
+    // The grid point being run (grid_rank int32s, updated in place), for
+    // reports.
+    const int32_t* grid_point = nullptr;
+    int grid_rank = 0;
+  };
+
+  // `refs` is the core's ref table (kernel.refs.size() entries), valid for
+  // the machine's life; its entries may change between calls (HBM).
+  CoreMachine(const Kernel& kernel, uint8_t* const* refs);
+
+  // At the start of a call: nothing in flight, every semaphore 0.
+  void BeginCall(const CallOptions& options);
+  // At the end of a call: what a kernel author should hear about (a
+  // semaphore left non-zero, a DMA never waited for), one line each.
+  void EndCall(std::vector<std::string>* warnings);
+
+  absl::Status StartDma(const vm::AccessDesc& src, const vm::AccessDesc& dst,
+                        const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,
+                        uint32_t pc) override;
+  absl::Status SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
+                               uint32_t pc) override;
+  absl::Status WaitSemaphore(vm::SemaphoreId sem, int32_t value,
+                             uint32_t pc) override;
+  absl::StatusOr<int32_t> ReadSemaphore(vm::SemaphoreId sem,
+                                        uint32_t pc) override;
+  absl::Status EnterScope(uint32_t first, uint32_t count,
+                          uint32_t pc) override;
+  absl::Status ExitScope(uint32_t first, uint32_t count,
+                         uint32_t pc) override;
+  void ObserveAccess(int32_t ref, const vm::AccessDesc* region, bool is_write,
+                     uint32_t pc) override;
+
+  // What race detection found in this call.
+  const RaceDetector& races() const { return races_; }
+
+ private:
+  const Kernel& kernel_;
+  uint8_t* const* refs_;
+  Semaphores semaphores_;
+  DmaEngine dma_;
+  RaceDetector races_;
+  CallOptions options_;
+  std::vector<std::string> scope_warnings_;
+};
+
+}  // namespace pallasvm::runtime
+
+#endif  // PALLASVM_RUNTIME_MEMORY_MODEL_H_

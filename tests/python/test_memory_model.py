@@ -1,0 +1,562 @@
+"""The TPU memory model on one device (runtime/memory_model.h): HBM refs,
+DMAs, semaphores, run_scoped and emit_pipeline, each kernel checked against
+JAX's own TPU interpret mode run on the same inputs (the reference), or,
+where interpret mode has no answer (it hangs on a deadlock), against what
+the case's comment derives by hand. Every pallasvm run goes through
+`kernels_on_pallasvm()`, which makes JAX's interpreter raise if entered, and
+checks that pallasvm lowered it."""
+
+import contextlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+import pallasvm
+from pallasvm import bridge
+from pallasvm_only import kernels_on_pallasvm
+
+if bridge.library_path() is None or not bridge.library_path().exists():
+  pytest.skip("the bridge library (libpallasvm_xla.so) is not built",
+              allow_module_level=True)
+
+ANY = pl.BlockSpec(memory_space=pl.ANY)
+MODES = ["on_wait", "eager"]
+
+
+def tpu_mesh():
+  """emit_pipeline asks the device for its tiling at trace time; interpret
+  mode and pallasvm alike trace it under an abstract TPU device."""
+  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh(
+      (), (), abstract_device=jax.sharding.AbstractDevice("TPU v6e", 1, "tpu")))
+
+
+def on_pallasvm(fn, *args):
+  """fn(*args) jitted on pallasvm, checking that pallasvm lowered it."""
+  before = pallasvm.stats()["lowerings"]
+  with kernels_on_pallasvm():
+    out = jax.block_until_ready(jax.jit(fn)(*args))
+  assert pallasvm.stats()["lowerings"] > before, "pallasvm lowered nothing"
+  return out
+
+
+def on_interpret_mode(fn, *args):
+  return jax.block_until_ready(jax.jit(fn)(*args))
+
+
+def assert_same(fn, *args, mesh=False):
+  """fn(*args) on pallasvm equals interpret mode's, bit for bit."""
+  ctx = tpu_mesh() if mesh else contextlib.nullcontext()
+  with ctx:
+    want = on_interpret_mode(fn, *args)
+  with tpu_mesh() if mesh else contextlib.nullcontext():
+    got = on_pallasvm(fn, *args)
+  for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+  return got
+
+
+def params(mode="on_wait", **kw):
+  return pltpu.InterpretParams(dma_execution_mode=mode, **kw)
+
+
+def arange(shape, dtype=jnp.float32):
+  return jnp.arange(np.prod(shape), dtype=dtype).reshape(shape)
+
+
+# --- DMAs between memory spaces ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_async_copy_in_and_out(mode):
+  def kernel(x_hbm, o_hbm, buf, sems):
+    copy_in = pltpu.make_async_copy(x_hbm.at[pl.ds(8, 8)], buf, sems.at[0])
+    copy_in.start()
+    copy_in.wait()
+    buf[...] = buf[...] * 2.0 + 1.0
+    copy_out = pltpu.make_async_copy(buf, o_hbm.at[pl.ds(0, 8)], sems.at[1])
+    copy_out.start()
+    copy_out.wait()
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY], out_specs=ANY,
+      out_shape=jax.ShapeDtypeStruct((16, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA((2,))],
+      interpret=params(mode, uninitialized_memory="zero"))
+  x = arange((16, 128))
+  got = assert_same(f, x)
+  np.testing.assert_array_equal(got[:8], x[8:] * 2.0 + 1.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_double_buffered_copy_over_a_grid(mode):
+  # At step i, the block i+1 is fetched into the other slot while block i
+  # is used: the DMA started at one grid point is waited at the next.
+  nblocks = 4
+
+  def kernel(x_hbm, o_ref, buf, sems):
+    i = pl.program_id(0)
+
+    def fetch(block, slot):
+      return pltpu.make_async_copy(x_hbm.at[pl.ds(block * 8, 8)],
+                                   buf.at[slot], sems.at[slot])
+
+    @pl.when(i == 0)
+    def _():
+      fetch(0, 0).start()
+
+    slot = i % 2
+
+    @pl.when(i + 1 < nblocks)
+    def _():
+      fetch(i + 1, 1 - slot).start()
+
+    fetch(i, slot).wait()
+    o_ref[...] = buf[slot] + i.astype(jnp.float32)
+
+  f = pl.pallas_call(
+      kernel, grid=(nblocks,), in_specs=[ANY],
+      out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
+      out_shape=jax.ShapeDtypeStruct((nblocks * 8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((2, 8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA((2,))],
+      interpret=params(mode))
+  x = arange((nblocks * 8, 128))
+  got = assert_same(f, x)
+  want = x + jnp.repeat(jnp.arange(nblocks, dtype=jnp.float32), 8)[:, None]
+  np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sync_copy_between_hbm_smem_and_vmem(mode):
+  def kernel(x_hbm, o_hbm, smem, vmem):
+    pltpu.sync_copy(x_hbm.at[1], smem)          # HBM -> SMEM
+    pltpu.sync_copy(smem, vmem.at[0])           # SMEM -> VMEM
+    pltpu.sync_copy(x_hbm.at[0], vmem.at[1])    # HBM -> VMEM
+    smem[3] = smem[3] + 100
+    pltpu.sync_copy(smem, o_hbm.at[0])          # SMEM -> HBM
+    pltpu.sync_copy(vmem.at[1], o_hbm.at[1])    # VMEM -> HBM
+    pltpu.sync_copy(vmem.at[0], o_hbm.at[2])
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY], out_specs=ANY,
+      out_shape=jax.ShapeDtypeStruct((3, 16), jnp.int32),
+      scratch_shapes=[pltpu.SMEM((16,), jnp.int32),
+                      pltpu.VMEM((2, 16), jnp.int32)],
+      interpret=params(mode))
+  x = arange((2, 16), jnp.int32)
+  got = assert_same(f, x)
+  np.testing.assert_array_equal(got[0], x[1] + (jnp.arange(16) == 3) * 100)
+  np.testing.assert_array_equal(got[1], x[0])
+  np.testing.assert_array_equal(got[2], x[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_strided_squeezed_and_dynamic_slices(mode):
+  def kernel(x_hbm, o_ref, buf, sem):
+    start = pl.program_id(0) * 2
+    # Every other row from a dynamic start, of column block 1 (squeezed).
+    pltpu.async_copy(x_hbm.at[pl.ds(start, 4, stride=2), 1], buf, sem).wait()
+    o_ref[...] = buf[...]
+
+  f = pl.pallas_call(
+      kernel, grid=(2,), in_specs=[ANY],
+      out_specs=pl.BlockSpec((None, 4, 128), lambda i: (i, 0, 0)),
+      out_shape=jax.ShapeDtypeStruct((2, 4, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((4, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA],
+      interpret=params(mode))
+  x = arange((12, 3, 128))
+  got = assert_same(f, x)
+  np.testing.assert_array_equal(got[1], x[2:10:2, 1])
+
+
+def test_dma_into_an_hbm_input_leaves_the_callers_array_alone():
+  def kernel(x_hbm, o_hbm, buf):
+    buf[...] = jnp.full(buf.shape, 7.0, jnp.float32)
+    pltpu.sync_copy(buf, x_hbm.at[pl.ds(0, 8)])   # writes the input ...
+    pltpu.sync_copy(x_hbm, o_hbm)                 # ... and reads it back
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY], out_specs=ANY,
+      out_shape=jax.ShapeDtypeStruct((16, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32)],
+      interpret=params())
+  x = arange((16, 128))
+  x_before = np.asarray(x).copy()
+  got = assert_same(f, x)
+  np.testing.assert_array_equal(got[:8], 7.0)
+  np.testing.assert_array_equal(got[8:], x_before[8:])
+  np.testing.assert_array_equal(np.asarray(x), x_before)
+
+
+# --- Semaphores and run_scoped ------------------------------------------------
+
+
+def test_regular_semaphores_signal_wait_read():
+  # Interpret mode cannot run semaphore_read on CPU (no lowering for it), so
+  # the counts are derived by hand in the comments.
+  def kernel(o_ref, sems):
+    pl.semaphore_signal(sems.at[1], 3)
+    pl.semaphore_signal(sems.at[0])
+    o_ref[0] = pl.semaphore_read(sems.at[1])   # 3
+    pl.semaphore_wait(sems.at[1], 2)
+    o_ref[1] = pl.semaphore_read(sems.at[1])   # 1
+    o_ref[2] = pl.semaphore_read(sems.at[0])   # 1
+    pl.semaphore_wait(sems.at[0])
+    pl.semaphore_wait(sems.at[1])
+    o_ref[3] = pl.semaphore_read(sems.at[0]) + pl.semaphore_read(sems.at[1])
+
+  f = pl.pallas_call(
+      kernel, out_specs=pl.BlockSpec(memory_space=pltpu.SMEM),
+      out_shape=jax.ShapeDtypeStruct((4,), jnp.int32),
+      scratch_shapes=[pltpu.SemaphoreType.REGULAR((2,))],
+      interpret=params())
+  np.testing.assert_array_equal(on_pallasvm(f), [3, 1, 1, 0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nested_run_scoped_with_every_kind_of_buffer(mode):
+  def kernel(x_hbm, o_ref):
+    def outer(vmem, sem):
+      pltpu.async_copy(x_hbm, vmem, sem).wait()
+
+      def inner(smem, vmem2, sems):
+        smem[0] = 5
+        vmem2[...] = vmem[...] * smem[0].astype(jnp.float32)
+        pl.semaphore_signal(sems.at[1], 2)
+        pl.semaphore_wait(sems.at[1], 2)
+        o_ref[...] = vmem2[...]
+
+      pl.run_scoped(inner, pltpu.SMEM((4,), jnp.int32),
+                    pltpu.VMEM((8, 128), jnp.float32),
+                    pltpu.SemaphoreType.REGULAR((2,)))
+
+    pl.run_scoped(outer, pltpu.VMEM((8, 128), jnp.float32),
+                  pltpu.SemaphoreType.DMA)
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY],
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      interpret=params(mode))
+  x = arange((8, 128))
+  got = assert_same(f, x)
+  np.testing.assert_array_equal(got, x * 5.0)
+
+
+def test_run_scoped_buffers_are_fresh_at_each_entry():
+  # A run_scoped inside a loop: its buffer is uninitialized (NaN) at each
+  # entry, whatever the previous entry left there.
+  def kernel(o_ref):
+    def body(i, carry):
+      def scoped(buf):
+        o_ref[i] = buf[0]
+        buf[0] = 1.0
+      pl.run_scoped(scoped, pltpu.SMEM((1,), jnp.float32))
+      return carry
+    jax.lax.fori_loop(0, 3, body, 0)
+
+  f = pl.pallas_call(
+      kernel, out_specs=pl.BlockSpec(memory_space=pltpu.SMEM),
+      out_shape=jax.ShapeDtypeStruct((3,), jnp.float32), interpret=params())
+  got = assert_same(f)
+  assert np.isnan(np.asarray(got)).all()
+
+
+# --- emit_pipeline (the pipelining documentation's kernels) -------------------
+
+
+def test_emit_pipeline_matmul():
+  def kernel(x_hbm, y_hbm, o_hbm):
+    def body(x_ref, y_ref, o_ref):
+      @pl.when(pl.program_id(2) == 0)
+      def _():
+        o_ref[...] = jnp.zeros_like(o_ref)
+
+      o_ref[...] += x_ref[...] @ y_ref[...]
+
+    pltpu.emit_pipeline(
+        body, grid=(2, 2, 3),
+        in_specs=[pl.BlockSpec((128, 128), lambda i, j, k: (i, k)),
+                  pl.BlockSpec((128, 128), lambda i, j, k: (k, j))],
+        out_specs=pl.BlockSpec((128, 128), lambda i, j, k: (i, j)),
+    )(x_hbm, y_hbm, o_hbm)
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY, ANY], out_specs=ANY,
+      out_shape=jax.ShapeDtypeStruct((256, 256), jnp.float32),
+      interpret=params())
+  x = jax.random.normal(jax.random.key(0), (256, 384), jnp.float32)
+  y = jax.random.normal(jax.random.key(1), (384, 256), jnp.float32)
+  got = assert_same(f, x, y, mesh=True)
+  # Against XLA's matmul: 384-long f32 dot products.
+  np.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-3)
+
+
+def test_emit_pipeline_several_inputs_and_outputs():
+  def kernel(x_hbm, y_hbm, s_hbm, d_hbm):
+    def body(x_ref, y_ref, s_ref, d_ref):
+      s_ref[...] = x_ref[...] + y_ref[...]
+      d_ref[...] = x_ref[...] - y_ref[...]
+
+    spec = pl.BlockSpec((8, 128), lambda i, j: (i, j))
+    pltpu.emit_pipeline(body, grid=(3, 2), in_specs=[spec, spec],
+                        out_specs=[spec, spec])(x_hbm, y_hbm, s_hbm, d_hbm)
+
+  shape = jax.ShapeDtypeStruct((24, 256), jnp.float32)
+  f = pl.pallas_call(kernel, in_specs=[ANY, ANY], out_specs=[ANY, ANY],
+                     out_shape=[shape, shape], interpret=params())
+  x = arange((24, 256))
+  y = jnp.flip(x, 0) * 0.5
+  s, d = assert_same(f, x, y, mesh=True)
+  np.testing.assert_array_equal(s, x + y)
+  np.testing.assert_array_equal(d, x - y)
+
+
+def test_emit_pipeline_dynamic_block_shapes():
+  # The pipelining documentation's BoundedSlice example: blocks of dynamic
+  # size, read from SMEM, copied through.
+  slices = jnp.array([[0, 2], [2, 3], [3, 5], [5, 8]], dtype=jnp.int32)
+
+  def kernel(x_hbm, slices_hbm, o_hbm, slices_smem):
+    pltpu.sync_copy(slices_hbm, slices_smem)
+
+    def body(x_vmem, o_vmem):
+      o_vmem[...] = x_vmem[...]
+
+    def index_map(i):
+      start = slices_smem[i, 0]
+      size = slices_smem[i, 1] - slices_smem[i, 0]
+      return (pl.ds(start, size), 0)
+
+    spec = pl.BlockSpec(block_shape=(pl.BoundedSlice(8), 128),
+                        index_map=index_map)
+    pltpu.emit_pipeline(body, grid=(slices.shape[0],), in_specs=[spec],
+                        out_specs=spec)(x_hbm, o_hbm)
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY, ANY], out_specs=ANY,
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=(pltpu.SMEM(slices.shape, jnp.int32),),
+      interpret=params())
+  x = jax.random.uniform(jax.random.key(0), (8, 128), jnp.float32)
+  got = assert_same(f, x, slices, mesh=True)
+  np.testing.assert_array_equal(got, x)
+
+
+def test_nested_emit_pipeline():
+  # An outer pipeline over row blocks whose body runs an inner pipeline
+  # over column blocks of HBM refs it passes through (memory_space=ANY).
+  def kernel(x_hbm, o_hbm):
+    def outer_body(x_rows, o_rows):
+      def inner_body(x_ref, o_ref):
+        o_ref[...] = x_ref[...] * 3.0
+
+      spec = pl.BlockSpec((8, 128), lambda j: (0, j))
+      pltpu.emit_pipeline(inner_body, grid=(2,), in_specs=[spec],
+                          out_specs=spec)(x_rows, o_rows)
+
+    outer = pl.BlockSpec((8, 256), lambda i: (i, 0),
+                         memory_space=pltpu.HBM)
+    pltpu.emit_pipeline(outer_body, grid=(2,), in_specs=[outer],
+                        out_specs=outer)(x_hbm, o_hbm)
+
+  # The outer pipeline's HBM "buffers" are run_scoped HBM allocations.
+  f = pl.pallas_call(kernel, in_specs=[ANY], out_specs=ANY,
+                     out_shape=jax.ShapeDtypeStruct((16, 256), jnp.float32),
+                     interpret=params(allow_hbm_allocation_in_run_scoped=True))
+  x = arange((16, 256))
+  got = assert_same(f, x, mesh=True)
+  np.testing.assert_array_equal(got, x * 3.0)
+
+
+# --- What interpret mode gets wrong or lacks ---------------------------------
+
+
+def test_a_wait_nothing_can_satisfy_is_a_deadlock_error():
+  # Interpret mode polls forever here; pallasvm knows nothing in flight can
+  # signal the semaphore and says so, naming it, the counts and the line.
+  def kernel(o_ref, sems):
+    pl.semaphore_signal(sems.at[1])
+    @pl.when(pl.program_id(0) == 1)
+    def _():
+      pl.semaphore_wait(sems.at[1], 5)
+    o_ref[...] = jnp.zeros_like(o_ref)
+
+  f = pl.pallas_call(
+      kernel, grid=(2,), out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
+      out_shape=jax.ShapeDtypeStruct((16, 128), jnp.float32),
+      scratch_shapes=[pltpu.SemaphoreType.REGULAR((2,))], interpret=params())
+  with kernels_on_pallasvm():
+    with pytest.raises(Exception) as e:
+      jax.block_until_ready(jax.jit(f)())
+  message = str(e.value)
+  assert "deadlock" in message
+  assert "scratch_shapes[0][1]" in message      # the semaphore
+  assert "to reach 5 but it holds 2" in message  # signalled once per point
+  assert "grid point (1)" in message
+  assert re.search(r"semaphore_wait \(.*test_memory_model.py:\d+", message)
+
+
+def test_a_dma_wait_without_its_dma_is_a_deadlock_error():
+  def kernel(x_hbm, o_ref, buf, sem):
+    pltpu.make_async_copy(x_hbm, buf, sem).wait()   # never started
+    o_ref[...] = buf[...]
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY],
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA], interpret=params())
+  with kernels_on_pallasvm():
+    with pytest.raises(Exception, match=r"deadlock: the wait needs semaphore "
+                       r"scratch_shapes\[1\] to reach 4096 but it holds 0"):
+      jax.block_until_ready(jax.jit(f)(arange((8, 128))))
+
+
+def test_an_out_of_bounds_dma_names_the_dma_and_grid_point():
+  def kernel(x_hbm, o_ref, buf, sem):
+    start = pl.program_id(0) * 8
+    pltpu.async_copy(x_hbm.at[pl.ds(start, 8)], buf, sem).wait()
+    o_ref[...] = buf[...]
+
+  f = pl.pallas_call(
+      kernel, grid=(3,), in_specs=[ANY],
+      out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
+      out_shape=jax.ShapeDtypeStruct((24, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA], interpret=params())
+  with kernels_on_pallasvm():
+    with pytest.raises(Exception) as e:
+      jax.block_until_ready(jax.jit(f)(arange((16, 128))))
+  message = str(e.value)
+  assert "grid point (2)" in message
+  assert "Out-of-bounds read of ref 0 (dims [16, 128]): dim 0 start 16" in message
+  assert re.search(r"by a DMA at dma_start \(.*test_memory_model.py:\d+",
+                   message)
+
+
+def test_semaphores_left_non_zero_are_reported(capfd):
+  def kernel(o_ref, sems):
+    pl.semaphore_signal(sems.at[1], 2)
+    o_ref[...] = jnp.zeros_like(o_ref)
+
+  f = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.SemaphoreType.REGULAR((3,))], interpret=params())
+  on_pallasvm(f)
+  err = capfd.readouterr().err
+  assert ("pallasvm warning: kernel 'kernel': semaphore scratch_shapes[0][1]"
+          " holds 2 at the end of the call (expected 0)") in err
+  assert "scratch_shapes[0][0]" not in err
+
+
+def test_a_correct_kernel_reports_nothing(capfd):
+  def kernel(x_hbm, o_ref, buf, sem):
+    pltpu.async_copy(x_hbm, buf, sem).wait()
+    o_ref[...] = buf[...]
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY],
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA], interpret=params())
+  on_pallasvm(f, arange((8, 128)))
+  assert "pallasvm warning" not in capfd.readouterr().err
+
+
+# --- Race detection over DMAs -------------------------------------------------
+
+
+def races_found():
+  from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
+  return ipc.races.races_found
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_dmas_in_flight_into_one_buffer_race(mode, capfd):
+  def kernel(x_hbm, o_ref, buf, sems):
+    a = pltpu.make_async_copy(x_hbm.at[pl.ds(0, 8)], buf, sems.at[0])
+    b = pltpu.make_async_copy(x_hbm.at[pl.ds(8, 4)], buf.at[pl.ds(4, 4)],
+                              sems.at[1])
+    a.start()
+    b.start()   # writes rows 4..7 of buf while `a` may still write them
+    a.wait()
+    b.wait()
+    o_ref[...] = buf[...]
+
+  f = pl.pallas_call(
+      kernel, in_specs=[ANY],
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA((2,))],
+      interpret=params(mode, detect_races=True))
+  x = arange((16, 128))
+  on_pallasvm(f, x)
+  assert races_found()
+  err = capfd.readouterr().err
+  # 4 rows of 128 elements; the first one named.
+  assert "race on scratch_shapes[0] (ref 2, float32[8,128]) element (4, 0)" \
+      " and 511 more" in err
+  assert re.search(r"the DMA started by dma_start \(.*test_memory_model.py:\d+\)"
+                   r" at grid point \(\) writes it", err)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_writing_a_dma_source_before_the_wait_races(mode):
+  def kernel(x_ref, o_hbm, sem):
+    copy = pltpu.make_async_copy(x_ref, o_hbm, sem)
+    copy.start()
+    x_ref[0, 0] = 1.0   # the DMA may not have read it yet
+    copy.wait()
+
+  f = pl.pallas_call(
+      kernel, out_specs=ANY,
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.SemaphoreType.DMA],
+      interpret=params(mode, detect_races=True))
+  # Interpret mode agrees.
+  on_interpret_mode(f, arange((8, 128)))
+  assert races_found()
+  on_pallasvm(f, arange((8, 128)))
+  assert races_found()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pipeline_that_waits_before_it_reads_has_no_race(mode, capfd):
+  nblocks = 4
+
+  def kernel(x_hbm, o_ref, buf, sems):
+    i = pl.program_id(0)
+
+    def fetch(block, slot):
+      return pltpu.make_async_copy(x_hbm.at[pl.ds(block * 8, 8)],
+                                   buf.at[slot], sems.at[slot])
+
+    @pl.when(i == 0)
+    def _():
+      fetch(0, 0).start()
+
+    @pl.when(i + 1 < nblocks)
+    def _():
+      fetch(i + 1, 1 - i % 2).start()
+
+    fetch(i, i % 2).wait()
+    o_ref[...] = buf[i % 2]
+
+  f = pl.pallas_call(
+      kernel, grid=(nblocks,), in_specs=[ANY],
+      out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
+      out_shape=jax.ShapeDtypeStruct((nblocks * 8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((2, 8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA((2,))],
+      interpret=params(mode, detect_races=True))
+  x = arange((nblocks * 8, 128))
+  np.testing.assert_array_equal(on_pallasvm(f, x), x)
+  assert not races_found()
+  assert "RACE" not in capfd.readouterr().err

@@ -1,0 +1,69 @@
+// The simulated TPU as the VM sees it: the operations whose effect lies
+// outside the VM (DMAs, semaphores, run_scoped allocations). The VM decodes
+// such an instruction, resolves its accesses (dynamic starts read from the
+// frame, bounds checked) and calls the Machine in ExecContext; runtime/
+// implements it (runtime/memory_model.h explains the model). The VM never
+// includes a runtime header, and the Machine never sees a frame.
+#ifndef PALLASVM_VM_MACHINE_H_
+#define PALLASVM_VM_MACHINE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "vm/program.h"
+
+namespace pallasvm::vm {
+
+// One semaphore: element `index` (row-major) of SEMAPHORE ref `ref`.
+struct SemaphoreId {
+  int32_t ref = -1;
+  int64_t index = 0;
+};
+
+class Machine {
+ public:
+  virtual ~Machine() = default;
+
+  // Each call gets the pc of its instruction, for reports; an error it
+  // returns is the instruction's (the VM appends its source line).
+
+  // DMA_START. `src` and `dst` are regions of refs with every start
+  // resolved (no start slots): they stay valid while the DMA is in flight,
+  // whatever the frame holds later. `dst` lies inside its ref; `src` may
+  // leave its ref only under out_of_bounds_reads="uninitialized" (the VM
+  // refuses it otherwise), and the part outside reads the fill value.
+  // `src_sem` is null when the DMA signals no send semaphore.
+  virtual absl::Status StartDma(const AccessDesc& src, const AccessDesc& dst,
+                                const SemaphoreId* src_sem, SemaphoreId dst_sem,
+                                uint32_t pc) = 0;
+  // SEM_SIGNAL: sem += inc.
+  virtual absl::Status SignalSemaphore(SemaphoreId sem, int32_t inc,
+                                       uint32_t pc) = 0;
+  // SEM_WAIT: once sem >= value (carrying out the DMAs in flight that
+  // signal it, as the DMA execution mode says), sem -= value. A wait that
+  // nothing can ever satisfy is an error, not a hang.
+  virtual absl::Status WaitSemaphore(SemaphoreId sem, int32_t value,
+                                     uint32_t pc) = 0;
+  // SEM_READ.
+  virtual absl::StatusOr<int32_t> ReadSemaphore(SemaphoreId sem,
+                                                uint32_t pc) = 0;
+  // SCOPE_ENTER / SCOPE_EXIT: refs [first, first + count) come into being
+  // uninitialized, and are released.
+  virtual absl::Status EnterScope(uint32_t first, uint32_t count,
+                                  uint32_t pc) = 0;
+  virtual absl::Status ExitScope(uint32_t first, uint32_t count,
+                                 uint32_t pc) = 0;
+
+  // Only while ExecContext::observe_accesses is set (race detection): the
+  // kernel reads or writes `region` of ref `ref` (starts resolved), or all
+  // of the ref when `region` is null (an instruction using it in place).
+  virtual void ObserveAccess(int32_t ref, const AccessDesc* region,
+                             bool is_write, uint32_t pc) {
+    (void)ref, (void)region, (void)is_write, (void)pc;
+  }
+};
+
+}  // namespace pallasvm::vm
+
+#endif  // PALLASVM_VM_MACHINE_H_
