@@ -123,6 +123,8 @@ const RuleTable& Rules() {
     AddShapeRules(*t);
     AddRefRules(*t);
     AddControlRules(*t);
+    AddGatherRules(*t);
+    AddRandomRules(*t);
     return t;
   }();
   return *table;
