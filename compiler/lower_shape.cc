@@ -61,7 +61,8 @@ absl::StatusOr<std::vector<Value>> LowerBroadcastInDim(Lowerer& l,
   return std::vector<Value>{l.StridedCopy(x, out, strides, 0)};
 }
 
-// reshape, squeeze, expand_dims: the bytes stay where they are.
+// reshape: the bytes stay where they are (with `dimensions`, a transpose
+// first).
 absl::StatusOr<std::vector<Value>> LowerReshape(Lowerer& l,
                                                 const Lowerer::Eqn& e) {
   const Value& x = e.in.at(0);
@@ -80,6 +81,19 @@ absl::StatusOr<std::vector<Value>> LowerReshape(Lowerer& l,
     return l.Error(absl::StrCat("cannot reshape ", TypeString(x), " to ",
                                 ShapeString(e.out_shapes[0])));
   }
+  return std::vector<Value>{x};
+}
+
+// squeeze, expand_dims: their `dimensions` name the size-1 dims removed or
+// added (not a permutation, as reshape's are); the bytes stay.
+absl::StatusOr<std::vector<Value>> LowerSqueezeOrExpand(Lowerer& l,
+                                                        const Lowerer::Eqn& e) {
+  Value x = e.in.at(0);
+  if (x.count() != NumElements(e.out_shapes.at(0))) {
+    return l.Error(absl::StrCat("cannot reshape ", TypeString(x), " to ",
+                                ShapeString(e.out_shapes[0])));
+  }
+  x.shape = e.out_shapes[0];
   return std::vector<Value>{x};
 }
 
@@ -223,6 +237,89 @@ absl::StatusOr<std::vector<Value>> LowerConcatenate(Lowerer& l,
     l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0, l.builder().AddAccess(a), 0});
   }
   return std::vector<Value>{r};
+}
+
+// split(x; sizes, axis) (lax.split): consecutive pieces along `axis`, each
+// a slice.
+absl::StatusOr<std::vector<Value>> LowerSplit(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  if (x.is_ref()) return l.Error("split of a ref");
+  absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
+  if (!axis.ok()) return axis.status();
+  absl::StatusOr<std::vector<int64_t>> sizes = e.Ints("sizes");
+  if (!sizes.ok()) return l.Error(sizes.status().message());
+  if (sizes->size() != e.out_shapes.size()) {
+    return l.Error("split has one result per size");
+  }
+  const std::vector<int64_t> strides = RowMajorStrides(x.shape);
+  std::vector<Value> pieces;
+  int64_t at = 0;
+  for (size_t i = 0; i < sizes->size(); ++i) {
+    Shape part = x.shape;
+    part[*axis] = (*sizes)[i];
+    if ((*sizes)[i] < 0 || at + (*sizes)[i] > x.shape[*axis] ||
+        NumElements(part) != NumElements(e.out_shapes[i])) {
+      return l.Error(absl::StrCat("split sizes [", absl::StrJoin(*sizes, ", "),
+                                  "] do not fit ", TypeString(x)));
+    }
+    Value piece = l.StridedCopy(x, part, strides, at * strides[*axis]);
+    piece.shape = e.out_shapes[i];
+    pieces.push_back(piece);
+    at += (*sizes)[i];
+  }
+  if (at != x.shape[*axis]) return l.Error("split sizes do not add up");
+  return pieces;
+}
+
+// stack(*xs; axis) (lax.stack, as jnp.stack emits it): the operands side by
+// side along a new dimension `axis` of the result; one STORE each.
+absl::StatusOr<std::vector<Value>> LowerStack(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  const Shape& out = e.out_shapes.at(0);
+  absl::StatusOr<int64_t> axis = e.Axis("axis", out.size());
+  if (!axis.ok()) return axis.status();
+  if (out[*axis] != static_cast<int64_t>(e.in.size())) {
+    return l.Error("stack has one operand per index of its new dimension");
+  }
+  Value r = l.NewValue(e.out_dtypes.at(0), out);
+  for (size_t k = 0; k < e.in.size(); ++k) {
+    const Value& x = e.in[k];
+    if (x.is_ref() || x.dtype != r.dtype ||
+        x.count() * static_cast<int64_t>(e.in.size()) != r.count()) {
+      return l.Error(absl::StrCat("stack operand ", TypeString(x),
+                                  " does not fit the result ", TypeString(r)));
+    }
+    vm::AccessDesc a = WholeFrameAccess(r);
+    a.dims[*axis].start = static_cast<int64_t>(k);
+    a.dims[*axis].size = 1;
+    l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0,
+                      l.builder().AddAccess(a), 0});
+  }
+  return std::vector<Value>{r};
+}
+
+// unstack(x; axis) (lax.unstack): the slices of x at each index of `axis`.
+absl::StatusOr<std::vector<Value>> LowerUnstack(Lowerer& l,
+                                                const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  if (x.is_ref()) return l.Error("unstack of a ref");
+  absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
+  if (!axis.ok()) return axis.status();
+  if (x.shape[*axis] != static_cast<int64_t>(e.out_shapes.size())) {
+    return l.Error("unstack has one result per index of its dimension");
+  }
+  const std::vector<int64_t> strides = RowMajorStrides(x.shape);
+  std::vector<Value> pieces;
+  for (size_t k = 0; k < e.out_shapes.size(); ++k) {
+    Shape part = x.shape;
+    part[*axis] = 1;
+    Value piece = l.StridedCopy(x, part, strides,
+                                static_cast<int64_t>(k) * strides[*axis]);
+    piece.shape = e.out_shapes[k];
+    pieces.push_back(piece);
+  }
+  return pieces;
 }
 
 // tile(x, reps): x repeated reps[i] times along each dimension i; one
@@ -695,8 +792,8 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
 void AddShapeRules(RuleTable& t) {
   t.Pure("broadcast_in_dim", Arity::Exactly(1, 1), LowerBroadcastInDim);
   t.Pure("reshape", Arity::Exactly(1, 1), LowerReshape);
-  t.Pure("squeeze", Arity::Exactly(1, 1), LowerReshape);
-  t.Pure("expand_dims", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("squeeze", Arity::Exactly(1, 1), LowerSqueezeOrExpand);
+  t.Pure("expand_dims", Arity::Exactly(1, 1), LowerSqueezeOrExpand);
   t.Pure("transpose", Arity::Exactly(1, 1), LowerTranspose);
   t.Pure("rev", Arity::Exactly(1, 1), LowerRev);
   t.Pure("slice", Arity::Exactly(1, 1), LowerSlice);
@@ -705,6 +802,9 @@ void AddShapeRules(RuleTable& t) {
   t.Pure("concatenate", Arity::AtLeast(1, 1), LowerConcatenate);
   t.Pure("iota", Arity::Exactly(0, 1), LowerIota);
   t.Pure("tile", Arity::Exactly(1, 1), LowerTile);
+  t.Pure("split", Arity{1, 1, 0, Arity::kAny}, LowerSplit);
+  t.Pure("stack", Arity::AtLeast(1, 1), LowerStack);
+  t.Pure("unstack", Arity{1, 1, 0, Arity::kAny}, LowerUnstack);
   t.Pure("roll", Arity::Exactly(2, 1), LowerRoll);
   t.Pure("bitcast", Arity::Exactly(1, 1), LowerTpuBitcast);
   t.Pure("cumsum", Arity::Exactly(1, 1), ScanRule("ADD"));
