@@ -457,6 +457,8 @@ class _KernelExporter:
     # The names of the grid dimensions (pallas_call with named grid axes),
     # None for unnamed ones.
     self._grid_names: list = []
+    # Source locations of the equations being exported, outermost first.
+    self._locations: list[str] = []
 
   # Vars and atoms. `env` maps the jax Vars of one jaxpr to their ids.
 
@@ -500,8 +502,20 @@ class _KernelExporter:
     return out
 
   def _eqn(self, eqn, env: dict) -> dict:
+    # An equation JAX made inside one of its own functions (jnp.where's jit)
+    # has no user frame; errors name the nearest enclosing one that has.
+    location = _location(eqn.source_info)
+    if location == "<unknown location>" and self._locations:
+      location = self._locations[-1]
+    self._locations.append(location)
+    try:
+      return self._eqn_at(eqn, env, location)
+    finally:
+      self._locations.pop()
+
+  def _eqn_at(self, eqn, env: dict, location: str) -> dict:
     name = eqn.primitive.name
-    where = f"{name} at {_location(eqn.source_info)}"
+    where = f"{name} at {location}"
     if name == "pallas_call":
       raise ExportError(f"{where}: a pallas_call inside a kernel")
     if name in _KEY_PRIMITIVES:
