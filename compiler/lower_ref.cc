@@ -19,7 +19,38 @@ struct RefAccess {
   uint32_t access;  // descriptor index
   Shape shape;      // shape of the accessed value
   DType dtype;      // its dtype (a bitcast transform changes the ref's)
+  // A bitcast to a wider dtype packs `pack` consecutive rows of the
+  // narrow `stored` dtype into one wide element (pltpu.bitcast's layout):
+  // the descriptor then reads the region as [..., rows, pack, lanes] of
+  // `stored` elements, which PackRows / UnpackRows convert.
+  int64_t pack = 1;
+  DType stored = DType::F32;
+  Shape stored_shape;  // the region's dense shape, of `stored` elements
 };
+
+// The packed region `narrow` ([..., rows, pack, lanes]) as the wide value
+// [..., rows, lanes] it reads as: lanes and pack swapped, bytes kept.
+Value PackRows(Lowerer& l, const RefAccess& acc, const Value& narrow) {
+  std::vector<int64_t> perm(narrow.shape.size());
+  for (size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<int64_t>(i);
+  std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+  Value t = l.Transpose(narrow, perm);
+  Value wide = l.NewValue(acc.dtype, acc.shape);
+  l.CopyInto(wide, t);
+  return wide;
+}
+
+// The wide value `wide` as the packed region it is stored as.
+Value UnpackRows(Lowerer& l, const RefAccess& acc, const Value& wide) {
+  Shape swapped = acc.stored_shape;
+  std::swap(swapped[swapped.size() - 1], swapped[swapped.size() - 2]);
+  Value narrow = l.NewValue(acc.stored, swapped);
+  l.CopyInto(narrow, wide);
+  std::vector<int64_t> perm(swapped.size());
+  for (size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<int64_t>(i);
+  std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+  return l.Transpose(narrow, perm);
+}
 
 // A scalar S32 start, static or in a frame slot.
 struct Start {
@@ -66,10 +97,10 @@ absl::StatusOr<Start> AddScaled(Lowerer& l, const Start& base,
 absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
                           const interchange::Indexer& ix, const Value& ref,
                           absl::string_view kind, bool clipped,
-                          vm::AccessDesc& a) {
+                          vm::AccessDesc& a, int packed_dim) {
   std::vector<int> view;
   for (int u = 0; u < a.rank; ++u) {
-    if (!a.dims[u].squeezed) view.push_back(u);
+    if (!a.dims[u].squeezed && u != packed_dim) view.push_back(u);
   }
   const int nd = ix.dims() ? static_cast<int>(ix.dims()->size()) : 0;
   if (nd != static_cast<int>(view.size())) {
@@ -195,6 +226,54 @@ absl::Status ApplyReshape(Lowerer& l, const interchange::Indexer& ix,
   return absl::OkStatus();
 }
 
+// ref.bitcast(to) of the view `a` where `to` is wider than `from` by p
+// (jax/_src/state/utils.py's bitcast, pltpu.bitcast's layout): wide row i
+// is narrow rows p*i .. p*i+p-1, so the view's second-minor dimension
+// (static start and size multiples of p, stride 1) is split into
+// [rows / p, p] and the p part hidden from later indexers. Unpacking (to a
+// narrower dtype) is refused.
+absl::Status ApplyPackingBitcast(Lowerer& l, const Value& ref, DType from,
+                                 DType to, vm::AccessDesc& a, int& packed_dim,
+                                 int64_t& pack, DType& stored) {
+  const int64_t from_size = vm::SizeOf(from), to_size = vm::SizeOf(to);
+  std::vector<int> view;
+  for (int u = 0; u < a.rank; ++u) {
+    if (!a.dims[u].squeezed && u != packed_dim) view.push_back(u);
+  }
+  auto refuse = [&](absl::string_view why) {
+    return l.Unsupported(absl::StrCat("a ref bitcast of ", TypeString(ref),
+                                      " from ", vm::Name(from), " to ",
+                                      vm::Name(to), " ", why,
+                                      " is not supported yet"));
+  };
+  if (to_size < from_size) return refuse("to a narrower dtype");
+  if (packed_dim >= 0) return refuse("after another one");
+  if (view.size() < 2) return refuse("of a view of rank below 2");
+  if (a.rank + 1 > vm::kMaxRank) return refuse("of a view of rank 8");
+  const int64_t p = to_size / from_size;
+  const int u = view[view.size() - 2];
+  const vm::AccessDim d = a.dims[u];
+  if (d.start_slot >= 0 || d.stride != 1 || d.start % p != 0 ||
+      d.size % p != 0 || d.extent % p != 0) {
+    return refuse(absl::StrCat(
+        "whose second-minor dimension is not whole rows of ", p,
+        " (a static start and size that are multiples of ", p,
+        ", stride 1)"));
+  }
+  for (int i = a.rank; i > u + 1; --i) a.dims[i] = a.dims[i - 1];
+  a.rank += 1;
+  a.dims[u].extent = d.extent / p;
+  a.dims[u].start = d.start / p;
+  a.dims[u].size = d.size / p;
+  a.dims[u + 1] = vm::AccessDim{};
+  a.dims[u + 1].extent = p;
+  a.dims[u + 1].size = p;
+  packed_dim = u + 1;
+  pack = p;
+  stored = from;
+  return absl::OkStatus();
+}
+
 // Builds the access descriptor for `ref` through the equation's
 // "indexers" param: its transforms in order (absent or empty: the whole
 // ref). `kind` ("read", "write", "masked swap") names the access in
@@ -212,6 +291,12 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
     a.dims[i].size = ref.shape[i];
   }
   DType dtype = ref.dtype;
+  // After a bitcast to a wider dtype: the descriptor dim holding the
+  // packed rows (hidden from later indexers), the packing and the dtype
+  // the ref holds.
+  int packed_dim = -1;
+  int64_t pack = 1;
+  DType stored = ref.dtype;
   const interchange::Param* p = e.Param("indexers");
   const int num = p && p->indexers() ? static_cast<int>(p->indexers()->size())
                                      : 0;
@@ -223,22 +308,30 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
     const interchange::Indexer& ix = *p->indexers()->Get(t);
     switch (ix.transform()) {
       case interchange::TransformKind::INDEX: {
-        if (absl::Status s = ApplyIndexer(l, e, ix, ref, kind, clipped, a);
+        if (absl::Status s =
+                ApplyIndexer(l, e, ix, ref, kind, clipped, a, packed_dim);
             !s.ok()) {
           return s;
         }
         break;
       }
       case interchange::TransformKind::RESHAPE:
+        if (packed_dim >= 0) {
+          return l.Unsupported(
+              "a reshape of a ref bitcast to a wider dtype is not supported "
+              "yet");
+        }
         if (absl::Status s = ApplyReshape(l, ix, ref, a); !s.ok()) return s;
         break;
       case interchange::TransformKind::BITCAST: {
         absl::StatusOr<DType> to = ToVmDType(ix.dtype());
         if (!to.ok()) return l.Error(to.status().message());
         if (vm::SizeOf(*to) != vm::SizeOf(dtype)) {
-          return l.Unsupported(absl::StrCat(
-              "a ref bitcast from ", vm::Name(dtype), " to ", vm::Name(*to),
-              " (which changes the element size) is not supported yet"));
+          if (absl::Status s = ApplyPackingBitcast(l, ref, dtype, *to, a,
+                                                   packed_dim, pack, stored);
+              !s.ok()) {
+            return s;
+          }
         }
         dtype = *to;
         break;
@@ -247,11 +340,18 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
         return l.Error("unknown ref transform");
     }
   }
-  a.elem_size = static_cast<uint8_t>(vm::SizeOf(dtype));
+  a.elem_size = static_cast<uint8_t>(vm::SizeOf(stored));
   RefAccess result;
   result.dtype = dtype;
+  result.pack = pack;
+  result.stored = stored;
   for (int i = 0; i < a.rank; ++i) {
-    if (!a.dims[i].squeezed) result.shape.push_back(a.dims[i].size);
+    if (a.dims[i].squeezed) continue;
+    result.stored_shape.push_back(a.dims[i].size);
+    if (i != packed_dim) result.shape.push_back(a.dims[i].size);
+  }
+  if (packed_dim >= 0 && result.stored_shape.size() < 2) {
+    return l.Error("a packed ref view lost its lanes");
   }
   result.access = l.builder().AddAccess(a);
   return result;
@@ -274,6 +374,13 @@ absl::StatusOr<std::vector<Value>> LoadRef(Lowerer& l, const Lowerer::Eqn& e,
     return l.Error(absl::StrCat("reads ", ShapeString(acc->shape),
                                 " but the result is declared ",
                                 ShapeString(e.out_shapes[0])));
+  }
+  if (acc->pack > 1) {
+    Value narrow = l.NewValue(acc->stored, acc->stored_shape);
+    l.builder().Emit({vm::Op::LOAD, 0, narrow.slot, 0, 0, acc->access, 0});
+    Value r = PackRows(l, *acc, narrow);
+    r.shape = e.out_shapes[0];
+    return std::vector<Value>{r};
   }
   Value r = l.NewValue(acc->dtype, e.out_shapes[0]);
   l.builder().Emit({vm::Op::LOAD, 0, r.slot, 0, 0, acc->access, 0});
@@ -336,6 +443,17 @@ absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
   Value old;
   old.dtype = ref.dtype;
   old.shape = e.out_shapes.at(0);
+  if (acc.pack > 1) {  // through a bitcast to a wider dtype
+    if (e.outputs_used) {
+      Value narrow = l.NewValue(acc.stored, acc.stored_shape);
+      l.builder().Emit({vm::Op::LOAD, 0, narrow.slot, 0, 0, acc.access, 0});
+      old = PackRows(l, acc, narrow);
+      old.shape = e.out_shapes.at(0);
+    }
+    const Value packed = UnpackRows(l, acc, v);
+    l.builder().Emit({vm::Op::STORE, 0, 0, packed.slot, 0, acc.access, 0});
+    return std::vector<Value>{old};
+  }
   if (e.outputs_used) {
     old = l.NewValue(ref.dtype, e.out_shapes.at(0));
     l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc.access, 0});
@@ -349,6 +467,11 @@ absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
   absl::StatusOr<RefWrite> w = PrepareRefWrite(l, e);
   if (!w.ok()) return w.status();
   const auto& [ref, acc, v] = *w;
+  if (acc.pack > 1) {
+    return l.Unsupported(
+        "addupdate through a ref bitcast to a wider dtype is not supported "
+        "yet");
+  }
   vm::Op op;
   switch (ref.dtype) {
     case DType::F32:
@@ -435,6 +558,11 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   absl::StatusOr<RefAccess> acc =
       BuildAccess(l, e, *ref, "masked swap", /*clipped=*/*mask != nullptr);
   if (!acc.ok()) return acc.status();
+  if (acc->pack > 1) {
+    return l.Unsupported(
+        "a masked store through a ref bitcast to a wider dtype is not "
+        "supported yet");
+  }
   ref->dtype = acc->dtype;
   const int64_t n = NumElements(acc->shape);
   if (*value == nullptr || (*value)->is_ref() ||

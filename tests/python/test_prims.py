@@ -524,6 +524,40 @@ def test_ref_reshape_matches_a_jnp_reference():
   same_bits(got, np.asarray(expected))
 
 
+def test_ref_bitcast_to_a_wider_dtype_matches_pltpu_bitcast():
+  # ragged_paged_attention's strided_load_kv: a bf16 ref read as uint32 rows
+  # (two bf16 rows packed in each), with a strided slice, and written back
+  # through the bitcast. interpret mode cannot run ref bitcasts; the
+  # reference is pltpu.bitcast of the values, computed by JAX outside the
+  # kernel (ref bitcasts share its layout, jax/_src/state/utils.py).
+  x = normal((32, 128), 17, jnp.bfloat16)
+
+  def kernel(x_ref, o_ref, w_ref):
+    b_ref = x_ref.bitcast(jnp.uint32)
+    o_ref[...] = b_ref[1::2, :]
+    w_ref[...] = x_ref[...]
+    w_ref.bitcast(jnp.uint32)[0:4, :] = b_ref[pl.ds(4, 4), :] ^ jnp.uint32(
+        0xffff)
+  got = on_pallasvm(call(kernel, (jax.ShapeDtypeStruct((8, 128), jnp.uint32),
+                                  jax.ShapeDtypeStruct(x.shape, x.dtype))), x)
+  packed = np.asarray(jax.jit(lambda v: pltpu.bitcast(v, jnp.uint32))(x))
+  written = packed.copy()
+  written[0:4] = packed[4:8] ^ np.uint32(0xffff)
+  same_bits(got, (packed[1::2], np.asarray(jax.jit(
+      lambda v: pltpu.bitcast(v, jnp.bfloat16))(written))))
+
+
+def test_ref_bitcast_to_a_narrower_dtype_is_refused():
+  def kernel(x_ref, o_ref):
+    o_ref[...] = x_ref.bitcast(jnp.bfloat16)[...]
+  f = call(kernel, jax.ShapeDtypeStruct((16, 128), jnp.bfloat16))
+  with kernels_on_pallasvm():
+    with pytest.raises(pallasvm.UnsupportedError,
+                       match="ref bitcast .* to a narrower dtype") as info:
+      jax.jit(f)(jnp.zeros(SHAPE))
+  assert "test_prims.py:" in str(info.value)
+
+
 def test_reshape_of_a_strided_ref_view_is_refused():
   def kernel(x_ref, o_ref):
     o_ref[...] = x_ref.at[:, ::2].reshape(8 * 64)[...].reshape(8, 64)
