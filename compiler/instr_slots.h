@@ -37,6 +37,12 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
     case Format::MOV: case Format::FILL: case Format::REDUCE:
       f(in.a); f(in.b);
       break;
+    case Format::GATHER:
+      f(in.a); f(in.b); f(in.c);
+      break;
+    case Format::SORT:
+      f(in.a); f(in.b);
+      break;
     case Format::SELECT: case Format::TERNARY:
       f(in.a); f(in.b); f(in.c); f(in.d);
       break;

@@ -302,37 +302,6 @@ absl::StatusOr<std::vector<Value>> LowerBitcastConvert(Lowerer& l,
   return std::vector<Value>{r};
 }
 
-// Builds a composite lowering out of VM ops over one result shape; the
-// first error is kept in `status` (later ops then return their first
-// operand, and the rule returns the error).
-struct Composer {
-  Lowerer& l;
-  Shape shape;
-  absl::Status status;
-
-  Value Keep(absl::StatusOr<Value> r, const Value& fallback) {
-    if (r.ok()) return *r;
-    if (status.ok()) status = r.status();
-    return fallback;
-  }
-  Value Bin(absl::string_view name, const Value& a, const Value& b,
-            DType compute) {
-    return Keep(l.Binary(name, a, b, compute, shape), a);
-  }
-  Value Un(absl::string_view name, const Value& a) {
-    return Keep(l.Unary(name, a, a.dtype), a);
-  }
-  Value F32(float c) { return l.ConstantF32(c); }
-  Value U32(uint32_t c) { return l.ConstantScalar(DType::U32, c); }
-  // pred ? on_true : on_false, elementwise.
-  Value Select(const Value& pred, const Value& on_true,
-               const Value& on_false) {
-    Value p = Keep(l.Broadcast(pred, shape), pred);
-    Value t = Keep(l.Broadcast(on_true, shape), on_true);
-    Value f = Keep(l.Broadcast(on_false, shape), on_false);
-    return l.Select(p, t, f);
-  }
-};
 
 // erf_inv as XLA computes it for f32 (ErfInv32 in xla/hlo/builder/lib/
 // math.cc, also CHLO's decomposition): w = -log1p(-x^2), a degree-8
@@ -428,8 +397,7 @@ absl::StatusOr<std::vector<Value>> LowerNextAfter(Lowerer& l,
   return std::vector<Value>{out};
 }
 
-// threefry2x32(k1, k2, x0, x1) -> (y0, y1): JAX's Threefry-2x32 hash
-// (jax/_src/prng.py, 20 rounds), written out as u32 add / rotate / xor.
+// threefry2x32(k1, k2, x0, x1) -> (y0, y1): the equation, by Threefry2x32.
 absl::StatusOr<std::vector<Value>> LowerThreefry2x32(Lowerer& l,
                                                      const Lowerer::Eqn& e) {
   if (e.in.size() != 4 || e.out_shapes.size() != 2) {
@@ -440,17 +408,33 @@ absl::StatusOr<std::vector<Value>> LowerThreefry2x32(Lowerer& l,
       return l.Error(absl::StrCat("operand ", TypeString(v), " is not u32"));
     }
   }
+  absl::StatusOr<std::pair<Value, Value>> y =
+      Threefry2x32(l, e.in[0], e.in[1], e.in[2], e.in[3], e.out_shapes[0]);
+  if (!y.ok()) return y.status();
+  return std::vector<Value>{y->first, y->second};
+}
+
+}  // namespace
+
+// JAX's Threefry-2x32 hash (jax/_src/prng.py, 20 rounds), written out as
+// u32 add / rotate / xor.
+absl::StatusOr<std::pair<Value, Value>> Threefry2x32(Lowerer& l,
+                                                    const Value& k1,
+                                                    const Value& k2,
+                                                    const Value& x0_in,
+                                                    const Value& x1_in,
+                                                    const Shape& shape) {
   // u32 ops over the keys' shape and over the counters' (result) shape.
-  Composer ck{l, e.in[0].shape, absl::OkStatus()};
-  Composer c{l, e.out_shapes[0], absl::OkStatus()};
+  Composer ck{l, k1.shape, absl::OkStatus()};
+  Composer c{l, shape, absl::OkStatus()};
   const Value ks[3] = {
-      e.in[0], e.in[1],
-      ck.Bin("XOR", ck.Bin("XOR", e.in[0], e.in[1], DType::U32),
-             ck.U32(0x1BD11BDA), DType::U32)};
+      k1, k2,
+      ck.Bin("XOR", ck.Bin("XOR", k1, k2, DType::U32), ck.U32(0x1BD11BDA),
+             DType::U32)};
   static constexpr uint32_t kRotations[2][4] = {{13, 15, 26, 6},
                                                 {17, 29, 16, 24}};
-  Value x0 = c.Bin("ADD", e.in[2], ks[0], DType::U32);
-  Value x1 = c.Bin("ADD", e.in[3], ks[1], DType::U32);
+  Value x0 = c.Bin("ADD", x0_in, ks[0], DType::U32);
+  Value x1 = c.Bin("ADD", x1_in, ks[1], DType::U32);
   for (int i = 0; i < 5; ++i) {
     for (uint32_t r : kRotations[i % 2]) {
       x0 = c.Bin("ADD", x0, x1, DType::U32);
@@ -460,15 +444,14 @@ absl::StatusOr<std::vector<Value>> LowerThreefry2x32(Lowerer& l,
       x1 = c.Bin("XOR", rotated, x0, DType::U32);
     }
     x0 = c.Bin("ADD", x0, ks[(i + 1) % 3], DType::U32);
-    x1 = c.Bin("ADD", x1, ck.Bin("ADD", ks[(i + 2) % 3], ck.U32(i + 1), DType::U32),
+    x1 = c.Bin("ADD", x1,
+               ck.Bin("ADD", ks[(i + 2) % 3], ck.U32(i + 1), DType::U32),
                DType::U32);
   }
   if (!ck.status.ok()) return ck.status;
   if (!c.status.ok()) return c.status;
-  return std::vector<Value>{x0, x1};
+  return std::pair<Value, Value>{x0, x1};
 }
-
-}  // namespace
 
 void AddElementwiseRules(RuleTable& t) {
   const std::pair<const char*, const char*> binary[] = {
@@ -486,7 +469,7 @@ void AddElementwiseRules(RuleTable& t) {
       {"expm1", "EXPM1"}, {"tanh", "TANH"}, {"logistic", "LOGISTIC"},
       {"sqrt", "SQRT"}, {"rsqrt", "RSQRT"}, {"cbrt", "CBRT"},
       {"floor", "FLOOR"}, {"ceil", "CEIL"}, {"sin", "SIN"}, {"cos", "COS"},
-      {"tan", "TAN"}, {"erf", "ERF"}, {"not", "NOT"},
+      {"tan", "TAN"}, {"erf", "ERF"}, {"erfc", "ERFC"}, {"not", "NOT"},
       {"is_finite", "IS_FINITE"}, {"population_count", "POPCNT"},
       {"clz", "CLZ"},
   };

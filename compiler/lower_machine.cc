@@ -117,10 +117,13 @@ absl::StatusOr<std::vector<Value>> LowerDmaStart(Lowerer& l,
     same_shape = from->shape[d] == to->shape[d] ||
                  from->shape[d] == kDynamicSize || to->shape[d] == kDynamicSize;
   }
-  if (src->dtype != dst->dtype || !same_shape) {
+  if (from->pack > 1 || to->pack > 1) {
+    return l.Unsupported("a DMA of a ref bitcast to a wider dtype");
+  }
+  if (from->dtype != to->dtype || !same_shape) {
     return l.Error(absl::StrCat(
-        "a DMA copies a ", vm::Name(src->dtype), ShapeString(from->shape),
-        " region into a ", vm::Name(dst->dtype), ShapeString(to->shape),
+        "a DMA copies a ", vm::Name(from->dtype), ShapeString(from->shape),
+        " region into a ", vm::Name(to->dtype), ShapeString(to->shape),
         " one; source and destination must have one shape and dtype"));
   }
   absl::StatusOr<uint32_t> sem =
@@ -154,11 +157,11 @@ absl::StatusOr<std::vector<Value>> LowerDmaWait(Lowerer& l,
   // Only the region's size matters: its starts are not checked.
   AccessOptions options;
   options.param = "src_indexers";
-  options.clipped = true;
+  options.runtime_bounds = true;  // nothing is read: no bounds to check
   options.dynamic_sizes = true;
   absl::StatusOr<RefAccess> region = BuildAccess(l, e, *src, "read", options);
   if (!region.ok()) return region.status();
-  int64_t bytes = vm::SizeOf(src->dtype);
+  int64_t bytes = vm::SizeOf(region->dtype);
   for (int64_t d : region->shape) {
     if (d != kDynamicSize) bytes *= d;
   }

@@ -61,7 +61,8 @@ absl::StatusOr<std::vector<Value>> LowerBroadcastInDim(Lowerer& l,
   return std::vector<Value>{l.StridedCopy(x, out, strides, 0)};
 }
 
-// reshape, squeeze, expand_dims: the bytes stay where they are.
+// reshape: the bytes stay where they are (with `dimensions`, a transpose
+// first).
 absl::StatusOr<std::vector<Value>> LowerReshape(Lowerer& l,
                                                 const Lowerer::Eqn& e) {
   const Value& x = e.in.at(0);
@@ -80,6 +81,19 @@ absl::StatusOr<std::vector<Value>> LowerReshape(Lowerer& l,
     return l.Error(absl::StrCat("cannot reshape ", TypeString(x), " to ",
                                 ShapeString(e.out_shapes[0])));
   }
+  return std::vector<Value>{x};
+}
+
+// squeeze, expand_dims: their `dimensions` name the size-1 dims removed or
+// added (not a permutation, as reshape's are); the bytes stay.
+absl::StatusOr<std::vector<Value>> LowerSqueezeOrExpand(Lowerer& l,
+                                                        const Lowerer::Eqn& e) {
+  Value x = e.in.at(0);
+  if (x.count() != NumElements(e.out_shapes.at(0))) {
+    return l.Error(absl::StrCat("cannot reshape ", TypeString(x), " to ",
+                                ShapeString(e.out_shapes[0])));
+  }
+  x.shape = e.out_shapes[0];
   return std::vector<Value>{x};
 }
 
@@ -225,6 +239,89 @@ absl::StatusOr<std::vector<Value>> LowerConcatenate(Lowerer& l,
   return std::vector<Value>{r};
 }
 
+// split(x; sizes, axis) (lax.split): consecutive pieces along `axis`, each
+// a slice.
+absl::StatusOr<std::vector<Value>> LowerSplit(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  if (x.is_ref()) return l.Error("split of a ref");
+  absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
+  if (!axis.ok()) return axis.status();
+  absl::StatusOr<std::vector<int64_t>> sizes = e.Ints("sizes");
+  if (!sizes.ok()) return l.Error(sizes.status().message());
+  if (sizes->size() != e.out_shapes.size()) {
+    return l.Error("split has one result per size");
+  }
+  const std::vector<int64_t> strides = RowMajorStrides(x.shape);
+  std::vector<Value> pieces;
+  int64_t at = 0;
+  for (size_t i = 0; i < sizes->size(); ++i) {
+    Shape part = x.shape;
+    part[*axis] = (*sizes)[i];
+    if ((*sizes)[i] < 0 || at + (*sizes)[i] > x.shape[*axis] ||
+        NumElements(part) != NumElements(e.out_shapes[i])) {
+      return l.Error(absl::StrCat("split sizes [", absl::StrJoin(*sizes, ", "),
+                                  "] do not fit ", TypeString(x)));
+    }
+    Value piece = l.StridedCopy(x, part, strides, at * strides[*axis]);
+    piece.shape = e.out_shapes[i];
+    pieces.push_back(piece);
+    at += (*sizes)[i];
+  }
+  if (at != x.shape[*axis]) return l.Error("split sizes do not add up");
+  return pieces;
+}
+
+// stack(*xs; axis) (lax.stack, as jnp.stack emits it): the operands side by
+// side along a new dimension `axis` of the result; one STORE each.
+absl::StatusOr<std::vector<Value>> LowerStack(Lowerer& l,
+                                              const Lowerer::Eqn& e) {
+  const Shape& out = e.out_shapes.at(0);
+  absl::StatusOr<int64_t> axis = e.Axis("axis", out.size());
+  if (!axis.ok()) return axis.status();
+  if (out[*axis] != static_cast<int64_t>(e.in.size())) {
+    return l.Error("stack has one operand per index of its new dimension");
+  }
+  Value r = l.NewValue(e.out_dtypes.at(0), out);
+  for (size_t k = 0; k < e.in.size(); ++k) {
+    const Value& x = e.in[k];
+    if (x.is_ref() || x.dtype != r.dtype ||
+        x.count() * static_cast<int64_t>(e.in.size()) != r.count()) {
+      return l.Error(absl::StrCat("stack operand ", TypeString(x),
+                                  " does not fit the result ", TypeString(r)));
+    }
+    vm::AccessDesc a = WholeFrameAccess(r);
+    a.dims[*axis].start = static_cast<int64_t>(k);
+    a.dims[*axis].size = 1;
+    l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0,
+                      l.builder().AddAccess(a), 0});
+  }
+  return std::vector<Value>{r};
+}
+
+// unstack(x; axis) (lax.unstack): the slices of x at each index of `axis`.
+absl::StatusOr<std::vector<Value>> LowerUnstack(Lowerer& l,
+                                                const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  if (x.is_ref()) return l.Error("unstack of a ref");
+  absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
+  if (!axis.ok()) return axis.status();
+  if (x.shape[*axis] != static_cast<int64_t>(e.out_shapes.size())) {
+    return l.Error("unstack has one result per index of its dimension");
+  }
+  const std::vector<int64_t> strides = RowMajorStrides(x.shape);
+  std::vector<Value> pieces;
+  for (size_t k = 0; k < e.out_shapes.size(); ++k) {
+    Shape part = x.shape;
+    part[*axis] = 1;
+    Value piece = l.StridedCopy(x, part, strides,
+                                static_cast<int64_t>(k) * strides[*axis]);
+    piece.shape = e.out_shapes[k];
+    pieces.push_back(piece);
+  }
+  return pieces;
+}
+
 // tile(x, reps): x repeated reps[i] times along each dimension i; one
 // STORE of all of x per repetition.
 absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
@@ -267,39 +364,156 @@ absl::StatusOr<std::vector<Value>> LowerTile(Lowerer& l,
   return std::vector<Value>{r};
 }
 
-// roll(x, shift; axis) (pltpu.roll): out[(i + shift) % n] = x[i] along
-// `axis`, as the two slices x[n - shift:] and x[:n - shift] stored side by
-// side. Static shifts only, no strided roll.
+// roll(x, shift; axis, stride, stride_axis) (pltpu.roll): jnp.roll along
+// `axis`, out[(i + shift) % n] = x[i]; with a stride, slice k along
+// stride_axis is rolled by shift + k * stride (the primitive's own
+// definition in jax/_src/pallas/mosaic/primitives.py).
+//
+// A static shift without stride is two slices stored side by side. Any
+// other roll reads each slice as a window of x doubled along `axis`
+// (x ++ x): rolled by s, the window starts at n - (s mod n), a start
+// computed with scalar ops when the shift is dynamic.
 absl::StatusOr<std::vector<Value>> LowerRoll(Lowerer& l,
                                              const Lowerer::Eqn& e) {
   const Value& x = e.in.at(0);
+  if (x.is_ref()) return l.Error("roll of a ref");
   absl::StatusOr<int64_t> axis = e.Axis("axis", x.shape.size());
   if (!axis.ok()) return axis.status();
+  std::optional<int64_t> stride, stride_axis;
   if (e.Int("stride").ok()) {
-    return l.Unsupported("roll with a stride is not supported yet");
+    absl::StatusOr<int64_t> st = e.IntIn("stride", 0, 1 << 30);
+    if (!st.ok()) return st.status();
+    absl::StatusOr<int64_t> sa = e.Axis("stride_axis", x.shape.size());
+    if (!sa.ok()) return sa.status();
+    if (*sa == *axis) return l.Error("roll's stride_axis is its axis");
+    stride = *st;
+    stride_axis = *sa;
   }
   absl::StatusOr<Lowerer::Index> shift =
       l.ScalarIndex(e.eqn->invars()->Get(1));
   if (!shift.ok()) return shift.status();
-  if (!shift->is_static) return l.Unsupported("roll by a dynamic shift is not supported yet");
-  if (x.is_ref()) return l.Error("roll of a ref");
   const int64_t n = x.shape[*axis];
-  const int64_t s = n == 0 ? 0 : ((shift->value % n) + n) % n;
-  if (s == 0) return std::vector<Value>{x};
+  if (n == 0 || x.count() == 0) return std::vector<Value>{x};
   const std::vector<int64_t> strides = RowMajorStrides(x.shape);
-  Value r = l.NewValue(x.dtype, x.shape);
-  // (start in x, length, start in r)
-  const int64_t parts[2][3] = {{n - s, s, 0}, {0, n - s, s}};
-  for (const auto& [from, len, to] : parts) {
+  if (shift->is_static && !stride) {
+    const int64_t s = ((shift->value % n) + n) % n;
+    if (s == 0) return std::vector<Value>{x};
+    Value r = l.NewValue(x.dtype, x.shape);
+    // (start in x, length, start in r)
+    const int64_t parts[2][3] = {{n - s, s, 0}, {0, n - s, s}};
+    for (const auto& [from, len, to] : parts) {
+      Shape part = x.shape;
+      part[*axis] = len;
+      Value piece = l.StridedCopy(x, part, strides, from * strides[*axis]);
+      vm::AccessDesc a = WholeFrameAccess(r);
+      for (size_t i = 0; i < part.size(); ++i) a.dims[i].size = part[i];
+      a.dims[*axis].start = to;
+      l.builder().Emit({vm::Op::STORE, 0, 0, piece.slot, 0,
+                        l.builder().AddAccess(a), 0});
+    }
+    return std::vector<Value>{r};
+  }
+  // x ++ x along axis.
+  Shape doubled = x.shape;
+  doubled[*axis] = 2 * n;
+  Value xx = l.NewValue(x.dtype, doubled);
+  for (int half = 0; half < 2; ++half) {
+    vm::AccessDesc a = WholeFrameAccess(xx);
+    for (size_t i = 0; i < x.shape.size(); ++i) a.dims[i].size = x.shape[i];
+    a.dims[*axis].start = half * n;
+    l.builder().Emit({vm::Op::STORE, 0, 0, x.slot, 0,
+                      l.builder().AddAccess(a), 0});
+  }
+  // The window start for a shift of shift + k * stride: static, or an S32
+  // scalar n - ((s % n + n) % n) (in [1, n]).
+  Value dynamic_shift;
+  if (!shift->is_static) {
+    dynamic_shift.dtype = DType::S32;
+    dynamic_shift.slot = shift->slot;
+  }
+  Composer c{l, {}, absl::OkStatus()};
+  auto window_start = [&](int64_t k, vm::AccessDim& dim) {
+    const int64_t extra = stride ? k * *stride : 0;
+    if (shift->is_static) {
+      const int64_t s = (((shift->value + extra) % n) + n) % n;
+      dim.start = n - s;
+      return;
+    }
+    // Reduce extra first so the S32 sum cannot overflow.
+    Value s = c.Bin("REM", dynamic_shift, c.S32(n), DType::S32);
+    s = c.Bin("ADD", s, c.S32(n + extra % n), DType::S32);
+    s = c.Bin("REM", s, c.S32(n), DType::S32);
+    Value start = c.Bin("SUB", c.S32(n), s, DType::S32);
+    dim.start_slot = static_cast<int32_t>(start.slot);
+  };
+  const int64_t slices = stride ? x.shape[*stride_axis] : 1;
+  Value r = stride ? l.NewValue(x.dtype, x.shape) : Value{};
+  for (int64_t k = 0; k < slices && !l.builder().over_budget(); ++k) {
+    vm::AccessDesc window = WholeFrameAccess(xx);
+    window.dims[*axis].size = n;
+    if (stride) {
+      window.dims[*stride_axis].start = k;
+      window.dims[*stride_axis].size = 1;
+    }
+    window_start(k, window.dims[*axis]);
+    if (!c.status.ok()) return c.status;
     Shape part = x.shape;
-    part[*axis] = len;
-    Value piece = l.StridedCopy(x, part, strides, from * strides[*axis]);
-    vm::AccessDesc a = WholeFrameAccess(r);
-    for (size_t i = 0; i < part.size(); ++i) a.dims[i].size = part[i];
-    a.dims[*axis].start = to;
-    l.builder().Emit({vm::Op::STORE, 0, 0, piece.slot, 0, l.builder().AddAccess(a), 0});
+    if (stride) part[*stride_axis] = 1;
+    Value piece = l.NewValue(x.dtype, stride ? part : x.shape);
+    l.builder().Emit({vm::Op::LOAD, 0, piece.slot, 0, 0,
+                      l.builder().AddAccess(window), 0});
+    if (!stride) return std::vector<Value>{piece};
+    vm::AccessDesc into = WholeFrameAccess(r);
+    into.dims[*stride_axis].start = k;
+    into.dims[*stride_axis].size = 1;
+    l.builder().Emit({vm::Op::STORE, 0, 0, piece.slot, 0,
+                      l.builder().AddAccess(into), 0});
   }
   return std::vector<Value>{r};
+}
+
+// bitcast(x; ty) (pltpu.bitcast): the bytes of x as dtype ty, the
+// second-minor dimension scaled by the ratio of element sizes. As the
+// primitive's own lowering defines it: packing p narrow elements into a
+// wide one takes p consecutive rows (x viewed as [.., m/p, p, n],
+// transposed to [.., m/p, n, p]); unpacking is the reverse.
+absl::StatusOr<std::vector<Value>> LowerTpuBitcast(Lowerer& l,
+                                                   const Lowerer::Eqn& e) {
+  const Value& x = e.in.at(0);
+  const DType to = e.out_dtypes.at(0);
+  const Shape& out = e.out_shapes.at(0);
+  if (x.is_ref()) return l.Error("bitcast of a ref value");
+  const int rank = static_cast<int>(x.shape.size());
+  if (rank < 2 || out.size() != x.shape.size()) {
+    return l.Error("pltpu.bitcast needs a value of rank 2 or more");
+  }
+  const int64_t from_size = vm::SizeOf(x.dtype), to_size = vm::SizeOf(to);
+  const int64_t m = x.shape[rank - 2], n = x.shape[rank - 1];
+  if (x.dtype == DType::PRED || to == DType::PRED ||
+      m * from_size % to_size != 0 || out[rank - 2] * to_size != m * from_size) {
+    return l.Error(absl::StrCat("cannot bitcast ", TypeString(x), " to ",
+                                vm::Name(to), ShapeString(out)));
+  }
+  const int64_t lead = x.count() / std::max<int64_t>(m * n, 1);
+  Value r = l.NewValue(to, out);
+  if (from_size == to_size || x.count() == 0) {
+    l.CopyInto(r, x);
+    return std::vector<Value>{r};
+  }
+  if (from_size < to_size) {
+    const int64_t p = to_size / from_size;
+    Value v = x;
+    v.shape = {lead, m / p, p, n};
+    Value t = l.Transpose(v, {0, 1, 3, 2});
+    l.CopyInto(r, t);
+    return std::vector<Value>{r};
+  }
+  const int64_t p = from_size / to_size;
+  Value v = l.NewValue(to, {lead, m, n, p});
+  l.CopyInto(v, x);
+  Value t = l.Transpose(v, {0, 1, 3, 2});
+  t.shape = out;
+  return std::vector<Value>{t};
 }
 
 // cumsum / cumprod / cummax / cummin(x; axis, reverse): an inclusive scan
@@ -462,13 +676,14 @@ Lowerer::Rule ArgRule(bool is_max) {
     if (!axes.ok()) return axes.status();
     if (axes->size() != 1) return l.Error("argmax/argmin over one axis only");
     DType compute = Widen(x.dtype);
-    if (compute == DType::U32 || compute == DType::PRED) compute = DType::S32;
-    if (x.dtype == DType::U32) return l.Unsupported("argmax/argmin of uint32 is not supported yet");
+    if (compute == DType::PRED) compute = DType::S32;
     x = l.Convert(x, compute);
     absl::StatusOr<ReduceView> v = ViewForReduce(l, x, *axes);
     if (!v.ok()) return v.status();
     vm::Op op = compute == DType::F32
                     ? (is_max ? vm::Op::ARGMAX_F32 : vm::Op::ARGMIN_F32)
+                : compute == DType::U32
+                    ? (is_max ? vm::Op::ARGMAX_U32 : vm::Op::ARGMIN_U32)
                     : (is_max ? vm::Op::ARGMAX_S32 : vm::Op::ARGMIN_S32);
     Value r = l.NewValue(DType::S32, e.out_shapes.at(0));
     l.builder().Emit({op, 0, r.slot, v->src.slot,
@@ -577,8 +792,8 @@ absl::StatusOr<std::vector<Value>> LowerDotGeneral(Lowerer& l,
 void AddShapeRules(RuleTable& t) {
   t.Pure("broadcast_in_dim", Arity::Exactly(1, 1), LowerBroadcastInDim);
   t.Pure("reshape", Arity::Exactly(1, 1), LowerReshape);
-  t.Pure("squeeze", Arity::Exactly(1, 1), LowerReshape);
-  t.Pure("expand_dims", Arity::Exactly(1, 1), LowerReshape);
+  t.Pure("squeeze", Arity::Exactly(1, 1), LowerSqueezeOrExpand);
+  t.Pure("expand_dims", Arity::Exactly(1, 1), LowerSqueezeOrExpand);
   t.Pure("transpose", Arity::Exactly(1, 1), LowerTranspose);
   t.Pure("rev", Arity::Exactly(1, 1), LowerRev);
   t.Pure("slice", Arity::Exactly(1, 1), LowerSlice);
@@ -587,12 +802,17 @@ void AddShapeRules(RuleTable& t) {
   t.Pure("concatenate", Arity::AtLeast(1, 1), LowerConcatenate);
   t.Pure("iota", Arity::Exactly(0, 1), LowerIota);
   t.Pure("tile", Arity::Exactly(1, 1), LowerTile);
+  t.Pure("split", Arity{1, 1, 0, Arity::kAny}, LowerSplit);
+  t.Pure("stack", Arity::AtLeast(1, 1), LowerStack);
+  t.Pure("unstack", Arity{1, 1, 0, Arity::kAny}, LowerUnstack);
   t.Pure("roll", Arity::Exactly(2, 1), LowerRoll);
+  t.Pure("bitcast", Arity::Exactly(1, 1), LowerTpuBitcast);
   t.Pure("cumsum", Arity::Exactly(1, 1), ScanRule("ADD"));
   t.Pure("cumprod", Arity::Exactly(1, 1), ScanRule("MUL"));
   t.Pure("cummax", Arity::Exactly(1, 1), ScanRule("MAX"));
   t.Pure("cummin", Arity::Exactly(1, 1), ScanRule("MIN"));
   t.Pure("reduce_sum", Arity::Exactly(1, 1), ReduceRule("SUM"));
+  t.Pure("reduce_prod", Arity::Exactly(1, 1), ReduceRule("PROD"));
   t.Pure("reduce_max", Arity::Exactly(1, 1), ReduceRule("MAX"));
   t.Pure("reduce_min", Arity::Exactly(1, 1), ReduceRule("MIN"));
   t.Pure("reduce_and", Arity::Exactly(1, 1), ReduceRule("AND"));

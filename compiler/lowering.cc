@@ -124,6 +124,8 @@ const RuleTable& Rules() {
     AddRefRules(*t);
     AddControlRules(*t);
     AddMachineRules(*t);
+    AddGatherRules(*t);
+    AddRandomRules(*t);
     return t;
   }();
   return *table;

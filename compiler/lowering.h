@@ -152,6 +152,13 @@ class Lowerer {
 
   ProgramBuilder& builder() { return b_; }
 
+  // The frame offset of the TPU PRNG's state (three u32 words, see
+  // compiler/lower_random.cc), allocated on first use and never shared.
+  uint32_t PrngStateSlot() {
+    if (!prng_state_slot_) prng_state_slot_ = b_.AllocPersistent(12);
+    return *prng_state_slot_;
+  }
+
   // Equation context, valid while an equation is being lowered.
   struct Eqn {
     const interchange::Eqn* eqn;
@@ -192,6 +199,7 @@ class Lowerer {
   bool skip_fp_ = false;
   bool contract_fma_ = false;
   bool allow_hbm_scoped_ = false;
+  std::optional<uint32_t> prng_state_slot_;
   int64_t memory_limit_ = DefaultMemoryLimit();
   absl::StatusOr<Value> VarType(const interchange::Var* var,
                                 absl::string_view what) const;
@@ -203,6 +211,39 @@ class Lowerer {
   // nearest enclosing one that has it.
   std::vector<const interchange::Eqn*> eqn_stack_;
   const interchange::Eqn* WithSource() const;
+};
+
+// Builds a composite lowering out of VM ops over one result shape; the
+// first error is kept in `status` (later ops then return their first
+// operand, and the rule returns the error).
+struct Composer {
+  Lowerer& l;
+  Shape shape;
+  absl::Status status;
+
+  Value Keep(absl::StatusOr<Value> r, const Value& fallback) {
+    if (r.ok()) return *r;
+    if (status.ok()) status = r.status();
+    return fallback;
+  }
+  Value Bin(absl::string_view name, const Value& a, const Value& b,
+            vm::DType compute) {
+    return Keep(l.Binary(name, a, b, compute, shape), a);
+  }
+  Value Un(absl::string_view name, const Value& a) {
+    return Keep(l.Unary(name, a, a.dtype), a);
+  }
+  Value F32(float c) { return l.ConstantF32(c); }
+  Value U32(uint32_t c) { return l.ConstantScalar(vm::DType::U32, c); }
+  Value S32(int64_t c) { return l.ConstantScalar(vm::DType::S32, c); }
+  // pred ? on_true : on_false, elementwise.
+  Value Select(const Value& pred, const Value& on_true,
+               const Value& on_false) {
+    Value p = Keep(l.Broadcast(pred, shape), pred);
+    Value t = Keep(l.Broadcast(on_true, shape), on_true);
+    Value f = Keep(l.Broadcast(on_false, shape), on_false);
+    return l.Select(p, t, f);
+  }
 };
 
 // A primitive's lowering rule and what the rule declares about it: whether
@@ -248,11 +289,23 @@ class RuleTable {
   void Add(std::string primitive, Arity arity, Lowerer::Rule rule, bool pure);
   absl::flat_hash_map<std::string, LoweringRule> rules_;
 };
+// JAX's threefry2x32 hash of counters (x0, x1) over `shape` under the key
+// (k1, k2) (compiler/lower_elementwise.cc); the in-kernel jax.random keys
+// and pallasvm's TPU PRNG (compiler/lower_random.cc) both use it.
+absl::StatusOr<std::pair<Value, Value>> Threefry2x32(Lowerer& l,
+                                                    const Value& k1,
+                                                    const Value& k2,
+                                                    const Value& x0,
+                                                    const Value& x1,
+                                                    const Shape& shape);
+
 void AddElementwiseRules(RuleTable& table);
 void AddShapeRules(RuleTable& table);
 void AddRefRules(RuleTable& table);
 void AddControlRules(RuleTable& table);
 void AddMachineRules(RuleTable& table);
+void AddGatherRules(RuleTable& table);
+void AddRandomRules(RuleTable& table);
 const RuleTable& Rules();
 
 }  // namespace pallasvm::compiler

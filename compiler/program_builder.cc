@@ -24,9 +24,15 @@ uint64_t Bump(uint64_t& end, int64_t bytes) {
 uint32_t ProgramBuilder::Alloc(int64_t bytes) {
   // Saturate: CheckFrameSize() reports frames past the operand range.
   const uint64_t slot = Bump(frame_end_, bytes);
-  allocations_.push_back(
-      {slot, bytes > 0 ? bytes : 1, bytes > 8 ? uint64_t{vm::kSlotAlignment} : 8});
+  allocations_.push_back({slot, bytes > 0 ? bytes : 1,
+                          bytes > 8 ? uint64_t{vm::kSlotAlignment} : 8});
   return static_cast<uint32_t>(std::min<uint64_t>(slot, kConstantBase - 1));
+}
+
+uint32_t ProgramBuilder::AllocPersistent(int64_t bytes) {
+  const uint32_t slot = Alloc(bytes);
+  allocations_.back().persistent = true;
+  return slot;
 }
 
 int ProgramBuilder::FindAllocation(uint32_t slot) const {
@@ -77,6 +83,14 @@ std::vector<uint64_t> ProgramBuilder::AssignSlotsByLiveness(
                             : static_cast<int64_t>(program_.code.size()) - 1;
     for (uint32_t s : fn.param_slots) mention(s, fn.entry_pc);
     for (uint32_t s : fn.result_slots) mention(s, std::max<int64_t>(end, 0));
+  }
+  // Persistent allocations live through all of the code: no other value
+  // ever shares their bytes, so they keep their contents between calls.
+  for (size_t a = 0; a < n; ++a) {
+    if (allocations_[a].persistent && !program_.code.empty()) {
+      first[a] = 0;
+      last[a] = static_cast<int64_t>(program_.code.size()) - 1;
+    }
   }
   for (bool changed = true; changed;) {
     changed = false;

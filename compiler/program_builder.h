@@ -20,6 +20,10 @@ class ProgramBuilder {
   // scalars. While code is emitted every slot is distinct; Finish() then
   // packs them by liveness (see AssignSlotsByLiveness in the .cc).
   uint32_t Alloc(int64_t bytes);
+  // A slot that no other value ever shares, whatever its liveness: its
+  // contents persist from one run of the code to the next on the same
+  // frame (the runtime keeps one zeroed frame per core for a whole call).
+  uint32_t AllocPersistent(int64_t bytes);
 
   // A frame slot holding `data`, shared by equal constants.
   //
@@ -84,6 +88,7 @@ class ProgramBuilder {
     uint64_t offset;  // provisional, from Alloc
     int64_t bytes;
     uint64_t align;
+    bool persistent = false;
   };
   std::vector<Allocation> allocations_;
   // Final offset (relative to the values region) of each allocation.

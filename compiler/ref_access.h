@@ -7,6 +7,7 @@
 #define PALLASVM_COMPILER_REF_ACCESS_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -15,9 +16,19 @@
 
 namespace pallasvm::compiler {
 
+inline constexpr int64_t kDynamicSize = -1;
+
 struct RefAccess {
   uint32_t access;  // descriptor index
   Shape shape;      // shape of the accessed value (kDynamicSize: dynamic)
+  vm::DType dtype;  // its dtype (a bitcast transform changes the ref's)
+  // A bitcast to a wider dtype packs `pack` consecutive rows of the
+  // narrow `stored` dtype into one wide element (pltpu.bitcast's layout):
+  // the descriptor then reads the region as [..., rows, pack, lanes] of
+  // `stored` elements, which PackRows / UnpackRows convert.
+  int64_t pack = 1;
+  vm::DType stored = vm::DType::F32;
+  Shape stored_shape;  // the region's dense shape, of `stored` elements
   // Per dynamic dimension of `shape`, the frame slot of its S32 size.
   std::vector<uint32_t> size_slots;
 };
@@ -35,8 +46,6 @@ struct AccessOptions {
   // result's shape is kDynamicSize, and its slot is in `size_slots`.
   bool dynamic_sizes = false;
 };
-
-inline constexpr int64_t kDynamicSize = -1;
 
 // The access descriptor for `ref` indexed by the equation's indexers.
 // `kind` ("read", "write", "masked swap") names the access in errors, as

@@ -133,6 +133,12 @@ std::string Operands(const Program& p, const Instr& in) {
     }
     case Format::GRID:
       return absl::StrCat(Slot(in.a), " := axis ", in.b);
+    case Format::GATHER:
+      return absl::StrCat(Slot(in.a), " := ", Slot(in.b), "[", Slot(in.c),
+                          "] of ", in.d, n);
+    case Format::SORT:
+      return absl::StrCat(Slot(in.a), " := argsort ", Slot(in.b), " as [",
+                          in.c, ", ", in.d, ", ", in.n, "] along axis 1");
     case Format::JUMP:
       return absl::StrCat("-> ", in.a);
     case Format::BRANCH:

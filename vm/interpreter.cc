@@ -30,8 +30,10 @@
 #include "vm/kernels/convert.h"
 #include "vm/kernels/dot.h"
 #include "vm/kernels/elementwise.h"
+#include "vm/kernels/gather.h"
 #include "vm/kernels/layout.h"
 #include "vm/kernels/reduce.h"
+#include "vm/kernels/sort.h"
 #include "vm/kernels/storage.h"
 
 #if !defined(PALLASVM_SWITCH_DISPATCH)
@@ -534,7 +536,6 @@ vm_dispatch:
     VM_ARG_CASE(ARGMIN, F32, false)
     VM_ARG_CASE(ARGMAX, S32, true)
     VM_ARG_CASE(ARGMIN, S32, false)
-#undef VM_ARG_CASE
 
     // ------------------------------------------------ matrix multiply
     // DOT_T: a[M,N] := b[M,K] @ c[K,N] with {M, K, N} = layouts[d].shape;
@@ -699,6 +700,61 @@ vm_dispatch:
                                  ip->n);
       VM_NEXT();
     }
+
+    // ------------------------------------------------ prims block
+    // ERFC_F32_V / _S: a := erfc(b), elementwise.
+    VM_CASE(ERFC_F32_V) {
+      kernels::UnaryV<kernels::Erfc>(VM_PTR(F32, ip->a),
+                                     VM_SOURCE(F32, b, kOperandRefB), ip->n);
+      VM_NEXT();
+    }
+    VM_CASE(ERFC_F32_S) {
+      VM_SET(F32, ip->a, kernels::Erfc()(VM_GET(F32, ip->b)));
+      VM_NEXT();
+    }
+    // REDUCE_PROD_T: as REDUCE_SUM_T with a product (from 1).
+#define VM_REDUCE_CASE(DT, INIT)                                         \
+  VM_CASE(REDUCE_PROD_##DT) {                                            \
+    kernels::Reduce<kernels::Mul>(VM_PTR(DT, ip->a), VM_CPTR(DT, ip->b), \
+                                  ip->c, ip->d, ip->n,                   \
+                                  static_cast<Storage<DType::DT>>(INIT)); \
+    VM_NEXT();                                                           \
+  }
+    VM_REDUCE_CASE(F32, 1.f)
+    VM_REDUCE_CASE(S32, 1)
+    VM_REDUCE_CASE(U32, 1u)
+#undef VM_REDUCE_CASE
+    VM_ARG_CASE(ARGMAX, U32, true)
+    VM_ARG_CASE(ARGMIN, U32, false)
+#undef VM_ARG_CASE
+    // GATHER_Bw: a[i] := b[clamp(c[i], 0, d-1)], elements of w bytes.
+    VM_CASE(GATHER_B1) {
+      kernels::GatherV(VM_PTR(U8, ip->a), VM_CPTR(U8, ip->b), ip->d,
+                       VM_CPTR(S32, ip->c), ip->n);
+      VM_NEXT();
+    }
+    VM_CASE(GATHER_B2) {
+      kernels::GatherV(VM_PTR(U16, ip->a), VM_CPTR(U16, ip->b), ip->d,
+                       VM_CPTR(S32, ip->c), ip->n);
+      VM_NEXT();
+    }
+    VM_CASE(GATHER_B4) {
+      kernels::GatherV(VM_PTR(U32, ip->a), VM_CPTR(U32, ip->b), ip->d,
+                       VM_CPTR(S32, ip->c), ip->n);
+      VM_NEXT();
+    }
+    // ARGSORT_T: a := the stable sorting permutation of b viewed as
+    // [c, d, n], along d.
+#define VM_ARGSORT_CASE(DT)                                                \
+  VM_CASE(ARGSORT_##DT) {                                                  \
+    kernels::ArgSort(VM_PTR(S32, ip->a), VM_CPTR(DT, ip->b), ip->c, ip->d, \
+                     ip->n);                                               \
+    VM_NEXT();                                                             \
+  }
+    VM_ARGSORT_CASE(F32)
+    VM_ARGSORT_CASE(S32)
+    VM_ARGSORT_CASE(U32)
+#undef VM_ARGSORT_CASE
 
 #if PALLASVM_SWITCH_DISPATCH
     case Op::kNumOps:

@@ -37,6 +37,10 @@ enum class Format : uint8_t {
   GRID,          // a: dst[1] S32, b: grid axis
   JUMP,          // a: target pc
   BRANCH,        // a: cond[1] PRED, b: target pc
+  // prims block (gathers, argsort)
+  GATHER,        // a: dst[n], b: src[d], c: indices[n] S32 (element width:
+                 //   the opcode's)
+  SORT,          // a: dst[c*d*n] S32, b: src[c*d*n] IN
   NONE,
   // The simulated machine's operations (vm/machine.h).
   DMA,             // a: src access, b: dst access, c: src-sem access or

@@ -48,10 +48,12 @@ int MoveWidth(Op op) {
     case Op::MOV_B1:
     case Op::FILL_B1:
     case Op::SELECT_B1:
+    case Op::GATHER_B1:
       return 1;
     case Op::MOV_B2:
     case Op::FILL_B2:
     case Op::SELECT_B2:
+    case Op::GATHER_B2:
       return 2;
     default:
       return 4;
@@ -788,6 +790,26 @@ class Verifier {
         return VerifyDot(pc, in, info);
       case Format::GRID:
         return check({}, {{"a (dst)", in.a, 4}, 4});
+      case Format::GATHER: {
+        // d = the source's element count (the clamp bound), not a slot.
+        const int w = MoveWidth(in.op);
+        if (in.d == 0 && n > 0) {
+          return InstrError(pc, "gathers from an empty source (d = 0)");
+        }
+        const Range a{"a (dst)", in.a, n * w}, b{"b (src)", in.b, Int{in.d} * w},
+            c{"c (indices)", in.c, n * 4};
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
+        if (auto s = check({{b, w}, {c, 4}}, {a, w}); !s.ok()) return s;
+        if (auto s = CheckAliasing(pc, a, w, b, w, false); !s.ok()) return s;
+        return CheckAliasing(pc, a, w, c, 4, false);
+      }
+      case Format::SORT: {
+        const Int count = Int{in.c} * Int{in.d} * n;
+        const Range a{"a (dst)", in.a, count * 4}, b{"b (src)", in.b, count * isz};
+        if (auto s = CheckRefBits(pc, in.aux, 0); !s.ok()) return s;
+        if (auto s = check({{b, isz}}, {a, 4}); !s.ok()) return s;
+        return CheckAliasing(pc, a, 4, b, isz, false);
+      }
       case Format::JUMP:
         return CheckTarget(pc, "a", in.a);
       case Format::BRANCH:

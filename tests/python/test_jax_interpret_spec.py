@@ -75,7 +75,6 @@ def raises_like_jax(expected_type, match=None):
 # the first missing feature such a case meets.
 NEEDS_PADDED_BUFFER_BOUNDS = needs("buffer_bounds='padded'",
                                    raises=NotImplementedError)
-NEEDS_NAMED_GRID_AXES = needs("named grid axes (axis_index in a pallas_call)")
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
 NEEDS_CORE_MAP = needs("core_map")
 
@@ -853,7 +852,6 @@ def test_allocate_shared_buffer_in_core_map(first_core_to_copy,
   assert not jax_interpreter.races.races_found
 
 
-@NEEDS_NAMED_GRID_AXES
 def test_grid_names():
   def kernel(x_ref, y_ref):
     y_ref[...] = (x_ref[...]

@@ -332,7 +332,10 @@ def _primitive_modules():
   """The modules whose Primitive objects a Pallas TPU kernel's jaxpr can
   hold: Pallas's, Pallas TPU's, the state primitives and all of jax.lax."""
   names = ["jax._src.pallas.primitives", "jax._src.pallas.mosaic.primitives",
-           "jax._src.state.primitives", "jax._src.pallas.core"]
+           "jax._src.state.primitives", "jax._src.pallas.core",
+           # jax.random's key primitives (random_bits, ...): the exporter
+           # replaces them, so the compiler has no rule and refuses them.
+           "jax._src.random.prng"]
   import jax._src.lax as lax_pkg  # pylint: disable=g-import-not-at-top
   for info in pkgutil.walk_packages(lax_pkg.__path__, "jax._src.lax."):
     names.append(info.name)
@@ -363,6 +366,7 @@ PURE_KERNEL_PRIMITIVES = {
     "num_programs": "reads the grid size, no effect",
     "multiple_of": "a hint; the identity",
     "roll": "pltpu.roll: data movement between values",
+    "bitcast": "pltpu.bitcast: the bytes of a value as another dtype",
 }
 
 
@@ -407,5 +411,7 @@ def test_pure_rules_have_no_effects():
       assert name in PURE_KERNEL_PRIMITIVES, (
           f"{name} (from {module}) is declared pure")
   for effectful in ("get", "swap", "addupdate", "masked_load", "masked_swap",
-                    "cond", "while", "scan", "pjit"):
+                    "cond", "while", "scan", "pjit",
+                    # the TPU PRNG's state changes
+                    "prng_seed", "prng_random_bits"):
     assert rules[effectful] is False, effectful

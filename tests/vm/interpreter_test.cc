@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -791,6 +792,124 @@ TEST(InterpreterTest, FmaF32RoundsOnce) {
               std::fma(square, 1.f + e12, square));
   }
   EXPECT_NE(Disassemble(as.program()).find("FMA_F32"), std::string::npos);
+}
+
+// GATHER_Bw: dst[i] := src[clamp(idx[i], 0, d-1)] for 1-, 2- and 4-byte
+// elements; an index outside the source is clamped into it.
+TEST(InterpreterTest, GatherByFlatIndexClampsEveryIndex) {
+  Assembler as;
+  const uint32_t src = 0, idx = 64, d1 = 128, d2 = 192, d4 = 256;
+  for (int i = 0; i < 16; ++i) as.Constant<uint32_t>(0x01020304u * (i + 1));
+  const int32_t index[8] = {3, 0, 15, -4, 99, 7, 7, 1};
+  for (int32_t v : index) as.Constant<int32_t>(v);
+  as.Emit(Op::GATHER_B1, d1, src, idx, 64, 8);  // 64 bytes as u8
+  as.Emit(Op::GATHER_B2, d2, src, idx, 32, 8);
+  as.Emit(Op::GATHER_B4, d4, src, idx, 16, 8);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 320;
+  Buffer frame(320);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  const uint8_t* bytes = frame.As<uint8_t>(src);
+  for (int i = 0; i < 8; ++i) {
+    auto clamp = [&](int n) { return std::clamp(index[i], 0, n - 1); };
+    EXPECT_EQ(frame.As<uint8_t>(d1)[i], bytes[clamp(64)]) << i;
+    EXPECT_EQ(frame.As<uint16_t>(d2)[i],
+              reinterpret_cast<const uint16_t*>(bytes)[clamp(32)])
+        << i;
+    EXPECT_EQ(frame.As<uint32_t>(d4)[i], 0x01020304u * (clamp(16) + 1)) << i;
+  }
+}
+
+// ARGSORT_F32: stable, -0 == +0, every NaN (of either sign) after +inf; the
+// S32 and U32 forms order as their types do.
+TEST(InterpreterTest, ArgSortIsStableInXlaFloatOrder) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float x[10] = {1.f, -0.f, kNaN, 0.f, -inf, -kNaN, inf, 1.f, -2.f, 0.f};
+  // View [1, 10, 1] and, transposed, [2, 5, 1] (two rows of five).
+  Assembler as;
+  for (float v : x) as.Constant<float>(v);
+  while (as.program().constants.size() < 64) as.Constant<float>(0.f);
+  const int32_t ints[6] = {5, -1, 5, std::numeric_limits<int32_t>::min(), 0,
+                           -1};
+  for (int32_t v : ints) as.Constant<int32_t>(v);
+  const uint32_t f = 0, i = 64, out_f = 128, out_rows = 192, out_s = 256,
+                 out_u = 320;
+  as.Emit(Op::ARGSORT_F32, out_f, f, 1, 10, 1);
+  as.Emit(Op::ARGSORT_F32, out_rows, f, 2, 5, 1);
+  as.Emit(Op::ARGSORT_S32, out_s, i, 1, 6, 1);
+  as.Emit(Op::ARGSORT_U32, out_u, i, 1, 6, 1);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 384;
+  Buffer frame(384);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  const std::vector<int32_t> want_f = {4, 8, 1, 3, 9, 0, 7, 6, 2, 5};
+  const std::vector<int32_t> want_rows = {4, 1, 3, 0, 2,   // 1 -0 nan 0 -inf
+                                          3, 4, 2, 1, 0};  // -nan inf 1 -2 0
+  const std::vector<int32_t> want_s = {3, 1, 5, 4, 0, 2};
+  // As u32: 0 < 5 = 5 < 0x80000000 < 0xffffffff = 0xffffffff.
+  const std::vector<int32_t> want_u = {4, 0, 2, 3, 1, 5};
+  for (int k = 0; k < 10; ++k) {
+    EXPECT_EQ(frame.As<int32_t>(out_f)[k], want_f[k]) << k;
+    EXPECT_EQ(frame.As<int32_t>(out_rows)[k], want_rows[k]) << k;
+  }
+  for (int k = 0; k < 6; ++k) {
+    EXPECT_EQ(frame.As<int32_t>(out_s)[k], want_s[k]) << k;
+    EXPECT_EQ(frame.As<int32_t>(out_u)[k], want_u[k]) << k;
+  }
+}
+
+// ARGSORT along a middle axis: [outer, size, inner] = [2, 3, 2].
+TEST(InterpreterTest, ArgSortAlongAMiddleAxis) {
+  Assembler as;
+  const int32_t x[12] = {3, 0, 1, 2, 2, 1,    // o = 0: columns (3,1,2), (0,2,1)
+                         -1, 9, -1, 8, -2, 7};  // o = 1
+  for (int32_t v : x) as.Constant<int32_t>(v);
+  as.Emit(Op::ARGSORT_S32, 64, 0, 2, 3, 2);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 128;
+  Buffer frame(128);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  const int32_t want[12] = {1, 0, 2, 2, 0, 1, 2, 2, 0, 1, 1, 0};
+  for (int k = 0; k < 12; ++k) EXPECT_EQ(frame.As<int32_t>(64)[k], want[k]) << k;
+}
+
+// REDUCE_PROD_* (wrapping for integers), ARGMAX/ARGMIN_U32 (unsigned order,
+// first index on ties) and ERFC_F32_V / _S (the same values).
+TEST(InterpreterTest, ReduceProdArgmaxU32AndErfc) {
+  Assembler as;
+  const uint32_t u[4] = {0x80000000u, 7u, 0xffffffffu, 0xffffffffu};
+  for (uint32_t v : u) as.Constant<uint32_t>(v);        // 0
+  for (float v : {1.5f, -2.f, 0.25f, 3.f}) as.Constant<float>(v);  // 16
+  for (int32_t v : {65536, 65536, 3, -1}) as.Constant<int32_t>(v);  // 32
+  for (float v : {-1.f, 0.5f, 3.f, 9.f}) as.Constant<float>(v);    // 48
+  as.Emit(Op::REDUCE_PROD_U32, 64, 0, 1, 4, 1);
+  as.Emit(Op::REDUCE_PROD_F32, 68, 16, 1, 4, 1);
+  as.Emit(Op::REDUCE_PROD_S32, 72, 32, 1, 4, 1);
+  as.Emit(Op::ARGMAX_U32, 76, 0, 1, 4, 1);
+  as.Emit(Op::ARGMIN_U32, 80, 0, 1, 4, 1);
+  as.Emit(Op::ERFC_F32_V, 128, 48, 0, 0, 4);
+  for (int k = 0; k < 4; ++k) as.Emit(Op::ERFC_F32_S, 192 + 4 * k, 48 + 4 * k);
+  as.Emit(Op::RETURN);
+  as.AddFunction("k", 0);
+  as.program().frame_size = 256;
+  Buffer frame(256);
+  ASSERT_TRUE(VerifyAndRun(as.program(), frame).ok());
+  EXPECT_EQ(frame.As<uint32_t>(64)[0], 0x80000000u * 7u * 0xffffffffu *
+                                           0xffffffffu);
+  EXPECT_EQ(frame.As<float>(68)[0], -2.25f);
+  EXPECT_EQ(frame.As<int32_t>(72)[0], 0);  // 2^32 * -3 wraps to 0
+  EXPECT_EQ(frame.As<int32_t>(76)[0], 2);  // the first 0xffffffff
+  EXPECT_EQ(frame.As<int32_t>(80)[0], 1);
+  const float in[4] = {-1.f, 0.5f, 3.f, 9.f};
+  for (int k = 0; k < 4; ++k) {
+    const float v = frame.As<float>(128)[k];
+    EXPECT_EQ(v, frame.As<float>(192)[k]) << k;  // _V and _S agree
+    EXPECT_NEAR(v, std::erfc(double{in[k]}), 1e-5 * std::erfc(double{in[k]}))
+        << k;
+  }
 }
 
 TEST(InterpreterTest, DisassemblyNamesOperandsAndSource) {

@@ -459,6 +459,34 @@ TEST(VerifierTest, ClampedAccessNeedsNoStaticBounds) {
 // Mutates random fields of the sample program. Verify must not crash, and
 // whatever it accepts must run inside its buffers (run this under ASan to
 // see it: frame and ref are exactly as large as the program says).
+// GATHER and SORT operands: a gather reads d source elements and n S32
+// indices, writes n elements; an argsort reads and writes c*d*n elements;
+// neither writes over what it reads.
+TEST(VerifierTest, GatherAndSortOperandsAreChecked) {
+  auto program = [](Instr in) {
+    Program p;
+    p.code = {in, Instr{Op::RETURN, 0, 0, 0, 0, 0, 0}};
+    p.functions = {Function{"k", 0, {}, {}}};
+    p.frame_size = 256;
+    return p;
+  };
+  // dst 128, src 0 (16 u32), indices 64 (8 s32).
+  EXPECT_TRUE(Verify(program({Op::GATHER_B4, 0, 128, 0, 64, 16, 8})).ok());
+  const Instr bad[] = {
+      {Op::GATHER_B4, 0, 128, 0, 64, 0, 8},    // an empty source
+      {Op::GATHER_B4, 0, 128, 200, 64, 16, 8}, // source past the frame
+      {Op::GATHER_B4, 0, 60, 0, 64, 16, 8},    // dst over the indices
+      {Op::GATHER_B4, 0, 32, 0, 64, 16, 8},    // dst over the source
+      {Op::GATHER_B4, 0, 128, 0, 64, 16, 40},  // indices past the frame
+      {Op::ARGSORT_F32, 0, 0, 32, 1, 16, 1},   // dst over src
+      {Op::ARGSORT_F32, 0, 200, 0, 1, 16, 1},  // dst past the frame
+  };
+  for (const Instr& in : bad) {
+    EXPECT_FALSE(Verify(program(in)).ok()) << Info(in.op).name << " a=" << in.a;
+  }
+  EXPECT_TRUE(Verify(program({Op::ARGSORT_U32, 0, 64, 0, 2, 4, 2})).ok());
+}
+
 TEST(VerifierTest, MutationsNeverCrash) {
   std::mt19937 rng(1234);
   const Program base = SampleProgram();

@@ -125,12 +125,31 @@ def _static_shape(shape, where: str) -> list[int]:
   return [int(d) for d in shape]
 
 
+def _is_key(aval) -> bool:
+  """Whether `aval` (an array or a Ref) holds jax.random keys."""
+  if isinstance(aval, state_types.AbstractRef):
+    aval = aval.inner_aval
+  dtype = getattr(aval, "dtype", None)
+  return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_shape(aval) -> tuple[int, ...]:
+  """The trailing dims a key array's physical form adds (threefry: (2,))."""
+  if isinstance(aval, state_types.AbstractRef):
+    aval = aval.inner_aval
+  return tuple(aval.dtype._impl.key_shape)  # pylint: disable=protected-access
+
+
 def _type(aval, where: str) -> dict:
-  """A `Type` table for an abstract value (an array or a Ref)."""
+  """A `Type` table for an abstract value (an array or a Ref). Arrays of
+  jax.random keys travel as their physical form, the uint32 key data
+  (`jax.random.key_data`): key<fry>[n] is u32[n, 2]."""
   memory_space = "VALUE"
   if isinstance(aval, state_types.AbstractRef):
     memory_space = _memory_space_name(aval.memory_space, where)
     aval = aval.inner_aval
+  if isinstance(aval, jax_core.ShapedArray) and _is_key(aval):
+    aval = jax_core.physical_aval(aval)
   if not isinstance(aval, jax_core.ShapedArray):
     raise ExportError(f"{where}: abstract value {aval} is not an array or a Ref")
   out = {
@@ -269,6 +288,131 @@ def _is_transform_tuple(obj) -> bool:
 
 
 # ---------------------------------------------------------------------------
+# jax.random keys
+# ---------------------------------------------------------------------------
+
+# Primitives on jax.random keys. Each is exported as a `closed_call` of the
+# jaxpr of what JAX's own lowering computes for it on the keys' physical
+# form (jax/_src/random/prng.py: `random_bits_lowering` and friends call the
+# key implementation's `random_bits`, `seed`, `fold_in`, `split`), so a
+# kernel's jax.random is JAX's threefry code, bit for bit; for the keys of
+# pltpu's PRNG the implementation calls prng_seed / prng_random_bits.
+_KEY_PRIMITIVES = frozenset({
+    "random_seed", "random_bits", "random_wrap", "random_unwrap",
+    "random_fold_in", "random_split", "prng_split", "prng_join",
+})
+
+# Primitives that may hold keys without looking at them: they only move
+# values or call sub-jaxprs (whose equations are checked themselves).
+_KEY_TRANSPARENT_PRIMITIVES = frozenset({
+    "get", "swap", "squeeze", "expand_dims", "concatenate", "copy", "copy_p",
+    "slice", "reshape", "broadcast_in_dim", "split", "stack", "unstack",
+})
+
+
+def _physical_key_params(eqn, params: dict) -> dict:
+  """Params of a shape primitive on keys, for their physical form: the key
+  data's trailing dims are taken whole (squeeze, expand_dims and
+  concatenate name leading dims only, so they keep theirs)."""
+  name = eqn.primitive.name
+  key = next((v.aval for v in [*eqn.invars, *eqn.outvars] if _is_key(v.aval)),
+             None)
+  if key is None:
+    return params
+  ks = _key_shape(key)
+  params = dict(params)
+  if name == "slice":
+    params["start_indices"] = (*params["start_indices"], *[0] * len(ks))
+    params["limit_indices"] = (*params["limit_indices"], *ks)
+    if params.get("strides") is not None:
+      params["strides"] = (*params["strides"], *[1] * len(ks))
+  elif name == "reshape":
+    if params.get("dimensions") is not None:
+      raise ExportError(f"{name} of jax.random keys with dimensions")
+    params["new_sizes"] = (*params["new_sizes"], *ks)
+  elif name == "broadcast_in_dim":
+    rank = len(params["shape"])
+    params["shape"] = (*params["shape"], *ks)
+    params["broadcast_dimensions"] = (*params["broadcast_dimensions"],
+                                      *range(rank, rank + len(ks)))
+  return params
+
+
+def _key_function(eqn) -> Callable:
+  """The function on physical key data that JAX lowers `eqn` to."""
+  from jax._src.random import prng as jax_prng  # pylint: disable=g-import-not-at-top
+  from jax._src.pallas.mosaic import random as tpu_random  # pylint: disable=g-import-not-at-top
+  name, params = eqn.primitive.name, eqn.params
+  avals = [v.aval for v in eqn.invars]
+  if name in ("random_wrap", "random_unwrap"):
+    return lambda x: x
+  if name == "random_seed":
+    return jax_prng.iterated_vmap_unary(avals[0].ndim, params["impl"].seed)
+  impl = avals[0].dtype._impl if name != "prng_join" else params["impl"]  # pylint: disable=protected-access
+  if name == "random_bits":
+    return jax_prng.iterated_vmap_unary(
+        avals[0].ndim,
+        lambda k: impl.random_bits(k, params["bit_width"], params["shape"]))
+  if name == "random_split":
+    return jax_prng.iterated_vmap_unary(
+        avals[0].ndim, lambda k: impl.split(k, params["shape"]))
+  if name == "random_fold_in":
+    fold_in = impl.fold_in
+    if tpu_random.is_pallas_impl(impl):
+      # pltpu's fold_in takes a typed key (it unwraps it with prng_split).
+      def fold_in(data, msgs):
+        key = impl.fold_in(jax_prng.random_wrap(data, impl=impl), msgs)
+        return jax_prng.random_unwrap(key)
+    return jax_prng.iterated_vmap_binary_bcast(avals[0].shape, avals[1].shape,
+                                               fold_in)
+  if name == "prng_split":  # pltpu.unwrap_pallas_seed: key (1, N) -> N scalars
+    return lambda data: tuple(data[0, i] for i in range(data.shape[1]))
+  if name == "prng_join":  # pltpu.wrap_pallas_seed
+    return lambda *seeds: jax.numpy.stack(
+        [jax.lax.convert_element_type(s, np.uint32) for s in seeds]).reshape(
+            impl.key_shape)
+  raise AssertionError(name)
+
+
+def _physical(aval):
+  return jax_core.physical_aval(aval) if _is_key(aval) else aval
+
+
+def _key_call_jaxpr(eqn, where: str):
+  """The ClosedJaxpr of `_key_function(eqn)` on the operands' physical avals,
+  with results in the physical types of the equation's results."""
+  fn = _key_function(eqn)
+  out_avals = [_physical(v.aval) for v in eqn.outvars]
+
+  def physical_fn(*args):
+    outs = fn(*args)
+    outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+    if len(outs) != len(out_avals):
+      raise ExportError(f"{where}: the key implementation gives {len(outs)}"
+                        f" results, the equation {len(out_avals)}")
+    fixed = []
+    for x, aval in zip(outs, out_avals):
+      x = jax.numpy.asarray(x)
+      if x.dtype != aval.dtype:  # e.g. an int32 seed as uint32 key data
+        x = (jax.lax.bitcast_convert_type(x, aval.dtype)
+             if x.dtype.itemsize == np.dtype(aval.dtype).itemsize
+             else jax.lax.convert_element_type(x, aval.dtype))
+      fixed.append(jax.numpy.reshape(x, aval.shape))
+    return fixed
+
+  in_specs = [jax.ShapeDtypeStruct(_physical(v.aval).shape,
+                                   _physical(v.aval).dtype)
+              for v in eqn.invars]
+  try:
+    return jax.make_jaxpr(physical_fn)(*in_specs)
+  except ExportError:
+    raise
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise ExportError(f"{where}: JAX's implementation of {eqn.primitive.name}"
+                      f" could not be traced: {e}") from None
+
+
+# ---------------------------------------------------------------------------
 # Params
 # ---------------------------------------------------------------------------
 
@@ -310,6 +454,11 @@ class _KernelExporter:
     # kernel body names: i itself, unless vmap added grid dimensions (the
     # kernel does not see those; see `kernel`).
     self._kernel_grid_axes: list[int] | None = None
+    # The names of the grid dimensions (pallas_call with named grid axes),
+    # None for unnamed ones.
+    self._grid_names: list = []
+    # Source locations of the equations being exported, outermost first.
+    self._locations: list[str] = []
 
   # Vars and atoms. `env` maps the jax Vars of one jaxpr to their ids.
 
@@ -353,14 +502,40 @@ class _KernelExporter:
     return out
 
   def _eqn(self, eqn, env: dict) -> dict:
+    # An equation JAX made inside one of its own functions (jnp.where's jit)
+    # has no user frame; errors name the nearest enclosing one that has.
+    location = _location(eqn.source_info)
+    if location == "<unknown location>" and self._locations:
+      location = self._locations[-1]
+    self._locations.append(location)
+    try:
+      return self._eqn_at(eqn, env, location)
+    finally:
+      self._locations.pop()
+
+  def _eqn_at(self, eqn, env: dict, location: str) -> dict:
     name = eqn.primitive.name
-    where = f"{name} at {_location(eqn.source_info)}"
+    where = f"{name} at {location}"
     if name == "pallas_call":
       raise ExportError(f"{where}: a pallas_call inside a kernel")
+    if name in _KEY_PRIMITIVES:
+      params = [{"name": "call_jaxpr", "kind": "JAXPR",
+                 "jaxprs": [self.jaxpr(_key_call_jaxpr(eqn, where),
+                                       where=where)]}]
+      name = "closed_call"
+    else:
+      if (any(_is_key(v.aval) for v in [*eqn.invars, *eqn.outvars])
+          and name not in _KEY_TRANSPARENT_PRIMITIVES
+          and not any(True for _ in _sub_jaxprs(eqn))):
+        raise ExportError(
+            f"{where}: {name} on jax.random keys is not supported (only"
+            " jax.random's own functions, and reading or writing a key"
+            " ref, take keys); use jax.random.key_data")
+      params = self._params(eqn, where)
     out = {
         "primitive": name,
         "invars": [self._atom(a, env, where) for a in eqn.invars],
-        "params": self._params(eqn, where),
+        "params": params,
         "outvars": [self._bind(v, env, where) for v in eqn.outvars],
     }
     frame = _user_frame(eqn.source_info)
@@ -373,11 +548,21 @@ class _KernelExporter:
   # Params.
 
   def _params(self, eqn, where: str) -> list[dict]:
-    params = dict(eqn.params)
+    params = _physical_key_params(eqn, dict(eqn.params))
     out = []
     if (eqn.primitive.name in ("program_id", "num_programs")
         and self._kernel_grid_axes is not None):
       params["axis"] = self._kernel_grid_axes[params["axis"]]
+    if eqn.primitive.name == "axis_index":
+      # A named grid axis (pallas_call(grid=(("x", 4), ...))) becomes its
+      # grid dimension, `axis`; any other name (a mesh axis, several names)
+      # stays `axis_name` and the compiler refuses it.
+      axis_name = params.pop("axis_name")
+      if (not isinstance(axis_name, (tuple, list))
+          and axis_name in self._grid_names):
+        params["axis"] = self._grid_names.index(axis_name)
+      else:
+        params["axis_name"] = str(axis_name)
     layout = _REF_ACCESS_LAYOUTS.get(eqn.primitive.name)
     if layout is not None:
       tree_param, split = layout
@@ -439,14 +624,33 @@ class _KernelExporter:
     raise ExportError(f"{where}: operand {slot} = {obj!r} cannot be exported")
 
   def _indexers(self, name: str, transforms, eqn, where: str) -> dict:
+    """An INDEXERS param: the ref transforms, in order (indexers, reshapes
+    and bitcasts). A ref of keys has the key data's dims after its own, so
+    each indexer of one takes all of them."""
+    key_dims = ()
+    if (name == "indexers" and eqn.primitive.name in ("get", "swap")
+        and _is_key(eqn.invars[0].aval)):
+      key_dims = _key_shape(eqn.invars[0].aval)
     indexers = []
     for transform in transforms:
-      if not isinstance(transform, state_indexing.NDIndexer):
+      if isinstance(transform, state_indexing.NDIndexer):
+        dims = [self._index_dim(i, eqn, where) for i in transform.indices]
+        dims += [{"kind": "SLICE", "start": 0, "start_operand": -1,
+                  "size": int(d), "stride": 1} for d in key_dims]
+        indexers.append({"dims": dims})
+      elif key_dims:
+        raise ExportError(f"{where}: a {type(transform).__name__} of a ref"
+                          " of jax.random keys")
+      elif isinstance(transform, state_types.ReshapeTransform):
+        indexers.append({"transform": "RESHAPE",
+                         "shape": [int(d) for d in transform.shape]})
+      elif isinstance(transform, state_types.BitcastTransform):
+        indexers.append({"transform": "BITCAST",
+                         "dtype": _dtype_name(transform.dtype, where)})
+      else:
         raise ExportError(
             f"{where}: ref transform {type(transform).__name__} is not"
-            " supported (only indexing)")
-      indexers.append(
-          {"dims": [self._index_dim(i, eqn, where) for i in transform.indices]})
+            " supported (only indexing, reshape and bitcast)")
     return {"name": name, "kind": "INDEXERS", "indexers": indexers}
 
   def _index_dim(self, index, eqn, where: str) -> dict:
@@ -504,6 +708,7 @@ class _KernelExporter:
     # the index maps take as arguments but the kernel body does not see: its
     # program_id(i) is the i-th of the other dimensions. The interchange has
     # one grid, so the body's axes are renumbered into it.
+    self._grid_names = list(grid_mapping.grid_names or [])
     vmapped = set(grid_mapping.vmapped_dims)
     grid_rank = len(grid_mapping.grid)
     if vmapped:
@@ -559,13 +764,21 @@ class _KernelExporter:
     where = f"{where}: block spec of {bm.origin}"
     if bm.transforms:
       raise ExportError(f"{where}: block transforms {bm.transforms}")
+    block_dims = [_block_dim(d, where) for d in bm.block_shape]
+    index_map = self.jaxpr(bm.index_map_jaxpr, where=f"{where}: index map")
+    if _is_key(bm.array_aval):
+      # The key data's own dims, whole, at block index 0.
+      for d in _key_shape(bm.array_aval):
+        block_dims.append({"kind": "BLOCKED", "size": int(d)})
+        index_map["outvars"].append({"literal": _literal(
+            0, jax_core.ShapedArray((), np.int32), where)})
     return {
         "origin": bm.origin,
         "array_type": _type(bm.array_aval, where),
-        "block_dims": [_block_dim(d, where) for d in bm.block_shape],
+        "block_dims": block_dims,
         "memory_space": _memory_space_name(
             bm.transformed_block_aval.memory_space, where),
-        "index_map": self.jaxpr(bm.index_map_jaxpr, where=f"{where}: index map"),
+        "index_map": index_map,
     }
 
 

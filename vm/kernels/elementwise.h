@@ -465,6 +465,7 @@ PALLASVM_XSIMD_UNARY(Sin, KeepIfZero(x, xsimd::sin(x)))
 PALLASVM_XSIMD_UNARY(Cos, xsimd::cos(x))
 PALLASVM_XSIMD_UNARY(Tan, KeepIfZero(x, xsimd::tan(x)))
 PALLASVM_XSIMD_UNARY(Erf, xsimd::erf(x))
+PALLASVM_XSIMD_UNARY(Erfc, xsimd::erfc(x))
 #undef PALLASVM_XSIMD_UNARY
 
 // ------------------------------------------------------------------ loops
