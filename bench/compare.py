@@ -9,7 +9,10 @@
 
 Workloads: the 100-step one-element add, an 8x128 f32 elementwise kernel over
 1024 steps, ops.tpu.matmul at 1024^3 f32 and bf16 (256 blocks), ops.tpu
-flash_attention forward (batch 1, 4 heads, sequence 2048, head dim 128).
+flash_attention forward (batch 1, 4 heads, sequence 2048, head dim 128), and
+the memory model's: a manually double-buffered DMA copy (256 8x128 blocks),
+an emit_pipeline matmul (512^3 f32) and ops.tpu.paged_attention decode
+(batch 8, 512 tokens).
 
 Run from the repository root after building (and after
 `.venv/bin/python bench/export_bench_kernels.py` if kernels changed):
@@ -105,7 +108,38 @@ WORKLOADS = [
              "ops.tpu.flash_attention fwd, 1x4x2048x128 f32", 1024,
              "BM_FlashAttentionFwd", ebk.flash_attention_fwd, _attention_ref,
              1, lambda: ebk.flash_attention_fwd((1, 4, 256, 128)), 16),
+    # The memory model: manual DMAs, emit_pipeline and paged attention.
+    Workload("double_buffered_copy_256",
+             "double-buffered manual DMA copy, 256 8x128 f32 blocks", 256,
+             "BM_DoubleBufferedCopy", ebk.double_buffered_copy_256,
+             _identity_plus_one, 3),
+    Workload("emit_pipeline_matmul_512",
+             "emit_pipeline matmul 512^3 f32, 128 blocks", 64,
+             "BM_EmitPipelineMatmul512", ebk.emit_pipeline_matmul_512,
+             jnp.dot, 1),
+    Workload("paged_attention_decode",
+             "ops.tpu.paged_attention decode, batch 8, 128 tokens, f32", 16,
+             "BM_PagedAttentionDecode", ebk.paged_attention_decode, _paged_ref,
+             3),
 ]
+
+
+def _paged_ref(q, k_pages, v_pages, lengths, page_indices):
+  """Dense attention over each sequence's pages, masked to its length."""
+  batch, heads, head_dim = q.shape
+  kv_heads, _, page_size, _ = k_pages.shape
+  k = k_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
+  v = v_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
+  qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+  s = jnp.einsum("bkgd,kbtd->bkgt", qg, k)
+  mask = jnp.arange(k.shape[2])[None, :] < lengths[:, None]
+  s = jnp.where(mask[:, None, None, :], s, -jnp.inf)
+  o = jnp.einsum("bkgt,kbtd->bkgd", jax.nn.softmax(s, axis=-1), v)
+  return o.reshape(batch, heads, head_dim)
+
+
+def _identity_plus_one(x):
+  return x + 1.0
 
 
 def _small_matmul(dtype):
@@ -116,9 +150,12 @@ def _small_matmul(dtype):
 
 
 def random_like(args, seed=0):
+  """Floating-point arguments replaced by N(0, 1) noise; integer ones
+  (indices, lengths) kept as the workload made them."""
   rng = np.random.default_rng(seed)
   return tuple(jnp.asarray(rng.standard_normal(a.shape, np.float32)
-                           ).astype(a.dtype) for a in args)
+                           ).astype(a.dtype)
+               if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args)
 
 
 class interpret_mode:

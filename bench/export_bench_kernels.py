@@ -188,11 +188,48 @@ def emit_pipeline_matmul_512():
 
   def fn(x, y):
     spec = pl.BlockSpec(memory_space=pl.ANY)
-    return pl.pallas_call(kernel, in_specs=[spec, spec], out_specs=spec,
-                          out_shape=like(x))(x, y)
+    with tpu_mesh():
+      return pl.pallas_call(kernel, in_specs=[spec, spec], out_specs=spec,
+                            out_shape=like(x))(x, y)
 
   x = jnp.zeros((512, 512), jnp.float32)
   return fn, (x, x)
+
+
+PAGED = dict(batch=8, heads=8, kv_heads=2, head_dim=128, page_size=16,
+             total_pages=64, pages_per_seq=8, block=4)
+
+
+def paged_attention_inputs(batch, heads, kv_heads, head_dim, page_size,
+                           total_pages, pages_per_seq, block=None):
+  """Decode inputs: one query token per sequence, lengths spread over the
+  page table's tokens, a random page table."""
+  del block
+  k0, k1, k2, k3 = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(k0, (batch, heads, head_dim), jnp.float32)
+  k = jax.random.normal(k1, (kv_heads, total_pages, page_size, head_dim),
+                        jnp.float32)
+  v = jax.random.normal(k2, (kv_heads, total_pages, page_size, head_dim),
+                        jnp.float32)
+  lengths = jnp.linspace(37, pages_per_seq * page_size, batch).astype(
+      jnp.int32)
+  pages = jax.random.permutation(k3, total_pages)[:batch * pages_per_seq]
+  return q, k, v, lengths, pages.reshape(batch, pages_per_seq).astype(
+      jnp.int32)
+
+
+def paged_attention_decode(shape=None):
+  """jax.experimental.pallas.ops.tpu.paged_attention, decode: batch 8, 8
+  query heads over 2 KV heads, head dim 128, 16-token pages, 8 pages (128
+  tokens) per sequence, 4 pages per compute block, f32."""
+  from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention  # pylint: disable=g-import-not-at-top
+  shape = shape or PAGED
+
+  def fn(q, k, v, lengths, pages):
+    return paged_attention(q, k, v, lengths, pages,
+                           pages_per_compute_block=shape["block"])
+
+  return fn, paged_attention_inputs(**shape)
 
 
 def tpu_mesh():
@@ -204,7 +241,9 @@ def tpu_mesh():
 KERNELS = (add_one_100, elementwise_8x128_1024, matmul_512_f32,
            matmul_1024_f32, matmul_1024_bf16, flash_attention_fwd,
            semaphore_signal_wait_1024, vmem_dma_8x128_1024,
-           double_buffered_copy_256, emit_pipeline_matmul_512)
+           double_buffered_copy_256, emit_pipeline_matmul_512,
+           paged_attention_decode)
+KERNELS_WITH_INPUTS = (paged_attention_decode,)
 
 
 def main():
@@ -215,9 +254,13 @@ def main():
     if names and build.__name__ not in names:
       continue
     fn, args = build()
+    # Kernels whose integer inputs matter go with their inputs, in a
+    # folder of their own (kernels_bench reads them from there).
+    with_io = build in KERNELS_WITH_INPUTS
     try:
       with tpu_mesh():
-        export_kernels(fn, *args, out_dir=out, name=build.__name__)
+        export_kernels(fn, *args, out_dir=out / build.__name__ if with_io
+                       else out, name=build.__name__, with_io=with_io)
     except Exception as e:  # pylint: disable=broad-except
       print(f"FAILED {build.__name__}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}")

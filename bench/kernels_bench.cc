@@ -18,14 +18,20 @@
 #include "benchmark/benchmark.h"
 #include "runtime/pallasvm.h"
 #include "tools/kernel_files.h"
+#include "tools/npy.h"
 #include "vm/kernels/dot.h"
 
 namespace pallasvm {
 namespace {
 
+// A kernel whose inputs matter (indices, lengths) is exported with them
+// into kernels/<name>/ (kernel + input_<i>.npy); the others' float inputs
+// are N(0, 1) noise and integer ones zero.
 void RunKernel(benchmark::State& state, const char* name) {
-  const std::string path =
-      std::string(PALLASVM_BENCH_KERNELS_DIR) + "/" + name + ".json";
+  const std::string dir = std::string(PALLASVM_BENCH_KERNELS_DIR) + "/" + name;
+  const bool with_inputs = access((dir + "/input_0.npy").c_str(), R_OK) == 0;
+  const std::string path = with_inputs ? dir + "/" + name + ".json"
+                                       : dir + ".json";
   tools::LoadOptions load;
   load.use_cache = false;
   absl::StatusOr<std::unique_ptr<Executable>> exe =
@@ -41,6 +47,18 @@ void RunKernel(benchmark::State& state, const char* name) {
   std::vector<Array> ins, outs;
   for (const auto& t : k.in_types) {
     data.emplace_back(t.bytes());
+    if (with_inputs) {
+      const std::string npy =
+          dir + "/input_" + std::to_string(ins.size()) + ".npy";
+      absl::StatusOr<tools::NpyArray> a = tools::ReadNpy(npy);
+      if (!a.ok() || a->data.size() != data.back().size()) {
+        state.SkipWithError(("bad input " + npy).c_str());
+        return;
+      }
+      data.back() = std::move(a->data);
+      ins.push_back({t.dtype, t.shape, data.back().data()});
+      continue;
+    }
     if (t.dtype == DType::F32) {
       for (int64_t i = 0; i < t.num_elements(); ++i) {
         float v = normal(rng);
@@ -159,6 +177,13 @@ void BM_EmitPipelineMatmul512(benchmark::State& s) {
   RunKernel(s, "emit_pipeline_matmul_512");
 }
 BENCHMARK(BM_EmitPipelineMatmul512)->Unit(benchmark::kMillisecond);
+
+// ops.tpu.paged_attention decode: batch 8, 8 heads over 2 KV heads, 128
+// tokens of 16-token pages per sequence, f32 (inputs exported with it).
+void BM_PagedAttentionDecode(benchmark::State& s) {
+  RunKernel(s, "paged_attention_decode");
+}
+BENCHMARK(BM_PagedAttentionDecode)->Unit(benchmark::kMillisecond);
 
 // The DOT worker thread (vm/kernels/dot.cc) against one thread, with the
 // process's other CPUs idle and with each of them kept busy by a spinning
