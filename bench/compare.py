@@ -90,6 +90,24 @@ def _attention_ref(q, k, v):
   return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(s, axis=-1), v)
 
 
+def _paged_ref(q, k_pages, v_pages, lengths, page_indices):
+  """Dense attention over each sequence's pages, masked to its length."""
+  batch, heads, head_dim = q.shape
+  kv_heads, _, page_size, _ = k_pages.shape
+  k = k_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
+  v = v_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
+  qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+  s = jnp.einsum("bkgd,kbtd->bkgt", qg, k)
+  mask = jnp.arange(k.shape[2])[None, :] < lengths[:, None]
+  s = jnp.where(mask[:, None, None, :], s, -jnp.inf)
+  o = jnp.einsum("bkgt,kbtd->bkgd", jax.nn.softmax(s, axis=-1), v)
+  return o.reshape(batch, heads, head_dim)
+
+
+def _identity_plus_one(x):
+  return x + 1.0
+
+
 WORKLOADS = [
     Workload("add_one_100", "100-step one-element add (f32)", 100,
              "BM_AddOne100Steps", ebk.add_one_100, lambda x, y: x + y, 5),
@@ -122,24 +140,6 @@ WORKLOADS = [
              "BM_PagedAttentionDecode", ebk.paged_attention_decode, _paged_ref,
              3),
 ]
-
-
-def _paged_ref(q, k_pages, v_pages, lengths, page_indices):
-  """Dense attention over each sequence's pages, masked to its length."""
-  batch, heads, head_dim = q.shape
-  kv_heads, _, page_size, _ = k_pages.shape
-  k = k_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
-  v = v_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
-  qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-  s = jnp.einsum("bkgd,kbtd->bkgt", qg, k)
-  mask = jnp.arange(k.shape[2])[None, :] < lengths[:, None]
-  s = jnp.where(mask[:, None, None, :], s, -jnp.inf)
-  o = jnp.einsum("bkgt,kbtd->bkgd", jax.nn.softmax(s, axis=-1), v)
-  return o.reshape(batch, heads, head_dim)
-
-
-def _identity_plus_one(x):
-  return x + 1.0
 
 
 def _small_matmul(dtype):

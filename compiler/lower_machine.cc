@@ -337,9 +337,21 @@ absl::StatusOr<std::vector<Value>> LowerRunScoped(Lowerer& l,
   return outs;
 }
 
+// delay (pl.delay), add_dependency (pltpu.touch) and trace_value
+// (pltpu.trace_value): a TPU spins, orders a ref's uses, or records a
+// scalar in its profiler trace. None changes a value, and on one simulated
+// core in program order there is nothing to wait for, order or record:
+// they lower to nothing (interpret mode also skips delay).
+absl::StatusOr<std::vector<Value>> LowerNothing(Lowerer&, const Lowerer::Eqn&) {
+  return std::vector<Value>{};
+}
+
 }  // namespace
 
 void AddMachineRules(RuleTable& t) {
+  t.Effectful("delay", Arity::Exactly(1, 0), LowerNothing);
+  t.Effectful("add_dependency", Arity{1, Arity::kAny, 0, 0}, LowerNothing);
+  t.Effectful("trace_value", Arity::Exactly(1, 0), LowerNothing);
   constexpr Arity kNoResults{1, Arity::kAny, 0, 0};
   t.Effectful("dma_start", kNoResults, LowerDmaStart);
   t.Effectful("dma_wait", kNoResults, LowerDmaWait);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "vm/kernels/access.h"
 
 namespace pallasvm::runtime {
@@ -29,6 +30,11 @@ absl::Status DmaEngine::Start(const vm::AccessDesc& src,
                               vm::SemaphoreId dst_sem, uint32_t pc,
                               uint64_t* serial) {
   int index;
+  if (free_.empty() && dmas_.size() >= kMaxInFlight) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "more than ", kMaxInFlight,
+        " DMAs in flight on one core (started and never waited for)"));
+  }
   if (free_.empty()) {
     index = static_cast<int>(dmas_.size());
     dmas_.emplace_back();

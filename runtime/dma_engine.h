@@ -31,6 +31,11 @@ class DmaEngine {
   // outside its ref.
   void Reset(DmaExecutionMode mode, const uint64_t* oob_fills);
 
+  // At most this many DMAs are in flight on one core: a kernel that starts
+  // DMAs in a loop and never waits for them fails with RESOURCE_EXHAUSTED
+  // instead of growing without bound.
+  static constexpr size_t kMaxInFlight = size_t{1} << 16;
+
   // DMA_START (see vm::Machine::StartDma). *serial receives the DMA's
   // number, counted from 0 at Reset.
   absl::Status Start(const vm::AccessDesc& src, const vm::AccessDesc& dst,

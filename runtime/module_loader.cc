@@ -318,6 +318,17 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     }
     kernel->refs.push_back(spec);
   }
+  // run_scoped makes its refs fresh: only scoped refs may be named (a
+  // SCOPE_ENTER over an HBM operand would overwrite the caller's buffer).
+  for (const vm::Instr& in : p.code) {
+    if (vm::Info(in.op).format != vm::Format::SCOPE) continue;
+    for (uint64_t r = in.a; r < uint64_t{in.a} + in.n; ++r) {
+      if (kernel->refs[r].kind != RefKind::SCOPED) {
+        return bad(absl::StrCat(vm::Info(in.op).name, " names ref ", r,
+                                ", which is not a run_scoped buffer"));
+      }
+    }
+  }
   if (m->block_mappings() == nullptr ||
       static_cast<int>(m->block_mappings()->size()) !=
           n_in - ndg - nsp + n_out) {

@@ -611,3 +611,17 @@ def test_paged_attention(dtype, megacore_mode, inline_seq_dim):
   tol = dict(rtol=0, atol=5e-6) if dtype == jnp.float32 else dict(
       rtol=8e-3, atol=8e-3)
   np.testing.assert_allclose(got, want, **tol)
+
+
+def test_delay_touch_and_trace_value_change_nothing():
+  def kernel(x_ref, o_ref):
+    pl.delay(100)
+    pltpu.touch(x_ref)
+    pltpu.trace_value("first", x_ref[0, 0])
+    o_ref[...] = x_ref[...] + 1.0
+
+  f = pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((8, 128),
+                                                            jnp.float32),
+                     interpret=params())
+  x = arange((8, 128))
+  np.testing.assert_array_equal(on_pallasvm(f, x), x + 1.0)
