@@ -154,6 +154,18 @@ absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
           " with stride ", stride, " (needs start + (size-1)*stride < ",
           extent, ")"));
     }
+    // Indexing a narrowed view with a dynamic start: the VM checks the
+    // composed access against the whole ref, so the start is checked
+    // against the view here (the span fits, checked above).
+    const bool narrowed = old.start_slot >= 0 || old.start != 0 ||
+                          old.size != old.extent || old.stride != 1;
+    if (narrowed && !start.is_static && size > 0) {
+      const int64_t largest = extent - 1 - *span;
+      l.builder().Emit({vm::Op::CHECK_INDEX,
+                        static_cast<uint16_t>(kind == "read" ? 0 : 1),
+                        start.slot, static_cast<uint32_t>(largest),
+                        static_cast<uint32_t>(i), 0, 1});
+    }
     const Start old_start = old.start_slot < 0
                                 ? Start{true, old.start, 0}
                                 : Start{false, 0,

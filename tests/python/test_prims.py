@@ -506,6 +506,23 @@ def test_chained_ref_transforms_match_interpret_mode():
   same_bits(*both(f, x))
 
 
+def test_a_dynamic_index_past_its_view_is_an_error_even_inside_the_ref():
+  def kernel(i_ref, x_ref, o_ref):
+    # Rows 2..5 of the ref; row 2 + 5 = 7 is inside the ref, not the view.
+    o_ref[...] = x_ref.at[pl.ds(2, 4)].at[pl.ds(i_ref[0], 1)][...]
+  f = call(kernel, jax.ShapeDtypeStruct((1, 128), jnp.float32),
+           in_specs=[SMEM, VMEM])
+  x = normal(SHAPE, 18)
+  with kernels_on_pallasvm():
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(f)(jnp.array([3], jnp.int32), x)), x[5:6])
+    with pytest.raises(Exception, match="Out-of-bounds read of an indexed "
+                       "ref view: dimension 0 takes its elements from 5 "
+                       r"\(needs 0 <= start <= 3\)") as info:
+      jax.block_until_ready(jax.jit(f)(jnp.array([5], jnp.int32), x))
+  assert "test_prims.py:" in str(info.value)
+
+
 def test_ref_reshape_matches_a_jnp_reference():
   # jax 0.10.2's interpret mode cannot run ref reshapes; the reference is
   # the same computation in jnp.

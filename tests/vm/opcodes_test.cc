@@ -90,7 +90,7 @@ TEST(OpcodesTest, NamesMatchEnum) {
             static_cast<int>(Op::LOAD_CLIPPED) + 1);
   EXPECT_EQ(static_cast<int>(Op::ERFC_F32_V),
             static_cast<int>(Op::MASKED_STORE) + 1);
-  EXPECT_EQ(static_cast<int>(Op::ARGSORT_U32), kNumOps - 1);
+  EXPECT_EQ(static_cast<int>(Op::CHECK_INDEX), kNumOps - 1);
   // The UNARY_V / UNARY_S pair of ERFC is found like the family's.
   EXPECT_EQ(UnaryOp("ERFC", DType::F32, false), Op::ERFC_F32_V);
   EXPECT_EQ(UnaryOp("ERFC", DType::F32, true), Op::ERFC_F32_S);
