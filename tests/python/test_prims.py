@@ -230,6 +230,20 @@ def test_take_along_axis_modes_match_interpret_mode(mode):
                   x, idx))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_take_along_axis_and_sort_in_three_dimensions(axis):
+  # Two batching dims for the gather; the sort along a middle axis too.
+  x = normal((4, 8, 128), 19)
+  idx = jax.random.randint(jax.random.key(20), (4, 8, 128), 0,
+                           x.shape[axis])
+
+  def kernel(x_ref, i_ref, o_ref, s_ref):
+    o_ref[...] = jnp.take_along_axis(x_ref[...], i_ref[...], axis=axis)
+    s_ref[...] = jnp.sort(x_ref[...], axis=axis)
+  f = call(kernel, (jax.ShapeDtypeStruct(x.shape, x.dtype),) * 2)
+  same_bits(*both(f, x, idx))
+
+
 def test_integer_array_indexing_and_take_match_interpret_mode():
   x = normal(SHAPE, 11)
   rows = jnp.array([7, 0, 3, 3, 1, 6, 2, 5], jnp.int32)
