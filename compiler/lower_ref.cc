@@ -93,7 +93,8 @@ absl::StatusOr<Start> AddScaled(Lowerer& l, const Start& base,
 // Applies one NDIndexer to the view `a` (its non-squeezed dims, in order):
 // each dim's start, size and stride become the view's composed with the
 // indexer's. Static parts are bounds-checked against the view here; a
-// dynamic start is checked by the VM against the ref's own extent.
+// dynamic start into a narrowed view by a CHECK_INDEX against the view, and
+// the composed access by the VM against the ref's own extents.
 absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
                           const interchange::Indexer& ix, const Value& ref,
                           absl::string_view kind, bool clipped,
