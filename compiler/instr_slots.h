@@ -51,6 +51,7 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
       if (in.op == vm::Op::STRIDED_COPY) f(in.b);
       break;
     case Format::ACCESS_LOAD: case Format::GRID: case Format::BRANCH:
+    case Format::CHECK:
       f(in.a);
       break;
     case Format::ACCESS_STORE:

@@ -302,7 +302,6 @@ absl::StatusOr<std::vector<Value>> LowerBitcastConvert(Lowerer& l,
   return std::vector<Value>{r};
 }
 
-
 // erf_inv as XLA computes it for f32 (ErfInv32 in xla/hlo/builder/lib/
 // math.cc, also CHLO's decomposition): w = -log1p(-x^2), a degree-8
 // polynomial in w - 2.5 (w < 5) or sqrt(w) - 3, times x; +-1 gives +-inf.

@@ -28,8 +28,8 @@ Value IotaAlong(Lowerer& l, const Shape& shape, int dim) {
   layout.rank = static_cast<int32_t>(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) layout.shape[i] = shape[i];
   Value r = l.NewValue(DType::S32, shape);
-  l.builder().Emit({vm::Op::IOTA_S32, static_cast<uint16_t>(dim), r.slot, 0,
-                    0, l.builder().AddLayout(layout), 0});
+  l.builder().Emit({vm::Op::IOTA_S32, static_cast<uint16_t>(dim), r.slot, 0, 0,
+                    l.builder().AddLayout(layout), 0});
   return r;
 }
 
@@ -117,8 +117,8 @@ absl::StatusOr<std::vector<Value>> LowerGather(Lowerer& l,
     mode = p->s()->str();
   }
   if (mode != "CLIP" && mode != "PROMISE_IN_BOUNDS" && mode != "FILL_OR_DROP") {
-    return l.Unsupported(absl::StrCat("gather in mode ", mode,
-                                      " is not supported yet"));
+    return l.Unsupported(
+        absl::StrCat("gather in mode ", mode, " is not supported yet"));
   }
   // Shapes, checked: the params come from the file.
   const int batch_rank = irank - 1;
@@ -188,15 +188,16 @@ absl::StatusOr<std::vector<Value>> LowerGather(Lowerer& l,
       if (start_map[k] != d) continue;
       // The k-th start index of each result element's window.
       std::vector<int64_t> strides(out.size(), 0);
-      for (int j = 0; j < batch_rank; ++j) strides[batch_pos[j]] = idx_strides[j];
+      for (int j = 0; j < batch_rank; ++j)
+        strides[batch_pos[j]] = idx_strides[j];
       start = l.StridedCopy(idx, out, strides, k * idx_strides[irank - 1]);
     }
     const int64_t bound = x.shape[d] - (*slice_sizes)[d];
     if (start) {
       if (mode == "FILL_OR_DROP") {
-        Value ok = c.Bin("AND", c.Bin("GE", *start, c.S32(0), DType::S32),
-                         c.Bin("LE", *start, c.S32(bound), DType::S32),
-                         DType::PRED);
+        Value ok =
+            c.Bin("AND", c.Bin("GE", *start, c.S32(0), DType::S32),
+                  c.Bin("LE", *start, c.S32(bound), DType::S32), DType::PRED);
         in_bounds = in_bounds ? c.Bin("AND", *in_bounds, ok, DType::PRED) : ok;
       }
       start = c.Bin("MIN", c.Bin("MAX", *start, c.S32(0), DType::S32),
@@ -229,10 +230,17 @@ absl::StatusOr<std::vector<Value>> LowerGather(Lowerer& l,
     double fill = 0;
     if (const interchange::Param* p = e.Param("fill_value")) {
       switch (p->kind()) {
-        case interchange::ParamKind::FLOAT: fill = p->f(); break;
-        case interchange::ParamKind::INT: fill = static_cast<double>(p->i()); break;
-        case interchange::ParamKind::BOOL: fill = p->b() ? 1 : 0; break;
-        default: return l.Unsupported("a gather fill_value of this kind");
+        case interchange::ParamKind::FLOAT:
+          fill = p->f();
+          break;
+        case interchange::ParamKind::INT:
+          fill = static_cast<double>(p->i());
+          break;
+        case interchange::ParamKind::BOOL:
+          fill = p->b() ? 1 : 0;
+          break;
+        default:
+          return l.Unsupported("a gather fill_value of this kind");
       }
     }
     Value fill_value = ConstantOf(l, x.dtype, fill);
@@ -275,10 +283,10 @@ absl::StatusOr<std::vector<Value>> LowerSort(Lowerer& l,
       "ADD", c.Bin("MUL", IotaAlong(l, view, 0), c.S32(n * inner), DType::S32),
       IotaAlong(l, view, 2), DType::S32);
   auto take = [&](const Value& v, const Value& perm) -> absl::StatusOr<Value> {
-    Value flat = c.Bin(
-        "ADD", base,
-        inner == 1 ? perm : c.Bin("MUL", perm, c.S32(inner), DType::S32),
-        DType::S32);
+    Value flat =
+        c.Bin("ADD", base,
+              inner == 1 ? perm : c.Bin("MUL", perm, c.S32(inner), DType::S32),
+              DType::S32);
     if (!c.status.ok()) return c.status;
     Value src = v;
     src.shape = view;
@@ -297,18 +305,23 @@ absl::StatusOr<std::vector<Value>> LowerSort(Lowerer& l,
     if (compute == DType::PRED) compute = DType::U32;
     vm::Op op;
     switch (compute) {
-      case DType::F32: op = vm::Op::ARGSORT_F32; break;
-      case DType::S32: op = vm::Op::ARGSORT_S32; break;
-      case DType::U32: op = vm::Op::ARGSORT_U32; break;
+      case DType::F32:
+        op = vm::Op::ARGSORT_F32;
+        break;
+      case DType::S32:
+        op = vm::Op::ARGSORT_S32;
+        break;
+      case DType::U32:
+        op = vm::Op::ARGSORT_U32;
+        break;
       default:
         return l.Unsupported(absl::StrCat("a sort by ", TypeString(key),
                                           " is not supported yet"));
     }
     key = l.Convert(key, compute);
     Value order = l.NewValue(DType::S32, view);
-    l.builder().Emit({op, 0, order.slot, key.slot,
-                      static_cast<uint32_t>(outer), static_cast<uint32_t>(n),
-                      static_cast<uint32_t>(inner)});
+    l.builder().Emit({op, 0, order.slot, key.slot, static_cast<uint32_t>(outer),
+                      static_cast<uint32_t>(n), static_cast<uint32_t>(inner)});
     if (perm) {
       absl::StatusOr<Value> composed = take(*perm, order);
       if (!composed.ok()) return composed.status();

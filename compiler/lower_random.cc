@@ -55,8 +55,8 @@ Value FlatIotaU32(Lowerer& l, const Shape& shape) {
   layout.rank = 1;
   layout.shape[0] = n;
   Value iota = l.NewValue(DType::S32, {n});
-  l.builder().Emit({vm::Op::IOTA_S32, 0, iota.slot, 0, 0,
-                    l.builder().AddLayout(layout), 0});
+  l.builder().Emit(
+      {vm::Op::IOTA_S32, 0, iota.slot, 0, 0, l.builder().AddLayout(layout), 0});
   Value r = l.Convert(iota, DType::U32);
   r.shape = shape;
   return r;
@@ -102,9 +102,8 @@ absl::StatusOr<std::vector<Value>> LowerPrngRandomBits(Lowerer& l,
     absl::StatusOr<std::pair<Value, Value>> y = Threefry2x32(
         l, state.k0, state.k1, *counter, FlatIotaU32(l, shape), shape);
     if (!y.ok()) return y.status();
-    absl::StatusOr<Value> next =
-        l.Binary("ADD", state.counter, l.ConstantScalar(DType::U32, 1),
-                 DType::U32, {});
+    absl::StatusOr<Value> next = l.Binary(
+        "ADD", state.counter, l.ConstantScalar(DType::U32, 1), DType::U32, {});
     if (!next.ok()) return next.status();
     l.CopyInto(state.counter, *next);
     Value bits = l.NewValue(e.out_dtypes.at(0), shape);

@@ -83,7 +83,8 @@ absl::StatusOr<Start> AddScaled(Lowerer& l, const Start& base,
 // Applies one NDIndexer to the view `a` (its non-squeezed dims, in order):
 // each dim's start, size and stride become the view's composed with the
 // indexer's. Static parts are bounds-checked against the view here; a
-// dynamic start is checked by the VM against the ref's own extent.
+// dynamic start into a narrowed view by a CHECK_INDEX against the view, and
+// the composed access by the VM against the ref's own extents.
 absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
                           const interchange::Indexer& ix, const Value& ref,
                           absl::string_view kind, const AccessOptions& options,
@@ -166,9 +167,13 @@ absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
     // fails at the first bad access it executes, and not at all for one
     // in a branch never taken), a DMA source (which may leave its ref
     // under out_of_bounds_reads="uninitialized") and a dynamic size.
+    // (A static start outside a narrowed view stays a compile error: at run
+    // time only the whole ref's bounds would be checked.)
+    const bool narrowed = old.start_slot >= 0 || old.start != 0 ||
+                          old.size != old.extent || old.stride != 1;
     const bool static_outside =
-        size > 0 && start.is_static && !clipped && span && *span < extent &&
-        (!last || *last >= extent || start.value < 0);
+        !narrowed && size > 0 && start.is_static && !clipped && span &&
+        *span < extent && (!last || *last >= extent || start.value < 0);
     const bool at_run_time =
         size_slot >= 0 || static_outside || options.runtime_bounds;
     if (!at_run_time && size > 0 &&
@@ -181,6 +186,16 @@ absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
                           : std::string("a dynamic start"),
           " with stride ", stride, " (needs start + (size-1)*stride < ",
           extent, ")"));
+    }
+    // Indexing a narrowed view with a dynamic start: the VM checks the
+    // composed access against the whole ref, so the start is checked
+    // against the view here (the span fits, checked above).
+    if (narrowed && !start.is_static && size > 0 && span) {
+      const int64_t largest = extent - 1 - *span;
+      l.builder().Emit({vm::Op::CHECK_INDEX,
+                        static_cast<uint16_t>(kind == "read" ? 0 : 1),
+                        start.slot, static_cast<uint32_t>(largest),
+                        static_cast<uint32_t>(i), 0, 1});
     }
     const Start old_start = old.start_slot < 0
                                 ? Start{true, old.start, 0}

@@ -5,8 +5,8 @@
 // closed_call) are inlined by lowering their jaxpr in place; control flow
 // (cond, while, scan) becomes jumps. Each primitive's lowering is written
 // once, in the file for its kind (lower_elementwise.cc, lower_shape.cc,
-// lower_ref.cc, lower_control.cc), and registered in the table in
-// lowering.cc.
+// lower_ref.cc, lower_control.cc, lower_gather.cc, lower_random.cc), and
+// registered in the table in lowering.cc.
 //
 // Knows nothing of grids or block mappings (compiler/compiler.cc does that).
 #ifndef PALLASVM_COMPILER_LOWERING_H_

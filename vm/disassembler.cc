@@ -136,6 +136,9 @@ std::string Operands(const Program& p, const Instr& in) {
     case Format::GATHER:
       return absl::StrCat(Slot(in.a), " := ", Slot(in.b), "[", Slot(in.c),
                           "] of ", in.d, n);
+    case Format::CHECK:
+      return absl::StrCat("0 <= ", Slot(in.a), " <= ", in.b, "  (dim ", in.c,
+                          in.aux & 1 ? ", write)" : ", read)");
     case Format::SORT:
       return absl::StrCat(Slot(in.a), " := argsort ", Slot(in.b), " as [",
                           in.c, ", ", in.d, ", ", in.n, "] along axis 1");

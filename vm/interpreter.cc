@@ -166,6 +166,15 @@ std::string SourceOf(const Program& program, size_t pc) {
                              SourceOf(program, ip - program.code.data())));
 }
 
+[[gnu::cold, gnu::noinline]] absl::Status ViewIndexError(
+    const Program& program, const Instr* ip, int32_t start) {
+  return absl::OutOfRangeError(absl::StrCat(
+      "Out-of-bounds ", (ip->aux & 1) ? "write" : "read",
+      " of an indexed ref view: dimension ", ip->c, " takes its elements from ",
+      start, " (needs 0 <= start <= ", ip->b, ") at ",
+      SourceOf(program, ip - program.code.data())));
+}
+
 }  // namespace
 
 void InitFrame(const Program& program, uint8_t* frame) {
@@ -755,6 +764,15 @@ vm_dispatch:
     VM_ARGSORT_CASE(S32)
     VM_ARGSORT_CASE(U32)
 #undef VM_ARGSORT_CASE
+    // CHECK_INDEX: fail unless 0 <= a <= b (a dynamic start into a view).
+    VM_CASE(CHECK_INDEX) {
+      const int32_t start = VM_GET(S32, ip->a);
+      if (start < 0 || static_cast<int64_t>(start) > int64_t{ip->b})
+          [[unlikely]] {
+        return ViewIndexError(program, ip, start);
+      }
+      VM_NEXT();
+    }
 
 #if PALLASVM_SWITCH_DISPATCH
     case Op::kNumOps:

@@ -41,6 +41,7 @@ enum class Format : uint8_t {
   GATHER,        // a: dst[n], b: src[d], c: indices[n] S32 (element width:
                  //   the opcode's)
   SORT,          // a: dst[c*d*n] S32, b: src[c*d*n] IN
+  CHECK,         // a: index[1] S32; b: its largest valid value, c: the dim
   NONE,
   // The simulated machine's operations (vm/machine.h).
   DMA,             // a: src access, b: dst access, c: src-sem access or

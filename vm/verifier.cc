@@ -803,6 +803,11 @@ class Verifier {
         if (auto s = CheckAliasing(pc, a, w, b, w, false); !s.ok()) return s;
         return CheckAliasing(pc, a, w, c, 4, false);
       }
+      case Format::CHECK:
+        if (auto s = CheckRefBits(pc, in.aux & ~uint16_t{1}, 0); !s.ok()) {
+          return s;
+        }
+        return CheckRange(pc, {"a (index)", in.a, 4}, 4, false);
       case Format::SORT: {
         const Int count = Int{in.c} * Int{in.d} * n;
         const Range a{"a (dst)", in.a, count * 4}, b{"b (src)", in.b, count * isz};

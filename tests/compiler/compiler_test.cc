@@ -9,6 +9,7 @@
 #include "compiler/interchange.h"
 #include "compiler/lowering.h"
 #include "compiler/module_cache.h"
+#include "compiler/program_builder.h"
 #include "gtest/gtest.h"
 #include "runtime/kernel.h"
 #include "runtime/pallasvm.h"
@@ -178,6 +179,28 @@ TEST(Compiler, ContractFmaFoldsASingleUseMultiplyIntoItsAdd) {
   EXPECT_TRUE(absl::StrContains(fused, "FMA_F32")) << fused;
   EXPECT_FALSE(absl::StrContains(fused, "MUL_F32")) << fused;
   EXPECT_FALSE(absl::StrContains(fused, "ADD_F32")) << fused;
+}
+
+// A persistent slot (the TPU PRNG's state) shares bytes with no other
+// value, although its mentions alone would let the packer reuse them:
+// without persistence x (live at pc 0) and the state (first mentioned at pc
+// 2) would share offset 0.
+TEST(Compiler, PersistentSlotsAreNeverShared) {
+  for (bool persistent : {false, true}) {
+    ProgramBuilder b;
+    const uint32_t state = persistent ? b.AllocPersistent(12) : b.Alloc(12);
+    const uint32_t x = b.Alloc(12);
+    b.Emit({vm::Op::MOV_B4, 0, x, x, 0, 0, 1});
+    b.Emit({vm::Op::MOV_B4, 0, x + 4, x + 4, 0, 0, 1});
+    b.Emit({vm::Op::MOV_B4, 0, state, state, 0, 0, 1});
+    b.Emit({vm::Op::RETURN, 0, 0, 0, 0, 0, 0});
+    b.AddFunction(vm::Function{"k", 0, {}, {}});
+    const vm::Program p = b.Finish();
+    const uint32_t x_at = p.code[0].a, state_at = p.code[2].a;
+    const bool overlap = x_at < state_at + 12 && state_at < x_at + 12;
+    EXPECT_EQ(overlap, !persistent) << "x at " << x_at << ", state at "
+                                    << state_at;
+  }
 }
 
 TEST(Compiler, MismatchedShapesAreAnError) {

@@ -230,6 +230,20 @@ def test_take_along_axis_modes_match_interpret_mode(mode):
                   x, idx))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_take_along_axis_and_sort_in_three_dimensions(axis):
+  # Two batching dims for the gather; the sort along a middle axis too.
+  x = normal((4, 8, 128), 19)
+  idx = jax.random.randint(jax.random.key(20), (4, 8, 128), 0,
+                           x.shape[axis])
+
+  def kernel(x_ref, i_ref, o_ref, s_ref):
+    o_ref[...] = jnp.take_along_axis(x_ref[...], i_ref[...], axis=axis)
+    s_ref[...] = jnp.sort(x_ref[...], axis=axis)
+  f = call(kernel, (jax.ShapeDtypeStruct(x.shape, x.dtype),) * 2)
+  same_bits(*both(f, x, idx))
+
+
 def test_integer_array_indexing_and_take_match_interpret_mode():
   x = normal(SHAPE, 11)
   rows = jnp.array([7, 0, 3, 3, 1, 6, 2, 5], jnp.int32)
@@ -504,6 +518,23 @@ def test_chained_ref_transforms_match_interpret_mode():
     o_ref.at[0].at[7][...] += x_ref.at[pl.ds(i, 2)].at[0, 0][...]
   f = call(kernel, jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(2,))
   same_bits(*both(f, x))
+
+
+def test_a_dynamic_index_past_its_view_is_an_error_even_inside_the_ref():
+  def kernel(i_ref, x_ref, o_ref):
+    # Rows 2..5 of the ref; row 2 + 5 = 7 is inside the ref, not the view.
+    o_ref[...] = x_ref.at[pl.ds(2, 4)].at[pl.ds(i_ref[0], 1)][...]
+  f = call(kernel, jax.ShapeDtypeStruct((1, 128), jnp.float32),
+           in_specs=[SMEM, VMEM])
+  x = normal(SHAPE, 18)
+  with kernels_on_pallasvm():
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(f)(jnp.array([3], jnp.int32), x)), x[5:6])
+    with pytest.raises(Exception, match="Out-of-bounds read of an indexed "
+                       "ref view: dimension 0 takes its elements from 5 "
+                       r"\(needs 0 <= start <= 3\)") as info:
+      jax.block_until_ready(jax.jit(f)(jnp.array([5], jnp.int32), x))
+  assert "test_prims.py:" in str(info.value)
 
 
 def test_ref_reshape_matches_a_jnp_reference():

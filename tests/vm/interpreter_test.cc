@@ -912,6 +912,29 @@ TEST(InterpreterTest, ReduceProdArgmaxU32AndErfc) {
   }
 }
 
+// CHECK_INDEX: passes 0 <= R[a] <= b, fails outside with an OutOfRange
+// error naming the dimension.
+TEST(InterpreterTest, CheckIndexFailsOutsideItsRange) {
+  for (int32_t start : {0, 3, -1, 4}) {
+    Assembler as;
+    const uint32_t at = as.Constant<int32_t>(start);
+    as.Emit(Op::CHECK_INDEX, at, 3, 1, 0, 1, /*aux=*/1);
+    as.Emit(Op::RETURN);
+    as.AddFunction("k", 0);
+    as.program().frame_size = 64;
+    Buffer frame(64);
+    const absl::Status s = VerifyAndRun(as.program(), frame);
+    if (start >= 0 && start <= 3) {
+      EXPECT_TRUE(s.ok()) << s;
+    } else {
+      EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange) << start;
+      EXPECT_TRUE(absl::StrContains(s.message(), "Out-of-bounds write"))
+          << s;
+      EXPECT_TRUE(absl::StrContains(s.message(), "dimension 1")) << s;
+    }
+  }
+}
+
 TEST(InterpreterTest, DisassemblyNamesOperandsAndSource) {
   RowCopyProgram rc = MakeRowCopy();
   const std::string text = Disassemble(rc.program);

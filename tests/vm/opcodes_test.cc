@@ -94,7 +94,9 @@ TEST(OpcodesTest, NamesMatchEnum) {
             static_cast<int>(Op::DMA_START) + 5);
   EXPECT_EQ(static_cast<int>(Op::ERFC_F32_V),
             static_cast<int>(Op::SCOPE_EXIT) + 1);
-  EXPECT_EQ(static_cast<int>(Op::ARGSORT_U32), kNumOps - 1);
+  EXPECT_EQ(static_cast<int>(Op::CHECK_INDEX),
+            static_cast<int>(Op::ARGSORT_U32) + 1);
+  EXPECT_EQ(static_cast<int>(Op::CHECK_INDEX), kNumOps - 1);
   // The UNARY_V / UNARY_S pair of ERFC is found like the family's.
   EXPECT_EQ(UnaryOp("ERFC", DType::F32, false), Op::ERFC_F32_V);
   EXPECT_EQ(UnaryOp("ERFC", DType::F32, true), Op::ERFC_F32_S);

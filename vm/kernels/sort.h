@@ -25,7 +25,7 @@ namespace pallasvm::vm::kernels {
 // A key whose integer order is the sort order of x.
 inline int64_t SortKey(float x) {
   if (std::isnan(x)) return int64_t{1} << 40;  // after every number
-  if (x == 0.f) x = 0.f;                        // -0 == +0
+  if (x == 0.f) x = 0.f;                       // -0 == +0
   int32_t bits;
   std::memcpy(&bits, &x, 4);
   // Negative floats order by decreasing magnitude bits.
@@ -47,10 +47,9 @@ template <class T>
       for (int64_t r = 0; r < size; ++r) {
         keyed[r] = {SortKey(s[r * inner]), static_cast<int32_t>(r)};
       }
-      std::stable_sort(keyed.begin(), keyed.end(),
-                       [](const auto& x, const auto& y) {
-                         return x.first < y.first;
-                       });
+      std::stable_sort(
+          keyed.begin(), keyed.end(),
+          [](const auto& x, const auto& y) { return x.first < y.first; });
       int32_t* d = dst + o * size * inner + i;
       for (int64_t r = 0; r < size; ++r) d[r * inner] = keyed[r].second;
     }
