@@ -450,6 +450,7 @@ absl::StatusOr<std::string> KernelCompiler::Run() {
   lowerer_.set_skip_floating_point_ops(k_.skip_floating_point_ops());
   // In the body and the index maps alike: interpret mode's XLA computes both.
   lowerer_.set_contract_fma(k_.contract_fma());
+  lowerer_.set_contract_fma_f16(!k_.fma_keeps_f16_rounding());
   lowerer_.set_allow_hbm_in_run_scoped(k_.allow_hbm_allocation_in_run_scoped());
   absl::Status body = LowerBody();
   lowerer_.set_skip_floating_point_ops(false);  // not in index maps

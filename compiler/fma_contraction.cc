@@ -14,13 +14,13 @@ namespace {
 
 using vm::DType;
 
-bool Contractible(const interchange::Var* v) {
+bool Contractible(const interchange::Var* v, bool f16) {
   if (v == nullptr || v->type() == nullptr ||
       v->type()->memory_space() != interchange::MemorySpace::VALUE) {
     return false;
   }
   const interchange::DType d = v->type()->dtype();
-  return d == interchange::DType::F32 || d == interchange::DType::F16;
+  return d == interchange::DType::F32 || (f16 && d == interchange::DType::F16);
 }
 
 std::string Primitive(const interchange::Eqn& e) {
@@ -94,7 +94,7 @@ struct Product {
 
 FmaContractions FmaContractions::Find(
     const interchange::Jaxpr& jaxpr,
-    const absl::flat_hash_map<int, int>& uses) {
+    const absl::flat_hash_map<int, int>& uses, bool f16) {
   FmaContractions found;
   if (jaxpr.eqns() == nullptr) return found;
   const auto& eqns = *jaxpr.eqns();
@@ -107,7 +107,7 @@ FmaContractions FmaContractions::Find(
   for (size_t i = 0; i < eqns.size(); ++i) {
     const interchange::Eqn& e = *eqns.Get(i);
     const interchange::Var* result = OnlyResult(e);
-    if (result == nullptr || !Contractible(result) || e.invars() == nullptr) {
+    if (result == nullptr || !Contractible(result, f16) || e.invars() == nullptr) {
       continue;
     }
     const std::string primitive = Primitive(e);

@@ -55,8 +55,11 @@ class FmaContractions {
  public:
   // The contractions in `jaxpr`'s own equations; `uses` counts each
   // variable's uses by its equations and outvars.
+  // f16 products are contracted only with `f16` (XLA:CPU's choice depends
+  // on the CPU: see Kernel.contract_fma_f16 in format/kernel.fbs).
   static FmaContractions Find(const interchange::Jaxpr& jaxpr,
-                              const absl::flat_hash_map<int, int>& uses);
+                              const absl::flat_hash_map<int, int>& uses,
+                              bool f16 = true);
 
   // Whether equation `eqn` (an index into jaxpr.eqns) is a multiply folded
   // into the add or subtract that uses it, and so emits nothing itself.

@@ -694,9 +694,9 @@ absl::StatusOr<std::vector<Value>> Lowerer::LowerJaxpr(
       if (a->var() >= 0) ++uses[a->var()];
     }
   }
-  const FmaContractions fma = contract_fma_
-                                  ? FmaContractions::Find(jaxpr, uses)
-                                  : FmaContractions();
+  const FmaContractions fma =
+      contract_fma_ ? FmaContractions::Find(jaxpr, uses, contract_fma_f16_)
+                    : FmaContractions();
   if (jaxpr.eqns()) {
     for (size_t i = 0; i < jaxpr.eqns()->size(); ++i) {
       const interchange::Eqn* e = jaxpr.eqns()->Get(i);

@@ -131,6 +131,8 @@ class Lowerer {
   // a single-use f32 or f16 multiply feeding an add or subtract becomes one
   // FMA_F32, rounded once.
   void set_contract_fma(bool contract) { contract_fma_ = contract; }
+  // With contract_fma, whether f16 products contract too.
+  void set_contract_fma_f16(bool contract) { contract_fma_f16_ = contract; }
 
   // Interpret mode's allow_hbm_allocation_in_run_scoped.
   void set_allow_hbm_in_run_scoped(bool allow) { allow_hbm_scoped_ = allow; }
@@ -198,6 +200,7 @@ class Lowerer {
   ProgramBuilder& b_;
   bool skip_fp_ = false;
   bool contract_fma_ = false;
+  bool contract_fma_f16_ = true;
   bool allow_hbm_scoped_ = false;
   std::optional<uint32_t> prng_state_slot_;
   int64_t memory_limit_ = DefaultMemoryLimit();

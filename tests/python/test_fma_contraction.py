@@ -101,7 +101,10 @@ def test_contracted_matches_interpret_mode(name, dtype):
   per_op = body(np, *[np.asarray(a) for a in args])
   plain = on_pallasvm(call, *args, contract_fma=False)
   assert mismatches(plain, per_op) == 0
-  if name != "m=x*y; (m+z)*(m-x)":
+  # XLA:CPU contracts f16 on some CPUs only (the bridge probes it): where
+  # it does not, interpret mode rounds per operation too.
+  contracts = dtype == jnp.float32 or bridge.xla_contracts_f16()
+  if name != "m=x*y; (m+z)*(m-x)" and contracts:
     assert mismatches(plain, expected) > 0  # the option is what matches
 
 

@@ -49,6 +49,7 @@ import types
 
 import jax
 import jax.experimental
+import jax.numpy as jnp
 import numpy as np
 from jax._src.interpreters import mlir
 from jax._src.pallas import mpmd as mpmd_lib
@@ -122,6 +123,23 @@ _IMPLEMENTED_FIELDS = frozenset(
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
 # RunOptions::out_of_bounds_reads.
 _OUT_OF_BOUNDS_READS = {"raise": 0, "uninitialized": 1}
+
+
+_xla_f16 = {}
+
+
+def xla_contracts_f16() -> bool:
+  """Whether XLA:CPU on this machine contracts an f16 multiply-add into one
+  fused multiply-add (computed in f32, rounded once), as it does on some
+  CPUs and not on others; probed once, with x = y = 1 + 2^-6 and
+  z = -(1 + 2^-5), where the product's 2^-12 survives only a fused
+  multiply-add. contract_fma=True follows the answer for f16."""
+  if "answer" not in _xla_f16:
+    x = jnp.full((8, 128), 1 + 2.0**-6, jnp.float16)
+    z = jnp.full((8, 128), -(1 + 2.0**-5), jnp.float16)
+    out = np.asarray(jax.jit(lambda x, y, z: x * y + z)(x, x, z))
+    _xla_f16["answer"] = bool((out != 0).all())
+  return _xla_f16["answer"]
 
 
 def _timeout_ns(params: pltpu.InterpretParams) -> np.int64:
@@ -431,14 +449,16 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     if params["jaxpr"].constvars:
       raise ValueError("Cannot lower a pallas_call with constants.")
     source_info = types.SimpleNamespace(traceback=ctx.traceback)
+    contract_fma = bool(getattr(run_params, "contract_fma",
+                                getattr(default_params, "contract_fma",
+                                        False)))
     interchange = export.export_pallas_call(
         params, ctx.avals_in, source_info,
         skip_floating_point_ops=bool(run_params.skip_floating_point_ops),
-        contract_fma=bool(getattr(run_params, "contract_fma",
-                                  getattr(default_params, "contract_fma",
-                                          False))),
+        contract_fma=contract_fma,
         allow_hbm_allocation_in_run_scoped=bool(
-            run_params.allow_hbm_allocation_in_run_scoped))
+            run_params.allow_hbm_allocation_in_run_scoped),
+        fma_keeps_f16_rounding=contract_fma and not xla_contracts_f16())
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
     call = functools.partial(
@@ -586,6 +606,7 @@ def install(params: pltpu.InterpretParams | None = None) -> None:
   library is not built, NotImplementedError for an unimplemented option."""
   params = InterpretParams() if params is None else params
   _run_options(params)  # validate now, not at the first lowering
+  xla_contracts_f16()  # probed here, outside any lowering, and cached
   lib = _load_library()
   _register_target(lib)
   rule = _lowering_rule(params)

@@ -987,6 +987,7 @@ def _dumps(kernel: dict) -> str:
 def export_pallas_call(params, in_avals, source_info=None, *,
                        skip_floating_point_ops: bool = False,
                        contract_fma: bool = False,
+                       fma_keeps_f16_rounding: bool = False,
                        allow_hbm_allocation_in_run_scoped: bool = False
                        ) -> bytes:
   """The interchange (JSON bytes) of one pallas_call, from its equation's
@@ -1001,6 +1002,8 @@ def export_pallas_call(params, in_avals, source_info=None, *,
     kernel["skip_floating_point_ops"] = True
   if contract_fma:
     kernel["contract_fma"] = True
+  if fma_keeps_f16_rounding:
+    kernel["fma_keeps_f16_rounding"] = True
   if allow_hbm_allocation_in_run_scoped:
     kernel["allow_hbm_allocation_in_run_scoped"] = True
   return _dumps(kernel).encode()
