@@ -27,7 +27,8 @@ namespace {
 // A kernel whose inputs matter (indices, lengths) is exported with them
 // into kernels/<name>/ (kernel + input_<i>.npy); the others' float inputs
 // are N(0, 1) noise and integer ones zero.
-void RunKernel(benchmark::State& state, const char* name) {
+void RunKernel(benchmark::State& state, const char* name,
+               const RunOptions& options = {}) {
   const std::string dir = std::string(PALLASVM_BENCH_KERNELS_DIR) + "/" + name;
   const bool with_inputs = access((dir + "/input_0.npy").c_str(), R_OK) == 0;
   const std::string path = with_inputs ? dir + "/" + name + ".json"
@@ -82,7 +83,7 @@ void RunKernel(benchmark::State& state, const char* name) {
   int64_t points = 1;
   for (int64_t g : k.grid) points *= g;
   for (auto _ : state) {
-    absl::Status s = (*exe)->Run(ins, outs);
+    absl::Status s = (*exe)->Run(ins, outs, options);
     if (!s.ok()) {
       state.SkipWithError(std::string(s.message()).c_str());
       return;
@@ -171,6 +172,18 @@ void BM_DoubleBufferedCopy(benchmark::State& s) {
   RunKernel(s, "double_buffered_copy_256");
 }
 BENCHMARK(BM_DoubleBufferedCopy);
+
+// The same with race detection (runtime/race_detector.h): every kernel
+// access checked against the DMAs in flight (goal: at most 3x the above).
+void BM_DoubleBufferedCopyDetectRaces(benchmark::State& s) {
+  RunOptions options;
+  runtime::RaceReport races;
+  options.detect_races = true;
+  options.races = &races;
+  RunKernel(s, "double_buffered_copy_256", options);
+  if (races.racy_elements != 0) s.SkipWithError("races found");
+}
+BENCHMARK(BM_DoubleBufferedCopyDetectRaces);
 
 // An emit_pipeline matmul, 512^3 f32, 128 blocks, HBM operands.
 void BM_EmitPipelineMatmul512(benchmark::State& s) {
