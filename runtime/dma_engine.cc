@@ -24,8 +24,8 @@ void DmaEngine::Reset(DmaExecutionMode mode, const uint64_t* oob_fills) {
   for (std::vector<int>& t : tasks_) t.clear();
 }
 
-absl::Status DmaEngine::Start(const vm::AccessDesc& src,
-                              const vm::AccessDesc& dst,
+absl::Status DmaEngine::Start(const vm::DmaRegion& src,
+                              const vm::DmaRegion& dst,
                               const vm::SemaphoreId* src_sem,
                               vm::SemaphoreId dst_sem, uint32_t pc,
                               uint64_t* serial) {
@@ -43,17 +43,13 @@ absl::Status DmaEngine::Start(const vm::AccessDesc& src,
     free_.pop_back();
   }
   Dma& d = dmas_[index];
-  vm::kernels::CopyAccess(src, &d.src);
-  vm::kernels::CopyAccess(dst, &d.dst);
-  const vm::kernels::ResolvedAccess from =
-      vm::kernels::ResolveAccess(src, nullptr);
-  const vm::kernels::ResolvedAccess to =
-      vm::kernels::ResolveAccess(dst, nullptr);
-  d.one_run = from.count >= 0 && vm::kernels::IsContiguous(src) &&
-              vm::kernels::IsContiguous(dst);
-  d.src_offset = from.byte_offset;
-  d.dst_offset = to.byte_offset;
-  d.bytes = to.count * dst.elem_size;
+  vm::kernels::CopyAccess(src.access, &d.src);
+  vm::kernels::CopyAccess(dst.access, &d.dst);
+  d.one_run = src.count >= 0 && vm::kernels::IsContiguous(src.access) &&
+              vm::kernels::IsContiguous(dst.access);
+  d.src_offset = src.byte_offset;
+  d.dst_offset = dst.byte_offset;
+  d.bytes = dst.count * dst.access.elem_size;
   d.dst_sem = dst_sem;
   d.src_sem = src_sem ? *src_sem : vm::SemaphoreId{};
   d.pc = pc;

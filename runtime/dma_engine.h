@@ -38,7 +38,7 @@ class DmaEngine {
 
   // DMA_START (see vm::Machine::StartDma). *serial receives the DMA's
   // number, counted from 0 at Reset.
-  absl::Status Start(const vm::AccessDesc& src, const vm::AccessDesc& dst,
+  absl::Status Start(const vm::DmaRegion& src, const vm::DmaRegion& dst,
                      const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,
                      uint32_t pc, uint64_t* serial);
 

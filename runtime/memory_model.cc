@@ -62,14 +62,14 @@ void CoreMachine::EndCall(std::vector<std::string>* warnings) {
   });
 }
 
-absl::Status CoreMachine::StartDma(const vm::AccessDesc& src,
-                                   const vm::AccessDesc& dst,
+absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
+                                   const vm::DmaRegion& dst,
                                    const vm::SemaphoreId* src_sem,
                                    vm::SemaphoreId dst_sem, uint32_t pc) {
   uint64_t serial = 0;
   if (options_.detect_races) {
     // Registered before it runs: in eager mode it is done at once.
-    races_.OnDmaStart(dma_.next_serial(), src, dst,
+    races_.OnDmaStart(dma_.next_serial(), src.access, dst.access,
                       semaphores_.Number(dst_sem),
                       src_sem ? semaphores_.Number(*src_sem) : -1, pc);
   }

@@ -93,7 +93,7 @@ class CoreMachine : public vm::Machine {
   // semaphore left non-zero, a DMA never waited for), one line each.
   void EndCall(std::vector<std::string>* warnings);
 
-  absl::Status StartDma(const vm::AccessDesc& src, const vm::AccessDesc& dst,
+  absl::Status StartDma(const vm::DmaRegion& src, const vm::DmaRegion& dst,
                         const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,
                         uint32_t pc) override;
   absl::Status SignalSemaphore(vm::SemaphoreId sem, int32_t inc,

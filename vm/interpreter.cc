@@ -611,11 +611,12 @@ vm_dispatch:
           kernels::RegionCount(src) != kernels::RegionCount(dst)) [[unlikely]] {
         return DmaSizeError(program, ip, frame, src, dst, bad_dim);
       }
-      if (kernels::ResolveAccess(dst, nullptr).count < 0) {
+      const kernels::ResolvedAccess to = kernels::ResolveAccess(dst, nullptr);
+      if (to.count < 0) {
         return DmaAccessError(program, ip, dst, /*is_write=*/true);
       }
-      if (ctx.ref_fills == nullptr &&
-          kernels::ResolveAccess(src, nullptr).count < 0) {
+      const kernels::ResolvedAccess from = kernels::ResolveAccess(src, nullptr);
+      if (ctx.ref_fills == nullptr && from.count < 0) {
         return DmaAccessError(program, ip, src, /*is_write=*/false);
       }
       kernels::SemaphoreAt dst_sem = kernels::ResolveSemaphore(accesses[ip->d], frame);
@@ -630,7 +631,9 @@ vm_dispatch:
         send = {s.ref, s.index};
       }
       if (absl::Status s = ctx.machine->StartDma(
-              src, dst, ip->c != kNoAccess ? &send : nullptr,
+              {src, from.byte_offset, from.count},
+              {dst, to.byte_offset, to.count},
+              ip->c != kNoAccess ? &send : nullptr,
               {dst_sem.ref, dst_sem.index}, static_cast<uint32_t>(ip - code));
           !s.ok()) [[unlikely]] {
         return MachineError(program, ip, s);

@@ -15,6 +15,14 @@
 
 namespace pallasvm::vm {
 
+// A DMA's region: a ref access with every start and size resolved (no
+// slots), and where that puts it, so the machine need not resolve it again.
+struct DmaRegion {
+  const AccessDesc& access;
+  int64_t byte_offset;  // of its first element in the ref's buffer
+  int64_t count;        // its elements; -1: part of it lies outside the ref
+};
+
 // One semaphore: element `index` (row-major) of SEMAPHORE ref `ref`.
 struct SemaphoreId {
   int32_t ref = -1;
@@ -29,12 +37,13 @@ class Machine {
   // returns is the instruction's (the VM appends its source line).
 
   // DMA_START. `src` and `dst` are regions of refs with every start
-  // resolved (no start slots): they stay valid while the DMA is in flight,
-  // whatever the frame holds later. `dst` lies inside its ref; `src` may
-  // leave its ref only under out_of_bounds_reads="uninitialized" (the VM
-  // refuses it otherwise), and the part outside reads the fill value.
-  // `src_sem` is null when the DMA signals no send semaphore.
-  virtual absl::Status StartDma(const AccessDesc& src, const AccessDesc& dst,
+  // resolved (no start slots), to be copied by the machine (the VM's copy
+  // goes when the call returns): a DMA in flight depends on nothing the
+  // frame holds later. `dst` lies inside its ref; `src` may leave its ref
+  // only under out_of_bounds_reads="uninitialized" (the VM refuses it
+  // otherwise), and the part outside reads the fill value. `src_sem` is
+  // null when the DMA signals no send semaphore.
+  virtual absl::Status StartDma(const DmaRegion& src, const DmaRegion& dst,
                                 const SemaphoreId* src_sem, SemaphoreId dst_sem,
                                 uint32_t pc) = 0;
   // SEM_SIGNAL: sem += inc.
