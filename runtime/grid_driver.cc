@@ -625,7 +625,12 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     std::memcpy(loop, next_loop, sizeof(loop));
     std::memcpy(point, next_point, sizeof(point));
   }
-  core.machine->EndCall(&core.warnings);
+  if (absl::Status s = core.machine->EndCall(
+          &core.warnings, options.leftover_semaphores_are_errors);
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(where(point, true), ": ",
+                                               s.message()));
+  }
   return absl::OkStatus();
 }
 

@@ -109,6 +109,9 @@ struct RunOptions {
   // error: semaphores left non-zero, DMAs never waited for (one line
   // each, appended).
   std::vector<std::string>* warnings = nullptr;
+  // Semaphores left non-zero (and DMAs never waited for) fail the call
+  // with FAILED_PRECONDITION instead of being warnings.
+  bool leftover_semaphores_are_errors = false;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

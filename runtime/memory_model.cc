@@ -45,8 +45,11 @@ void CoreMachine::BeginCall(const CallOptions& options) {
   }
 }
 
-void CoreMachine::EndCall(std::vector<std::string>* warnings) {
-  if (warnings == nullptr) return;
+absl::Status CoreMachine::EndCall(std::vector<std::string>* warnings,
+                                  bool as_error) {
+  std::vector<std::string> found;
+  if (warnings == nullptr) warnings = &found;
+  const size_t first = warnings->size();
   for (std::string& w : scope_warnings_) warnings->push_back(std::move(w));
   scope_warnings_.clear();
   semaphores_.ForEachNonZero(-1, [&](vm::SemaphoreId sem, int32_t count) {
@@ -60,6 +63,15 @@ void CoreMachine::EndCall(std::vector<std::string>* warnings) {
         " was never waited for (semaphore ", semaphores_.Name(sem),
         "); in dma_execution_mode='on_wait' it never happened"));
   });
+  if (as_error && warnings->size() > first) {
+    return absl::FailedPreconditionError(
+        absl::StrCat((*warnings)[first],
+                     warnings->size() - first > 1
+                         ? absl::StrCat(" (and ", warnings->size() - first - 1,
+                                        " more)")
+                         : ""));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,

@@ -90,8 +90,9 @@ class CoreMachine : public vm::Machine {
   // At the start of a call: nothing in flight, every semaphore 0.
   void BeginCall(const CallOptions& options);
   // At the end of a call: what a kernel author should hear about (a
-  // semaphore left non-zero, a DMA never waited for), one line each.
-  void EndCall(std::vector<std::string>* warnings);
+  // semaphore left non-zero, a DMA never waited for), one line each; with
+  // `as_error`, the first of them as a FAILED_PRECONDITION error instead.
+  absl::Status EndCall(std::vector<std::string>* warnings, bool as_error);
 
   absl::Status StartDma(const vm::DmaRegion& src, const vm::DmaRegion& dst,
                         const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,

@@ -671,3 +671,18 @@ def test_ragged_paged_attention_against_its_jnp_reference(dtype):
   tol = 5e-6 if dtype == jnp.float32 else 5e-2
   np.testing.assert_allclose(got[:n].astype(np.float32),
                              want[:n].astype(np.float32), rtol=0, atol=tol)
+
+
+def test_leftover_semaphores_are_errors_by_option():
+  def kernel(o_ref, sems):
+    pl.semaphore_signal(sems.at[1], 2)
+    o_ref[...] = jnp.zeros_like(o_ref)
+
+  f = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.SemaphoreType.REGULAR((3,))],
+      interpret=pallasvm.InterpretParams(leftover_semaphores="error"))
+  with kernels_on_pallasvm():
+    with pytest.raises(Exception, match=r"semaphore scratch_shapes\[0\]\[1\] "
+                       r"holds 2 at the end of the call \(expected 0\)"):
+      jax.block_until_ready(jax.jit(f)())

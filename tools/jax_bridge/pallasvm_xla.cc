@@ -254,7 +254,7 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // InterpretParams.timeout_s); a call past it fails with DEADLINE_EXCEEDED.
 // `dma_execution_mode`: 0 = on_wait, 1 = eager. Warnings (semaphores left
 // non-zero, DMAs never waited for) are printed, as interpret mode prints
-// its leftover semaphores.
+// its leftover semaphores; `leftover_semaphores` 1 makes them errors.
 ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
                         std::string_view module_key,
                         ffi::Span<const uint8_t> module,
@@ -262,8 +262,10 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
                         int64_t num_cores, int64_t uninitialized_memory,
                         int64_t out_of_bounds_reads, int64_t record_grid_points,
                         int64_t detect_races, int64_t timeout_ns,
-                        int64_t dma_execution_mode) {
+                        int64_t dma_execution_mode,
+                        int64_t leftover_semaphores) {
   RunOptions options;
+  options.leftover_semaphores_are_errors = leftover_semaphores == 1;
   options.dma_execution_mode = dma_execution_mode == 1
                                    ? runtime::DmaExecutionMode::kEager
                                    : runtime::DmaExecutionMode::kOnWait;
@@ -368,12 +370,13 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             int64_t num_cores, int64_t uninitialized_memory,
                             int64_t out_of_bounds_reads,
                             int64_t record_grid_points, int64_t detect_races,
-                            int64_t timeout_ns, int64_t dma_execution_mode) {
+                            int64_t timeout_ns, int64_t dma_execution_mode,
+                            int64_t leftover_semaphores) {
   try {
     return PallasvmCall(args, rets, module_key, module, grid_coordinates,
                         num_cores, uninitialized_memory, out_of_bounds_reads,
                         record_grid_points, detect_races, timeout_ns,
-                        dma_execution_mode);
+                        dma_execution_mode, leftover_semaphores);
   } catch (const std::bad_alloc&) {
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "pallasvm: out of memory running the kernel");
@@ -426,7 +429,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int64_t>("record_grid_points")
         .Attr<int64_t>("detect_races")
         .Attr<int64_t>("timeout_ns")
-        .Attr<int64_t>("dma_execution_mode"));
+        .Attr<int64_t>("dma_execution_mode")
+        .Attr<int64_t>("leftover_semaphores"));
 
 extern "C" {
 

@@ -106,10 +106,15 @@ class InterpretParams(pltpu.InterpretParams):
     point, the core and the source line of the loop it was in), so that a
     `while` that never ends does not hang the process. The default, None,
     is no limit, as in interpret mode: a timeout must not end a kernel that
-    is merely slow."""
+    is merely slow.
+  - `leftover_semaphores`: "warn" (the default) prints a `pallasvm
+    warning:` line for each semaphore left non-zero at the end of a call
+    or of its run_scoped, and each DMA never waited for; "error" fails the
+    call with the first of them instead."""
 
   contract_fma: bool = False
   timeout_s: float | None = None
+  leftover_semaphores: str = "warn"
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
@@ -154,6 +159,16 @@ def _timeout_ns(params: pltpu.InterpretParams) -> np.int64:
         f"InterpretParams.timeout_s={timeout!r}: expected None or seconds,"
         " more than 0 and at most 1e9")
   return np.int64(max(1, round(timeout * 1e9)))
+
+
+def _leftover_semaphores(params: pltpu.InterpretParams) -> int:
+  """InterpretParams.leftover_semaphores (pallasvm's own field) as the FFI
+  attribute: 0 warn, 1 error."""
+  mode = getattr(params, "leftover_semaphores", "warn")
+  if mode not in ("warn", "error"):
+    raise ValueError(f"InterpretParams.leftover_semaphores={mode!r}: expected"
+                     " 'warn' or 'error'")
+  return int(mode == "error")
 
 
 def _run_options(params: pltpu.InterpretParams) -> dict:
@@ -205,7 +220,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
               params.grid_point_recorder is not None),
           "detect_races": np.int64(bool(params.detect_races)),
           "timeout_ns": _timeout_ns(params),
-          "dma_execution_mode": np.int64(params.dma_execution_mode == "eager")}
+          "dma_execution_mode": np.int64(params.dma_execution_mode == "eager"),
+          "leftover_semaphores": np.int64(_leftover_semaphores(params))}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
