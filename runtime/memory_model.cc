@@ -32,6 +32,7 @@ void CoreMachine::BeginCall(const CallOptions& options) {
   semaphores_.ZeroAll();
   dma_.Reset(options.dma_mode, options.oob_fills);
   scope_warnings_.clear();
+  scope_warned_.assign(kernel_.refs.size(), false);
   races_.Reset();
   races_.SetGridPoint(options.grid_point, options.grid_rank);
   if (options.detect_races) {
@@ -151,11 +152,17 @@ absl::Status CoreMachine::ExitScope(uint32_t first, uint32_t count,
                                     uint32_t) {
   for (uint32_t r = first; r < first + count; ++r) {
     if (kernel_.refs[r].memory_space != vm::MemorySpace::SEMAPHORE) continue;
+    // Once per ref and call: a run_scoped in a loop would say it each time.
+    if (scope_warned_.size() != kernel_.refs.size()) {
+      scope_warned_.assign(kernel_.refs.size(), false);
+    }
+    if (scope_warned_[r]) continue;
     semaphores_.ForEachNonZero(
         static_cast<int>(r), [&](vm::SemaphoreId sem, int32_t c) {
           scope_warnings_.push_back(absl::StrCat(
               "semaphore ", semaphores_.Name(sem), " holds ", c,
               " when its run_scoped ends (expected 0)"));
+          scope_warned_[r] = true;
         });
   }
   return absl::OkStatus();

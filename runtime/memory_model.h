@@ -121,6 +121,7 @@ class CoreMachine : public vm::Machine {
   RaceDetector races_;
   CallOptions options_;
   std::vector<std::string> scope_warnings_;
+  std::vector<bool> scope_warned_;  // per ref, this call
 };
 
 }  // namespace pallasvm::runtime
