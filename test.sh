@@ -8,6 +8,8 @@ tools/install_deps.sh
 tools/build.sh
 meson test -C build --print-errorlogs --num-processes 2
 # A test stuck for 5 minutes dumps every thread's stack (faulthandler).
-.venv/bin/python -m pytest tests/python -q -o faulthandler_timeout=300
+# Two workers (pytest-xdist), one per core: the suite is mostly JAX's own
+# interpret mode computing the expected values, single-threaded.
+.venv/bin/python -m pytest tests/python -q -n 2 -o faulthandler_timeout=300
 # The fuzz targets: seeds, regressions and 20 s of fuzzing each (2 min).
 tests/fuzz/run.sh
