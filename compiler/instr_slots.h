@@ -63,7 +63,7 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
     case Format::SEMAPHORE:
       f(in.b);
       break;
-    case Format::SEMAPHORE_READ:
+    case Format::SEMAPHORE_READ: case Format::PRINT_ARG: case Format::PRINT:
       f(in.a);
       break;
     case Format::JUMP: case Format::NONE: case Format::DMA: case Format::SCOPE:

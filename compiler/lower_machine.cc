@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "compiler/lowering.h"
 #include "compiler/ref_access.h"
+#include "vm/debug_format.h"
 #include "vm/opcodes.h"
 
 namespace pallasvm::compiler {
@@ -346,9 +347,52 @@ absl::StatusOr<std::vector<Value>> LowerNothing(Lowerer&, const Lowerer::Eqn&) {
   return std::vector<Value>{};
 }
 
+// debug_print (jax.debug.print, pl.debug_print): one DEBUG_ARG per scalar
+// operand, then DEBUG_PRINT of the format, a constant. Array operands are
+// refused, as Mosaic refuses them on a TPU.
+absl::StatusOr<std::vector<Value>> LowerDebugPrint(Lowerer& l,
+                                                   const Lowerer::Eqn& e) {
+  const interchange::Param* fmt = e.Param("fmt");
+  if (fmt == nullptr || fmt->s() == nullptr) {
+    return l.Error("debug_print has no format");
+  }
+  const std::string format = fmt->s()->str();
+  absl::StatusOr<int> fields = vm::CheckDebugFormat(format);
+  if (!fields.ok()) {
+    return fields.status().code() == absl::StatusCode::kUnimplemented
+               ? l.Unsupported(fields.status().message())
+               : l.Error(fields.status().message());
+  }
+  if (*fields != static_cast<int>(e.in.size())) {
+    return l.Error(absl::StrCat("debug print format \"", format, "\" has ",
+                                *fields, " {} fields for ", e.in.size(),
+                                " values"));
+  }
+  if (e.in.size() > 16) {
+    return l.Unsupported("a debug print of more than 16 values");
+  }
+  if (format.size() > (size_t{1} << 16)) {
+    return l.Error("a debug print format of more than 64 KiB");
+  }
+  for (const Value& v : e.in) {
+    if (v.is_ref() || v.count() != 1) {
+      return l.Unsupported(absl::StrCat(
+          "debug printing ", TypeString(v),
+          ": only scalars can be printed (as on a TPU)"));
+    }
+    l.builder().Emit({vm::Op::DEBUG_ARG, static_cast<uint16_t>(v.dtype),
+                      v.slot, 0, 0, 0, 1});
+  }
+  const uint32_t text = l.builder().Constant(format.data(), format.size());
+  l.builder().Emit({vm::Op::DEBUG_PRINT, 0, text, 0, 0, 0,
+                    static_cast<uint32_t>(format.size())});
+  return std::vector<Value>{};
+}
+
 }  // namespace
 
 void AddMachineRules(RuleTable& t) {
+  t.Effectful("debug_print", Arity::Any(), LowerDebugPrint);
   t.Effectful("delay", Arity::Exactly(1, 0), LowerNothing);
   t.Effectful("add_dependency", Arity{1, Arity::kAny, 0, 0}, LowerNothing);
   t.Effectful("trace_value", Arity::Exactly(1, 0), LowerNothing);

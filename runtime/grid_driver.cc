@@ -398,6 +398,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   machine_options.detect_races = options.detect_races;
   machine_options.grid_point = point;
   machine_options.grid_rank = grid_rank;
+  machine_options.core = core_index;
   core.machine->BeginCall(machine_options);
   core.warnings.clear();
   for (size_t m = 0; m < num_mappings; ++m) {

@@ -1,6 +1,8 @@
 // One core's simulated machine; the model is described in memory_model.h.
 #include "runtime/memory_model.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/block_copy.h"
 
@@ -87,6 +89,19 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
                       src_sem ? semaphores_.Number(*src_sem) : -1, pc);
   }
   return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
+}
+
+void CoreMachine::DebugPrint(std::string_view text, uint32_t) {
+  std::string line = "[grid point (";
+  for (int g = 0; g < options_.grid_rank; ++g) {
+    absl::StrAppend(&line, g ? ", " : "", options_.grid_point[g]);
+  }
+  absl::StrAppend(&line, ")",
+                  options_.core > 0 ? absl::StrCat(", core ", options_.core)
+                                    : "",
+                  "] ", std::string(text), "\n");
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
 }
 
 void CoreMachine::ObserveAccess(int32_t ref, const vm::AccessDesc* region,

@@ -81,6 +81,7 @@ class CoreMachine : public vm::Machine {
     // reports.
     const int32_t* grid_point = nullptr;
     int grid_rank = 0;
+    int core = 0;  // this core's index, for debug prints
   };
 
   // `refs` is the core's ref table (kernel.refs.size() entries), valid for
@@ -109,6 +110,8 @@ class CoreMachine : public vm::Machine {
                          uint32_t pc) override;
   void ObserveAccess(int32_t ref, const vm::AccessDesc* region, bool is_write,
                      uint32_t pc) override;
+  // "[grid point (1, 0)] text" (", core 1" for cores past 0), on stdout.
+  void DebugPrint(std::string_view text, uint32_t pc) override;
 
   // What race detection found in this call.
   const RaceDetector& races() const { return races_; }

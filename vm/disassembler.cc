@@ -160,6 +160,11 @@ std::string Operands(const Program& p, const Instr& in) {
                           Slot(in.b));
     case Format::SEMAPHORE_READ:
       return absl::StrCat(Slot(in.a), " := ", DescribeAccess(p, in.d));
+    case Format::PRINT_ARG:
+      return absl::StrCat(Slot(in.a), " (", Name(static_cast<DType>(in.aux)),
+                          ")");
+    case Format::PRINT:
+      return absl::StrCat("format ", Slot(in.a), "  bytes=", in.n);
     case Format::SCOPE:
       return absl::StrCat("refs [", in.a, ", ", uint64_t{in.a} + in.n, ")");
   }

@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "vm/debug_format.h"
 #include "vm/kernels/access.h"
 #include "vm/kernels/convert.h"
 #include "vm/kernels/dot.h"
@@ -196,6 +197,10 @@ absl::Status Execute(const Program& program, int function,
   const AccessDesc* const accesses = program.accesses.data();
   const Instr* ip = code + program.functions[function].entry_pc;
   Interrupt* const interrupt = ctx.interrupt;
+  // DEBUG_ARG's queue.
+  constexpr int kMaxDebugValues = 16;
+  DebugValue debug_values[kMaxDebugValues];
+  int num_debug_values = 0;
 
 // Frame operands: a typed pointer to a block, or a scalar's value.
 #define VM_PTR(DT, off) reinterpret_cast<Storage<DType::DT>*>(frame + (off))
@@ -677,6 +682,30 @@ vm_dispatch:
         return MachineError(program, ip, v.status());
       }
       VM_SET(S32, ip->a, *v);
+      VM_NEXT();
+    }
+    // DEBUG_ARG: queue one value for the next DEBUG_PRINT (a kernel prints
+    // at most kMaxDebugValues values at once; more are dropped).
+    VM_CASE(DEBUG_ARG) {
+      if (num_debug_values < kMaxDebugValues) {
+        DebugValue& v = debug_values[num_debug_values++];
+        v.dtype = static_cast<DType>(ip->aux);
+        std::memcpy(v.bytes, frame + ip->a, SizeOf(v.dtype));
+      }
+      VM_NEXT();
+    }
+    // DEBUG_PRINT: the format at a (n bytes) with the queued values.
+    VM_CASE(DEBUG_PRINT) {
+      const std::string text = FormatDebugPrint(
+          std::string_view(reinterpret_cast<const char*>(frame + ip->a), ip->n),
+          debug_values, num_debug_values);
+      num_debug_values = 0;
+      if (ctx.machine != nullptr) {
+        ctx.machine->DebugPrint(text, static_cast<uint32_t>(ip - code));
+      } else {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fputc('\n', stdout);
+      }
       VM_NEXT();
     }
     // SCOPE_ENTER / SCOPE_EXIT: refs [a, a+n) of a run_scoped.

@@ -8,6 +8,8 @@
 #define PALLASVM_VM_MACHINE_H_
 
 #include <cstdint>
+#include <cstdio>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -64,6 +66,9 @@ class Machine {
   virtual absl::Status ExitScope(uint32_t first, uint32_t count,
                                  uint32_t pc) = 0;
 
+  // DEBUG_PRINT: one line of the kernel's debug output, formatted.
+  virtual void DebugPrint(std::string_view text, uint32_t pc);
+
   // Only while ExecContext::observe_accesses is set (race detection): the
   // kernel reads or writes `region` of ref `ref` (starts resolved), or all
   // of the ref when `region` is null (an instruction using it in place).
@@ -72,6 +77,13 @@ class Machine {
     (void)ref, (void)region, (void)is_write, (void)pc;
   }
 };
+
+// Without a simulated machine's grid point to add: the text alone.
+inline void Machine::DebugPrint(std::string_view text, uint32_t) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
 
 }  // namespace pallasvm::vm
 

@@ -49,6 +49,8 @@ enum class Format : uint8_t {
   SEMAPHORE,       // b: value[1] S32, d: semaphore access
   SEMAPHORE_READ,  // a: dst[1] S32, d: semaphore access
   SCOPE,           // a: first ref, n: ref count
+  PRINT_ARG,       // a: value[1] of dtype aux
+  PRINT,           // a: format (n bytes, a constant)
 };
 
 // Operand-location bits of Instr::aux in the DOT, ACCESS_STORE and block

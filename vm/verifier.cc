@@ -842,6 +842,15 @@ class Verifier {
         }
         return CheckRange(pc, {"a (dst)", in.a, 4}, 4, true);
       }
+      case Format::PRINT_ARG:
+        if (in.aux > static_cast<uint16_t>(DType::F32)) {
+          return InstrError(pc, absl::StrCat("aux ", in.aux, " is no dtype"));
+        }
+        return CheckRange(pc, {"a (value)", in.a,
+                               SizeOf(static_cast<DType>(in.aux))},
+                          1, false);
+      case Format::PRINT:
+        return CheckRange(pc, {"a (format)", in.a, Int{in.n}}, 1, false);
       case Format::SCOPE:
         if (Int{in.a} + Int{in.n} > Int{p_.num_refs}) {
           return InstrError(pc, absl::StrCat("refs [", in.a, ", ",

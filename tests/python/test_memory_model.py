@@ -686,3 +686,30 @@ def test_leftover_semaphores_are_errors_by_option():
     with pytest.raises(Exception, match=r"semaphore scratch_shapes\[0\]\[1\] "
                        r"holds 2 at the end of the call \(expected 0\)"):
       jax.block_until_ready(jax.jit(f)())
+
+
+# --- jax.debug.print ------------------------------------------------------------
+
+
+def test_debug_print_writes_interpret_modes_text_with_the_grid_point(capfd):
+  def kernel(x_ref, o_ref):
+    jax.debug.print("x = {} at {} {{literal}}", x_ref[0, 0], pl.program_id(0))
+    pl.debug_print("positive: {}", x_ref[0, 1] > 0)
+    o_ref[...] = x_ref[...]
+
+  spec = pl.BlockSpec((8, 128), lambda i: (i, 0))
+  f = pl.pallas_call(kernel, grid=(2,), in_specs=[spec], out_specs=spec,
+                     out_shape=jax.ShapeDtypeStruct((16, 128), jnp.float32),
+                     interpret=params())
+  x = arange((16, 128)) * 0.1
+  capfd.readouterr()
+  on_interpret_mode(f, x)
+  want = capfd.readouterr().out.splitlines()
+  on_pallasvm(f, x)
+  got = capfd.readouterr().out.splitlines()
+  # Interpret mode's lines (floats as Python floats: float32 0.1 is
+  # 0.10000000149011612), each after the grid point that printed it.
+  assert want == ["x = 0.0 at 0 {literal}", "positive: True",
+                  "x = 102.4000015258789 at 1 {literal}", "positive: True"]
+  assert got == [f"[grid point ({i // 2})] {line}"
+                 for i, line in enumerate(want)]

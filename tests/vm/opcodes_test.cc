@@ -96,7 +96,9 @@ TEST(OpcodesTest, NamesMatchEnum) {
             static_cast<int>(Op::SCOPE_EXIT) + 1);
   EXPECT_EQ(static_cast<int>(Op::CHECK_INDEX),
             static_cast<int>(Op::ARGSORT_U32) + 1);
-  EXPECT_EQ(static_cast<int>(Op::CHECK_INDEX), kNumOps - 1);
+  EXPECT_EQ(static_cast<int>(Op::DEBUG_ARG),
+            static_cast<int>(Op::CHECK_INDEX) + 1);
+  EXPECT_EQ(static_cast<int>(Op::DEBUG_PRINT), kNumOps - 1);
   // The UNARY_V / UNARY_S pair of ERFC is found like the family's.
   EXPECT_EQ(UnaryOp("ERFC", DType::F32, false), Op::ERFC_F32_V);
   EXPECT_EQ(UnaryOp("ERFC", DType::F32, true), Op::ERFC_F32_S);

@@ -553,6 +553,19 @@ class _KernelExporter:
     if (eqn.primitive.name in ("program_id", "num_programs")
         and self._kernel_grid_axes is not None):
       params["axis"] = self._kernel_grid_axes[params["axis"]]
+    if eqn.primitive.name == "debug_print":
+      # jax.debug.print / pl.debug_print: the format and positional
+      # operands travel; the pytree, numpy print options and logging record
+      # only matter to JAX's own callback.
+      in_tree = params.pop("in_tree", None)
+      static_args = params.pop("static_args", ())
+      for name in ("np_printoptions", "logging_record"):
+        params.pop(name, None)
+      if static_args or (in_tree is not None and
+                         tree_util.tree_unflatten(
+                             in_tree, [None] * in_tree.num_leaves)[1]):
+        raise ExportError(f"{where}: debug_print with keyword or static "
+                          "arguments is not supported")
     if eqn.primitive.name == "axis_index":
       # A named grid axis (pallas_call(grid=(("x", 4), ...))) becomes its
       # grid dimension, `axis`; any other name (a mesh axis, several names)
