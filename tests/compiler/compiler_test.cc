@@ -224,7 +224,8 @@ TEST(Compiler, DynamicGridNeedsItsBoundOperand) {
                          "k.json");
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::StrContains(r.status().message(),
-                                "grid dimension -2 is not in [1, 2^31 - 1]"))
+                                "grid dimension 0 has size -2; pallasvm runs "
+                                "grid dimensions of 1 to 2^31 - 1"))
       << r.status();
 }
 
