@@ -45,14 +45,19 @@ if ! command -v clang++ >/dev/null; then
 fi
 
 BUILD=build-fuzz
-if [[ ! -f $BUILD/build.ninja ]]; then
-  # -O1: the sanitizers' usual level, a third of -O3's build time.
-  CC=clang CXX=clang++ meson setup "$BUILD" --buildtype=plain -Doptimization=1 \
-    -Dfuzz=enabled -Djax_bridge=disabled -Db_sanitize=address,undefined \
-    -Db_lundef=false >/dev/null
-fi
-nice -n 10 ninja -C "$BUILD" "${TARGETS[@]/#/tests/fuzz/fuzz_}" \
-  tests/fuzz/fuzz_seed_corpus
+# One build at a time (a lock beside the build directory): runs of
+# different targets may be started side by side.
+(
+  flock 9
+  if [[ ! -f $BUILD/build.ninja ]]; then
+    # -O1: the sanitizers' usual level, a third of -O3's build time.
+    CC=clang CXX=clang++ meson setup "$BUILD" --buildtype=plain \
+      -Doptimization=1 -Dfuzz=enabled -Djax_bridge=disabled \
+      -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+  fi
+  nice -n 10 ninja -C "$BUILD" "${TARGETS[@]/#/tests/fuzz/fuzz_}" \
+    tests/fuzz/fuzz_seed_corpus
+) 9>"$BUILD.lock"
 
 WORK=$BUILD/fuzz
 # Seeds of this run only, so that long runs of different targets can go
