@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh or set-up machine: installs what is
-# missing, builds, runs the C++ tests (meson test), the Python tests, and
-# the fuzz targets' short run (tests/fuzz/run.sh; skipped without clang).
+# missing (clang and libFuzzer included, for the fuzz targets), builds, runs
+# the C++ tests (meson test), the Python tests, and the fuzz targets' short
+# run (tests/fuzz/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
-tools/install_deps.sh
+tools/install_deps.sh --fuzz
 tools/build.sh
 meson test -C build --print-errorlogs --num-processes 2
 # A test stuck for 5 minutes dumps every thread's stack (faulthandler).

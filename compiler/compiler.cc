@@ -10,6 +10,7 @@
 #include "bytecode_generated.h"
 #include "compiler/lowering.h"
 #include "compiler/program_builder.h"
+#include "format/module_limits.h"
 #include "vm/interpreter.h"
 
 namespace pallasvm::compiler {
@@ -17,6 +18,16 @@ namespace {
 
 namespace bc = ::pallasvm::bytecode;
 namespace ic = ::pallasvm::interchange;
+
+// Block dimension kinds are copied from the interchange into the module by
+// number, and layouts' arrays hold format::kMaxRank dimensions.
+static_assert(static_cast<int>(ic::BlockDimKind::BLOCKED) ==
+                  static_cast<int>(bc::BlockDimKind::BLOCKED) &&
+              static_cast<int>(ic::BlockDimKind::SQUEEZED) ==
+                  static_cast<int>(bc::BlockDimKind::SQUEEZED) &&
+              static_cast<int>(ic::BlockDimKind::ELEMENT) ==
+                  static_cast<int>(bc::BlockDimKind::ELEMENT));
+static_assert(format::kMaxRank == vm::kMaxRank);
 
 struct Shaped {
   vm::DType dtype;
@@ -85,32 +96,13 @@ class KernelCompiler {
 
 absl::Status KernelCompiler::CheckSignature() {
   if (k_.grid()) grid_.assign(k_.grid()->begin(), k_.grid()->end());
-  if (grid_.size() > static_cast<size_t>(vm::kMaxRank)) {
-    return absl::UnimplementedError("grid has more than 8 dimensions");
-  }
-  int num_dynamic = 0;
-  int64_t grid_points = 1;
-  for (int64_t g : grid_) {
-    if (g == -1) {
-      ++num_dynamic;
-    } else if (g <= 0 || g > std::numeric_limits<int32_t>::max()) {
-      // Grid indices are int32 (program_id), as on a TPU.
-      return absl::InvalidArgumentError(absl::StrCat(
-          "grid dimension ", g, " is not in [1, 2^31 - 1]"));
-    } else {
-      std::optional<int64_t> n = CheckedMul(grid_points, g);
-      if (!n) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the grid (", absl::StrJoin(grid_, ", "),
-            ") has more than 2^63 points"));
-      }
-      grid_points = *n;
-    }
-  }
+  // The runtime's loader checks the grid by the same function.
+  absl::StatusOr<int> num_dynamic = format::CheckGrid(grid_);
+  if (!num_dynamic.ok()) return num_dynamic.status();
   ndg_ = k_.num_dynamic_grid_bounds();
-  if (ndg_ != num_dynamic) {
+  if (ndg_ != *num_dynamic) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the grid (", absl::StrJoin(grid_, ", "), ") has ", num_dynamic,
+        "the grid (", absl::StrJoin(grid_, ", "), ") has ", *num_dynamic,
         " dynamic dimensions but num_dynamic_grid_bounds is ", ndg_));
   }
   nsp_ = k_.num_scalar_prefetch();
@@ -264,10 +256,12 @@ absl::Status KernelCompiler::CheckSignature() {
     Shape kernel_view;
     for (int d = 0; d < nd; ++d) {
       const ic::BlockDim* bd = bm->block_dims()->Get(d);
-      if (bd->size() <= 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, ": block dimension ", d, " has size ",
-                         bd->size()));
+      // As the runtime's loader checks the module's (same numbering).
+      if (absl::Status s = format::CheckBlockDim(
+              static_cast<bc::BlockDimKind>(bd->kind()), bd->size(),
+              absl::StrCat(what, ": block dimension ", d));
+          !s.ok()) {
+        return s;
       }
       if (bd->kind() != ic::BlockDimKind::SQUEEZED) {
         kernel_view.push_back(bd->size());
@@ -283,6 +277,21 @@ absl::Status KernelCompiler::CheckSignature() {
     if (bm->index_map() == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": block mapping has no index map"));
+    }
+  }
+  if (k_.input_output_aliases()) {
+    auto same_type = [&](int in, int out) {
+      return in_types_[in].dtype == out_types_[out].dtype &&
+             in_types_[in].shape == out_types_[out].shape;
+    };
+    int alias = 0;
+    for (const ic::Alias* a : *k_.input_output_aliases()) {
+      // As the runtime's loader checks the module's.
+      if (absl::Status s = format::CheckAlias(alias++, a->input(), a->output(),
+                                              num_in_types, n_out_, same_type);
+          !s.ok()) {
+        return s;
+      }
     }
   }
   return absl::OkStatus();

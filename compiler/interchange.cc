@@ -8,111 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/flatbuffers.h"
 #include "flatbuffers/idl.h"
+#include "format/alignment_check.h"
+#include "kernel_bfbs_generated.h"
 #include "kernel_schema_text.h"
 
 namespace pallasvm::compiler {
-namespace {
-
-namespace ic = ::pallasvm::interchange;
-
-// FlatBuffers 2.0.8's verifier checks a vector's length field for 4-byte
-// alignment only, so a crafted interchange can put a [long] vector's
-// elements at 4 mod 8, where reading them is undefined behaviour. The
-// builder aligns every non-empty one (and `bytes` is 8-aligned heap
-// storage), so a misaligned one is refused. The interchange's 8-byte
-// vectors are Type.shape, Param.ints and Kernel.grid; table fields are
-// checked by the verifier itself.
-bool Aligned8(const flatbuffers::Vector<int64_t>* v) {
-  return v == nullptr || v->size() == 0 ||
-         reinterpret_cast<uintptr_t>(v->Data()) % alignof(int64_t) == 0;
-}
-
-bool TypeAligned(const ic::Type* t) {
-  return t == nullptr || Aligned8(t->shape());
-}
-
-bool VarsAligned(
-    const flatbuffers::Vector<flatbuffers::Offset<ic::Var>>* vars) {
-  if (vars == nullptr) return true;
-  for (const ic::Var* v : *vars) {
-    if (v != nullptr && !TypeAligned(v->type())) return false;
-  }
-  return true;
-}
-
-bool LiteralAligned(const ic::Literal* l) {
-  return l == nullptr || TypeAligned(l->type());
-}
-
-bool AtomsAligned(
-    const flatbuffers::Vector<flatbuffers::Offset<ic::Atom>>* atoms) {
-  if (atoms == nullptr) return true;
-  for (const ic::Atom* a : *atoms) {
-    if (a != nullptr && !LiteralAligned(a->literal())) return false;
-  }
-  return true;
-}
-
-// Recursion is bounded by the verifier's max_depth.
-bool JaxprAligned(const ic::Jaxpr* j) {
-  if (j == nullptr) return true;
-  if (!VarsAligned(j->constvars()) || !VarsAligned(j->invars()) ||
-      !AtomsAligned(j->outvars())) {
-    return false;
-  }
-  if (j->consts()) {
-    for (const ic::Literal* l : *j->consts()) {
-      if (!LiteralAligned(l)) return false;
-    }
-  }
-  if (j->eqns()) {
-    for (const ic::Eqn* e : *j->eqns()) {
-      if (e == nullptr) continue;
-      if (!AtomsAligned(e->invars()) || !VarsAligned(e->outvars())) {
-        return false;
-      }
-      if (e->params() == nullptr) continue;
-      for (const ic::Param* p : *e->params()) {
-        if (p == nullptr) continue;
-        if (!Aligned8(p->ints())) return false;
-        if (p->jaxprs()) {
-          for (const ic::Jaxpr* sub : *p->jaxprs()) {
-            if (!JaxprAligned(sub)) return false;
-          }
-        }
-      }
-    }
-  }
-  return true;
-}
-
-bool TypesAligned(
-    const flatbuffers::Vector<flatbuffers::Offset<ic::Type>>* types) {
-  if (types == nullptr) return true;
-  for (const ic::Type* t : *types) {
-    if (!TypeAligned(t)) return false;
-  }
-  return true;
-}
-
-bool KernelAligned(const ic::Kernel* k) {
-  if (!Aligned8(k->grid()) || !TypesAligned(k->in_types()) ||
-      !TypesAligned(k->out_types()) || !TypesAligned(k->scratch_types()) ||
-      !JaxprAligned(k->jaxpr())) {
-    return false;
-  }
-  if (k->block_mappings()) {
-    for (const ic::BlockMapping* bm : *k->block_mappings()) {
-      if (bm == nullptr) continue;
-      if (!TypeAligned(bm->array_type()) || !JaxprAligned(bm->index_map())) {
-        return false;
-      }
-    }
-  }
-  return true;
-}
-
-}  // namespace
 
 absl::StatusOr<Interchange> ParseInterchange(absl::string_view data,
                                              absl::string_view origin) {
@@ -155,15 +55,17 @@ absl::StatusOr<Interchange> ParseInterchange(absl::string_view data,
     return absl::InvalidArgumentError(absl::StrCat(
         origin, ": corrupted interchange: FlatBuffers verification failed"));
   }
-  result.kernel = interchange::GetKernel(result.bytes.data());
-  if (reinterpret_cast<uintptr_t>(result.bytes.data()) % alignof(int64_t) !=
-          0 ||
-      !KernelAligned(result.kernel)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(origin,
-                     ": corrupted interchange: a vector of 64-bit integers is "
-                     "misaligned"));
+  // `bytes` is heap storage, aligned for any scalar, as FlatBuffers'
+  // alignment of its fields relative to the buffer's start needs.
+  if (absl::Status s = format::CheckAlignment(
+          reinterpret_cast<const uint8_t*>(result.bytes.data()),
+          interchange::KernelBinarySchema::data());
+      !s.ok()) {
+    return absl::Status(
+        s.code(),
+        absl::StrCat(origin, ": corrupted interchange: ", s.message()));
   }
+  result.kernel = interchange::GetKernel(result.bytes.data());
   if (result.kernel->version() != kInterchangeVersion) {
     return absl::InvalidArgumentError(absl::StrCat(
         origin, ": interchange version ", result.kernel->version(),

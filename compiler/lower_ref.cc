@@ -540,32 +540,46 @@ absl::StatusOr<RefWrite> PrepareRefWrite(Lowerer& l, const Lowerer::Eqn& e) {
   return RefWrite{view, *acc, *v};
 }
 
+// A swap of the region `acc` of a `dtype` ref: its old contents (read only
+// if the program uses them), then `value` stored there. The old value has
+// the region's shape, not the declared result's: the equation driver checks
+// one against the other, so a result declared larger than the region
+// cannot take frame space that no instruction touches.
+std::vector<Value> SwapRegion(Lowerer& l, const Lowerer::Eqn& e, DType dtype,
+                              const RefAccess& acc, const Value& value) {
+  Value old;
+  old.dtype = dtype;
+  old.shape = acc.shape;
+  if (e.outputs_used) {
+    old = l.NewValue(dtype, acc.shape);
+    l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc.access, 0});
+  }
+  l.builder().Emit({vm::Op::STORE, 0, 0, value.slot, 0, acc.access, 0});
+  return std::vector<Value>{old};
+}
+
 absl::StatusOr<std::vector<Value>> LowerSwap(Lowerer& l,
                                              const Lowerer::Eqn& e) {
   absl::StatusOr<RefWrite> w = PrepareRefWrite(l, e);
   if (!w.ok()) return w.status();
   const auto& [ref, acc, v] = *w;
-  // The old value is read only if the program uses it.
-  Value old;
-  old.dtype = ref.dtype;
-  old.shape = e.out_shapes.at(0);
   if (acc.pack > 1) {  // through a bitcast to a wider dtype
+    // The old value (read only if the program uses it) has the region's
+    // shape, as SwapRegion's.
+    Value old;
+    old.dtype = ref.dtype;
+    old.shape = acc.shape;
     if (e.outputs_used) {
       Value narrow = l.NewValue(acc.stored, acc.stored_shape);
       l.builder().Emit({vm::Op::LOAD, 0, narrow.slot, 0, 0, acc.access, 0});
       old = PackRows(l, acc, narrow);
-      old.shape = e.out_shapes.at(0);
+      old.shape = acc.shape;
     }
     const Value packed = UnpackRows(l, acc, v);
     l.builder().Emit({vm::Op::STORE, 0, 0, packed.slot, 0, acc.access, 0});
     return std::vector<Value>{old};
   }
-  if (e.outputs_used) {
-    old = l.NewValue(ref.dtype, e.out_shapes.at(0));
-    l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc.access, 0});
-  }
-  l.builder().Emit({vm::Op::STORE, 0, 0, v.slot, 0, acc.access, 0});
-  return std::vector<Value>{old};
+  return SwapRegion(l, e, ref.dtype, acc, v);
 }
 
 absl::StatusOr<std::vector<Value>> LowerAddUpdate(Lowerer& l,
@@ -667,18 +681,7 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   }
   Value v = **value;
   v.shape = acc->shape;
-  const Shape& out_shape = e.out_shapes.at(0);
-  if (*mask == nullptr) {
-    Value old;
-    old.dtype = ref->dtype;
-    old.shape = out_shape;
-    if (e.outputs_used) {
-      old = l.NewValue(ref->dtype, out_shape);
-      l.builder().Emit({vm::Op::LOAD, 0, old.slot, 0, 0, acc->access, 0});
-    }
-    l.builder().Emit({vm::Op::STORE, 0, 0, v.slot, 0, acc->access, 0});
-    return std::vector<Value>{old};
-  }
+  if (*mask == nullptr) return SwapRegion(l, e, ref->dtype, *acc, v);
   Value m = **mask;
   if (m.is_ref() || m.dtype != DType::PRED ||
       (m.count() != n && m.count() != 1)) {
@@ -695,9 +698,7 @@ absl::StatusOr<std::vector<Value>> LowerMaskedSwap(Lowerer& l,
   l.builder().Emit(
       {vm::Op::MASKED_STORE, 0, 0, v.slot, mb->slot, acc->access, 0});
   if (!e.outputs_used) return std::vector<Value>{old};
-  Value result = l.Select(*mb, old, v);
-  result.shape = out_shape;
-  return std::vector<Value>{result};
+  return std::vector<Value>{l.Select(*mb, old, v)};
 }
 
 Lowerer::Rule GridRule(vm::Op op) {

@@ -2,18 +2,17 @@
 // the helpers the primitive rules share.
 #include "compiler/lowering.h"
 
-#include "compiler/fma_contraction.h"
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "compiler/fma_contraction.h"
+#include "format/module_limits.h"
 #include "vm/opcodes.h"
 
 namespace pallasvm::compiler {
@@ -26,27 +25,18 @@ int64_t NumElements(const Shape& shape) {
 
 absl::Status CheckShape(const Shape& shape, vm::DType dtype,
                         int64_t memory_limit, absl::string_view what) {
-  if (shape.size() > static_cast<size_t>(vm::kMaxRank)) {
-    return absl::UnimplementedError(
-        absl::StrCat(what, " has rank ", shape.size(),
-                     ", over the VM's maximum of ", vm::kMaxRank));
+  // The module format's limits first (the runtime's loader applies the
+  // same), then the memory limit; under 2^40 elements no byte size
+  // overflows.
+  if (absl::Status s = format::CheckArrayShape(shape, what); !s.ok()) {
+    return s;
   }
-  int64_t bytes = vm::SizeOf(dtype);
-  bool overflow = false;
-  for (int64_t d : shape) {
-    if (d < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " has a negative dimension: ", ShapeString(shape)));
-    }
-    std::optional<int64_t> b = overflow ? std::nullopt : CheckedMul(bytes, d);
-    overflow = !b.has_value();
-    if (b) bytes = *b;
-  }
-  if (overflow || bytes > memory_limit) {
+  const int64_t bytes = NumElements(shape) * vm::SizeOf(dtype);
+  if (bytes > memory_limit) {
     return absl::ResourceExhaustedError(absl::StrCat(
         what, " is ", vm::Name(dtype), ShapeString(shape), " (",
-        overflow ? std::string("more than 2^63 bytes") : vm::FormatBytes(bytes),
-        "), over pallasvm's memory limit of ", vm::FormatBytes(memory_limit)));
+        vm::FormatBytes(bytes), "), over pallasvm's memory limit of ",
+        vm::FormatBytes(memory_limit)));
   }
   return absl::OkStatus();
 }

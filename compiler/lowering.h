@@ -44,9 +44,10 @@ using vm::CheckedMul;
 using vm::DefaultMemoryLimit;
 
 // What a shape from an interchange file must be before anything sizes by
-// it: rank at most vm::kMaxRank, no negative dimension, and at most
-// `memory_limit` bytes of `dtype` (so no element count or byte size can
-// overflow). Errors name `what`.
+// it: within the module format's limits (format/module_limits.h: rank,
+// no negative dimension, at most 2^40 elements), so no element count or
+// byte size can overflow, and at most `memory_limit` bytes of `dtype`.
+// Errors name `what`.
 absl::Status CheckShape(const Shape& shape, vm::DType dtype,
                         int64_t memory_limit, absl::string_view what);
 std::string ShapeString(const Shape& shape);

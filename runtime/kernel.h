@@ -94,13 +94,15 @@ struct Kernel {
 // Verifies `bytes` (FlatBuffers verifier, identifier, schema version, then
 // vm::Verify and the consistency of grid, refs and block mappings) and
 // builds a Kernel. A corrupted or stale module is an error, never a crash.
-// Every size is checked: a grid dimension must fit in int32 (program ids
-// are int32) and the grid in 2^62 points; shapes in 2^40 elements; one
-// core's workspace (frame, refs) and each buffer in it in `memory_limit`
-// bytes (0: DefaultMemoryLimit(), see
-// vm/memory_limit.h). A buffer of any alignment is accepted (read
-// through an aligned copy if need be); 8-byte fields that are misaligned
-// within it are refused, never read.
+// Every size is checked: the grid, shapes and block dimensions against the
+// module format's limits (format/module_limits.h, which the compiler
+// applies too: a grid dimension fits in int32, the grid in 2^62 points, a
+// shape in 2^40 elements); one core's workspace (frame, refs) and each
+// buffer in it in `memory_limit` bytes (0: DefaultMemoryLimit(), see
+// vm/memory_limit.h). A buffer of any alignment is accepted (read through
+// an aligned copy if need be); vectors and structs of 8-byte fields that
+// are misaligned within it are refused, never read
+// (format/alignment_check.h).
 absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     absl::string_view bytes, absl::string_view origin,
     int64_t memory_limit = 0);

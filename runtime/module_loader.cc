@@ -6,7 +6,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "bytecode_bfbs_generated.h"
 #include "bytecode_generated.h"
+#include "format/alignment_check.h"
+#include "format/module_limits.h"
 #include "runtime/kernel.h"
 #include "vm/interpreter.h"
 #include "vm/memory_limit.h"
@@ -27,27 +30,13 @@ namespace bc = ::pallasvm::bytecode;
 // grids; version 1 modules are refused (and rebuilt by the module cache).
 constexpr uint32_t kModuleSchemaVersion = 3;
 
-// FlatBuffers 2.0.8's verifier checks a vector's length field for 4-byte
-// alignment only, so a crafted module can place a vector of 8-byte
-// elements (longs, structs holding longs) at an address that is 4 mod 8;
-// reading it would be undefined behaviour. The builder always aligns them
-// (the module is read from 8-aligned storage, see LoadModule), so a
-// misaligned one is refused (an empty one, which the builder does not
-// align, has nothing to read). Table fields are checked by the verifier.
-template <typename V>
-bool Aligned8(const V* v) {
-  return v == nullptr || v->size() == 0 ||
-         reinterpret_cast<uintptr_t>(v->Data()) % alignof(int64_t) == 0;
-}
+static_assert(format::kMaxRank == vm::kMaxRank);
+static_assert(format::kDynamicGridDimension == kDynamicGridDim);
 
 absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
                                    absl::string_view what) {
   if (t == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has no type"));
-  }
-  if (!Aligned8(t->shape())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": shape vector misaligned (corrupted module)"));
   }
   if (static_cast<int>(t->dtype()) >= vm::kNumDTypes) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has a bad dtype"));
@@ -55,17 +44,8 @@ absl::StatusOr<ArrayType> ReadType(const bc::ArrayType* t,
   ArrayType a;
   a.dtype = static_cast<vm::DType>(t->dtype());
   if (t->shape()) a.shape.assign(t->shape()->begin(), t->shape()->end());
-  if (a.shape.size() > static_cast<size_t>(vm::kMaxRank)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " has rank > 8"));
-  }
-  int64_t n = 1;
-  for (int64_t d : a.shape) {
-    if (d < 0 || (d > 0 && n > (int64_t{1} << 40) / d)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " has a bad shape ", a.ToString(),
-                       ": a negative dimension, or more than 2^40 elements"));
-    }
-    n *= d;
+  if (absl::Status s = format::CheckArrayShape(a.shape, what); !s.ok()) {
+    return s;
   }
   return a;
 }
@@ -96,13 +76,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   };
   // 8-byte fields are read in place, so the buffer must be 8-aligned (an
   // XLA attribute or a caller's buffer need not be): else read a copy.
-  std::unique_ptr<uint64_t[]> aligned_copy;
-  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(uint64_t) != 0) {
-    aligned_copy.reset(new uint64_t[bytes.size() / 8 + 1]);
-    std::memcpy(aligned_copy.get(), bytes.data(), bytes.size());
-    bytes = absl::string_view(reinterpret_cast<const char*>(aligned_copy.get()),
-                              bytes.size());
-  }
+  const format::AlignedBytes aligned(bytes);
+  bytes = aligned.view();
   if (bytes.size() < 8 ||
       !flatbuffers::BufferHasIdentifier(bytes.data(), bc::ModuleIdentifier())) {
     return bad("not a module file (missing identifier PVMB)");
@@ -112,15 +87,17 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   if (!bc::VerifyModuleBuffer(verifier)) {
     return bad("corrupted or truncated (FlatBuffers verification failed)");
   }
+  if (absl::Status s =
+          format::CheckAlignment(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                 bc::ModuleBinarySchema::data());
+      !s.ok()) {
+    return bad(s.message());
+  }
   const bc::Module* m = bc::GetModule(bytes.data());
   if (m->schema_version() != kModuleSchemaVersion) {
     return bad(absl::StrCat("module schema version ", m->schema_version(),
                             ", this runtime reads version ",
                             kModuleSchemaVersion, " (recompile the kernel)"));
-  }
-  if (!Aligned8(m->layouts()) || !Aligned8(m->accesses()) ||
-      !Aligned8(m->ref_sizes()) || !Aligned8(m->grid())) {
-    return bad("a vector of 8-byte fields is misaligned (corrupted module)");
   }
   auto kernel = std::make_shared<Kernel>();
   kernel->name = m->kernel_name() ? m->kernel_name()->str() : "";
@@ -219,29 +196,8 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
 
   // The pallas_call description.
   kernel->grid = ToVector(m->grid());
-  if (kernel->grid.size() > static_cast<size_t>(vm::kMaxRank)) {
-    return bad("grid rank exceeds 8");
-  }
-  int num_dynamic = 0;
-  int64_t static_points = 1;
-  for (size_t g = 0; g < kernel->grid.size(); ++g) {
-    const int64_t size = kernel->grid[g];
-    if (size == kDynamicGridDim) {
-      ++num_dynamic;
-      continue;
-    }
-    if (size <= 0 || size > INT32_MAX) {
-      return bad(absl::StrCat(
-          "grid dimension ", g, " has size ", size,
-          "; pallasvm runs grid dimensions of 1 to 2^31 - 1 (program ids are "
-          "int32)"));
-    }
-    if (static_points > (int64_t{1} << 62) / size) {
-      return bad(absl::StrCat("the grid (", absl::StrJoin(kernel->grid, ", "),
-                              ") has more than 2^62 points"));
-    }
-    static_points *= size;
-  }
+  absl::StatusOr<int> num_dynamic = format::CheckGrid(kernel->grid);
+  if (!num_dynamic.ok()) return bad(num_dynamic.status().message());
   if (m->dimension_semantics()) {
     for (const flatbuffers::String* s : *m->dimension_semantics()) {
       kernel->dimension_semantics.push_back(s->str());
@@ -266,7 +222,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   const int n_in = static_cast<int>(kernel->in_types.size());
   const int n_out = static_cast<int>(kernel->out_types.size());
   const int ndg = kernel->num_dynamic_grid_bounds;
-  if (ndg != num_dynamic || ndg > n_in) {
+  if (ndg != *num_dynamic || ndg > n_in) {
     return bad("bad number of dynamic grid bounds");
   }
   for (int i = 0; i < ndg; ++i) {
@@ -371,8 +327,12 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     }
     std::vector<int64_t> view;
     for (const bc::BlockDim* d : *bm->block_dims()) {
-      if (static_cast<int>(d->kind()) > 2 || d->size() <= 0) {
-        return bad(absl::StrCat("block mapping ", i, " has a bad block dim"));
+      if (absl::Status s = format::CheckBlockDim(
+              d->kind(), d->size(),
+              absl::StrCat("block mapping ", i, ": block dimension ",
+                           spec.dims.size()));
+          !s.ok()) {
+        return bad(s.message());
       }
       spec.dims.push_back(
           BlockDim{static_cast<BlockDimKind>(d->kind()), d->size()});
@@ -400,14 +360,16 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     kernel->block_mappings.push_back(std::move(spec));
   }
   if (m->input_output_aliases()) {
+    auto same_type = [&](int in, int out) {
+      return kernel->in_types[in].dtype == kernel->out_types[out].dtype &&
+             kernel->in_types[in].shape == kernel->out_types[out].shape;
+    };
     for (const bc::Alias* a : *m->input_output_aliases()) {
-      if (a->input() < 0 || a->input() >= n_in || a->output() < 0 ||
-          a->output() >= n_out ||
-          kernel->in_types[a->input()].dtype !=
-              kernel->out_types[a->output()].dtype ||
-          kernel->in_types[a->input()].shape !=
-              kernel->out_types[a->output()].shape) {
-        return bad("bad input_output_aliases entry");
+      if (absl::Status s = format::CheckAlias(
+              static_cast<int>(kernel->aliases.size()), a->input(), a->output(),
+              n_in, n_out, same_type);
+          !s.ok()) {
+        return bad(s.message());
       }
       kernel->aliases.emplace_back(a->input(), a->output());
     }

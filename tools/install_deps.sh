@@ -4,16 +4,21 @@
 # (.venv) with the pinned JAX from PyPI. Idempotent: does nothing that is
 # already done.
 #
-#   tools/install_deps.sh          what the build and the tests need
-#   tools/install_deps.sh --fuzz   also clang and its libFuzzer runtime, for
-#                                  the fuzz targets (tests/fuzz/run.sh)
+#   tools/install_deps.sh            what the build and the tests need
+#   tools/install_deps.sh --fuzz     also clang and its libFuzzer runtime,
+#                                    for the fuzz targets (tests/fuzz/run.sh;
+#                                    ./test.sh asks for them)
+#   tools/install_deps.sh --no-venv  the Debian packages only, .venv left
+#                                    alone (the fuzz targets need no Python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ=0
+VENV=1
 for arg in "$@"; do
   case "$arg" in
     --fuzz) FUZZ=1 ;;
-    *) echo "usage: $0 [--fuzz]" >&2; exit 2 ;;
+    --no-venv) VENV=0 ;;
+    *) echo "usage: $0 [--fuzz] [--no-venv]" >&2; exit 2 ;;
   esac
 done
 
@@ -35,6 +40,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+((VENV)) || exit 0
 
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then

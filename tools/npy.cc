@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "format/module_limits.h"
 #include "vm/memory_limit.h"
 
 namespace pallasvm::tools {
@@ -171,18 +172,22 @@ absl::StatusOr<NpyLayout> ParseHeader(absl::string_view head,
     return bad(absl::StrCat("dtype '", *descr,
                             "' is not supported (64-bit types included)"));
   }
-  int64_t count = 1;
   for (absl::string_view part : absl::StrSplit(*shape, ',')) {
     part = absl::StripAsciiWhitespace(part);
     if (part.empty()) continue;
     int64_t d;
-    if (!absl::SimpleAtoi(part, &d) || d < 0 ||
-        (d > 0 && count > (int64_t{1} << 40) / d)) {
+    if (!absl::SimpleAtoi(part, &d)) {
       return bad(absl::StrCat("bad shape (", *shape, ")"));
     }
     a.shape.push_back(d);
-    count *= d;
   }
+  // The limits of a kernel's operands (format/module_limits.h): an array
+  // outside them fits no kernel, and within them its size cannot overflow.
+  if (absl::Status s = format::CheckArrayShape(a.shape, "the array"); !s.ok()) {
+    return bad(s.message());
+  }
+  int64_t count = 1;
+  for (int64_t d : a.shape) count *= d;
   layout.data_offset = header_start + header_len;
   layout.data_bytes = static_cast<size_t>(count) * a.element_size;
   return layout;

@@ -219,6 +219,40 @@ TEST(Compiler, MismatchedShapesAreAnError) {
   EXPECT_TRUE(absl::StrContains(msg, "[9]")) << msg;
 }
 
+// What the runtime's loader refuses, the compiler refuses first, by the
+// same rules (format/module_limits.h): each case here once compiled into a
+// module the loader refused (tests/fuzz/regressions/interchange_binary).
+TEST(Compiler, RefusesWhatTheLoaderRefuses) {
+  struct Case {
+    const char* fixture;
+    const char* from;
+    const char* to;
+    const char* error;
+  };
+  for (const Case& c : {
+           Case{"aliasing", "\"input_output_aliases\": [{\"input\": 0",
+                "\"input_output_aliases\": [{\"input\": 7",
+                "input_output_aliases[0] names operand 7 of the "
+                "pallas_call's 2"},
+           Case{"matmul_f32", "\"grid\": [2, 2, 2]",
+                "\"grid\": [2147483647, 2147483647, 2]",
+                "the grid (2147483647, 2147483647, 2) has more than 2^62 "
+                "points"},
+           Case{"blockspec_squeezed", "\"kind\": \"SQUEEZED\", \"size\": 1",
+                "\"kind\": \"SQUEEZED\", \"size\": 2",
+                "block dimension 0 is SQUEEZED with size 2"},
+       }) {
+    const std::string json = Fixture(c.fixture);
+    absl::StatusOr<std::string> good = CompileInterchange(json, "k.json");
+    ASSERT_TRUE(good.ok()) << good.status();
+    EXPECT_TRUE(runtime::LoadModule(*good, "k.pvm").ok()) << c.fixture;
+    absl::StatusOr<std::string> r =
+        CompileInterchange(ReplaceFirst(json, c.from, c.to), "k.json");
+    ASSERT_FALSE(r.ok()) << c.fixture;
+    EXPECT_TRUE(absl::StrContains(r.status().message(), c.error)) << r.status();
+  }
+}
+
 TEST(Compiler, DynamicGridNeedsItsBoundOperand) {
   // dynamic_grid: grid [-1], sized by operand 0 (int32[]).
   const std::string json = Fixture("dynamic_grid");
@@ -247,7 +281,8 @@ TEST(Compiler, DynamicGridNeedsItsBoundOperand) {
                          "k.json");
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::StrContains(r.status().message(),
-                                "grid dimension -2 is not in [1, 2^31 - 1]"))
+                                "grid dimension 0 has size -2; pallasvm runs "
+                                "grid dimensions of 1 to 2^31 - 1"))
       << r.status();
 }
 

@@ -32,8 +32,9 @@ TEST(Interchange, AMisalignedVectorOfLongsIsRefused) {
     absl::StatusOr<Interchange> result = ParseInterchange(bytes, "bad.pvmk");
     ASSERT_FALSE(result.ok());
     EXPECT_TRUE(absl::StrContains(result.status().message(),
-                                  "bad.pvmk: corrupted interchange: a vector "
-                                  "of 64-bit integers is misaligned"))
+                                  "bad.pvmk: corrupted interchange: "
+                                  "Kernel.grid is at 4 mod 8, misaligned for "
+                                  "its 8-byte elements"))
         << result.status();
     return;
   }

@@ -19,8 +19,9 @@
 # regressions listed in tests/fuzz/regressions/OPEN (defects not fixed yet),
 # which are reported. One fuzzer process runs at a time, niced.
 #
-# Without clang++ the script says it skipped and succeeds, so ./test.sh
-# passes on a machine without clang.
+# clang and libFuzzer are installed first if missing (tools/install_deps.sh
+# --fuzz, Debian's packages): without them the script fails, so ./test.sh
+# never passes with the fuzz targets silently left out.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -37,25 +38,34 @@ elif (($#)); then
   exit 2
 fi
 
+tools/install_deps.sh --fuzz --no-venv
 if ! command -v clang++ >/dev/null; then
-  echo "fuzz: skipped (no clang++; tools/install_deps.sh --fuzz installs it)"
-  exit 0
+  echo "fuzz: no clang++ after tools/install_deps.sh --fuzz" >&2
+  exit 1
 fi
-tools/install_deps.sh --fuzz
 
 BUILD=build-fuzz
-if [[ ! -f $BUILD/build.ninja ]]; then
-  # -O1: the sanitizers' usual level, a third of -O3's build time.
-  CC=clang CXX=clang++ meson setup "$BUILD" --buildtype=plain -Doptimization=1 \
-    -Dfuzz=enabled -Djax_bridge=disabled -Db_sanitize=address,undefined \
-    -Db_lundef=false >/dev/null
-fi
-nice -n 10 ninja -C "$BUILD" "${TARGETS[@]/#/tests/fuzz/fuzz_}" \
-  tests/fuzz/fuzz_seed_corpus
+# One build at a time (a lock beside the build directory): runs of
+# different targets may be started side by side.
+(
+  flock 9
+  if [[ ! -f $BUILD/build.ninja ]]; then
+    # -O1: the sanitizers' usual level, a third of -O3's build time.
+    CC=clang CXX=clang++ meson setup "$BUILD" --buildtype=plain \
+      -Doptimization=1 -Dfuzz=enabled -Djax_bridge=disabled \
+      -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+  fi
+  nice -n 10 ninja -C "$BUILD" "${TARGETS[@]/#/tests/fuzz/fuzz_}" \
+    tests/fuzz/fuzz_seed_corpus
+) 9>"$BUILD.lock"
 
 WORK=$BUILD/fuzz
-rm -rf "$WORK/seeds"
-"$BUILD/tests/fuzz/fuzz_seed_corpus" tests/golden "$WORK/seeds"
+# Seeds of this run only, so that long runs of different targets can go
+# side by side (each keeps its own corpus and logs).
+SEEDS=$WORK/seeds.$$
+trap 'rm -rf "$SEEDS"' EXIT
+mkdir -p "$WORK"
+"$BUILD/tests/fuzz/fuzz_seed_corpus" tests/golden "$SEEDS"
 
 # Memory and time limits: a finding, not a stalled run, when a module asks
 # for gigabytes or loops forever.
@@ -69,10 +79,10 @@ is_open() { [[ -f $open_list ]] && grep -q "^$1\b" "$open_list"; }
 for t in "${TARGETS[@]}"; do
   fuzzer=$BUILD/tests/fuzz/fuzz_$t
   dict=()
-  [[ $t == interchange_json ]] && dict=(-dict="$WORK/seeds/interchange_json.dict")
+  [[ $t == interchange_json ]] && dict=(-dict="$SEEDS/interchange_json.dict")
 
   # 1. The seeds: each must run clean.
-  if ! nice -n 10 "$fuzzer" "${LIMITS[@]}" -runs=0 "$WORK/seeds/$t" \
+  if ! nice -n 10 "$fuzzer" "${LIMITS[@]}" -runs=0 "$SEEDS/$t" \
       >"$WORK/$t.seeds.log" 2>&1; then
     echo "fuzz $t: a seed fails; see $WORK/$t.seeds.log"
     failed=1
@@ -82,13 +92,14 @@ for t in "${TARGETS[@]}"; do
   for r in tests/fuzz/regressions/"$t"/*; do
     [[ -f $r ]] || continue
     name=$t/$(basename "$r")
-    if nice -n 10 "$fuzzer" "${LIMITS[@]}" "$r" >"$WORK/regression.log" 2>&1; then
+    log=$WORK/$t.regression.log
+    if nice -n 10 "$fuzzer" "${LIMITS[@]}" "$r" >"$log" 2>&1; then
       is_open "$name" && echo "fuzz $name: passes now; remove it from $open_list"
     elif is_open "$name"; then
       echo "fuzz $name: still fails (open defect, see $open_list)"
     else
       echo "fuzz $name: regression fails:"
-      grep -E 'ERROR|SUMMARY|FUZZ CHECK|runtime error' "$WORK/regression.log" | head -5
+      grep -E 'ERROR|SUMMARY|FUZZ CHECK|runtime error' "$log" | head -5
       failed=1
     fi
   done
@@ -106,7 +117,7 @@ for t in "${TARGETS[@]}"; do
   before=$(find "$artifacts" -type f | wc -l)
   nice -n 10 "$fuzzer" "${LIMITS[@]}" "${dict[@]}" -fork=1 -ignore_crashes=1 \
     -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$SECONDS_PER_TARGET" \
-    -artifact_prefix="$artifacts/" "$corpus" "$WORK/seeds/$t" \
+    -artifact_prefix="$artifacts/" "$corpus" "$SEEDS/$t" \
     >"$WORK/$t.fuzz.log" 2>&1 || true
   ((LONG)) || rm -rf "$corpus"
   stats=$(grep -E '^#[0-9]+' "$WORK/$t.fuzz.log" | tail -1 || true)
