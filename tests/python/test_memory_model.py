@@ -93,12 +93,9 @@ def test_async_copy_in_and_out(mode):
   np.testing.assert_array_equal(got[:8], x[8:] * 2.0 + 1.0)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_double_buffered_copy_over_a_grid(mode):
-  # At step i, the block i+1 is fetched into the other slot while block i
-  # is used: the DMA started at one grid point is waited at the next.
-  nblocks = 4
-
+def double_buffered_copy(nblocks, interpret):
+  """At step i, block i+1 is fetched into the other slot while block i is
+  used (plus i): the DMA started at one grid point is waited at the next."""
   def kernel(x_hbm, o_ref, buf, sems):
     i = pl.program_id(0)
 
@@ -119,13 +116,19 @@ def test_double_buffered_copy_over_a_grid(mode):
     fetch(i, slot).wait()
     o_ref[...] = buf[slot] + i.astype(jnp.float32)
 
-  f = pl.pallas_call(
+  return pl.pallas_call(
       kernel, grid=(nblocks,), in_specs=[ANY],
       out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
       out_shape=jax.ShapeDtypeStruct((nblocks * 8, 128), jnp.float32),
       scratch_shapes=[pltpu.VMEM((2, 8, 128), jnp.float32),
                       pltpu.SemaphoreType.DMA((2,))],
-      interpret=params(mode))
+      interpret=interpret)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_double_buffered_copy_over_a_grid(mode):
+  nblocks = 4
+  f = double_buffered_copy(nblocks, params(mode))
   x = arange((nblocks * 8, 128))
   got = assert_same(f, x)
   want = x + jnp.repeat(jnp.arange(nblocks, dtype=jnp.float32), 8)[:, None]
@@ -530,34 +533,10 @@ def test_writing_a_dma_source_before_the_wait_races(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_pipeline_that_waits_before_it_reads_has_no_race(mode, capfd):
   nblocks = 4
-
-  def kernel(x_hbm, o_ref, buf, sems):
-    i = pl.program_id(0)
-
-    def fetch(block, slot):
-      return pltpu.make_async_copy(x_hbm.at[pl.ds(block * 8, 8)],
-                                   buf.at[slot], sems.at[slot])
-
-    @pl.when(i == 0)
-    def _():
-      fetch(0, 0).start()
-
-    @pl.when(i + 1 < nblocks)
-    def _():
-      fetch(i + 1, 1 - i % 2).start()
-
-    fetch(i, i % 2).wait()
-    o_ref[...] = buf[i % 2]
-
-  f = pl.pallas_call(
-      kernel, grid=(nblocks,), in_specs=[ANY],
-      out_specs=pl.BlockSpec((8, 128), lambda i: (i, 0)),
-      out_shape=jax.ShapeDtypeStruct((nblocks * 8, 128), jnp.float32),
-      scratch_shapes=[pltpu.VMEM((2, 8, 128), jnp.float32),
-                      pltpu.SemaphoreType.DMA((2,))],
-      interpret=params(mode, detect_races=True))
+  f = double_buffered_copy(nblocks, params(mode, detect_races=True))
   x = arange((nblocks * 8, 128))
-  np.testing.assert_array_equal(on_pallasvm(f, x), x)
+  want = x + jnp.repeat(jnp.arange(nblocks, dtype=jnp.float32), 8)[:, None]
+  np.testing.assert_array_equal(on_pallasvm(f, x), want)
   assert not races_found()
   assert "RACE" not in capfd.readouterr().err
 
