@@ -83,6 +83,11 @@ options:
   --out-of-bounds-reads raise|uninitialized
                         a read outside a buffer (or an input block past
                         its array) is an error (default), or reads the fill
+  --dma-execution-mode on_wait|eager
+                        when a DMA is carried out: when a wait needs it
+                        (default, as interpret mode) or when it starts
+  --detect-races        report races (block copies across cores, and each
+                        core's accesses against its DMAs in flight)
   --no-cache            compile without the module cache
   --cache-dir DIR       module cache directory (default: $PALLASVM_CACHE_DIR,
                         $XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm)
@@ -289,6 +294,17 @@ int Run(const std::vector<std::string>& args) {
       } else {
         return UsageError("--uninitialized takes nan or zero", kRunUsage);
       }
+    } else if (a == "--dma-execution-mode" && value(&v)) {
+      if (v == "on_wait") {
+        run_options.dma_execution_mode = runtime::DmaExecutionMode::kOnWait;
+      } else if (v == "eager") {
+        run_options.dma_execution_mode = runtime::DmaExecutionMode::kEager;
+      } else {
+        return UsageError("--dma-execution-mode takes on_wait or eager",
+                          kRunUsage);
+      }
+    } else if (a == "--detect-races") {
+      run_options.detect_races = true;
     } else if (a == "--out-of-bounds-reads" && value(&v)) {
       if (v == "raise") {
         run_options.out_of_bounds_reads = runtime::OutOfBoundsReads::kRaise;
@@ -364,9 +380,21 @@ int Run(const std::vector<std::string>& args) {
     out_arrays.push_back(
         Array{k.out_types[j].dtype, k.out_types[j].shape, out_data[j].data()});
   }
-  if (absl::Status s = (*exe)->Run(in_arrays, out_arrays, run_options);
-      !s.ok()) {
-    return Fail(s);
+  // Semaphores left non-zero and DMAs never waited for, and races.
+  std::vector<std::string> warnings;
+  runtime::RaceReport races;
+  run_options.warnings = &warnings;
+  run_options.races = &races;
+  absl::Status run_status = (*exe)->Run(in_arrays, out_arrays, run_options);
+  for (const std::string& w : warnings) {
+    std::fprintf(stderr, "warning: %s\n", w.c_str());
+  }
+  run_options.warnings = nullptr;  // the timed runs below repeat them
+  if (!run_status.ok()) return Fail(run_status);
+  if (races.racy_elements > 0) {
+    std::fprintf(stderr, "RACE DETECTED: %lld racy elements\n%s",
+                 static_cast<long long>(races.racy_elements),
+                 races.description.c_str());
   }
   int status = 0;
   if (!expected.empty()) {
