@@ -36,6 +36,10 @@ enum class RefKind : uint8_t {
 };
 // "scalar prefetch", "input block", ...
 const char* RefKindName(RefKind kind);
+// Where the instruction at `pc` came from, for reports: "dma_start
+// (k.py:12)", the primitive alone without a file, "pc N" without debug info.
+std::string InstructionSource(const vm::Program& program, uint32_t pc);
+
 // A whole pallas_call operand in HBM, bound in place at each call.
 inline bool IsHbmOperand(RefKind kind) {
   return kind == RefKind::INPUT_HBM || kind == RefKind::OUTPUT_HBM;

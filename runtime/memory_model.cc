@@ -8,20 +8,6 @@
 
 namespace pallasvm::runtime {
 
-namespace {
-
-// Where the instruction at `pc` came from: "dma_start at k.py:12".
-std::string Where(const vm::Program& p, uint32_t pc) {
-  if (pc >= p.debug_index.size() || p.debug_index[pc] >= p.debug_locs.size()) {
-    return absl::StrCat("pc ", pc);
-  }
-  const vm::SourceLoc& loc = p.debug_locs[p.debug_index[pc]];
-  if (loc.file.empty()) return loc.primitive;
-  return absl::StrCat(loc.primitive, " at ", loc.file, ":", loc.line);
-}
-
-}  // namespace
-
 CoreMachine::CoreMachine(const Kernel& kernel, uint8_t* const* refs)
     : kernel_(kernel),
       refs_(refs),
@@ -62,7 +48,7 @@ absl::Status CoreMachine::EndCall(std::vector<std::string>* warnings,
   });
   dma_.ForEachPending([&](uint32_t pc, vm::SemaphoreId sem) {
     warnings->push_back(absl::StrCat(
-        "the DMA started by ", Where(kernel_.program, pc),
+        "the DMA started by ", InstructionSource(kernel_.program, pc),
         " was never waited for (semaphore ", semaphores_.Name(sem),
         "); in dma_execution_mode='on_wait' it never happened"));
   });

@@ -413,6 +413,15 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   return std::shared_ptr<const Kernel>(std::move(kernel));
 }
 
+std::string InstructionSource(const vm::Program& p, uint32_t pc) {
+  if (pc >= p.debug_index.size() || p.debug_index[pc] >= p.debug_locs.size()) {
+    return absl::StrCat("pc ", pc);
+  }
+  const vm::SourceLoc& loc = p.debug_locs[p.debug_index[pc]];
+  if (loc.file.empty()) return loc.primitive;
+  return absl::StrCat(loc.primitive, " (", loc.file, ":", loc.line, ")");
+}
+
 const char* RefKindName(RefKind kind) {
   switch (kind) {
     case RefKind::SCALAR_PREFETCH:

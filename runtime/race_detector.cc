@@ -78,16 +78,6 @@ int64_t RaceDetector::SharedElements(const vm::AccessDesc& a,
   return total;
 }
 
-std::string RaceDetector::Where(uint32_t pc) const {
-  const vm::Program& p = kernel_.program;
-  if (pc >= p.debug_index.size() || p.debug_index[pc] >= p.debug_locs.size()) {
-    return absl::StrCat("pc ", pc);
-  }
-  const vm::SourceLoc& loc = p.debug_locs[p.debug_index[pc]];
-  if (loc.file.empty()) return loc.primitive;
-  return absl::StrCat(loc.primitive, " (", loc.file, ":", loc.line, ")");
-}
-
 std::string RaceDetector::PointString() const {
   if (point_ == nullptr) return "()";
   return absl::StrCat("(", absl::StrJoin(point_, point_ + rank_, ", "), ")");
@@ -105,7 +95,7 @@ void RaceDetector::Report(int64_t elements, const std::vector<int64_t>& first,
       absl::StrJoin(first, ", "), ")", elements > 1
           ? absl::StrCat(" and ", elements - 1, " more")
           : "",
-      ": the DMA started by ", Where(dma.pc), " at grid point ", dma.point,
+      ": the DMA started by ", InstructionSource(kernel_.program, dma.pc), " at grid point ", dma.point,
       dma_writes ? " writes it" : " reads it", ", and ", other,
       ", with no wait for the DMA in between\n");
 }
@@ -115,7 +105,7 @@ void RaceDetector::OnDmaStart(uint64_t serial, const vm::AccessDesc& src,
                               int src_sem, uint32_t pc) {
   std::vector<int64_t> first;
   const std::string here =
-      absl::StrCat("the DMA started by ", Where(pc), " at grid point ",
+      absl::StrCat("the DMA started by ", InstructionSource(kernel_.program, pc), " at grid point ",
                    PointString());
   for (const InFlight& f : in_flight_) {
     // Our writes against its reads and writes, our reads against its
@@ -170,7 +160,7 @@ void RaceDetector::OnAccess(int32_t ref, const vm::AccessDesc* region,
       if (n == 0) continue;
       Report(n, first, ref, f, dma_writes,
              absl::StrCat("the kernel ", is_write ? "writes" : "reads",
-                          " it at ", Where(pc), " at grid point ",
+                          " it at ", InstructionSource(kernel_.program, pc), " at grid point ",
                           PointString()));
     }
   }

@@ -34,8 +34,7 @@ namespace pallasvm::runtime {
 class RaceDetector {
  public:
   // `refs`: the core's ref table (buffers are compared by address, so an
-  // HBM input and the output it is aliased to are one buffer). `describe`
-  // names the current place: the instruction at pc and the grid point.
+  // HBM input and the output it is aliased to are one buffer).
   RaceDetector(const Kernel& kernel, uint8_t* const* refs);
 
   void Reset();
@@ -78,7 +77,6 @@ class RaceDetector {
   void Report(int64_t elements, const std::vector<int64_t>& first,
               int32_t ref, const InFlight& dma, bool dma_writes,
               const std::string& other);
-  std::string Where(uint32_t pc) const;
   std::string PointString() const;
 
   const Kernel& kernel_;
