@@ -396,10 +396,20 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   machine_options.fills = core.ref_fills.data();
   machine_options.oob_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
   machine_options.detect_races = options.detect_races;
+  machine_options.uninitialized_reads = options.uninitialized_reads;
   machine_options.grid_point = point;
   machine_options.grid_rank = grid_rank;
   machine_options.core = core_index;
   core.machine->BeginCall(machine_options);
+  UninitializedReads* uninit = core.machine->uninitialized_reads();
+  if (uninit != nullptr) {
+    for (size_t r = 0; r < k.refs.size(); ++r) {
+      if (k.refs[r].kind == RefKind::OUTPUT_HBM &&
+          call.out_aliased[k.refs[r].operand]) {
+        uninit->SetAll(static_cast<int32_t>(r), true);
+      }
+    }
+  }
   core.warnings.clear();
   for (size_t m = 0; m < num_mappings; ++m) {
     std::fill(core.visited[m].begin(), core.visited[m].end(), 0);
@@ -440,7 +450,9 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   ctx.grid_rank = grid_rank;
   ctx.ref_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
   ctx.machine = core.machine.get();
-  ctx.observe_accesses = options.detect_races;
+  ctx.observe_accesses =
+      options.detect_races ||
+      options.uninitialized_reads != UninitializedReadsCheck::kOff;
   int32_t unreadable_read = -1;
   ctx.unreadable_ref_read = &unreadable_read;
   std::fill(core.unreadable.begin(), core.unreadable.end(), 0);
@@ -559,6 +571,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           }
           seen = 1;
         }
+        // A new block: what the buffer holds is the last block's.
+        if (uninit != nullptr) uninit->SetAll(bm.ref, false);
         continue;
       }
       set_start(plan, core.cur[m]);
@@ -567,6 +581,18 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
           InputBlockOutsideArray(bm, plan.region, limit);
       CopyBlockIn(plan.region, call.in_hbm[bm.operand], call.fills[m].data(),
                   core.ref_table[bm.ref], outside ? limit : nullptr);
+      if (uninit != nullptr) {
+        int64_t valid[vm::kMaxRank];
+        for (int d = 0; d < plan.region.rank; ++d) {
+          valid[d] = outside ? limit[d]
+                             : std::clamp<int64_t>(
+                                   plan.region.array_shape[d] -
+                                       plan.region.start[d],
+                                   0, plan.region.block_shape[d]);
+        }
+        uninit->SetInputBlock(bm.ref, plan.region.rank,
+                              plan.region.block_shape, valid);
+      }
       if (!fill_oob_reads && outside != bool(core.unreadable[bm.ref])) {
         core.unreadable[bm.ref] = outside;
         core.num_unreadable += outside ? 1 : -1;

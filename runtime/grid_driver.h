@@ -37,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/dma_engine.h"
+#include "runtime/uninitialized_reads.h"
 #include "runtime/kernel.h"
 
 namespace pallasvm::runtime {
@@ -112,6 +113,13 @@ struct RunOptions {
   // Semaphores left non-zero (and DMAs never waited for) fail the call
   // with FAILED_PRECONDITION instead of being warnings.
   bool leftover_semaphores_are_errors = false;
+  // Reading an element nothing has written (edge padding of an input
+  // block, an output block not yet written at its index, fresh scratch or
+  // run_scoped buffers, an HBM output, a DMA destination before its wait):
+  // kWarn appends one line per reading instruction and ref to *warnings,
+  // kError fails the call at the first such read, naming the source line,
+  // grid point, buffer and element. See runtime/uninitialized_reads.h.
+  UninitializedReadsCheck uninitialized_reads = UninitializedReadsCheck::kOff;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).

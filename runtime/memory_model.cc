@@ -23,12 +23,20 @@ void CoreMachine::BeginCall(const CallOptions& options) {
   scope_warned_.assign(kernel_.refs.size(), false);
   races_.Reset();
   races_.SetGridPoint(options.grid_point, options.grid_rank);
-  if (options.detect_races) {
+  if (options.uninitialized_reads != UninitializedReadsCheck::kOff) {
+    if (uninit_ == nullptr) uninit_ = std::make_unique<UninitializedReads>(kernel_);
+    uninit_->BeginCall(options.grid_point, options.grid_rank,
+                       options.uninitialized_reads ==
+                           UninitializedReadsCheck::kError);
+  }
+  if (options.detect_races || uninitialized_reads() != nullptr) {
     dma_.set_on_done(
-        [](void* races, uint64_t serial) {
-          static_cast<RaceDetector*>(races)->OnDmaDone(serial);
+        [](void* machine, uint64_t serial) {
+          CoreMachine& m = *static_cast<CoreMachine*>(machine);
+          if (m.options_.detect_races) m.races_.OnDmaDone(serial);
+          if (UninitializedReads* u = m.uninitialized_reads()) u->OnDmaDone(serial);
         },
-        &races_);
+        this);
   } else {
     dma_.set_on_done(nullptr, nullptr);
   }
@@ -38,6 +46,7 @@ absl::Status CoreMachine::EndCall(std::vector<std::string>* warnings,
                                   bool as_error) {
   std::vector<std::string> found;
   if (warnings == nullptr) warnings = &found;
+  if (UninitializedReads* u = uninitialized_reads()) u->TakeWarnings(warnings);
   const size_t first = warnings->size();
   for (std::string& w : scope_warnings_) warnings->push_back(std::move(w));
   scope_warnings_.clear();
@@ -74,6 +83,10 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
                       semaphores_.Number(dst_sem),
                       src_sem ? semaphores_.Number(*src_sem) : -1, pc);
   }
+  if (UninitializedReads* u = uninitialized_reads()) {
+    u->OnDmaStart(dma_.next_serial(), src.access, dst.access,
+                  semaphores_.Number(dst_sem));
+  }
   return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
 }
 
@@ -90,9 +103,15 @@ void CoreMachine::DebugPrint(std::string_view text, uint32_t) {
   std::fflush(stdout);
 }
 
-void CoreMachine::ObserveAccess(int32_t ref, const vm::AccessDesc* region,
-                                bool is_write, uint32_t pc) {
-  races_.OnAccess(ref, region, is_write, pc);
+absl::Status CoreMachine::ObserveAccess(int32_t ref,
+                                        const vm::AccessDesc* region,
+                                        vm::AccessKind kind,
+                                        const uint8_t* mask, uint32_t pc) {
+  if (options_.detect_races) races_.OnAccess(ref, region, vm::IsWrite(kind), pc);
+  if (UninitializedReads* u = uninitialized_reads()) {
+    return u->OnAccess(ref, region, kind, mask, pc);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
@@ -126,6 +145,9 @@ absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
   }
   semaphores_.SetCount(sem, semaphores_.Count(sem) - value);
   if (options_.detect_races) races_.OnWait(semaphores_.Number(sem));
+  if (UninitializedReads* u = uninitialized_reads()) {
+    u->OnWait(semaphores_.Number(sem));
+  }
   return absl::OkStatus();
 }
 
@@ -141,6 +163,9 @@ absl::Status CoreMachine::EnterScope(uint32_t first, uint32_t count,
     if (ref.memory_space == vm::MemorySpace::SEMAPHORE) {
       semaphores_.Zero(static_cast<int>(r));
     } else {
+      if (UninitializedReads* u = uninitialized_reads()) {
+        u->SetAll(static_cast<int32_t>(r), false);
+      }
       FillElements(refs_[r], ref.type.num_elements(),
                    reinterpret_cast<const uint8_t*>(&options_.fills[r]),
                    vm::SizeOf(ref.type.dtype));

@@ -42,6 +42,10 @@
 // counts and where the wait is. Semaphores left non-zero at the end of a
 // call, and DMAs never waited for, are reported (RunOptions::warnings).
 //
+// Uninitialized reads (runtime/uninitialized_reads.h), by option: shadow
+// state follows every write, block copy and DMA, and a read of an element
+// nothing has written is reported.
+//
 // Out of bounds. A DMA region outside its ref is an error naming the DMA's
 // source line and grid point, except a source region under
 // out_of_bounds_reads="uninitialized", whose outside part reads the fill
@@ -50,6 +54,7 @@
 #define PALLASVM_RUNTIME_MEMORY_MODEL_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +64,7 @@
 #include "runtime/kernel.h"
 #include "runtime/race_detector.h"
 #include "runtime/semaphores.h"
+#include "runtime/uninitialized_reads.h"
 #include "vm/machine.h"
 
 namespace pallasvm::runtime {
@@ -77,6 +83,9 @@ class CoreMachine : public vm::Machine {
     // Race detection between the kernel and its DMAs
     // (runtime/race_detector.h); the VM must then observe accesses.
     bool detect_races = false;
+    // Uninitialized-read detection (runtime/uninitialized_reads.h); the VM
+    // must then observe accesses.
+    UninitializedReadsCheck uninitialized_reads = UninitializedReadsCheck::kOff;
     // The grid point being run (grid_rank int32s, updated in place), for
     // reports.
     const int32_t* grid_point = nullptr;
@@ -108,13 +117,21 @@ class CoreMachine : public vm::Machine {
                           uint32_t pc) override;
   absl::Status ExitScope(uint32_t first, uint32_t count,
                          uint32_t pc) override;
-  void ObserveAccess(int32_t ref, const vm::AccessDesc* region, bool is_write,
-                     uint32_t pc) override;
+  absl::Status ObserveAccess(int32_t ref, const vm::AccessDesc* region,
+                             vm::AccessKind kind, const uint8_t* mask,
+                             uint32_t pc) override;
   // "[grid point (1, 0)] text" (", core 1" for cores past 0), on stdout.
   void DebugPrint(std::string_view text, uint32_t pc) override;
 
   // What race detection found in this call.
   const RaceDetector& races() const { return races_; }
+  // Uninitialized-read detection's shadow state in this call, for the
+  // grid driver's block copies; null when the check is off.
+  UninitializedReads* uninitialized_reads() {
+    return options_.uninitialized_reads == UninitializedReadsCheck::kOff
+               ? nullptr
+               : uninit_.get();
+  }
 
  private:
   const Kernel& kernel_;
@@ -122,6 +139,7 @@ class CoreMachine : public vm::Machine {
   Semaphores semaphores_;
   DmaEngine dma_;
   RaceDetector races_;
+  std::unique_ptr<UninitializedReads> uninit_;  // made when first asked for
   CallOptions options_;
   std::vector<std::string> scope_warnings_;
   std::vector<bool> scope_warned_;  // per ref, this call

@@ -88,6 +88,11 @@ options:
                         (default, as interpret mode) or when it starts
   --detect-races        report races (block copies across cores, and each
                         core's accesses against its DMAs in flight)
+  --uninitialized-reads off|warn|error
+                        report reads of elements nothing has written (edge
+                        padding, fresh scratch and run_scoped buffers,
+                        output blocks, DMA destinations before their wait):
+                        as warnings, or as an error (default off)
   --no-cache            compile without the module cache
   --cache-dir DIR       module cache directory (default: $PALLASVM_CACHE_DIR,
                         $XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm)
@@ -305,6 +310,18 @@ int Run(const std::vector<std::string>& args) {
       }
     } else if (a == "--detect-races") {
       run_options.detect_races = true;
+    } else if (a == "--uninitialized-reads" && value(&v)) {
+      if (v == "off") {
+        run_options.uninitialized_reads = runtime::UninitializedReadsCheck::kOff;
+      } else if (v == "warn") {
+        run_options.uninitialized_reads = runtime::UninitializedReadsCheck::kWarn;
+      } else if (v == "error") {
+        run_options.uninitialized_reads =
+            runtime::UninitializedReadsCheck::kError;
+      } else {
+        return UsageError("--uninitialized-reads takes off, warn or error",
+                          kRunUsage);
+      }
     } else if (a == "--out-of-bounds-reads" && value(&v)) {
       if (v == "raise") {
         run_options.out_of_bounds_reads = runtime::OutOfBoundsReads::kRaise;

@@ -223,27 +223,37 @@ absl::Status Execute(const Program& program, int function,
       if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[ip->field]) { \
         return UnreadableRefError(program, ip, ctx, ip->field);               \
       }                                                                       \
-      VM_OBSERVE_WHOLE(ip->field, false);                                     \
+      VM_OBSERVE_WHOLE(ip->field, AccessKind::kRead);                                     \
     }                                                                         \
     VM_OPERAND(DT, field, ref_bit);                                           \
   })
-// Race detection's view of an access (ExecContext::observe_accesses): the
-// access's region with its starts resolved, or a whole ref used in place.
-#define VM_OBSERVE(acc, is_write)                                       \
-  do {                                                                  \
-    if (ctx.observe_accesses && (acc).base_kind == AccessBase::REF)     \
-        [[unlikely]] {                                                  \
-      AccessDesc resolved;                                              \
-      kernels::ResolveStarts((acc), frame, &resolved);                  \
-      ctx.machine->ObserveAccess((acc).base, &resolved, (is_write),     \
-                                 static_cast<uint32_t>(ip - code));     \
-    }                                                                   \
+// The checkers' view of an access (ExecContext::observe_accesses): the
+// access's region with its starts resolved, or a whole ref used in place;
+// `mask` is the region's mask for kMaskedWrite, else null.
+#define VM_OBSERVE_MASKED(acc, kind, mask)                                 \
+  do {                                                                     \
+    if (ctx.observe_accesses && (acc).base_kind == AccessBase::REF)        \
+        [[unlikely]] {                                                     \
+      AccessDesc resolved;                                                 \
+      kernels::ResolveStarts((acc), frame, &resolved);                     \
+      if (absl::Status s = ctx.machine->ObserveAccess(                     \
+              (acc).base, &resolved, (kind), (mask),                       \
+              static_cast<uint32_t>(ip - code));                           \
+          !s.ok()) {                                                       \
+        return MachineError(program, ip, s);                               \
+      }                                                                    \
+    }                                                                      \
   } while (0)
-#define VM_OBSERVE_WHOLE(ref, is_write)                                    \
+#define VM_OBSERVE(acc, kind) VM_OBSERVE_MASKED(acc, kind, nullptr)
+#define VM_OBSERVE_WHOLE(ref, kind)                                        \
   do {                                                                     \
     if (ctx.observe_accesses) {                                            \
-      ctx.machine->ObserveAccess(static_cast<int32_t>(ref), nullptr,       \
-                                 (is_write), static_cast<uint32_t>(ip - code)); \
+      if (absl::Status s = ctx.machine->ObserveAccess(                     \
+              static_cast<int32_t>(ref), nullptr, (kind), nullptr,         \
+              static_cast<uint32_t>(ip - code));                           \
+          !s.ok()) {                                                       \
+        return MachineError(program, ip, s);                               \
+      }                                                                    \
     }                                                                      \
   } while (0)
 // The base pointer of an access: a ref table entry or a frame value.
@@ -438,7 +448,7 @@ vm_dispatch:
     // LOAD: a := dense copy of the region.
     VM_CASE(LOAD) {
       const AccessDesc& acc = accesses[ip->d];
-      VM_OBSERVE(acc, false);
+      VM_OBSERVE(acc, AccessKind::kRead);
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (ctx.unreadable_refs != nullptr && acc.base_kind == AccessBase::REF &&
           ctx.unreadable_refs[acc.base] && region.count != 0) [[unlikely]] {
@@ -462,7 +472,7 @@ vm_dispatch:
     // outside read as zero (masked stores read the region first).
     VM_CASE(LOAD_CLIPPED) {
       const AccessDesc& acc = accesses[ip->d];
-      VM_OBSERVE(acc, false);
+      VM_OBSERVE(acc, AccessKind::kMaskedRead);
       if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[acc.base])
           [[unlikely]] {
         return UnreadableRefError(program, ip, ctx, acc.base);
@@ -476,7 +486,7 @@ vm_dispatch:
     // the ref are skipped where c is false and an error where it is true.
     VM_CASE(MASKED_STORE) {
       const AccessDesc& acc = accesses[ip->d];
-      VM_OBSERVE(acc, true);
+      VM_OBSERVE_MASKED(acc, AccessKind::kMaskedWrite, frame + ip->c);
       kernels::AccessFault fault;
       if (!kernels::MaskedStoreRegion(VM_ACCESS_BASE(acc), frame + ip->b,
                                       frame + ip->c, acc, frame, &fault)) {
@@ -486,7 +496,7 @@ vm_dispatch:
     }
     VM_CASE(STORE) {
       const AccessDesc& acc = accesses[ip->d];
-      VM_OBSERVE(acc, true);
+      VM_OBSERVE(acc, AccessKind::kWrite);
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (region.count < 0) {
         return AccessError(program, ip, frame, /*is_write=*/true);
@@ -500,7 +510,7 @@ vm_dispatch:
 #define VM_ADDUPDATE_CASE(DT)                                                  \
   VM_CASE(ADDUPDATE_##DT) {                                                    \
     const AccessDesc& acc = accesses[ip->d];                                   \
-    VM_OBSERVE(acc, true);                                                     \
+    VM_OBSERVE(acc, AccessKind::kUpdate);                                      \
     const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame); \
     if (region.count < 0) {                                                    \
       return AccessError(program, ip, frame, /*is_write=*/true);               \
@@ -554,18 +564,18 @@ vm_dispatch:
     // ------------------------------------------------ matrix multiply
     // DOT_T: a[M,N] := b[M,K] @ c[K,N] with {M, K, N} = layouts[d].shape;
     // each of a, b, c a frame slot or (aux bits) a whole ref.
-#define VM_DOT_CASE(NAME, DT, KERNEL)                              \
+#define VM_DOT_CASE(NAME, DT, KERNEL, A_KIND)                      \
   VM_CASE(NAME) {                                                  \
     const LayoutDesc& mkn = layouts[ip->d];                        \
-    if (ip->aux & kOperandRefA) VM_OBSERVE_WHOLE(ip->a, true);     \
+    if (ip->aux & kOperandRefA) VM_OBSERVE_WHOLE(ip->a, A_KIND);   \
     kernels::KERNEL(VM_OPERAND(DT, a, kOperandRefA),               \
                     VM_SOURCE(DT, b, kOperandRefB),                \
                     VM_SOURCE(DT, c, kOperandRefC), mkn.shape[0],  \
                     mkn.shape[1], mkn.shape[2]);                   \
     VM_NEXT();                                                     \
   }
-    VM_DOT_CASE(DOT_F32, F32, DotF32)
-    VM_DOT_CASE(DOT_S32, S32, DotS32)
+    VM_DOT_CASE(DOT_F32, F32, DotF32, AccessKind::kWrite)
+    VM_DOT_CASE(DOT_S32, S32, DotS32, AccessKind::kWrite)
 
     // ------------------------------------------------ grid queries
     // PROGRAM_ID: a := this grid point's index along axis b.
@@ -731,7 +741,7 @@ vm_dispatch:
     // ------------------------------------------------ appended opcodes
     // DOT_ADD_F32: a[M,N] := a + (b @ c), the product rounded to f32 first
     // (what DOT_F32 into a temporary and ADD_F32_VV compute).
-    VM_DOT_CASE(DOT_ADD_F32, F32, DotAddF32)
+    VM_DOT_CASE(DOT_ADD_F32, F32, DotAddF32, AccessKind::kUpdate)
 #undef VM_DOT_CASE
     // FMA_F32: a[i] := b[i] * c[i] + d[i] for i < n, rounded once (the
     // hardware's fused multiply-add).
@@ -821,6 +831,7 @@ vm_dispatch:
 #undef VM_ACCESS_BASE
 #undef VM_SOURCE
 #undef VM_OBSERVE
+#undef VM_OBSERVE_MASKED
 #undef VM_OBSERVE_WHOLE
 #undef VM_OPERAND
 #undef VM_CASE

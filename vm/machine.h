@@ -31,6 +31,21 @@ struct SemaphoreId {
   int64_t index = 0;
 };
 
+// How an instruction touches a ref, as the checkers need to know it.
+enum class AccessKind : uint8_t {
+  kRead,         // LOAD; an operand read in place
+  kWrite,        // STORE; a result written in place
+  kUpdate,       // ADDUPDATE, DOT_ADD in place: read, then written
+  kMaskedWrite,  // MASKED_STORE: written where its mask is true
+  // LOAD_CLIPPED: the old contents a masked swap returns, which it keeps
+  // only where its mask is true (the instruction does not know where).
+  kMaskedRead,
+};
+
+inline bool IsWrite(AccessKind kind) {
+  return kind != AccessKind::kRead && kind != AccessKind::kMaskedRead;
+}
+
 class Machine {
  public:
   virtual ~Machine() = default;
@@ -69,12 +84,17 @@ class Machine {
   // DEBUG_PRINT: one line of the kernel's debug output, formatted.
   virtual void DebugPrint(std::string_view text, uint32_t pc);
 
-  // Only while ExecContext::observe_accesses is set (race detection): the
-  // kernel reads or writes `region` of ref `ref` (starts resolved), or all
-  // of the ref when `region` is null (an instruction using it in place).
-  virtual void ObserveAccess(int32_t ref, const AccessDesc* region,
-                             bool is_write, uint32_t pc) {
-    (void)ref, (void)region, (void)is_write, (void)pc;
+  // Only while ExecContext::observe_accesses is set (race and
+  // uninitialized-read detection): the kernel accesses `region` of ref
+  // `ref` (starts resolved), or all of the ref when `region` is null (an
+  // instruction using it in place). `mask` is set for kMaskedWrite: one
+  // PRED per element of the region, row-major. An error ends the kernel
+  // with it (uninitialized reads as errors).
+  virtual absl::Status ObserveAccess(int32_t ref, const AccessDesc* region,
+                                     AccessKind kind, const uint8_t* mask,
+                                     uint32_t pc) {
+    (void)ref, (void)region, (void)kind, (void)mask, (void)pc;
+    return absl::OkStatus();
   }
 };
 

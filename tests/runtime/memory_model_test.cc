@@ -21,7 +21,9 @@ struct Machine {
   std::vector<uint64_t> fills = std::vector<uint64_t>(3, 0);
   std::unique_ptr<CoreMachine> machine;
 
-  explicit Machine(DmaExecutionMode mode) {
+  explicit Machine(DmaExecutionMode mode,
+                   UninitializedReadsCheck uninitialized_reads =
+                       UninitializedReadsCheck::kOff) {
     for (int r = 0; r < 2; ++r) {
       RefSpec ref{RefKind::SCRATCH, -1, vm::MemorySpace::VMEM,
                   {vm::DType::F32, {2, 4}}, "scratch"};
@@ -38,6 +40,7 @@ struct Machine {
     CoreMachine::CallOptions options;
     options.dma_mode = mode;
     options.fills = fills.data();
+    options.uninitialized_reads = uninitialized_reads;
     machine->BeginCall(options);
   }
 };
@@ -115,6 +118,85 @@ TEST(MemoryModelTest, LeftoverSemaphoresAndDmasAreReported) {
   warnings.clear();
   EXPECT_EQ(m.machine->EndCall(&warnings, /*as_error=*/true).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// Uninitialized reads (runtime/uninitialized_reads.h), as the VM reports
+// its accesses: the scratch refs start unwritten; a DMA's destination is
+// unwritten until its wait, then holds what its source held.
+TEST(MemoryModelTest, UninitializedReadsFollowWritesAndDmas) {
+  for (DmaExecutionMode mode :
+       {DmaExecutionMode::kOnWait, DmaExecutionMode::kEager}) {
+    Machine m(mode, UninitializedReadsCheck::kError);
+    auto read = [&](int ref, int row) {
+      const vm::AccessDesc d = Row(ref, row);
+      return m.machine->ObserveAccess(ref, &d, vm::AccessKind::kRead,
+                                      nullptr, 0);
+    };
+    absl::Status s = read(0, 1);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(s.message(),
+              "uninitialized read of element (1, 0) of scratch (ref 0, "
+              "float32[2,4]), which nothing has written: the scratch buffer "
+              "has not been written there in this call");
+    // Row 1 of ref 0 written, row 0 not; both copied into ref 1.
+    const vm::AccessDesc row1 = Row(0, 1);
+    ASSERT_TRUE(m.machine
+                    ->ObserveAccess(0, &row1, vm::AccessKind::kWrite,
+                                    nullptr, 0)
+                    .ok());
+    EXPECT_TRUE(read(0, 1).ok());
+    ASSERT_TRUE(Copy(m, 1, 0, 0).ok());
+    ASSERT_TRUE(Copy(m, 0, 1, 1).ok());
+    // Before the wait, even in eager mode where the bytes have moved.
+    s = read(1, 0);
+    EXPECT_NE(s.message().find("a DMA into it has started but its "
+                               "semaphore has not been waited on"),
+              std::string::npos)
+        << s;
+    ASSERT_TRUE(m.machine->WaitSemaphore({2, 0}, 16, 0).ok());
+    ASSERT_TRUE(m.machine->WaitSemaphore({2, 1}, 16, 0).ok());
+    EXPECT_TRUE(read(1, 0).ok());
+    // Row 1 of ref 1 holds the copy of what nothing wrote.
+    s = read(1, 1);
+    EXPECT_NE(s.message().find("element (1, 0) of scratch (ref 1"),
+              std::string::npos)
+        << s;
+  }
+}
+
+TEST(MemoryModelTest, UninitializedReadsAsWarningsCountEveryElement) {
+  Machine m(DmaExecutionMode::kOnWait, UninitializedReadsCheck::kWarn);
+  for (int row : {0, 1}) {
+    const vm::AccessDesc d = Row(0, row);
+    ASSERT_TRUE(
+        m.machine->ObserveAccess(0, &d, vm::AccessKind::kRead, nullptr, 7)
+            .ok());
+  }
+  // A masked write of row 0 where the mask is true (elements 1 and 3).
+  const uint8_t mask[4] = {0, 1, 0, 1};
+  const vm::AccessDesc row0 = Row(1, 0);
+  ASSERT_TRUE(m.machine
+                  ->ObserveAccess(1, &row0, vm::AccessKind::kMaskedWrite,
+                                  mask, 8)
+                  .ok());
+  ASSERT_TRUE(
+      m.machine->ObserveAccess(1, &row0, vm::AccessKind::kRead, nullptr, 9)
+          .ok());
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(m.machine->EndCall(&warnings, /*as_error=*/false).ok());
+  ASSERT_EQ(warnings.size(), 2u);
+  // No program, so the instructions are named by pc; 8 elements read at
+  // pc 7 in two executions, 2 of the 4 at pc 9 (the first is element 0).
+  EXPECT_EQ(warnings[0],
+            "uninitialized read: pc 7 reads element (0, 0) of scratch (ref 0, "
+            "float32[2,4]) at grid point (), and 7 more elements in 2 "
+            "executions, which nothing has written: the scratch buffer has "
+            "not been written there in this call");
+  EXPECT_NE(warnings[1].find("pc 9 reads element (0, 0) of scratch (ref 1, "
+                             "float32[2,4]) at grid point (), and 1 more "
+                             "elements,"),
+            std::string::npos)
+      << warnings[1];
 }
 
 }  // namespace

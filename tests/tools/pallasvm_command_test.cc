@@ -102,6 +102,43 @@ TEST_F(CommandTest, OptionsThatWouldNeverEndOrCompareNothingAreRefused) {
   }
 }
 
+TEST_F(CommandTest, UninitializedReadsAreReportedByOption) {
+  // blockspec_partial_edge: (4, 128) blocks of a (10, 300) input, and the
+  // kernel multiplies whole blocks, so the edge blocks' padding is read
+  // (column 44 on is padding in the blocks at column index 2: 300 - 256).
+  Result r = Pallasvm(absl::StrCat("run ", Golden("blockspec_partial_edge"),
+                                   " --uninitialized-reads warn"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(absl::StrContains(
+      r.output,
+      "warning: kernel 'kernel': uninitialized read: mul "
+      "(tests/golden/generate.py:"))
+      << r.output;
+  EXPECT_TRUE(absl::StrContains(
+      r.output,
+      "reads element (0, 44) of args[0] (ref 0, float32[4,128]) at grid "
+      "point (0, 2)"))
+      << r.output;
+  r = Pallasvm(absl::StrCat("run ", Golden("blockspec_partial_edge"),
+                            " --uninitialized-reads error"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(absl::StrContains(
+      r.output,
+      "grid point (0, 2): uninitialized read of element (0, 44) of args[0]"))
+      << r.output;
+  // scratch_accumulate zeroes its scratch accumulator before it adds.
+  r = Pallasvm(absl::StrCat("run ", Golden("scratch_accumulate"),
+                            " --uninitialized-reads error"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(absl::StrContains(r.output, "uninitialized read")) << r.output;
+  r = Pallasvm(absl::StrCat("run ", Golden("add_vectors"),
+                            " --uninitialized-reads maybe"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(absl::StrContains(
+      r.output, "--uninitialized-reads takes off, warn or error"))
+      << r.output;
+}
+
 // ----------------------------------------------------------------- memory
 
 TEST_F(CommandTest, OutputsAreCheckedAgainstTheMemoryLimitBeforeAllocating) {

@@ -255,6 +255,8 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // `dma_execution_mode`: 0 = on_wait, 1 = eager. Warnings (semaphores left
 // non-zero, DMAs never waited for) are printed, as interpret mode prints
 // its leftover semaphores; `leftover_semaphores` 1 makes them errors.
+// `uninitialized_reads`: 0 = off, 1 = warn (printed with the warnings),
+// 2 = error (RunOptions::uninitialized_reads).
 ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
                         std::string_view module_key,
                         ffi::Span<const uint8_t> module,
@@ -263,8 +265,24 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
                         int64_t out_of_bounds_reads, int64_t record_grid_points,
                         int64_t detect_races, int64_t timeout_ns,
                         int64_t dma_execution_mode,
-                        int64_t leftover_semaphores) {
+                        int64_t leftover_semaphores,
+                        int64_t uninitialized_reads) {
   RunOptions options;
+  switch (uninitialized_reads) {
+    case 0:
+      break;
+    case 1:
+      options.uninitialized_reads = runtime::UninitializedReadsCheck::kWarn;
+      break;
+    case 2:
+      options.uninitialized_reads = runtime::UninitializedReadsCheck::kError;
+      break;
+    default:
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                        absl::StrCat("pallasvm: uninitialized_reads attribute ",
+                                     uninitialized_reads,
+                                     "; expected 0, 1 or 2"));
+  }
   options.leftover_semaphores_are_errors = leftover_semaphores == 1;
   options.dma_execution_mode = dma_execution_mode == 1
                                    ? runtime::DmaExecutionMode::kEager
@@ -371,12 +389,14 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             int64_t out_of_bounds_reads,
                             int64_t record_grid_points, int64_t detect_races,
                             int64_t timeout_ns, int64_t dma_execution_mode,
-                            int64_t leftover_semaphores) {
+                            int64_t leftover_semaphores,
+                            int64_t uninitialized_reads) {
   try {
     return PallasvmCall(args, rets, module_key, module, grid_coordinates,
                         num_cores, uninitialized_memory, out_of_bounds_reads,
                         record_grid_points, detect_races, timeout_ns,
-                        dma_execution_mode, leftover_semaphores);
+                        dma_execution_mode, leftover_semaphores,
+                        uninitialized_reads);
   } catch (const std::bad_alloc&) {
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "pallasvm: out of memory running the kernel");
@@ -430,7 +450,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int64_t>("detect_races")
         .Attr<int64_t>("timeout_ns")
         .Attr<int64_t>("dma_execution_mode")
-        .Attr<int64_t>("leftover_semaphores"));
+        .Attr<int64_t>("leftover_semaphores")
+        .Attr<int64_t>("uninitialized_reads"));
 
 extern "C" {
 

@@ -110,11 +110,21 @@ class InterpretParams(pltpu.InterpretParams):
   - `leftover_semaphores`: "warn" (the default) prints a `pallasvm
     warning:` line for each semaphore left non-zero at the end of a call
     or of its run_scoped, and each DMA never waited for; "error" fails the
-    call with the first of them instead."""
+    call with the first of them instead.
+  - `uninitialized_reads`: "off" (the default: nothing is tracked and
+    nothing costs time), "warn" (one `pallasvm warning:` line for each
+    instruction that read elements nothing had written, with its source
+    line, the first grid point and element, and how many), or "error" (the
+    call fails at the first such read). Such elements are edge padding of
+    an input block, an output block not yet written at its block index,
+    scratch and run_scoped buffers not yet written, HBM outputs, and a DMA's
+    destination before its wait. Interpret mode only fills them with
+    `uninitialized_memory` (runtime/uninitialized_reads.h)."""
 
   contract_fma: bool = False
   timeout_s: float | None = None
   leftover_semaphores: str = "warn"
+  uninitialized_reads: str = "off"
 
 
 # The fields pallasvm implements; all others must hold JAX's default.
@@ -171,6 +181,19 @@ def _leftover_semaphores(params: pltpu.InterpretParams) -> int:
   return int(mode == "error")
 
 
+# InterpretParams.uninitialized_reads (pallasvm's own field) as the FFI
+# attribute (RunOptions::uninitialized_reads).
+_UNINITIALIZED_READS = {"off": 0, "warn": 1, "error": 2}
+
+
+def _uninitialized_reads(params: pltpu.InterpretParams) -> int:
+  mode = getattr(params, "uninitialized_reads", "off")
+  if not isinstance(mode, str) or mode not in _UNINITIALIZED_READS:
+    raise ValueError(f"InterpretParams.uninitialized_reads={mode!r}: expected"
+                     " 'off', 'warn' or 'error'")
+  return _UNINITIALIZED_READS[mode]
+
+
 def _run_options(params: pltpu.InterpretParams) -> dict:
   """The FFI attributes for `params`; NotImplementedError for any option
   pallasvm does not implement that is not at its default."""
@@ -221,7 +244,8 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
           "detect_races": np.int64(bool(params.detect_races)),
           "timeout_ns": _timeout_ns(params),
           "dma_execution_mode": np.int64(params.dma_execution_mode == "eager"),
-          "leftover_semaphores": np.int64(_leftover_semaphores(params))}
+          "leftover_semaphores": np.int64(_leftover_semaphores(params)),
+          "uninitialized_reads": np.int64(_uninitialized_reads(params))}
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
