@@ -91,11 +91,16 @@ def _attention_ref(q, k, v):
 
 
 def _paged_ref(q, k_pages, v_pages, lengths, page_indices):
-  """Dense attention over each sequence's pages, masked to its length."""
+  """Dense attention over each sequence's pages, masked to its length. The
+  kernel rounds the K and V pages it loads to bfloat16 (its
+  `_maybe_dequantize` without scales), so the reference does too."""
   batch, heads, head_dim = q.shape
-  kv_heads, _, page_size, _ = k_pages.shape
-  k = k_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
-  v = v_pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
+  kv_heads = k_pages.shape[0]
+
+  def gather(pages):
+    x = pages[:, page_indices].reshape(kv_heads, batch, -1, head_dim)
+    return x.astype(jnp.bfloat16).astype(jnp.float32)
+  k, v = gather(k_pages), gather(v_pages)
   qg = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
   s = jnp.einsum("bkgd,kbtd->bkgt", qg, k)
   mask = jnp.arange(k.shape[2])[None, :] < lengths[:, None]
