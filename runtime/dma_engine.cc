@@ -43,10 +43,16 @@ absl::Status DmaEngine::Start(const vm::DmaRegion& src,
     free_.pop_back();
   }
   Dma& d = dmas_[index];
-  vm::kernels::CopyAccess(src.access, &d.src);
-  vm::kernels::CopyAccess(dst.access, &d.dst);
   d.one_run = src.count >= 0 && vm::kernels::IsContiguous(src.access) &&
               vm::kernels::IsContiguous(dst.access);
+  if (d.one_run) {
+    // One memmove needs only the refs: the descriptors are not copied.
+    d.src.base = src.access.base;
+    d.dst.base = dst.access.base;
+  } else {
+    vm::kernels::CopyAccess(src.access, &d.src);
+    vm::kernels::CopyAccess(dst.access, &d.dst);
+  }
   d.src_offset = src.byte_offset;
   d.dst_offset = dst.byte_offset;
   d.bytes = dst.count * dst.access.elem_size;

@@ -71,7 +71,7 @@ class DmaEngine {
 
  private:
   struct Dma {
-    vm::AccessDesc src, dst;
+    vm::AccessDesc src, dst;  // only their bases when one_run
     // Both regions inside their refs and contiguous: one memmove of
     // `bytes` from src_offset to dst_offset (the common case, computed at
     // the start).
