@@ -103,13 +103,12 @@ void CopyBlockIn(const BlockRegion& r, const uint8_t* array,
   });
 }
 
-void MarkBlock(const BlockRegion& r, uint8_t* marks) {
+void ForEachBlockRun(const BlockRegion& r,
+                     absl::FunctionRef<void(int64_t, int64_t)> run) {
   int64_t valid[vm::kMaxRank];
   ValidExtent(r, valid);
   if (Empty(r, valid)) return;
-  ForEachRow(r, valid, [&](int64_t a, int64_t, int64_t n) {
-    std::memset(marks + a, 1, n);
-  });
+  ForEachRow(r, valid, [&](int64_t a, int64_t, int64_t n) { run(a, n); });
 }
 
 void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array) {

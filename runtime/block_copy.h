@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
 #include "vm/program.h"
 
 namespace pallasvm::runtime {
@@ -27,9 +28,11 @@ void CopyBlockOut(const BlockRegion& r, const uint8_t* block, uint8_t* array);
 // Writes the fill value over the block's in-bounds part of the array.
 void FillBlockOut(const BlockRegion& r, const uint8_t* fill, uint8_t* array);
 
-// Sets to 1 the bytes of `marks` (one per array element) under the
-// block's in-bounds part: race detection's record of who touched what.
-void MarkBlock(const BlockRegion& r, uint8_t* marks);
+// Calls run(first, count) for each run of consecutive array elements
+// (element offsets) of the block's in-bounds part, in row-major order:
+// race detection's view of what a block copy touches.
+void ForEachBlockRun(const BlockRegion& r,
+                     absl::FunctionRef<void(int64_t, int64_t)> run);
 
 // Fills `count` elements of `size` bytes with `value`.
 void FillElements(uint8_t* dst, int64_t count, const uint8_t* value, int size);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "runtime/block_copy.h"
+#include "runtime/cross_core_races.h"
 #include "runtime/memory_model.h"
 #include "vm/interpreter.h"
 #include "vm/interrupt.h"
@@ -331,10 +332,10 @@ struct CallState {
   // Per ref: the buffer an HBM operand ref is bound to (null for others).
   std::vector<uint8_t*> hbm_refs;
   std::vector<std::array<uint8_t, 8>> fills;  // per mapping
-  // Race detection (empty when off): per core, per output, one byte per
-  // element: written back / read through an aliased input by that core.
-  std::vector<std::vector<uint8_t*>> written_by, read_by;
-  std::vector<int> alias_of_input;  // per input operand: its output, or -1
+  // Races between cores (null unless detected on several cores), and per
+  // block mapping the shared buffer its block copies touch (-1: none).
+  CrossCoreRaces* cross_core = nullptr;
+  std::vector<int> mapping_buffer;
   // RunOptions' deadline (resolved: max() for none) and the timeout it
   // came from (0: options.deadline).
   bool interruptible = false;
@@ -396,6 +397,12 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   machine_options.fills = core.ref_fills.data();
   machine_options.oob_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
   machine_options.detect_races = options.detect_races;
+  CrossCoreRaces::Core* marks =
+      call.cross_core ? &call.cross_core->core(core_index) : nullptr;
+  if (marks != nullptr) {
+    marks->BeginCall(core.ref_table.data(), point, grid_rank);
+  }
+  machine_options.cross_core = marks;
   machine_options.uninitialized_reads = options.uninitialized_reads;
   machine_options.grid_point = point;
   machine_options.grid_rank = grid_rank;
@@ -597,9 +604,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
         core.unreadable[bm.ref] = outside;
         core.num_unreadable += outside ? 1 : -1;
       }
-      if (!call.read_by.empty() && call.alias_of_input[bm.operand] >= 0) {
-        MarkBlock(plan.region,
-                  call.read_by[core_index][call.alias_of_input[bm.operand]]);
+      if (marks != nullptr && call.mapping_buffer[m] >= 0) {
+        marks->OnBlockCopy(call.mapping_buffer[m], plan.region, false);
       }
     }
     if (options.grid_point_record != nullptr) {
@@ -640,8 +646,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
       set_start(plan, core.cur[m]);
       CopyBlockOut(plan.region, core.ref_table[bm.ref],
                    call.out_hbm[bm.operand]);
-      if (!call.written_by.empty()) {
-        MarkBlock(plan.region, call.written_by[core_index][bm.operand]);
+      if (marks != nullptr && call.mapping_buffer[m] >= 0) {
+        marks->OnBlockCopy(call.mapping_buffer[m], plan.region, true);
       }
       if (!core.written[m].empty()) {
         core.written[m][block_number(m, core.cur[m])] = 1;
@@ -673,52 +679,35 @@ std::vector<bool> HbmInputsWrittenByDmas(const Kernel& k) {
   return written;
 }
 
-// Elements written back by one core and written or read by another.
-void FindRaces(const Kernel& k,
-               const std::vector<std::vector<uint8_t*>>& written_by,
-               const std::vector<std::vector<uint8_t*>>& read_by,
-               RaceReport& report) {
-  constexpr int kDescribed = 5;
-  int described = 0;
-  const int num_cores = static_cast<int>(written_by.size());
-  for (size_t j = 0; j < k.out_types.size(); ++j) {
-    const ArrayType& type = k.out_types[j];
-    const int64_t n = type.num_elements();
-    for (int64_t e = 0; e < n; ++e) {
-      int writer = -1, other = -1;
-      bool other_writes = false;
-      for (int c = 0; c < num_cores && other < 0; ++c) {
-        if (!written_by[c][j][e]) continue;
-        if (writer < 0) {
-          writer = c;
-        } else {
-          other = c;
-          other_writes = true;
-        }
-      }
-      for (int c = 0; writer >= 0 && other < 0 && c < num_cores; ++c) {
-        if (c != writer && read_by[c][j][e]) other = c;
-      }
-      if (other < 0) continue;
-      ++report.racy_elements;
-      if (described++ >= kDescribed) continue;
-      std::vector<int64_t> index(type.shape.size());
-      for (int64_t d = static_cast<int64_t>(index.size()) - 1, rest = e;
-           d >= 0; --d) {
-        index[d] = rest % type.shape[d];
-        rest /= type.shape[d];
-      }
-      absl::StrAppend(
-          &report.description, "race on output ", j, " ", type.ToString(),
-          " element (", absl::StrJoin(index, ", "), "): written back by core ",
-          writer, other_writes ? " and by core " : " and read by core ", other,
-          other_writes ? "" : " (aliased input block)", "\n");
+// The ref of HBM input `operand`.
+int HbmInputRef(const Kernel& k, int operand) {
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    if (k.refs[r].kind == RefKind::INPUT_HBM && k.refs[r].operand == operand) {
+      return static_cast<int>(r);
     }
   }
-  if (described > kDescribed) {
-    absl::StrAppend(&report.description, "... ", report.racy_elements,
-                    " racy elements in all\n");
+  return -1;
+}
+
+// The HBM buffers several cores can reach (runtime/cross_core_races.h),
+// addresses unset: every output, and every HBM input a DMA writes that is
+// not aliased (an aliased one is its output's buffer).
+std::vector<CrossCoreRaces::Buffer> SharedBuffers(
+    const Kernel& k, const std::vector<bool>& hbm_inputs_written) {
+  std::vector<CrossCoreRaces::Buffer> shared;
+  for (size_t j = 0; j < k.out_types.size(); ++j) {
+    shared.push_back({nullptr, true, static_cast<int>(j)});
   }
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    const int operand = k.refs[r].operand;
+    if (!hbm_inputs_written[r] ||
+        std::any_of(k.aliases.begin(), k.aliases.end(),
+                    [&](auto alias) { return alias.first == operand; })) {
+      continue;
+    }
+    shared.push_back({nullptr, false, operand});
+  }
+  return shared;
 }
 
 }  // namespace
@@ -849,17 +838,24 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   }
   // What this call allocates: each core's workspace (kept for later
   // calls) and race detection's marks, checked before anything is.
+  const bool marks = options.detect_races && options.num_cores > 1;
+  const std::vector<CrossCoreRaces::Buffer> shared =
+      marks ? SharedBuffers(k, ws_->hbm_inputs_written)
+            : std::vector<CrossCoreRaces::Buffer>();
   {
-    int64_t out_elements = 0;
-    for (const ArrayType& t : k.out_types) {
-      out_elements = CheckedAdd(out_elements, t.num_elements()).value_or(-1);
-      if (out_elements < 0) break;
+    int64_t shared_elements = 0;
+    for (const CrossCoreRaces::Buffer& b : shared) {
+      const ArrayType& t = b.is_output ? k.out_types[b.operand]
+                                       : k.in_types[b.operand];
+      shared_elements =
+          CheckedAdd(shared_elements, t.num_elements()).value_or(-1);
+      if (shared_elements < 0) break;
     }
-    const bool marks = options.detect_races && options.num_cores > 1;
     const std::optional<int64_t> workspaces =
         CheckedMul(k.core_workspace_bytes, options.num_cores);
     const std::optional<int64_t> race_marks =
-        marks ? CheckedMul(out_elements, 2 * options.num_cores)
+        marks ? CheckedMul(shared_elements, CrossCoreRaces::kMarkBytes *
+                                                options.num_cores)
               : std::optional<int64_t>(0);
     const std::optional<int64_t> total =
         workspaces && race_marks ? CheckedAdd(*workspaces, *race_marks)
@@ -973,23 +969,23 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     }
   }
   const int num_cores = options.num_cores;
-  // Race detection: marks per core and output (one core cannot race).
-  std::vector<std::vector<uint8_t>> race_marks;
+  // Races between cores: marks per core and shared HBM buffer (one core
+  // cannot race with itself this way).
+  std::optional<CrossCoreRaces> cross_core;
   if (options.races != nullptr) *options.races = RaceReport();
-  if (options.detect_races && num_cores > 1) {
-    call.alias_of_input.assign(inputs.size(), -1);
-    for (auto [in, out] : k.aliases) call.alias_of_input[in] = out;
-    race_marks.reserve(2 * num_cores * outputs.size());
-    call.written_by.resize(num_cores);
-    call.read_by.resize(num_cores);
-    for (int c = 0; c < num_cores; ++c) {
-      for (size_t j = 0; j < outputs.size(); ++j) {
-        const int64_t n = k.out_types[j].num_elements();
-        race_marks.emplace_back(n, 0);
-        call.written_by[c].push_back(race_marks.back().data());
-        race_marks.emplace_back(n, 0);
-        call.read_by[c].push_back(race_marks.back().data());
-      }
+  if (marks) {
+    std::vector<CrossCoreRaces::Buffer> bound = shared;
+    for (CrossCoreRaces::Buffer& b : bound) {
+      b.address = b.is_output ? call.out_hbm[b.operand]
+                              : call.hbm_refs[HbmInputRef(k, b.operand)];
+    }
+    cross_core.emplace(k, num_cores, std::move(bound));
+    call.cross_core = &*cross_core;
+    call.mapping_buffer.resize(num_mappings);
+    for (size_t m = 0; m < num_mappings; ++m) {
+      const BlockMappingSpec& bm = k.block_mappings[m];
+      call.mapping_buffer[m] = cross_core->BufferAt(
+          bm.is_output ? call.out_hbm[bm.operand] : call.in_hbm[bm.operand]);
     }
   }
   const int64_t per_core =
@@ -1029,8 +1025,9 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       }
     }
   }
-  if (!call.written_by.empty() && options.races != nullptr) {
-    FindRaces(k, call.written_by, call.read_by, *options.races);
+  if (cross_core && options.races != nullptr) {
+    cross_core->Find(&options.races->racy_elements,
+                     &options.races->description);
   }
   // Races between each core's kernel and its DMAs.
   if (options.detect_races && options.races != nullptr) {

@@ -52,7 +52,7 @@ enum class OutOfBoundsReads { kRaise, kUninitialized };
 
 // What race detection found in one call (RunOptions::races).
 struct RaceReport {
-  int64_t racy_elements = 0;  // HBM elements involved in a race
+  int64_t racy_elements = 0;  // elements involved in a race
   std::string description;    // the first few races, one per line
 };
 
@@ -78,12 +78,15 @@ struct RunOptions {
   // (number of grid points) * (grid rank + 1) int32s, the grid being the
   // resolved one (ResolveGrid). Interpret mode's grid_point_recorder.
   int32_t* grid_point_record = nullptr;
-  // Interpret mode's detect_races. The simulated cores of a kernel never
-  // synchronize, so with more than one core, an HBM element written back
-  // by one core and written back, or read as part of an aliased input's
-  // block, by another is a race (interpret mode's vector clocks find the
-  // same). Races are reported in *races (cleared first), not as errors. One
-  // byte per output element and core is used while detecting.
+  // Interpret mode's detect_races. Within each core, kernel accesses and
+  // DMAs are checked against its DMAs in flight (runtime/race_detector.h).
+  // The simulated cores of a kernel never synchronize, so with more than
+  // one core, an HBM element one core writes (a block write-back or a DMA)
+  // and another writes or reads (a DMA, or a block of an input aliased to
+  // it) is a race (runtime/cross_core_races.h; interpret mode's vector
+  // clocks find the same). Races are reported in *races (cleared first),
+  // not as errors. Across cores, four bytes per element of each output and
+  // each HBM input a DMA writes, per core, are used while detecting.
   bool detect_races = false;
   RaceReport* races = nullptr;
   // When to give up. The kernel's loops poll at their back edges and the

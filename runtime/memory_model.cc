@@ -29,11 +29,13 @@ void CoreMachine::BeginCall(const CallOptions& options) {
                        options.uninitialized_reads ==
                            UninitializedReadsCheck::kError);
   }
-  if (options.detect_races || uninitialized_reads() != nullptr) {
+  if (options.detect_races || options.cross_core != nullptr ||
+      uninitialized_reads() != nullptr) {
     dma_.set_on_done(
         [](void* machine, uint64_t serial) {
           CoreMachine& m = *static_cast<CoreMachine*>(machine);
           if (m.options_.detect_races) m.races_.OnDmaDone(serial);
+          if (m.options_.cross_core) m.options_.cross_core->OnDmaDone(serial);
           if (UninitializedReads* u = m.uninitialized_reads()) u->OnDmaDone(serial);
         },
         this);
@@ -86,6 +88,10 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
   if (UninitializedReads* u = uninitialized_reads()) {
     u->OnDmaStart(dma_.next_serial(), src.access, dst.access,
                   semaphores_.Number(dst_sem));
+  }
+  if (options_.cross_core != nullptr) {
+    options_.cross_core->OnDmaStart(dma_.next_serial(), src.access,
+                                    dst.access, pc);
   }
   return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
 }

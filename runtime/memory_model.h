@@ -42,6 +42,10 @@
 // counts and where the wait is. Semaphores left non-zero at the end of a
 // call, and DMAs never waited for, are reported (RunOptions::warnings).
 //
+// Races (runtime/race_detector.h, runtime/cross_core_races.h), by option:
+// the kernel's accesses and DMAs against the core's own DMAs in flight, and
+// the HBM side of its DMAs against other cores' accesses of HBM.
+//
 // Uninitialized reads (runtime/uninitialized_reads.h), by option: shadow
 // state follows every write, block copy and DMA, and a read of an element
 // nothing has written is reported.
@@ -60,6 +64,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "runtime/cross_core_races.h"
 #include "runtime/dma_engine.h"
 #include "runtime/kernel.h"
 #include "runtime/race_detector.h"
@@ -83,6 +88,9 @@ class CoreMachine : public vm::Machine {
     // Race detection between the kernel and its DMAs
     // (runtime/race_detector.h); the VM must then observe accesses.
     bool detect_races = false;
+    // Non-null: this core's marks for races between cores
+    // (runtime/cross_core_races.h), which see the HBM side of its DMAs.
+    CrossCoreRaces::Core* cross_core = nullptr;
     // Uninitialized-read detection (runtime/uninitialized_reads.h); the VM
     // must then observe accesses.
     UninitializedReadsCheck uninitialized_reads = UninitializedReadsCheck::kOff;

@@ -5,28 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/access_elements.h"
 
 namespace pallasvm::runtime {
 
 namespace {
 
 constexpr int kDescribed = 5;
-
-// A whole-ref region of `ref` (all of every dimension), for an instruction
-// that reads or writes the whole ref in place.
-vm::AccessDesc WholeRef(const RefSpec& ref, int32_t index) {
-  vm::AccessDesc a;
-  a.base = index;
-  a.elem_size = static_cast<uint8_t>(vm::SizeOf(ref.type.dtype));
-  a.rank = static_cast<uint8_t>(ref.type.shape.size());
-  for (int d = 0; d < a.rank; ++d) {
-    a.dims[d].extent = ref.type.shape[d];
-    a.dims[d].start = 0;
-    a.dims[d].size = ref.type.shape[d];
-    a.dims[d].stride = 1;
-  }
-  return a;
-}
 
 bool SameBuffer(const vm::AccessDesc& a, const vm::AccessDesc& b,
                 uint8_t* const* refs) {

@@ -17,8 +17,8 @@
 // progression. Costs nothing unless on: the VM reports accesses only when
 // ExecContext::observe_accesses is set.
 //
-// Races between cores (HBM written by DMAs of two cores) are not tracked
-// here; runtime/grid_driver.cc tracks block write-backs across cores.
+// Races between cores (an HBM element that DMAs or block copies of two
+// cores touch, one of them writing) are runtime/cross_core_races.h's.
 #ifndef PALLASVM_RUNTIME_RACE_DETECTOR_H_
 #define PALLASVM_RUNTIME_RACE_DETECTOR_H_
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/access_elements.h"
 
 namespace pallasvm::runtime {
 
@@ -14,52 +15,6 @@ namespace {
 bool Tracked(const RefSpec& ref) {
   return ref.memory_space != vm::MemorySpace::SEMAPHORE &&
          ref.kind != RefKind::SCALAR_PREFETCH;
-}
-
-// Calls f(i, offset, index) for the i-th element of `a` (row-major over its
-// sizes): `offset` its byte offset in the buffer, -1 if it lies outside;
-// `index` its position in each dimension.
-template <typename F>
-void ForEachElement(const vm::AccessDesc& a, F&& f) {
-  const int rank = a.rank;
-  int64_t count = 1;
-  for (int d = 0; d < rank; ++d) count *= a.dims[d].size;
-  if (count <= 0) return;
-  int64_t step[vm::kMaxRank] = {};  // elements per index of dimension d
-  for (int d = rank - 1, s = 1; d >= 0; --d) {
-    step[d] = s;
-    s *= a.dims[d].extent;
-  }
-  int64_t i_of[vm::kMaxRank] = {};
-  int64_t index[vm::kMaxRank] = {};
-  for (int64_t i = 0; i < count; ++i) {
-    int64_t linear = 0;
-    bool inside = true;
-    for (int d = 0; d < rank; ++d) {
-      const vm::AccessDim& dim = a.dims[d];
-      index[d] = dim.start + i_of[d] * dim.stride;
-      inside &= index[d] >= 0 && index[d] < dim.extent;
-      linear += index[d] * step[d];
-    }
-    f(i, inside ? linear * a.elem_size : int64_t{-1}, index);
-    for (int d = rank - 1; d >= 0; --d) {
-      if (++i_of[d] < a.dims[d].size) break;
-      i_of[d] = 0;
-    }
-  }
-}
-
-// A whole-ref access of `ref` (an instruction using it in place).
-vm::AccessDesc WholeRef(const RefSpec& ref, int32_t index) {
-  vm::AccessDesc a;
-  a.base = index;
-  a.elem_size = static_cast<uint8_t>(vm::SizeOf(ref.type.dtype));
-  a.rank = static_cast<uint8_t>(ref.type.shape.size());
-  for (int d = 0; d < a.rank; ++d) {
-    a.dims[d].extent = ref.type.shape[d];
-    a.dims[d].size = ref.type.shape[d];
-  }
-  return a;
 }
 
 }  // namespace

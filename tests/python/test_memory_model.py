@@ -541,6 +541,193 @@ def test_a_pipeline_that_waits_before_it_reads_has_no_race(mode, capfd):
   assert "RACE" not in capfd.readouterr().err
 
 
+# --- Race detection between cores (runtime/cross_core_races.h) ----------------
+#
+# Grids of 4 points with a `parallel` dimension on 2 simulated cores, rows
+# i*8..i*8+7 being block i. Interpret mode visits the parallel dimension as
+# 0, 3, 1, 2 (seed None): core 0 runs points 0 and 3, core 1 points 1 and 2.
+# Nothing orders one core's HBM accesses against the other's, so any two of
+# one element, one of them a write, race; each case says whether that
+# happens, and interpret mode's own verdict must agree.
+
+PARALLEL = pltpu.CompilerParams(dimension_semantics=("parallel",))
+ROWS = pl.BlockSpec((8, 128), lambda i: (i, 0))
+ROWS_SHAPE = jax.ShapeDtypeStruct((32, 128), jnp.float32)
+
+
+def rows(block):
+  return pl.ds(block * 8, 8)
+
+
+def dma_rows_out(target, interpret):
+  """Point i DMAs its input block into rows target(i) of an HBM output."""
+  def kernel(x_ref, o_hbm, sem):
+    copy = pltpu.make_async_copy(x_ref, o_hbm.at[rows(target(pl.program_id(0)))],
+                                 sem)
+    copy.start()
+    copy.wait()
+
+  return pl.pallas_call(
+      kernel, grid=(4,), in_specs=[ROWS], out_specs=ANY, out_shape=ROWS_SHAPE,
+      scratch_shapes=[pltpu.SemaphoreType.DMA], compiler_params=PARALLEL,
+      interpret=interpret)
+
+
+def dma_shift_in_place(interpret):
+  """Point i DMAs block i+1 of x (an HBM input aliased to the HBM output)
+  into VMEM and then to block i: it reads what another point writes."""
+  def kernel(x_hbm, o_hbm, buf, sems):
+    i = pl.program_id(0)
+    read = pltpu.make_async_copy(x_hbm.at[rows((i + 1) % 4)], buf, sems.at[0])
+    read.start()
+    read.wait()
+    write = pltpu.make_async_copy(buf, o_hbm.at[rows(i)], sems.at[1])
+    write.start()
+    write.wait()
+
+  return pl.pallas_call(
+      kernel, grid=(4,), in_specs=[ANY], out_specs=ANY, out_shape=ROWS_SHAPE,
+      input_output_aliases={0: 0},
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA((2,))],
+      compiler_params=PARALLEL, interpret=interpret)
+
+
+def dma_shared_rows_in(interpret):
+  """Every point DMAs rows 0..7 of an HBM input, which nothing writes."""
+  def kernel(x_hbm, o_ref, buf, sem):
+    copy = pltpu.make_async_copy(x_hbm.at[rows(0)], buf, sem)
+    copy.start()
+    copy.wait()
+    o_ref[...] = buf[...] + pl.program_id(0).astype(jnp.float32)
+
+  return pl.pallas_call(
+      kernel, grid=(4,), in_specs=[ANY], out_specs=ROWS, out_shape=ROWS_SHAPE,
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA],
+      compiler_params=PARALLEL, interpret=interpret)
+
+
+def dma_over_written_back_blocks(interpret):
+  """Point i writes output block i back (a block copy) and DMAs into block
+  i+1 of the same buffer through x, the HBM input aliased to it."""
+  def kernel(x_hbm, o_ref, buf, sem):
+    i = pl.program_id(0)
+    o_ref[...] = jnp.full((8, 128), 1.0, jnp.float32)
+    buf[...] = jnp.full((8, 128), 2.0, jnp.float32)
+    copy = pltpu.make_async_copy(buf, x_hbm.at[rows((i + 1) % 4)], sem)
+    copy.start()
+    copy.wait()
+
+  return pl.pallas_call(
+      kernel, grid=(4,), in_specs=[ANY], out_specs=ROWS, out_shape=ROWS_SHAPE,
+      input_output_aliases={0: 0},
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA],
+      compiler_params=PARALLEL, interpret=interpret)
+
+
+def dma_into_an_hbm_input(interpret):
+  """Every point DMAs its output block into rows 0..7 of x, an HBM input
+  (not aliased: the call's copy of it, shared by the cores)."""
+  def kernel(x_hbm, o_ref, buf, sem):
+    o_ref[...] = jnp.full((8, 128), 1.0, jnp.float32)
+    buf[...] = jnp.full((8, 128), 2.0, jnp.float32)
+    copy = pltpu.make_async_copy(buf, x_hbm.at[rows(0)], sem)
+    copy.start()
+    copy.wait()
+
+  return pl.pallas_call(
+      kernel, grid=(4,), in_specs=[ANY], out_specs=ROWS, out_shape=ROWS_SHAPE,
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32),
+                      pltpu.SemaphoreType.DMA],
+      compiler_params=PARALLEL, interpret=interpret)
+
+
+CROSS_CORE_CASES = {
+    # Each core DMAs its own rows into the HBM output: no race.
+    "own_rows": (lambda p: dma_rows_out(lambda i: i, p), False),
+    # Both cores DMA into rows 0..7: a race.
+    "same_rows": (lambda p: dma_rows_out(lambda i: 0, p), True),
+    # Core 0 at point 0 reads block 1, which core 1 writes at point 1.
+    "read_what_another_writes": (dma_shift_in_place, True),
+    # Both cores only read the same HBM input: no race.
+    "both_read": (dma_shared_rows_in, False),
+    # Core 0 at point 0 DMAs into block 1, which core 1 writes back.
+    "dma_vs_write_back": (dma_over_written_back_blocks, True),
+    # Both cores DMA into the same rows of an HBM input.
+    "into_an_input": (dma_into_an_hbm_input, True),
+}
+
+
+def races_on_both(make, cores, mode):
+  """make(interpret params) run on interpret mode and then on pallasvm,
+  detecting races on `cores` cores: (interpret mode found races, pallasvm
+  did, interpret mode's result, pallasvm's)."""
+  f = make(params(mode, detect_races=True, num_cores_or_threads=cores))
+  x = arange((32, 128))
+  want = on_interpret_mode(f, x)
+  jax_found = races_found()
+  pltpu.reset_tpu_interpret_mode_state()
+  try:
+    got = on_pallasvm(f, x)
+    return jax_found, races_found(), want, got
+  finally:
+    pltpu.reset_tpu_interpret_mode_state()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CROSS_CORE_CASES)
+def test_races_between_cores_agree_with_interpret_mode(case, mode):
+  make, racy = CROSS_CORE_CASES[case]
+  jax_found, found, want, got = races_on_both(make, 2, mode)
+  assert jax_found == racy
+  assert found == racy
+  if not racy:  # a racy result depends on which core went last
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("case", ["same_rows", "read_what_another_writes",
+                                  "dma_vs_write_back", "into_an_input"])
+def test_one_core_has_no_races_between_cores(case):
+  # The same kernels on one core: each DMA is waited for before the next
+  # point's accesses, so nothing races.
+  jax_found, found, want, got = races_on_both(CROSS_CORE_CASES[case][0], 1,
+                                              "on_wait")
+  assert not jax_found
+  assert not found
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_race_between_cores_names_both_dmas(capfd):
+  on_pallasvm(dma_rows_out(lambda i: 0, params(detect_races=True,
+                                               num_cores_or_threads=2)),
+              arange((32, 128)))
+  assert races_found()
+  err = capfd.readouterr().err
+  dma = r"the DMA started by dma_start \(.*test_memory_model.py:\d+\)"
+  # Rows 0..7, 1024 elements, one race; the last DMA of each core into
+  # them (core 0 runs points 0 and 3, core 1 points 1 and 2).
+  assert re.search(
+      r"race on outputs \(output 0, float32\[32,128\]\) element \(0, 0\) and"
+      rf" 1023 more: written by {dma} at grid point \(3\) on core 0 and by"
+      rf" {dma} at grid point \(2\) on core 1\n", err), err
+  pltpu.reset_tpu_interpret_mode_state()
+
+
+def test_a_race_with_a_write_back_names_the_aliased_buffer(capfd):
+  on_pallasvm(dma_over_written_back_blocks(
+      params(detect_races=True, num_cores_or_threads=2)), arange((32, 128)))
+  err = capfd.readouterr().err
+  # Block 1 (rows 8..15): core 0's DMA at point 0, core 1's write-back.
+  assert re.search(
+      r"race on outputs \(output 0, aliased to input 0, float32\[32,128\]\)"
+      r" element \(8, 0\) and 1023 more: written by the DMA started by"
+      r" dma_start \(.*\) at grid point \(0\) on core 0 and written back by"
+      r" core 1\n", err), err
+  pltpu.reset_tpu_interpret_mode_state()
+
+
 # --- ops/tpu/paged_attention ---------------------------------------------------
 
 
