@@ -3,12 +3,16 @@
 Each test here reproduces one case of JAX's
 tests/pallas/tpu_pallas_pipeline_test.py (jax-v0.10.2) that runs on one
 device and one core, is named after it and keeps its kernel, shapes,
-parameters and expected value. A case is checked twice: its kernel runs on
-JAX's TPU interpret mode (the reference) and is compared with the JAX case's
-own expected value (jnp/numpy, with the case's tolerance); then it runs on
-pallasvm through `on_pallasvm` (JAX's interpreter raises if entered, and
-pallasvm must have lowered the kernel) and is compared with interpret mode's
-result bit for bit.
+parameters and expected value. A case is checked twice (`check`): its
+kernel runs on pallasvm through `on_pallasvm` (JAX's interpreter raises if
+entered, and pallasvm must have lowered the kernel) and on JAX's TPU
+interpret mode, under an abstract TPU v6e device; interpret mode's result
+is compared with the JAX case's own expected value (jnp/numpy, with the
+case's tolerance, or one derived where the comment says so), and
+pallasvm's with interpret mode's, bit for bit. Where interpret mode cannot
+run a kernel (the emit_pipeline primitive, jax.random keys, jax.empty_ref,
+jax_pallas_poison_buffers: see INTERPRET_LACKS_*), that is checked and
+pallasvm is compared with the expected value alone.
 
 JAX runs most of these classes a second time with
 jax_use_emit_pipeline_primitive on; the `primitive` parameter does the same
@@ -19,9 +23,9 @@ one-core kernel through pl.kernel(mesh=create_tensorcore_mesh(...)) or
 pl.core_map, the kernel here is a pallas_call with HBM (pl.ANY) operands,
 which is what a one-core tensorcore mesh gives the kernel.
 
-A case pallasvm fails is a strict xfail naming the missing feature
-(UnsupportedError) or the difference (AssertionError), as in
-test_jax_interpret_spec.py.
+A case pallasvm fails is a strict xfail with one of the NEEDS_* marks
+below (a missing feature: UnsupportedError) or a bug mark saying what
+differs (AssertionError), as in test_jax_interpret_spec.py.
 """
 
 import contextlib
@@ -42,7 +46,6 @@ from pallasvm_only import kernels_on_pallasvm
 from test_memory_model import ANY, on_interpret_mode, on_pallasvm, tpu_mesh
 
 UNSUPPORTED = pallasvm.UnsupportedError
-
 
 
 def needs(feature, raises=UNSUPPORTED):
@@ -88,7 +91,7 @@ PRIMITIVE = paths()
 # For cases pallasvm runs on the primitive path too (their kernels fail
 # while traced, or hold no pipeline that needs the primitive).
 ANY_PATH = [pytest.param(False, id="stateful"),
-                        pytest.param(True, id="primitive")]
+            pytest.param(True, id="primitive")]
 PRIMITIVE_ONLY = [pytest.param(True, id="primitive",
                                marks=NEEDS_EMIT_PIPELINE_PRIMITIVE)]
 
@@ -111,8 +114,8 @@ def interpret():
 # What interpret mode (jax 0.10.2) raises on a kernel it cannot run:
 # the emit_pipeline primitive (its refs, turned into buffer ids, keep
 # effects on variables the lowered jaxpr no longer has) ...
-INTERPRET_LACKS_PRIMITIVE = (ValueError, "JaxprInputEffect`? .* does not have a"
-                             " corresponding jaxpr input")
+INTERPRET_LACKS_PRIMITIVE = (ValueError, "JaxprInputEffect`? .* does not"
+                             " have a corresponding jaxpr input")
 # ... and jax.empty_ref inside a pallas_call's kernel (discharging it meets
 # interpret mode's own io_callbacks).
 INTERPRET_LACKS_EMPTY_REF = (NotImplementedError, "No state discharge rule"
@@ -152,7 +155,8 @@ def check(fn, *args, want, rtol=1e-7, atol=0.0, as_float32=False,
     try:
       ref = on_interpret_mode(fn, *args)
     except Exception as e:  # pylint: disable=broad-except
-      if not any(isinstance(e, t) and re.search(r, str(e)) for t, r in expected):
+      if not any(isinstance(e, t) and re.search(r, str(e))
+                 for t, r in expected):
         raise
       assert_close(got, want, rtol, atol, as_float32)
       return got
@@ -520,7 +524,8 @@ def test_unaligned_slice_hbm_3d(primitive):
   def kernel(x_ref, o_ref):
     pltpu.sync_copy(x_ref.at[0, :, :], o_ref)
 
-  f = pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
+  f = pl.pallas_call(kernel,
+                     out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
                      grid=(), interpret=interpret())
   x = iota((2, m, n))
   check(f, x, want=x[0])
@@ -884,7 +889,7 @@ def test_padded_matmul(primitive, dtype, m, k, n, bm, bk, bn, seed):
 # --- PallasCallBoundedSliceIndexingTest ---------------------------------------
 
 
-def bounded_copy(index_map, shape=(16, 8, 128), bound=8, out_rows=8):
+def bounded_copy(index_map, bound=8, out_rows=8):
   def kernel(x_hbm, o_hbm):
     pltpu.emit_pipeline(
         copy_body, grid=(1,),
@@ -892,7 +897,6 @@ def bounded_copy(index_map, shape=(16, 8, 128), bound=8, out_rows=8):
         out_specs=pl.BlockSpec((out_rows, 8, 128), lambda i: (0, 0, 0)),
     )(x_hbm, o_hbm)
 
-  del shape
   return hbm_call(kernel, jax.ShapeDtypeStruct((out_rows, 8, 128), jnp.int32),
                   1)
 
@@ -907,8 +911,8 @@ def test_block_spec_bounded_slice_invalid_index(primitive):
     with (tpu_mesh(), kernels_on_pallasvm() if on_pallasvm_too
           else contextlib.nullcontext(), pytest.raises(
               ValueError,
-              match=r"Must return a (pl\.)?ds from the index_map for a BoundedSlice"
-              r" dimension.|when it should be pl.Slice")):
+              match=r"Must return a (pl\.)?ds from the index_map for a"
+                    r" BoundedSlice dimension.|when it should be pl.Slice")):
       jax.jit(f).trace(x)
 
 
