@@ -1092,7 +1092,9 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
   that pallas_call under JAX's TPU interpret mode: `fn` is evaluated equation
   by equation, and the pallas_call is bound with `interpret=
   pltpu.InterpretParams()` unless it already asks for TPU interpret mode (then
-  its own InterpretParams are kept). `fn` need not be written for interpret
+  its own InterpretParams are kept; their buffer_bounds="padded" pads the
+  exported refs too, under the abstract mesh `fn` is exported in). `fn`
+  need not be written for interpret
   mode.
 
   Returns the paths written. Raises ExportError, naming the primitive and the
@@ -1116,7 +1118,12 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
       n += 1
       unique = f"{stem}_{n}"
     used_stems.add(unique)
-    kernels.append((unique, _KernelExporter().kernel(
+    # A pallas_call asking for interpret mode with buffer_bounds="padded"
+    # is exported padded, as its expected outputs are computed.
+    interpret = f.eqn.params.get("interpret")
+    bounds = (interpret.buffer_bounds
+              if isinstance(interpret, pltpu.InterpretParams) else "logical")
+    kernels.append((unique, _KernelExporter(bounds).kernel(
         f.eqn.params, [v.aval for v in f.eqn.invars], f.eqn.source_info,
         k_name)))
   # Everything is computed before anything is written, so that a failure
