@@ -226,6 +226,9 @@ absl::Status KernelCompiler::CheckSignature() {
     info.space = vspace;
     info.origin = origin;
     info.bytes = ref.bytes();
+    absl::StatusOr<Shape> padded = PaddedShape(*var->type(), t->shape, what);
+    if (!padded.ok()) return padded.status();
+    info.padded_shape = *std::move(padded);
     builder_.AddRef(std::move(info));
     // The refs a core allocates live in one workspace: their sum is
     // bounded too. HBM operands are the caller's buffers.
@@ -377,7 +380,7 @@ std::string KernelCompiler::Write(const vm::Program& p) {
     for (int i = 0; i < 8; ++i) {
       const vm::AccessDim& d = a.dims[i];
       dims[i] = bc::AccessDim(d.extent, d.start, d.start_slot, d.squeezed,
-                              d.size, d.stride, d.size_slot);
+                              d.size, d.stride, d.size_slot, d.padding);
     }
     accesses.push_back(bc::AccessDesc(
         static_cast<uint8_t>(a.base_kind), a.clamp, a.elem_size, a.rank,
@@ -413,7 +416,8 @@ std::string KernelCompiler::Write(const vm::Program& p) {
         fb, kernel_ref ? ref_kinds_[i] : bc::RefKind::SCOPED,
         kernel_ref ? ref_operands_[i] : -1,
         static_cast<bc::MemorySpace>(r.space), WriteType(fb, Shaped{r.dtype, r.shape}),
-        fb.CreateString(r.origin)));
+        fb.CreateString(r.origin),
+        r.padded_shape.empty() ? 0 : fb.CreateVector(r.padded_shape)));
   }
   std::vector<flatbuffers::Offset<bc::BlockMapping>> mappings;
   for (int m = 0; m < n_in_ + n_out_; ++m) {

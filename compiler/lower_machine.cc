@@ -294,6 +294,9 @@ absl::StatusOr<std::vector<Value>> LowerRunScoped(Lowerer& l,
     info.shape = shape;
     info.scoped = true;
     info.origin = absl::StrCat(what);
+    absl::StatusOr<Shape> padded = PaddedShape(*var->type(), shape, what);
+    if (!padded.ok()) return l.Error(padded.status().message());
+    info.padded_shape = *std::move(padded);
     switch (var->type()->memory_space()) {
       case interchange::MemorySpace::DEFAULT:
       case interchange::MemorySpace::VMEM:

@@ -162,6 +162,11 @@ absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
     std::optional<int64_t> last =
         span && start.is_static ? CheckedAdd(start.value, *span) : span;
     if (clipped) last = span;
+    const bool narrowed = old.start_slot >= 0 || old.start != 0 ||
+                          old.size != old.extent || old.stride != 1;
+    // What fits: the view, and for a whole dimension of a padded ref its
+    // padding too (the VM checks against both).
+    const int64_t limit = narrowed ? extent : extent + old.padding;
     // Checked when it runs rather than here: a static start that leaves
     // the view (in program order, as interpret mode checks, so a kernel
     // fails at the first bad access it executes, and not at all for one
@@ -169,15 +174,13 @@ absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
     // under out_of_bounds_reads="uninitialized") and a dynamic size.
     // (A static start outside a narrowed view stays a compile error: at run
     // time only the whole ref's bounds would be checked.)
-    const bool narrowed = old.start_slot >= 0 || old.start != 0 ||
-                          old.size != old.extent || old.stride != 1;
     const bool static_outside =
         !narrowed && size > 0 && start.is_static && !clipped && span &&
-        *span < extent && (!last || *last >= extent || start.value < 0);
+        *span < limit && (!last || *last >= extent || start.value < 0);
     const bool at_run_time =
         size_slot >= 0 || static_outside || options.runtime_bounds;
     if (!at_run_time && size > 0 &&
-        (!last || *last >= extent ||
+        (!last || *last >= limit ||
          (!clipped && start.is_static && start.value < 0))) {
       return l.Error(absl::StrCat(
           "Out-of-bounds ", kind, " of ", TypeString(ref), ": dimension ", i,
@@ -185,7 +188,7 @@ absl::Status ApplyIndexer(Lowerer& l, const Lowerer::Eqn& e,
           start.is_static ? absl::StrCat(start.value)
                           : std::string("a dynamic start"),
           " with stride ", stride, " (needs start + (size-1)*stride < ",
-          extent, ")"));
+          limit, ")"));
     }
     // Indexing a narrowed view with a dynamic start: the VM checks the
     // composed access against the whole ref, so the start is checked
@@ -318,6 +321,8 @@ absl::Status ApplyPackingBitcast(Lowerer& l, const Value& ref, DType from,
   a.dims[u].extent = d.extent / p;
   a.dims[u].start = d.start / p;
   a.dims[u].size = d.size / p;
+  // Padding by whole wide rows only; a part-row of it bounds nothing.
+  a.dims[u].padding = d.padding / static_cast<int32_t>(p);
   a.dims[u + 1] = vm::AccessDim{};
   a.dims[u + 1].extent = p;
   a.dims[u + 1].size = p;
@@ -342,9 +347,15 @@ absl::StatusOr<RefAccess> BuildAccess(Lowerer& l, const Lowerer::Eqn& e,
   a.base_kind = vm::AccessBase::REF;
   a.base = ref.ref;
   a.rank = static_cast<uint8_t>(ref.shape.size());
+  // buffer_bounds="padded": the ref's padding bounds the access too.
+  const std::vector<int64_t>& padded =
+      l.builder().refs().at(static_cast<size_t>(ref.ref)).padded_shape;
   for (size_t i = 0; i < ref.shape.size(); ++i) {
     a.dims[i].extent = ref.shape[i];
     a.dims[i].size = ref.shape[i];
+    if (padded.size() == ref.shape.size()) {
+      a.dims[i].padding = static_cast<int32_t>(padded[i] - ref.shape[i]);
+    }
   }
   DType dtype = ref.dtype;
   // After a bitcast to a wider dtype: the descriptor dim holding the

@@ -41,6 +41,27 @@ absl::Status CheckShape(const Shape& shape, vm::DType dtype,
   return absl::OkStatus();
 }
 
+absl::StatusOr<Shape> PaddedShape(const interchange::Type& type,
+                                  const Shape& shape, absl::string_view what) {
+  Shape padded;
+  if (type.padded_shape() == nullptr || type.padded_shape()->size() == 0) {
+    return padded;
+  }
+  padded.assign(type.padded_shape()->begin(), type.padded_shape()->end());
+  bool ok = padded.size() == shape.size();
+  for (size_t d = 0; ok && d < shape.size(); ++d) {
+    ok = padded[d] >= shape[d] &&
+         padded[d] - shape[d] <= std::numeric_limits<int32_t>::max();
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": padded shape ", ShapeString(padded), " does not contain its ",
+        "shape ", ShapeString(shape), " (expected the same rank, each ",
+        "dimension at least as large and less than 2^31 larger)"));
+  }
+  return padded;
+}
+
 std::string ShapeString(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }

@@ -50,6 +50,12 @@ using vm::DefaultMemoryLimit;
 // Errors name `what`.
 absl::Status CheckShape(const Shape& shape, vm::DType dtype,
                         int64_t memory_limit, absl::string_view what);
+// A ref's Type.padded_shape (buffer_bounds="padded"): empty when absent,
+// else checked against the ref's `shape` (same rank, no dimension smaller,
+// padding below 2^31 per dimension, which AccessDim::padding holds).
+absl::StatusOr<Shape> PaddedShape(const interchange::Type& type,
+                                  const Shape& shape, absl::string_view what);
+
 std::string ShapeString(const Shape& shape);
 absl::StatusOr<vm::DType> ToVmDType(interchange::DType dtype);
 

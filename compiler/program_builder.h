@@ -64,6 +64,9 @@ class ProgramBuilder {
     std::vector<int64_t> shape;
     vm::MemorySpace space = vm::MemorySpace::VMEM;
     std::string origin;   // for reports (bytecode.fbs Ref.origin)
+    // buffer_bounds="padded": interpret mode's allocated shape, which
+    // bounds its accesses (vm::AccessDim::padding); empty: not padded.
+    std::vector<int64_t> padded_shape;
     bool scoped = false;  // a run_scoped allocation
     int64_t bytes = 0;
   };

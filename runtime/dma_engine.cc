@@ -12,9 +12,9 @@ namespace pallasvm::runtime {
 DmaEngine::DmaEngine(Semaphores& semaphores, uint8_t* const* refs)
     : semaphores_(semaphores), refs_(refs), tasks_(semaphores.size()) {}
 
-void DmaEngine::Reset(DmaExecutionMode mode, const uint64_t* oob_fills) {
+void DmaEngine::Reset(DmaExecutionMode mode, const uint64_t* fills) {
   mode_ = mode;
-  oob_fills_ = oob_fills;
+  fills_ = fills;
   next_serial_ = 0;
   free_.clear();
   for (size_t i = 0; i < dmas_.size(); ++i) {
@@ -43,7 +43,8 @@ absl::Status DmaEngine::Start(const vm::DmaRegion& src,
     free_.pop_back();
   }
   Dma& d = dmas_[index];
-  d.one_run = src.count >= 0 && vm::kernels::IsContiguous(src.access) &&
+  d.one_run = src.count >= 0 && dst.count >= 0 &&
+              vm::kernels::IsContiguous(src.access) &&
               vm::kernels::IsContiguous(dst.access);
   if (d.one_run) {
     // One memmove needs only the refs: the descriptors are not copied.
@@ -55,7 +56,9 @@ absl::Status DmaEngine::Start(const vm::DmaRegion& src,
   }
   d.src_offset = src.byte_offset;
   d.dst_offset = dst.byte_offset;
-  d.bytes = dst.count * dst.access.elem_size;
+  // The whole region counts, its part in the padding too: interpret mode's
+  // semaphores count the bytes it copies, padding included.
+  d.bytes = vm::kernels::RegionCount(dst.access) * dst.access.elem_size;
   d.dst_sem = dst_sem;
   d.src_sem = src_sem ? *src_sem : vm::SemaphoreId{};
   d.pc = pc;
@@ -112,14 +115,19 @@ absl::Status DmaEngine::Execute(Dma& d) {
         vm::kernels::ResolveAccess(d.dst, nullptr);
     if (staging_.size() < static_cast<size_t>(bytes)) staging_.resize(bytes);
     if (from.count < 0) {
-      // Only under out_of_bounds_reads="uninitialized" (the VM checked).
+      // In the padding or under out_of_bounds_reads="uninitialized" (the VM
+      // checked).
       vm::kernels::LoadRegionFilled(
           staging_.data(), src, d.src, nullptr,
-          reinterpret_cast<const uint8_t*>(&oob_fills_[d.src.base]));
+          reinterpret_cast<const uint8_t*>(&fills_[d.src.base]));
     } else {
       vm::kernels::LoadRegion(staging_.data(), src, d.src, from);
     }
-    vm::kernels::StoreRegion(dst, staging_.data(), d.dst, to);
+    if (to.count < 0) {
+      vm::kernels::StoreRegionClipped(dst, staging_.data(), d.dst, nullptr);
+    } else {
+      vm::kernels::StoreRegion(dst, staging_.data(), d.dst, to);
+    }
   }
   if (on_done_ != nullptr) on_done_(on_done_context_, d.serial);
   if (d.src_sem.ref >= 0) {

@@ -26,10 +26,10 @@ class DmaEngine {
  public:
   DmaEngine(Semaphores& semaphores, uint8_t* const* refs);
 
-  // A new call: nothing in flight. `oob_fills` (per ref, null unless
-  // out_of_bounds_reads="uninitialized") is what a source region reads
-  // outside its ref.
-  void Reset(DmaExecutionMode mode, const uint64_t* oob_fills);
+  // A new call: nothing in flight. `fills` (per ref) is what a source
+  // region reads outside its ref, where the VM let it (its padding, or
+  // out_of_bounds_reads="uninitialized").
+  void Reset(DmaExecutionMode mode, const uint64_t* fills);
 
   // At most this many DMAs are in flight on one core: a kernel that starts
   // DMAs in a loop and never waits for them fails with RESOURCE_EXHAUSTED
@@ -72,9 +72,9 @@ class DmaEngine {
  private:
   struct Dma {
     vm::AccessDesc src, dst;  // only their bases when one_run
-    // Both regions inside their refs and contiguous: one memmove of
-    // `bytes` from src_offset to dst_offset (the common case, computed at
-    // the start).
+    // Both regions inside their refs (not their padding) and contiguous:
+    // one memmove of `bytes` from src_offset to dst_offset (the common
+    // case, computed at the start).
     bool one_run = false;
     int64_t src_offset = 0, dst_offset = 0, bytes = 0;
     vm::SemaphoreId dst_sem, src_sem;  // src_sem.ref < 0: none
@@ -88,7 +88,7 @@ class DmaEngine {
   Semaphores& semaphores_;
   uint8_t* const* refs_;
   DmaExecutionMode mode_ = DmaExecutionMode::kOnWait;
-  const uint64_t* oob_fills_ = nullptr;
+  const uint64_t* fills_ = nullptr;
   uint64_t next_serial_ = 0;
   void (*on_done_)(void*, uint64_t) = nullptr;
   void* on_done_context_ = nullptr;

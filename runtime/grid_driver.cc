@@ -395,7 +395,6 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   CoreMachine::CallOptions machine_options;
   machine_options.dma_mode = options.dma_execution_mode;
   machine_options.fills = core.ref_fills.data();
-  machine_options.oob_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
   machine_options.detect_races = options.detect_races;
   CrossCoreRaces::Core* marks =
       call.cross_core ? &call.cross_core->core(core_index) : nullptr;
@@ -455,7 +454,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   ctx.refs = core.ref_table.data();
   ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
-  ctx.ref_fills = fill_oob_reads ? core.ref_fills.data() : nullptr;
+  ctx.ref_fills = core.ref_fills.data();
+  ctx.fill_out_of_bounds_reads = fill_oob_reads;
   ctx.machine = core.machine.get();
   ctx.observe_accesses =
       options.detect_races ||

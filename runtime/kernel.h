@@ -53,6 +53,9 @@ struct RefSpec {
   MemorySpace memory_space = MemorySpace::VMEM;
   ArrayType type;  // the kernel's view
   std::string origin;  // what the kernel calls it, for reports
+  // buffer_bounds="padded": the shape interpret mode allocates (bytecode.fbs
+  // Ref.padded_shape), for reports; empty: not padded.
+  std::vector<int64_t> padded_shape;
 };
 
 struct BlockDim {

@@ -18,7 +18,7 @@ CoreMachine::CoreMachine(const Kernel& kernel, uint8_t* const* refs)
 void CoreMachine::BeginCall(const CallOptions& options) {
   options_ = options;
   semaphores_.ZeroAll();
-  dma_.Reset(options.dma_mode, options.oob_fills);
+  dma_.Reset(options.dma_mode, options.fills);
   scope_warnings_.clear();
   scope_warned_.assign(kernel_.refs.size(), false);
   races_.Reset();

@@ -80,11 +80,10 @@ class CoreMachine : public vm::Machine {
  public:
   struct CallOptions {
     DmaExecutionMode dma_mode = DmaExecutionMode::kOnWait;
-    // Per ref, its fill value (SizeOf bytes), for fresh scoped buffers.
+    // Per ref, its fill value (SizeOf bytes), for fresh scoped buffers and
+    // for what a DMA source reads outside its ref where the VM let it (its
+    // padding, or out_of_bounds_reads="uninitialized").
     const uint64_t* fills = nullptr;
-    // Non-null: DMA sources may leave their refs and read these fills
-    // there (out_of_bounds_reads="uninitialized").
-    const uint64_t* oob_fills = nullptr;
     // Race detection between the kernel and its DMAs
     // (runtime/race_detector.h); the VM must then observe accesses.
     bool detect_races = false;

@@ -28,7 +28,8 @@ namespace bc = ::pallasvm::bytecode;
 // compiler); every test that compiles a module and loads it checks they
 // agree. 2: operands may name whole refs (aux bits, DOT_ADD_F32), dynamic
 // grids; version 1 modules are refused (and rebuilt by the module cache).
-constexpr uint32_t kModuleSchemaVersion = 3;
+// 4: AccessDim.padding and Ref.padded_shape (buffer_bounds="padded").
+constexpr uint32_t kModuleSchemaVersion = 4;
 
 static_assert(format::kMaxRank == vm::kMaxRank);
 static_assert(format::kDynamicGridDimension == kDynamicGridDim);
@@ -137,7 +138,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
         const bc::AccessDim* x = a->dims()->Get(i);
         d.dims[i] = vm::AccessDim{x->extent(),   x->start(), x->start_slot(),
                                   x->squeezed(), x->size(),  x->stride(),
-                                  x->size_slot()};
+                                  x->size_slot(), x->padding()};
       }
       p.accesses.push_back(d);
     }
@@ -248,6 +249,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
     spec.operand = r->operand();
     spec.memory_space = p.ref_spaces[i];
     spec.origin = r->origin() ? r->origin()->str() : "";
+    spec.padded_shape = ToVector(r->padded_shape());
     // HBM operands are all of their operand; semaphores are scratch or
     // scoped; nothing else lives in HBM but scratch and scoped buffers.
     const bool hbm_operand =

@@ -174,8 +174,15 @@ std::string UninitializedReads::Describe(int32_t ref, uint32_t pc,
                                          bool as_error) const {
   const RefSpec& spec = kernel_.refs[ref];
   std::string why;
-  if (f.outside) {
-    why = "it lies outside the ref (out_of_bounds_reads='uninitialized' "
+  if (f.outside && !spec.padded_shape.empty()) {
+    why = absl::StrCat("it lies outside the ref's shape, in its padding to ",
+                       ArrayType{spec.type.dtype, spec.padded_shape}.ToString(),
+                       " or beyond (buffer_bounds='padded' and "
+                       "out_of_bounds_reads='uninitialized' read the fill "
+                       "value there)");
+  } else if (f.outside) {
+    why = "it lies outside the ref's shape (its padding under "
+          "buffer_bounds='padded', or out_of_bounds_reads='uninitialized', "
           "reads the fill value there)";
   } else if (f.state == kDmaPending) {
     why = "a DMA into it has started but its semaphore has not been waited "

@@ -47,12 +47,15 @@ std::string DescribeAccess(const Program& p, uint32_t d) {
   const AccessDesc& acc = p.accesses[d];
   const int rank = std::min<int>(acc.rank, kMaxRank);
   std::vector<std::string> index;
-  std::vector<int64_t> extents;
+  std::vector<int64_t> extents, padded;
+  bool has_padding = false;
   for (int i = 0; i < rank; ++i) {
     const AccessDim& dim = acc.dims[i];
     const std::string start =
         dim.start_slot >= 0 ? Slot(dim.start_slot) : absl::StrCat(dim.start);
     extents.push_back(dim.extent);
+    padded.push_back(dim.extent + dim.padding);
+    has_padding |= dim.padding != 0;
     if (dim.squeezed) {
       index.push_back(start);
     } else if (dim.stride == 1) {
@@ -65,9 +68,12 @@ std::string DescribeAccess(const Program& p, uint32_t d) {
   const std::string base = acc.base_kind == AccessBase::REF
                                ? absl::StrCat("ref", acc.base)
                                : absl::StrCat("frame", Slot(acc.base));
-  return absl::StrCat(base, "[", absl::StrJoin(index, ", "), "] of [",
-                      absl::StrJoin(extents, ", "), "] elem ",
-                      int(acc.elem_size), acc.clamp ? " clamped" : "");
+  return absl::StrCat(
+      base, "[", absl::StrJoin(index, ", "), "] of [",
+      absl::StrJoin(extents, ", "), "]",
+      has_padding ? absl::StrCat(" padded to [", absl::StrJoin(padded, ", "), "]")
+                  : "",
+      " elem ", int(acc.elem_size), acc.clamp ? " clamped" : "");
 }
 
 std::string Operands(const Program& p, const Instr& in) {

@@ -455,7 +455,9 @@ vm_dispatch:
         return UnreadableRefError(program, ip, ctx, acc.base);
       }
       if (region.count < 0) {
-        if (ctx.ref_fills == nullptr || acc.base_kind != AccessBase::REF) {
+        if (ctx.ref_fills == nullptr || acc.base_kind != AccessBase::REF ||
+            !(ctx.fill_out_of_bounds_reads ||
+              kernels::InsidePadding(acc, frame))) {
           return AccessError(program, ip, frame, /*is_write=*/false);
         }
         kernels::LoadRegionFilled(
@@ -469,7 +471,9 @@ vm_dispatch:
     // STORE: region := dense value at b (a frame slot, or with
     // kOperandRefB the whole of ref b).
     // LOAD_CLIPPED: as LOAD, but the region may leave its ref; the elements
-    // outside read as zero (masked stores read the region first).
+    // outside read as the ref's fill value, or zero without fills (masked
+    // stores read the region first). Only the padding's matter: the masked
+    // swap's select drops the others, or its MASKED_STORE fails.
     VM_CASE(LOAD_CLIPPED) {
       const AccessDesc& acc = accesses[ip->d];
       VM_OBSERVE(acc, AccessKind::kMaskedRead);
@@ -477,9 +481,11 @@ vm_dispatch:
           [[unlikely]] {
         return UnreadableRefError(program, ip, ctx, acc.base);
       }
-      static constexpr uint8_t kZero[8] = {};
-      kernels::LoadRegionFilled(frame + ip->a, VM_ACCESS_BASE(acc), acc, frame,
-                                kZero);
+      static constexpr uint64_t kZero = 0;
+      kernels::LoadRegionFilled(
+          frame + ip->a, VM_ACCESS_BASE(acc), acc, frame,
+          reinterpret_cast<const uint8_t*>(
+              ctx.ref_fills != nullptr ? &ctx.ref_fills[acc.base] : &kZero));
       VM_NEXT();
     }
     // MASKED_STORE: region := c ? b : region, elementwise; elements outside
@@ -499,7 +505,12 @@ vm_dispatch:
       VM_OBSERVE(acc, AccessKind::kWrite);
       const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame);
       if (region.count < 0) {
-        return AccessError(program, ip, frame, /*is_write=*/true);
+        if (!kernels::InsidePadding(acc, frame)) {
+          return AccessError(program, ip, frame, /*is_write=*/true);
+        }
+        kernels::StoreRegionClipped(VM_ACCESS_BASE(acc),
+                                    VM_SOURCE(U8, b, kOperandRefB), acc, frame);
+        VM_NEXT();
       }
       kernels::StoreRegion(VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB),
                            acc, region);
@@ -513,7 +524,12 @@ vm_dispatch:
     VM_OBSERVE(acc, AccessKind::kUpdate);                                      \
     const kernels::ResolvedAccess region = kernels::ResolveAccess(acc, frame); \
     if (region.count < 0) {                                                    \
-      return AccessError(program, ip, frame, /*is_write=*/true);               \
+      if (!kernels::InsidePadding(acc, frame)) {                               \
+        return AccessError(program, ip, frame, /*is_write=*/true);             \
+      }                                                                        \
+      kernels::AddUpdateRegionClipped<DType::DT>(                              \
+          VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB), acc, frame);    \
+      VM_NEXT();                                                               \
     }                                                                          \
     kernels::AddUpdateRegion<DType::DT>(                                       \
         VM_ACCESS_BASE(acc), VM_SOURCE(U8, b, kOperandRefB), acc, region);    \
@@ -627,11 +643,13 @@ vm_dispatch:
         return DmaSizeError(program, ip, frame, src, dst, bad_dim);
       }
       const kernels::ResolvedAccess to = kernels::ResolveAccess(dst, nullptr);
-      if (to.count < 0) {
+      if (to.count < 0 && !kernels::InsidePadding(dst, nullptr)) {
         return DmaAccessError(program, ip, dst, /*is_write=*/true);
       }
       const kernels::ResolvedAccess from = kernels::ResolveAccess(src, nullptr);
-      if (ctx.ref_fills == nullptr && from.count < 0) {
+      if (from.count < 0 &&
+          !(ctx.fill_out_of_bounds_reads ||
+            kernels::InsidePadding(src, nullptr))) {
         return DmaAccessError(program, ip, src, /*is_write=*/false);
       }
       kernels::SemaphoreAt dst_sem = kernels::ResolveSemaphore(accesses[ip->d], frame);

@@ -24,10 +24,13 @@ struct ExecContext {
   const int32_t* num_programs = nullptr;  // one per grid axis
   int32_t grid_rank = 0;
   // Per ref, its dtype's fill value (SizeOf bytes, little-endian in the
-  // low bytes): a LOAD whose region leaves its ref reads it where outside
-  // (interpret mode's out_of_bounds_reads="uninitialized"). Null: such a
-  // LOAD is an OutOfRange error. Writes out of bounds are always errors.
+  // low bytes): what a LOAD reads where its region leaves its ref, inside
+  // the ref's padding (AccessDim::padding) or, with fill_out_of_bounds_reads
+  // (interpret mode's out_of_bounds_reads="uninitialized"), anywhere.
+  // Otherwise, or when null, such a LOAD is an OutOfRange error. Writes
+  // beyond the padding are always errors.
   const uint64_t* ref_fills = nullptr;
+  bool fill_out_of_bounds_reads = false;
   // Polled at every backward jump (vm/interrupt.h); when it fires, Execute
   // returns its status (DEADLINE_EXCEEDED / CANCELLED) naming the jump's
   // source line. Null: never interrupted.

@@ -23,6 +23,7 @@ struct DmaRegion {
   const AccessDesc& access;
   int64_t byte_offset;  // of its first element in the ref's buffer
   int64_t count;        // its elements; -1: part of it lies outside the ref
+                        // (in its padding, or read as the fill value)
 };
 
 // One semaphore: element `index` (row-major) of SEMAPHORE ref `ref`.
@@ -56,8 +57,9 @@ class Machine {
   // DMA_START. `src` and `dst` are regions of refs with every start
   // resolved (no start slots), to be copied by the machine (the VM's copy
   // goes when the call returns): a DMA in flight depends on nothing the
-  // frame holds later. `dst` lies inside its ref; `src` may leave its ref
-  // only under out_of_bounds_reads="uninitialized" (the VM refuses it
+  // frame holds later. `dst` lies inside its ref and its padding (the part
+  // in the padding is dropped); `src` may leave its ref only into its
+  // padding or under out_of_bounds_reads="uninitialized" (the VM refuses it
   // otherwise), and the part outside reads the fill value. `src_sem` is
   // null when the DMA signals no send semaphore.
   virtual absl::Status StartDma(const DmaRegion& src, const DmaRegion& dst,

@@ -70,7 +70,16 @@ struct AccessDim {
   // DMA regions only (emit_pipeline's edge blocks): frame offset of an S32
   // holding the size, at most `size`; -1: `size` is the size.
   int32_t size_slot = -1;
+  // Elements past `extent` that are the ref's padding (interpret mode's
+  // buffer_bounds="padded": the buffer is allocated up to whole TPU tiles).
+  // They exist only for bounds: the buffer holds `extent` elements, a read
+  // there gives the fill value and a write there is dropped, so accesses
+  // inside the logical shape take the same path as without padding and only
+  // a region the logical check refuses looks here. (Fits in the alignment
+  // hole after size_slot: the struct keeps its size.)
+  int32_t padding = 0;
 };
+static_assert(sizeof(AccessDim) == 48);
 
 // Where a ref lives on the simulated TPU. /* ORDER MEMORY_SPACE */ with
 // format/bytecode.fbs. The kernel reads and writes VMEM and SMEM refs;
@@ -86,7 +95,10 @@ enum class AccessBase : uint8_t {
 // A strided region of a ref (or of a frame value, for dynamic_slice). The
 // dense side is the region in row-major order. Bounds are checked once per
 // access: start >= 0 and start + (size-1)*stride < extent, per dim; with
-// `clamp`, starts are instead clamped into range (lax.dynamic_slice).
+// `clamp`, starts are instead clamped into range (lax.dynamic_slice). A
+// region that fails that check but lies inside extent + padding in every
+// dim is in bounds too, with its elements past `extent` virtual (see
+// AccessDim::padding).
 struct AccessDesc {
   AccessBase base_kind = AccessBase::REF;
   uint8_t clamp = 0;

@@ -462,19 +462,34 @@ class Verifier {
         return bad_dim(absl::StrCat("squeezed = ", dim.squeezed, " with size ",
                                     dim.size, " (a squeezed dim has size 1)"));
       }
+      // Padding is virtual (nothing in the buffer backs it), so only the
+      // bounds grow: a region may reach into it, never a clamped one.
+      if (dim.padding < 0 ||
+          (dim.padding > 0 &&
+           (acc.base_kind != AccessBase::REF || acc.clamp))) {
+        return bad_dim(absl::StrCat("padding ", dim.padding,
+                                    " (must be >= 0, and 0 unless the access "
+                                    "is an unclamped ref access)"));
+      }
+      const Int bound = Int{dim.extent} + dim.padding;
+      const std::string padded =
+          dim.padding ? absl::StrCat(" + padding ", dim.padding) : "";
+      const absl::string_view plus = dim.padding ? " + padding" : "";
       if (dim.size > 0) {
         const Int last = Int{dim.size - 1} * dim.stride;
-        if (last >= dim.extent) {
+        if (last >= bound) {
           return bad_dim(absl::StrCat("size ", dim.size, " stride ", dim.stride,
                                       " cannot fit in extent ", dim.extent,
-                                      " (needs (size-1)*stride < extent)"));
+                                      padded, " (needs (size-1)*stride < extent",
+                                      plus, ")"));
         }
         if (dim.start_slot < 0 && dim.size_slot < 0 && !acc.clamp && !clipped &&
-            (dim.start < 0 || dim.start + last >= dim.extent)) {
+            (dim.start < 0 || dim.start + last >= bound)) {
           return bad_dim(absl::StrCat(
               "static start ", dim.start, " size ", dim.size, " stride ",
-              dim.stride, " leaves extent ", dim.extent,
-              " (needs 0 <= start and start + (size-1)*stride < extent)"));
+              dim.stride, " leaves extent ", dim.extent, padded,
+              " (needs 0 <= start and start + (size-1)*stride < extent", plus,
+              ")"));
         }
       }
       if (dim.start_slot >= 0) {

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src.pallas.mosaic.interpret.params import LoggingMode
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas.ops.tpu import matmul as tpu_matmul
@@ -250,6 +251,7 @@ def test_kernel_the_exporter_refuses_fails_at_lowering():
     {"dma_execution_mode": "never"},
     {"num_cores_or_threads": 300},
     {"grid_point_recorder": "not callable"},
+    {"buffer_bounds": "tiled"},
 ])
 def test_bad_interpret_params_value_raises_naming_it(option):
   [name] = option
@@ -265,7 +267,7 @@ def test_bad_interpret_params_value_raises_naming_it(option):
 
 
 @pytest.mark.parametrize("option", [
-    {"buffer_bounds": "padded"},
+    {"logging_mode": LoggingMode.SHARED_MEMORY},
     {"vector_clock_size": 8},
 ])
 def test_unimplemented_interpret_params_option_raises(option):

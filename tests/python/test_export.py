@@ -370,3 +370,26 @@ def test_source_lines_point_into_the_kernel(tmp_path):
     assert eqn["source_line"] == kernel_line
     assert eqn["source_function"] == "add_kernel"
     assert eqn["source_file"].endswith("test_export.py")
+
+
+def test_padded_buffer_bounds_export_padded_shapes(tmp_path):
+  # buffer_bounds="padded" under an abstract TPU v6e: the (10, 150) f32
+  # scratch pads to (8, 128) tiles; SMEM scratch and the (8, 128) output
+  # block, already whole tiles, carry no padded_shape.
+  def kernel(o_ref, vmem, smem):
+    vmem[...] = jnp.zeros(vmem.shape, jnp.float32)
+    smem[0] = 1
+    o_ref[...] = vmem[pl.ds(0, 8), pl.ds(0, 128)]
+
+  f = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((10, 150), jnp.float32),
+                      pltpu.SMEM((10,), jnp.int32)],
+      interpret=pltpu.InterpretParams(buffer_bounds="padded"))
+  mesh = jax.sharding.AbstractMesh(
+      (), (), abstract_device=jax.sharding.AbstractDevice("TPU v6e", 1, "tpu"))
+  with jax.sharding.use_abstract_mesh(mesh):
+    [path] = export_kernels(f, out_dir=tmp_path)
+  invars = json.loads(path.read_text())["jaxpr"]["invars"]
+  assert [v["type"].get("padded_shape") for v in invars] == [
+      None, [16, 256], None]

@@ -73,8 +73,6 @@ def raises_like_jax(expected_type, match=None):
 
 # One mark per missing feature. `raises` is what pallasvm raises today for
 # the first missing feature such a case meets.
-NEEDS_PADDED_BUFFER_BOUNDS = needs("buffer_bounds='padded'",
-                                   raises=NotImplementedError)
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
 NEEDS_CORE_MAP = needs("core_map")
 
@@ -281,14 +279,11 @@ def test_out_of_bounds_read_range(out_of_bounds_reads, hbm_space):
 
 
 def _write_cases():
-  """(buffer_bounds, out_of_bounds_reads, hbm space) as JAX's product, each
-  with the mark of the first missing feature it meets."""
+  """(buffer_bounds, out_of_bounds_reads, hbm space) as JAX's product."""
   for bounds in BUFFER_BOUNDS:
     for reads in OOB_READS:
       for space, name in HBM_SPACES:
-        mark = NEEDS_PADDED_BUFFER_BOUNDS if bounds == "padded" else ()
-        yield pytest.param(bounds, reads, space, id=f"{bounds}-{reads}-{name}",
-                           marks=mark)
+        yield pytest.param(bounds, reads, space, id=f"{bounds}-{reads}-{name}")
 
 
 @pytest.mark.parametrize("buffer_bounds,out_of_bounds_reads,hbm_space",
@@ -350,9 +345,7 @@ def test_out_of_bounds_write_range(buffer_bounds, out_of_bounds_reads,
 
 
 @pytest.mark.parametrize("buffer_bounds,memory_space", [
-    pytest.param(b, s, id=f"{b}-{n}",
-                 marks=(NEEDS_PADDED_BUFFER_BOUNDS if b == "padded"
-                        else ()))
+    pytest.param(b, s, id=f"{b}-{n}")
     for b in BUFFER_BOUNDS
     for s, n in [(pltpu.SMEM, "SMEM"), (pltpu.VMEM, "VMEM")]])
 def test_smem_scratch_is_never_padded(buffer_bounds, memory_space):
@@ -414,7 +407,6 @@ def test_masked_store():
     run(row, col, x, jnp.ones((16, 256), bool)).block_until_ready()
 
 
-@NEEDS_PADDED_BUFFER_BOUNDS
 def test_masked_store_to_padded_scratch_buffer():
   def kernel(row_ref, col_ref, x_ref, mask_ref, o_ref, scratch):
     scratch[...] = jnp.zeros_like(scratch)

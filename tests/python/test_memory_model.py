@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src import config as jax_config
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
@@ -28,11 +29,31 @@ ANY = pl.BlockSpec(memory_space=pl.ANY)
 MODES = ["on_wait", "eager"]
 
 
+TPU_V6E = jax.sharding.AbstractMesh(
+    (), (), abstract_device=jax.sharding.AbstractDevice("TPU v6e", 1, "tpu"))
+
+
 def tpu_mesh():
   """emit_pipeline asks the device for its tiling at trace time; interpret
   mode and pallasvm alike trace it under an abstract TPU device."""
-  return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh(
-      (), (), abstract_device=jax.sharding.AbstractDevice("TPU v6e", 1, "tpu")))
+  return jax.sharding.use_abstract_mesh(TPU_V6E)
+
+
+@contextlib.contextmanager
+def tpu_mesh_on_every_thread():
+  """tpu_mesh(), and the same mesh as the global default meanwhile.
+  Interpret mode reads the simulated device again when its callbacks
+  allocate buffers (buffer_bounds="padded" pads them to its tiles), on
+  whatever thread XLA runs them, which the calling thread's context does
+  not reach; pallasvm reads it once, at lowering."""
+  state = jax_config.abstract_mesh_context_manager
+  saved = state.get_global()
+  state.set_global(TPU_V6E)
+  try:
+    with tpu_mesh():
+      yield
+  finally:
+    state.set_global(saved)
 
 
 def on_pallasvm(fn, *args):
@@ -50,8 +71,7 @@ def on_interpret_mode(fn, *args):
 
 def assert_same(fn, *args, mesh=False):
   """fn(*args) on pallasvm equals interpret mode's, bit for bit."""
-  ctx = tpu_mesh() if mesh else contextlib.nullcontext()
-  with ctx:
+  with tpu_mesh_on_every_thread() if mesh else contextlib.nullcontext():
     want = on_interpret_mode(fn, *args)
   with tpu_mesh() if mesh else contextlib.nullcontext():
     got = on_pallasvm(fn, *args)
@@ -879,3 +899,219 @@ def test_debug_print_writes_interpret_modes_text_with_the_grid_point(capfd):
                   "x = 102.4000015258789 at 1 {literal}", "positive: True"]
   assert got == [f"[grid point ({i // 2})] {line}"
                  for i, line in enumerate(want)]
+
+
+# --- buffer_bounds="padded" ------------------------------------------------------
+#
+# Interpret mode allocates every buffer but SMEM ones and scalars up to
+# whole tiles of the simulated TPU (tpu_mesh: v6e; f32 2-D tiles (8, 128),
+# 1-D tiles of 128 * 4 / itemsize). Inside that padded shape and outside the
+# logical one, reads give the fill value and writes are dropped; beyond it
+# accesses are out of bounds as ever. Each case runs the same kernel on
+# interpret mode and pallasvm.
+
+OOB_READS = ["raise", "uninitialized"]
+
+
+def padded(**kw):
+  return params(buffer_bounds="padded", **kw)
+
+
+def assert_both_raise(fn, *args, match):
+  """fn(*args) fails with `match` in its message on interpret mode and on
+  pallasvm, both under tpu_mesh."""
+  with tpu_mesh_on_every_thread():
+    with pytest.raises(Exception, match=match):
+      on_interpret_mode(fn, *args)
+  with tpu_mesh():
+    with pytest.raises(Exception, match=match) as e:
+      with kernels_on_pallasvm():
+        jax.block_until_ready(jax.jit(fn)(*args))
+  return str(e.value)
+
+
+@pytest.mark.parametrize("reads", OOB_READS)
+def test_padded_scratch_reads_fill_and_drops_writes(reads):
+  def kernel(x_ref, y_ref, o_ref, tail_ref, sum_ref, scratch):
+    scratch[...] = x_ref[...]
+    # Rows 8..15 of a (10, 150) buffer padded to (16, 256): rows 8 and 9
+    # and columns below 150 are written, the rest dropped. (Dynamic starts:
+    # JAX checks static ones against the logical shape when tracing.)
+    i = pl.program_id(0)
+    rows, tail = pl.ds(i + 8, 8), pl.ds(i + 128, 128)
+    scratch[rows, tail] = y_ref[...]
+    scratch[rows, pl.ds(i, 128)] += y_ref[...]
+    o_ref[...] = scratch[...]
+    tail_ref[...] = scratch[rows, tail]
+    sum_ref[...] = scratch[rows, pl.ds(i, 128)]
+
+  f = pl.pallas_call(
+      kernel, grid=(1,),
+      out_shape=[jax.ShapeDtypeStruct((10, 150), jnp.float32),
+                 jax.ShapeDtypeStruct((8, 128), jnp.float32),
+                 jax.ShapeDtypeStruct((8, 128), jnp.float32)],
+      scratch_shapes=[pltpu.VMEM((10, 150), jnp.float32)],
+      interpret=padded(out_of_bounds_reads=reads))
+  x, y = arange((10, 150)), arange((8, 128)) + 0.5
+  whole, tail, total = assert_same(f, x, y, mesh=True)
+  np.testing.assert_array_equal(whole[8:, 128:], y[:2, :22])
+  np.testing.assert_array_equal(total[:2], x[8:, :128] + y[:2])
+  assert np.isnan(tail[2:]).all() and np.isnan(tail[:, 22:]).all()
+  assert np.isnan(total[2:]).all()
+
+
+@pytest.mark.parametrize("reads", OOB_READS)
+def test_dmas_into_and_out_of_the_padding(reads):
+  def kernel(x_hbm, o_hbm, back_hbm, scratch):
+    # x is (12, 128): HBM padded to (16, 128); rows 8..15 hold 8 .. 11 then
+    # the fill. Into scratch rows 6..13 of (10, 128): rows 10.. dropped.
+    # (Dynamic starts: JAX checks static ones when tracing.)
+    i = pl.program_id(0)
+    pltpu.sync_copy(x_hbm.at[pl.ds(i + 8, 8)], scratch.at[pl.ds(i + 6, 8)])
+    pltpu.sync_copy(scratch.at[pl.ds(i + 8, 8)], o_hbm)
+    # Out of a VMEM buffer into an HBM output's padding.
+    pltpu.sync_copy(scratch.at[pl.ds(i, 8)], back_hbm.at[pl.ds(i + 8, 8)])
+
+  f = pl.pallas_call(
+      kernel, grid=(1,), in_specs=[ANY], out_specs=[ANY, ANY],
+      out_shape=[jax.ShapeDtypeStruct((8, 128), jnp.float32),
+                 jax.ShapeDtypeStruct((12, 128), jnp.float32)],
+      scratch_shapes=[pltpu.VMEM((10, 128), jnp.float32)],
+      interpret=padded(out_of_bounds_reads=reads))
+  out, back = assert_same(f, arange((12, 128)), mesh=True)
+  np.testing.assert_array_equal(out[:2], arange((12, 128))[10:12])
+  assert np.isnan(out[2:]).all()
+  assert np.isnan(back[:8]).all()  # an HBM output nothing wrote
+
+
+@pytest.mark.parametrize("reads", OOB_READS)
+def test_a_read_beyond_the_padding_is_out_of_bounds(reads):
+  def kernel(o_ref, scratch):
+    scratch[...] = jnp.ones(scratch.shape, jnp.float32)
+    o_ref[...] = scratch[pl.ds(pl.program_id(0) + 12, 8)]  # rows 12..19 of 16
+
+  f = pl.pallas_call(
+      kernel, grid=(1,), out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((10, 128), jnp.float32)],
+      interpret=padded(out_of_bounds_reads=reads))
+  if reads == "uninitialized":
+    assert np.isnan(assert_same(f, mesh=True)).all()
+    return
+  message = assert_both_raise(f, match="Out-of-bounds read")
+  assert ("Out-of-bounds read of ref 1 (dims [10, 128] padded to [16, 128]):"
+          " dim 0 start 12 size 8 (needs start + (size-1)*stride < 16)"
+          in message)
+
+
+@pytest.mark.parametrize("reads", OOB_READS)
+def test_writes_beyond_the_padding_are_out_of_bounds(reads):
+  def kernel(x_hbm, o_ref, scratch):
+    pltpu.sync_copy(x_hbm, scratch.at[pl.ds(pl.program_id(0) + 12, 8)])
+    o_ref[...] = scratch[pl.ds(0, 8)]
+
+  f = pl.pallas_call(
+      kernel, grid=(1,), in_specs=[ANY],
+      out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((10, 128), jnp.float32)],
+      interpret=padded(out_of_bounds_reads=reads))
+  message = assert_both_raise(f, arange((8, 128)), match="Out-of-bounds write")
+  assert "padded to [16, 128]" in message and "by a DMA" in message
+
+
+def test_smem_scratch_is_never_padded():
+  def kernel(o_ref, vmem, smem):
+    i = pl.program_id(0)
+    vmem[i + 100] = 1.0   # (100,) f32 VMEM pads to (128,): dropped
+    o_ref[0] = vmem[i + 100]
+    smem[i + 10] = 1      # (10,) SMEM is never padded: out of bounds
+    # (interpret mode names the store a swap, pallasvm a write)
+
+  f = pl.pallas_call(
+      kernel, grid=(1,), out_specs=pl.BlockSpec(memory_space=pltpu.SMEM),
+      out_shape=jax.ShapeDtypeStruct((1,), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((100,), jnp.float32),
+                      pltpu.SMEM((10,), jnp.int32)],
+      interpret=padded())
+  message = assert_both_raise(f, match="Out-of-bounds")
+  assert "Out-of-bounds write of ref 2 (dims [10])" in message
+
+
+def test_one_dimensional_buffers_pad_to_one_dimensional_tiles():
+  def kernel(x_ref, o_ref, tail_ref, scratch):
+    # f32 (100,) pads to (128,); the input block (200,) to (256,).
+    scratch[...] = x_ref[pl.ds(0, 100)]
+    scratch[pl.ds(pl.program_id(0) + 96, 32)] = x_ref[pl.ds(168, 32)]
+    o_ref[...] = scratch[...]
+    tail_ref[...] = x_ref[pl.ds(pl.program_id(0) + 192, 64)]
+
+  f = pl.pallas_call(
+      kernel, grid=(1,),
+      out_shape=[jax.ShapeDtypeStruct((100,), jnp.float32),
+                 jax.ShapeDtypeStruct((64,), jnp.float32)],
+      scratch_shapes=[pltpu.VMEM((100,), jnp.float32)],
+      interpret=padded())
+  x = arange((200,))
+  out, tail = assert_same(f, x, mesh=True)
+  np.testing.assert_array_equal(out[96:], x[168:172])
+  np.testing.assert_array_equal(tail[:8], x[192:])
+  assert np.isnan(tail[8:]).all()
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.int8])
+def test_narrow_dtypes_pad_to_their_own_tiles(dtype):
+  def kernel(o_ref, scratch):
+    # One row of a narrow dtype pads to 2 (bf16) or 4 (int8) rows and 128
+    # lanes (f32 would pad to 1 row): rows 1.. are padding.
+    scratch[...] = jnp.ones(scratch.shape, dtype)
+    rows = pl.ds(pl.program_id(0), 2)
+    scratch[rows, pl.ds(0, 128)] = jnp.full((2, 128), 3, dtype)
+    o_ref[...] = scratch[rows, pl.ds(0, 128)]
+
+  f = pl.pallas_call(
+      kernel, grid=(1,), out_shape=jax.ShapeDtypeStruct((2, 128), dtype),
+      scratch_shapes=[pltpu.VMEM((1, 100), dtype)], interpret=padded())
+  out = np.asarray(assert_same(f, mesh=True)).astype(np.float32)
+  np.testing.assert_array_equal(out[0, :100], 3)
+  fill = np.nan if dtype == jnp.bfloat16 else np.iinfo(np.int8).max
+  np.testing.assert_array_equal(out[0, 100:], fill)
+  np.testing.assert_array_equal(out[1], fill)
+
+
+def test_padded_block_buffers():
+  def kernel(x_ref, o_ref, tail_ref):
+    # (8, 100) blocks pad to (8, 128): columns 100.. read the fill and
+    # writes there are dropped.
+    cols = pl.ds(pl.program_id(0) * 0 + 96, 32)  # dynamic, as above
+    o_ref[...] = x_ref[...]
+    o_ref[:, cols] = jnp.zeros((8, 32), jnp.float32)
+    tail_ref[...] = x_ref[:, cols]
+
+  spec = pl.BlockSpec((8, 100), lambda i: (0, i))
+  f = pl.pallas_call(
+      kernel, grid=(2,), in_specs=[spec],
+      out_specs=[spec, pl.BlockSpec((8, 32), lambda i: (0, i))],
+      out_shape=[jax.ShapeDtypeStruct((8, 200), jnp.float32),
+                 jax.ShapeDtypeStruct((8, 64), jnp.float32)],
+      interpret=padded())
+  x = arange((8, 200))
+  out, tail = assert_same(f, x, mesh=True)
+  for b in range(2):
+    np.testing.assert_array_equal(out[:, 100 * b + 96:100 * b + 100], 0)
+    np.testing.assert_array_equal(tail[:, 32 * b:32 * b + 4],
+                                  x[:, 100 * b + 96:100 * b + 100])
+    assert np.isnan(tail[:, 32 * b + 4:32 * b + 32]).all()
+
+
+def test_padded_buffers_need_a_simulated_tpu():
+  # Without an abstract TPU mesh, interpret mode cannot tell the tiling
+  # (tpu_info raises for a CPU device) and neither can the exporter.
+  def kernel(o_ref, scratch):
+    scratch[...] = jnp.ones(scratch.shape, jnp.float32)
+    o_ref[...] = scratch[...]
+
+  f = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      scratch_shapes=[pltpu.VMEM((8, 128), jnp.float32)], interpret=padded())
+  with kernels_on_pallasvm():
+    with pytest.raises(ValueError, match="Unsupported TPU device kind"):
+      jax.jit(f)()

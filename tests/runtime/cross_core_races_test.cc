@@ -27,10 +27,10 @@ struct TwoCores {
   explicit TwoCores(bool aliased = false) {
     const ArrayType type{vm::DType::F32, {4, 4}};
     kernel.refs = {
-        {RefKind::OUTPUT_HBM, 0, vm::MemorySpace::HBM, type, "outputs"},
-        {RefKind::INPUT_HBM, 0, vm::MemorySpace::HBM, type, "args[0]"},
+        {RefKind::OUTPUT_HBM, 0, vm::MemorySpace::HBM, type, "outputs", {}},
+        {RefKind::INPUT_HBM, 0, vm::MemorySpace::HBM, type, "args[0]", {}},
         {RefKind::SCRATCH, -1, vm::MemorySpace::VMEM, type,
-         "scratch_shapes[0]"}};
+         "scratch_shapes[0]", {}}};
     kernel.out_types = {type};
     kernel.in_types = {type};
     std::vector<CrossCoreRaces::Buffer> buffers = {

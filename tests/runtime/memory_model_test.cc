@@ -26,12 +26,12 @@ struct Machine {
                        UninitializedReadsCheck::kOff) {
     for (int r = 0; r < 2; ++r) {
       RefSpec ref{RefKind::SCRATCH, -1, vm::MemorySpace::VMEM,
-                  {vm::DType::F32, {2, 4}}, "scratch"};
+                  {vm::DType::F32, {2, 4}}, "scratch", {}};
       kernel.refs.push_back(ref);
     }
     kernel.refs.push_back(RefSpec{RefKind::SCRATCH, -1,
                                   vm::MemorySpace::SEMAPHORE,
-                                  {vm::DType::S32, {2}}, "sems"});
+                                  {vm::DType::S32, {2}}, "sems", {}});
     table = {reinterpret_cast<uint8_t*>(a.data()),
              reinterpret_cast<uint8_t*>(b.data()),
              reinterpret_cast<uint8_t*>(sems.data())};

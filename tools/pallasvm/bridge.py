@@ -82,11 +82,12 @@ class InterpretParams(pltpu.InterpretParams):
   fields and defaults), for pallasvm. Implemented: `uninitialized_memory`
   ("nan" or "zero"), `out_of_bounds_reads`, `random_seed`,
   `num_cores_or_threads`, `grid_point_recorder` and `detect_races` (see
-  _call_with_reports), `skip_floating_point_ops` and
-  `allow_hbm_allocation_in_run_scoped` (compiled into the module) and
+  _call_with_reports), `skip_floating_point_ops`,
+  `allow_hbm_allocation_in_run_scoped` and `buffer_bounds` (compiled into
+  the module; "padded" pads each buffer to the tiles of the TPU that the
+  abstract mesh around the call simulates, as interpret mode does) and
   `dma_execution_mode` (runtime/memory_model.h); a bad value raises
-  ValueError. Every other field (vector_clock_size, logging_mode,
-  buffer_bounds) must
+  ValueError. Every other field (vector_clock_size, logging_mode) must
   keep its default: a non-default value raises NotImplementedError naming
   it, so none is silently ignored.
 
@@ -132,7 +133,7 @@ _IMPLEMENTED_FIELDS = frozenset(
     {"uninitialized_memory", "random_seed", "num_cores_or_threads",
      "grid_point_recorder", "out_of_bounds_reads", "dma_execution_mode",
      "detect_races", "skip_floating_point_ops",
-     "allow_hbm_allocation_in_run_scoped"})
+     "allow_hbm_allocation_in_run_scoped", "buffer_bounds"})
 
 # RunOptions::uninitialized_memory, as the FFI handler's attribute reads it.
 _UNINITIALIZED_MEMORY = {"nan": 0, "zero": 1}
@@ -215,6 +216,10 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
     raise ValueError(
         f"InterpretParams.out_of_bounds_reads={params.out_of_bounds_reads!r}"
         f": expected one of {sorted(_OUT_OF_BOUNDS_READS)}")
+  if params.buffer_bounds not in ("logical", "padded"):
+    raise ValueError(
+        f"InterpretParams.buffer_bounds={params.buffer_bounds!r}: expected"
+        " 'logical' or 'padded'")
   # When DMAs run ("eager": at start; "on_wait": when a wait needs them).
   if params.dma_execution_mode not in ("eager", "on_wait"):
     raise ValueError(
@@ -498,6 +503,7 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         contract_fma=contract_fma,
         allow_hbm_allocation_in_run_scoped=bool(
             run_params.allow_hbm_allocation_in_run_scoped),
+        buffer_bounds=run_params.buffer_bounds,
         fma_keeps_f16_rounding=contract_fma and not xla_contracts_f16())
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")

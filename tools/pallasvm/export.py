@@ -446,9 +446,13 @@ def _is_int(value) -> bool:
 
 
 class _KernelExporter:
-  """Builds the JSON form of one Kernel table; owns the Var id counter."""
+  """Builds the JSON form of one Kernel table; owns the Var id counter.
+  `buffer_bounds` is interpret mode's InterpretParams.buffer_bounds: with
+  "padded", the refs that allocate a buffer carry the shape interpret mode
+  allocates (see _pad)."""
 
-  def __init__(self):
+  def __init__(self, buffer_bounds: str = "logical"):
+    self._padded = buffer_bounds == "padded"
     self._next_id = 0
     # The grid dimension that `program_id` / `num_programs` axis i of the
     # kernel body names: i itself, unless vmap added grid dimensions (the
@@ -459,6 +463,32 @@ class _KernelExporter:
     self._grid_names: list = []
     # Source locations of the equations being exported, outermost first.
     self._locations: list[str] = []
+
+  # buffer_bounds="padded".
+
+  def _pad(self, var: dict, aval, memory_space) -> None:
+    """With buffer_bounds="padded", gives the exported ref `var` (of `aval`,
+    whose buffer lives in `memory_space`) the shape interpret mode allocates
+    for it: Type.padded_shape (format/kernel.fbs), from interpret mode's own
+    _get_padded_shape, i.e. tpu_info.infer_tiling for the TPU the caller's
+    abstract mesh (jax.sharding.use_abstract_mesh) simulates, at the time of
+    export. Interpret mode pads every buffer but SMEM ones and scalars;
+    semaphores are no buffers. Only a shape that padding changes is
+    written."""
+    if not self._padded or not isinstance(aval, state_types.AbstractRef):
+      return
+    inner = aval.inner_aval
+    if (memory_space in (tpu_core.MemorySpace.SMEM,
+                         tpu_core.MemorySpace.SEMAPHORE)
+        or _is_key(inner)
+        or jax.numpy.issubdtype(inner.dtype, pallas_core.semaphore_dtype)
+        or not inner.shape):
+      return
+    from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
+    padded = [int(d) for d in ipc._get_padded_shape(  # pylint: disable=protected-access
+        tuple(inner.shape), np.dtype(inner.dtype))]
+    if padded != list(var["type"]["shape"]):
+      var["type"]["padded_shape"] = padded
 
   # Vars and atoms. `env` maps the jax Vars of one jaxpr to their ids.
 
@@ -538,6 +568,15 @@ class _KernelExporter:
         "params": params,
         "outvars": [self._bind(v, env, where) for v in eqn.outvars],
     }
+    if name == "run_scoped" and self._padded:
+      # Its allocations are the body's last invars (constvars bound by the
+      # equation's operands come first).
+      body_jaxpr = eqn.params["jaxpr"]
+      body = next(p for p in params if p["name"] == "jaxpr")["jaxprs"][0]
+      allocations = body["invars"][len(body["invars"]) -
+                                   len(body_jaxpr.invars):]
+      for var, jax_var in zip(allocations, body_jaxpr.invars):
+        self._pad(var, jax_var.aval, jax_var.aval.memory_space)
     frame = _user_frame(eqn.source_info)
     if frame is not None:
       out["source_file"] = _display_path(frame.file_name)
@@ -730,6 +769,16 @@ class _KernelExporter:
       kernel_body = self.jaxpr(kernel_jaxpr, where=where)
     finally:
       self._kernel_grid_axes = None
+    # The kernel's refs but scalar prefetch (SMEM): operands live where
+    # their block spec says, as interpret mode allocates them; scratch
+    # where its own type does.
+    num_index = grid_mapping.num_index_operands
+    for i, (var, jax_var) in enumerate(zip(kernel_body["invars"][num_index:],
+                                           kernel_jaxpr.invars[num_index:])):
+      space = (grid_mapping.block_mappings[i].transformed_block_aval
+               .memory_space if i < len(grid_mapping.block_mappings)
+               else jax_var.aval.memory_space)
+      self._pad(var, jax_var.aval, space)
     semantics = _dimension_semantics(params["compiler_params"])
     if vmapped and semantics:
       # compiler_params still describe the unbatched grid; batch dimensions
@@ -1001,16 +1050,19 @@ def export_pallas_call(params, in_avals, source_info=None, *,
                        skip_floating_point_ops: bool = False,
                        contract_fma: bool = False,
                        fma_keeps_f16_rounding: bool = False,
-                       allow_hbm_allocation_in_run_scoped: bool = False
+                       allow_hbm_allocation_in_run_scoped: bool = False,
+                       buffer_bounds: str = "logical"
                        ) -> bytes:
   """The interchange (JSON bytes) of one pallas_call, from its equation's
   params and operand avals; `source_info` (anything with a `traceback`)
   locates it in errors. Used by the JAX bridge at lowering time, which also
-  passes interpret mode's skip_floating_point_ops and pallasvm's
-  contract_fma (Kernel.contract_fma in format/kernel.fbs). Raises
-  ExportError like export_kernels."""
-  kernel = _KernelExporter().kernel(params, in_avals, source_info,
-                                    kernel_name(params))
+  passes interpret mode's skip_floating_point_ops,
+  allow_hbm_allocation_in_run_scoped and buffer_bounds ("padded": the
+  refs' padded shapes, computed here under the caller's abstract mesh) and
+  pallasvm's contract_fma (Kernel.contract_fma in format/kernel.fbs).
+  Raises ExportError like export_kernels."""
+  kernel = _KernelExporter(buffer_bounds).kernel(params, in_avals, source_info,
+                                                 kernel_name(params))
   if skip_floating_point_ops:
     kernel["skip_floating_point_ops"] = True
   if contract_fma:
@@ -1040,7 +1092,9 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
   that pallas_call under JAX's TPU interpret mode: `fn` is evaluated equation
   by equation, and the pallas_call is bound with `interpret=
   pltpu.InterpretParams()` unless it already asks for TPU interpret mode (then
-  its own InterpretParams are kept). `fn` need not be written for interpret
+  its own InterpretParams are kept; their buffer_bounds="padded" pads the
+  exported refs too, under the abstract mesh `fn` is exported in). `fn`
+  need not be written for interpret
   mode.
 
   Returns the paths written. Raises ExportError, naming the primitive and the
@@ -1064,7 +1118,12 @@ def export_kernels(fn, *example_args, out_dir, name: str | None = None,
       n += 1
       unique = f"{stem}_{n}"
     used_stems.add(unique)
-    kernels.append((unique, _KernelExporter().kernel(
+    # A pallas_call asking for interpret mode with buffer_bounds="padded"
+    # is exported padded, as its expected outputs are computed.
+    interpret = f.eqn.params.get("interpret")
+    bounds = (interpret.buffer_bounds
+              if isinstance(interpret, pltpu.InterpretParams) else "logical")
+    kernels.append((unique, _KernelExporter(bounds).kernel(
         f.eqn.params, [v.aval for v in f.eqn.invars], f.eqn.source_info,
         k_name)))
   # Everything is computed before anything is written, so that a failure

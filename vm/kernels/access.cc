@@ -16,9 +16,11 @@ namespace pallasvm::vm::kernels {
 namespace {
 
 // The one walk over the dimensions, shared by the fast path and the error
-// path: on a bad start it reports the dimension and stops.
+// path: on a bad start it reports the dimension and stops. `padded`: the
+// bounds are extent + padding (the region may use the ref's padding).
 inline bool WalkStarts(const AccessDesc& access, const uint8_t* frame,
-                       ResolvedAccess* out, AccessFault* fault) {
+                       ResolvedAccess* out, AccessFault* fault,
+                       bool padded = false) {
   int64_t buffer_stride = 1;  // elements per step of dim d in the buffer
   int64_t offset = 0;
   int64_t count = 1;
@@ -32,7 +34,8 @@ inline bool WalkStarts(const AccessDesc& access, const uint8_t* frame,
       if (access.clamp) {
         // The verifier guarantees last < extent, so the range is non-empty.
         start = std::clamp<int64_t>(start, 0, dim.extent - last - 1);
-      } else if (start < 0 || start + last >= dim.extent) {
+      } else if (start < 0 ||
+                 start + last >= dim.extent + (padded ? dim.padding : 0)) {
         fault->dim = d;
         fault->start = start;
         return false;
@@ -54,6 +57,13 @@ ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame) {
   AccessFault fault;
   if (!WalkStarts(access, frame, &r, &fault)) r.count = -1;
   return r;
+}
+
+bool InsidePadding(const AccessDesc& access, const uint8_t* frame) {
+  if (!HasPadding(access)) return false;
+  ResolvedAccess r;
+  AccessFault fault;
+  return WalkStarts(access, frame, &r, &fault, /*padded=*/true);
 }
 
 bool ResolveStarts(const AccessDesc& access, const uint8_t* frame,
@@ -95,7 +105,7 @@ SemaphoreAt ResolveSemaphore(const AccessDesc& access, const uint8_t* frame) {
 AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame) {
   ResolvedAccess r;
   AccessFault fault;
-  WalkStarts(access, frame, &r, &fault);
+  WalkStarts(access, frame, &r, &fault, /*padded=*/true);
   return fault;
 }
 
@@ -114,10 +124,16 @@ StridedRegion PlanRegion(const AccessDesc& access) {
 std::string DescribeAccessFault(const AccessDesc& access,
                                 const AccessFault& fault,
                                 std::string_view kind) {
-  std::vector<int64_t> extents;
-  for (int d = 0; d < access.rank; ++d)
+  std::vector<int64_t> extents, padded;
+  for (int d = 0; d < access.rank; ++d) {
     extents.push_back(access.dims[d].extent);
+    padded.push_back(access.dims[d].extent + access.dims[d].padding);
+  }
   const AccessDim& dim = access.dims[fault.dim];
+  const std::string padding =
+      HasPadding(access)
+          ? absl::StrCat(" padded to [", absl::StrJoin(padded, ", "), "]")
+          : "";
   std::string what =
       access.base_kind == AccessBase::REF
           ? absl::StrCat("ref ", access.base)
@@ -126,10 +142,11 @@ std::string DescribeAccessFault(const AccessDesc& access,
       dim.stride == 1 ? "" : absl::StrCat(" stride ", dim.stride);
   std::string needs =
       fault.start < 0 ? std::string("start >= 0")
-                      : absl::StrCat("start + (size-1)*stride < ", dim.extent);
+                      : absl::StrCat("start + (size-1)*stride < ",
+                                     dim.extent + dim.padding);
   return absl::StrCat("Out-of-bounds ", absl::string_view(kind.data(), kind.size()), " of ",
-                      what, " (dims [", absl::StrJoin(extents, ", "),
-                      "]): dim ", fault.dim, " start ", fault.start, " size ",
+                      what, " (dims [", absl::StrJoin(extents, ", "), "]",
+                      padding, "): dim ", fault.dim, " start ", fault.start, " size ",
                       dim.size, step, " (needs ", needs, ")");
 }
 
@@ -169,8 +186,9 @@ namespace {
 // Walks an access's region element by element, in row-major order, where
 // the region may leave its buffer: calls visit(e, offset, outside_dim,
 // outside_at) with the element's dense index, its element offset in the
-// buffer, and the first dimension in which it lies outside (-1 if none)
-// with its index there. Returns false as soon as visit does.
+// buffer (-1 if it is not in the buffer: in its padding or beyond), and
+// the first dimension in which it lies beyond the extent and padding (-1
+// if none) with its index there. Returns false as soon as visit does.
 template <typename Visit>
 bool ForEachRegionElement(const AccessDesc& access, const uint8_t* frame,
                           Visit visit) {
@@ -189,15 +207,20 @@ bool ForEachRegionElement(const AccessDesc& access, const uint8_t* frame,
     int64_t offset = 0;
     int outside_dim = -1;
     int64_t outside_at = 0;
+    bool in_buffer = true;
     for (int d = 0; d < access.rank; ++d) {
-      const int64_t at = start[d] + idx[d] * access.dims[d].stride;
-      if (outside_dim < 0 && (at < 0 || at >= access.dims[d].extent)) {
+      const AccessDim& dim = access.dims[d];
+      const int64_t at = start[d] + idx[d] * dim.stride;
+      in_buffer &= at >= 0 && at < dim.extent;
+      if (outside_dim < 0 && (at < 0 || at >= dim.extent + dim.padding)) {
         outside_dim = d;
         outside_at = at;
       }
       offset += at * buffer_stride[d];
     }
-    if (!visit(e, offset, outside_dim, outside_at)) return false;
+    if (!visit(e, in_buffer ? offset : int64_t{-1}, outside_dim, outside_at)) {
+      return false;
+    }
     for (int d = access.rank - 1; d >= 0; --d) {
       if (++idx[d] < access.dims[d].size) break;
       idx[d] = 0;
@@ -213,9 +236,9 @@ void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
                       const uint8_t* fill) {
   const int es = access.elem_size;
   ForEachRegionElement(access, frame,
-                       [&](int64_t e, int64_t offset, int outside, int64_t) {
+                       [&](int64_t e, int64_t offset, int, int64_t) {
                          CopyElement(dst + e * es,
-                                     outside < 0 ? base + offset * es : fill,
+                                     offset >= 0 ? base + offset * es : fill,
                                      es);
                          return true;
                        });
@@ -236,13 +259,25 @@ bool MaskedStoreRegion(uint8_t* base, const uint8_t* src, const uint8_t* mask,
       });
   if (!inside) return false;
   ForEachRegionElement(access, frame,
-                       [&](int64_t e, int64_t offset, int outside, int64_t) {
-                         if (mask[e] && outside < 0) {
+                       [&](int64_t e, int64_t offset, int, int64_t) {
+                         if (mask[e] && offset >= 0) {
                            CopyElement(base + offset * es, src + e * es, es);
                          }
                          return true;
                        });
   return true;
+}
+
+void StoreRegionClipped(uint8_t* base, const uint8_t* src,
+                        const AccessDesc& access, const uint8_t* frame) {
+  const int es = access.elem_size;
+  ForEachRegionElement(access, frame,
+                       [&](int64_t e, int64_t offset, int, int64_t) {
+                         if (offset >= 0) {
+                           CopyElement(base + offset * es, src + e * es, es);
+                         }
+                         return true;
+                       });
 }
 
 void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
@@ -294,6 +329,21 @@ void AddUpdateRegion(uint8_t* base, const uint8_t* src,
              });
 }
 
+template <DType T>
+void AddUpdateRegionClipped(uint8_t* base, const uint8_t* src,
+                            const AccessDesc& access, const uint8_t* frame) {
+  using E = Storage<T>;
+  E* dst = reinterpret_cast<E*>(base);
+  const E* s = reinterpret_cast<const E*>(src);
+  ForEachRegionElement(access, frame,
+                       [&](int64_t e, int64_t offset, int, int64_t) {
+                         if (offset >= 0) {
+                           dst[offset] = AddElement<T>(dst[offset], s[e]);
+                         }
+                         return true;
+                       });
+}
+
 template void AddUpdateRegion<DType::F32>(uint8_t*, const uint8_t*,
                                           const AccessDesc&, ResolvedAccess);
 template void AddUpdateRegion<DType::S32>(uint8_t*, const uint8_t*,
@@ -302,5 +352,14 @@ template void AddUpdateRegion<DType::U32>(uint8_t*, const uint8_t*,
                                           const AccessDesc&, ResolvedAccess);
 template void AddUpdateRegion<DType::BF16>(uint8_t*, const uint8_t*,
                                            const AccessDesc&, ResolvedAccess);
+
+#define PALLASVM_ADDUPDATE_CLIPPED(DT)                                     \
+  template void AddUpdateRegionClipped<DType::DT>(                          \
+      uint8_t*, const uint8_t*, const AccessDesc&, const uint8_t*);
+PALLASVM_ADDUPDATE_CLIPPED(F32)
+PALLASVM_ADDUPDATE_CLIPPED(S32)
+PALLASVM_ADDUPDATE_CLIPPED(U32)
+PALLASVM_ADDUPDATE_CLIPPED(BF16)
+#undef PALLASVM_ADDUPDATE_CLIPPED
 
 }  // namespace pallasvm::vm::kernels

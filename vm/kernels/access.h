@@ -41,6 +41,21 @@ struct AccessFault {
 // Reads dynamic starts (S32 at frame + start_slot), then checks or clamps.
 ResolvedAccess ResolveAccess(const AccessDesc& access, const uint8_t* frame);
 
+// Whether any dimension of `access` has padding (AccessDim::padding).
+inline bool HasPadding(const AccessDesc& access) {
+  for (int d = 0; d < access.rank; ++d) {
+    if (access.dims[d].padding != 0) return true;
+  }
+  return false;
+}
+
+// For a region ResolveAccess refused: whether it lies inside its ref's
+// extents and padding (buffer_bounds="padded"), so that it is in bounds
+// after all, its elements in the padding reading the fill value
+// (LoadRegionFilled) and dropped when written (StoreRegionClipped,
+// AddUpdateRegionClipped). False for a ref without padding.
+bool InsidePadding(const AccessDesc& access, const uint8_t* frame);
+
 // `out` := `access` with every start and size resolved: dynamic ones read
 // from the frame become static (start_slot, size_slot -1), so the region
 // stays put whatever the frame holds later (a DMA in flight). Clamped
@@ -93,7 +108,8 @@ struct SemaphoreAt {
 };
 SemaphoreAt ResolveSemaphore(const AccessDesc& access, const uint8_t* frame);
 
-// For the error path, after ResolveAccess refused: which start was bad.
+// For the error path, after ResolveAccess refused: which start was bad
+// (against the extents and padding, where the ref has padding).
 AccessFault FindAccessFault(const AccessDesc& access, const uint8_t* frame);
 
 // "Out-of-bounds read of ref 2 (dims [8, 128]): dim 0 start 12 size 8
@@ -113,26 +129,37 @@ StridedRegion PlanRegion(const AccessDesc& access);
 void LoadRegion(uint8_t* dst, const uint8_t* base, const AccessDesc& access,
                 ResolvedAccess r);
 // LOAD of a region that leaves its buffer, for out_of_bounds_reads =
-// "uninitialized": elements outside the buffer read `fill` (elem_size
-// bytes), the rest the buffer. Element by element: the rare, slow path.
+// "uninitialized" or a region in the ref's padding: elements outside the
+// buffer read `fill` (elem_size bytes), the rest the buffer. Element by
+// element: the rare, slow path.
 void LoadRegionFilled(uint8_t* dst, const uint8_t* base,
                       const AccessDesc& access, const uint8_t* frame,
                       const uint8_t* fill);
 // MASKED_STORE: region of base := mask ? src : region, elementwise, where
 // the region may leave its buffer: elements outside are skipped. Returns
-// false, writing nothing, if a masked-in element lies outside (and sets
-// *fault to the first such element's dimension and index).
+// false, writing nothing, if a masked-in element lies outside the buffer
+// and its padding (and sets *fault to the first such element's dimension
+// and index).
 bool MaskedStoreRegion(uint8_t* base, const uint8_t* src, const uint8_t* mask,
                        const AccessDesc& access, const uint8_t* frame,
                        AccessFault* fault);
 // STORE: region of base := dense src.
 void StoreRegion(uint8_t* base, const uint8_t* src, const AccessDesc& access,
                  ResolvedAccess r);
+// STORE of a region InsidePadding accepted: the elements in the buffer are
+// written, those in its padding dropped (interpret mode's padded buffers
+// keep only writes inside the logical shape). Element by element.
+void StoreRegionClipped(uint8_t* base, const uint8_t* src,
+                        const AccessDesc& access, const uint8_t* frame);
 // ADDUPDATE_T: region of base += dense src, in T's arithmetic (BF16 adds in
 // f32 and rounds to nearest even). Instantiated for F32, S32, U32, BF16.
 template <DType T>
 void AddUpdateRegion(uint8_t* base, const uint8_t* src,
                      const AccessDesc& access, ResolvedAccess r);
+// ADDUPDATE_T of a region InsidePadding accepted, as StoreRegionClipped.
+template <DType T>
+void AddUpdateRegionClipped(uint8_t* base, const uint8_t* src,
+                            const AccessDesc& access, const uint8_t* frame);
 
 }  // namespace pallasvm::vm::kernels
 
