@@ -63,9 +63,6 @@ def bug(difference):
 # export refuses its parameters ("param args_tree = PyTreeDef(...)
 # (PyTreeDef) has no interchange encoding").
 NEEDS_EMIT_PIPELINE_PRIMITIVE = needs("the emit_pipeline primitive")
-# InterpretParams(buffer_bounds='padded'), as in test_jax_interpret_spec.py.
-NEEDS_PADDED_BUFFER_BOUNDS = needs("buffer_bounds='padded'",
-                                   raises=NotImplementedError)
 NEEDS_FLOAT8 = needs("float8_e4m3fn operands (\"dtype float8_e4m3fn has no"
                      " interchange DType\")")
 NEEDS_KEY_DMA = needs("DMAs of jax.random keys (\"dma_start on jax.random"
@@ -130,7 +127,7 @@ def assert_close(got, want, rtol, atol, as_float32):
 
 
 def check(fn, *args, want, rtol=1e-7, atol=0.0, as_float32=False,
-          interpret_raises=None, lowered_before=False):
+          interpret_raises=None, lowered_before=False, interpret_tol=None):
   """pallasvm's fn(*args) against interpret mode's, bit for bit, and
   interpret mode's against `want` (the JAX case's expected value, a pytree
   like the result, compared as assert_allclose does, NaN matching NaN).
@@ -142,6 +139,8 @@ def check(fn, *args, want, rtol=1e-7, atol=0.0, as_float32=False,
   INTERPRET_LACKS_PRIMITIVE. Then pallasvm is compared with `want` alone.
   lowered_before: fn ran here before on arguments of the same shapes, so
   both runs reuse its compiled executables (and pallasvm lowers nothing).
+  interpret_tol, (rtol, atol): compare with interpret mode within these
+  instead of bit for bit, where the case says why they may differ.
   Returns pallasvm's result."""
   expected = [interpret_raises] if interpret_raises else []
   if config.use_emit_pipeline_primitive.value:
@@ -165,7 +164,12 @@ def check(fn, *args, want, rtol=1e-7, atol=0.0, as_float32=False,
   assert_close(ref, want, rtol, atol, as_float32)
   assert jax.tree.structure(got) == jax.tree.structure(ref)
   for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
-    np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
+    if interpret_tol is None:
+      np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
+    else:
+      np.testing.assert_allclose(np.asarray(g).astype(np.float32),
+                                 np.asarray(r).astype(np.float32),
+                                 rtol=interpret_tol[0], atol=interpret_tol[1])
   return got
 
 
@@ -855,23 +859,23 @@ def padded_matmul(x, y, *, bm, bk, bn, bounds):
 # (dtype, m, k, n, bm, bk, bn, seed), drawn from hypothesis' ranges; JAX
 # skips int8 on TPU v6, the device these run under. Where a block overhangs
 # the array, the pipeline's DMA reads the overhang: a TPU's HBM array is
-# padded to its tiles, so interpret mode must be told
-# (buffer_bounds='padded'); with the default bounds it raises
+# padded to its tiles, so interpret mode (and pallasvm) must be told
+# (buffer_bounds='padded'); with the default bounds both raise
 # "Out-of-bounds read".
 PADDED_CASES = [
     ("float32-divisible", ("float32", 256, 256, 256, 128, 128, 128, 0), ()),
     ("float32-uneven", ("float32", 200, 300, 170, 32, 128, 128, 1),
-     NEEDS_PADDED_BUFFER_BOUNDS),
+     ()),
     ("float32-thin", ("float32", 9, 700, 130, 8, 256, 128, 2),
-     NEEDS_PADDED_BUFFER_BOUNDS),
+     ()),
     ("bfloat16-uneven", ("bfloat16", 300, 129, 520, 16, 128, 256, 3),
-     NEEDS_PADDED_BUFFER_BOUNDS),
+     ()),
 ]
 
 
 @pytest.mark.parametrize("primitive,dtype,m,k,n,bm,bk,bn,seed", [
     pytest.param(*p.values, *case, id=f"{name}-{p.id}",
-                 marks=marks or p.marks)   # the padded bounds fail first
+                 marks=marks or p.marks)
     for name, case, marks in PADDED_CASES for p in PRIMITIVE])
 def test_padded_matmul(primitive, dtype, m, k, n, bm, bk, bn, seed):
   del primitive
@@ -882,8 +886,13 @@ def test_padded_matmul(primitive, dtype, m, k, n, bm, bk, bn, seed):
   f = functools.partial(padded_matmul, bm=bm, bk=bk, bn=bn,
                         bounds="logical" if divisible else "padded")
   tol = 1e-2 if dtype == "bfloat16" else 2.3e-5
+  # bf16: each block's product is summed in f32 and rounded to bf16, and
+  # pallasvm's f32 summation order is not XLA's, so a sum near a rounding
+  # boundary may round the other way: one bf16 ulp (2^-8 relative; seen on
+  # 2 of 156,000 elements, one of them a small value after cancellation).
   check(f, x, y, want=(x @ y).astype(jnp.float32), rtol=tol, atol=tol,
-        as_float32=True)
+        as_float32=True,
+        interpret_tol=(2.0**-7, 2.0**-8) if dtype == "bfloat16" else None)
 
 
 # --- PallasCallBoundedSliceIndexingTest ---------------------------------------

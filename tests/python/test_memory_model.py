@@ -294,7 +294,9 @@ def test_run_scoped_buffers_are_fresh_at_each_entry():
 # --- emit_pipeline (the pipelining documentation's kernels) -------------------
 
 
-def test_emit_pipeline_matmul():
+def emit_pipeline_matmul(interpret):
+  """The pipelining documentation's matmul: (256, 384) @ (384, 256) in
+  128 blocks, accumulated in the output block (zeroed at k == 0)."""
   def kernel(x_hbm, y_hbm, o_hbm):
     def body(x_ref, y_ref, o_ref):
       @pl.when(pl.program_id(2) == 0)
@@ -310,13 +312,20 @@ def test_emit_pipeline_matmul():
         out_specs=pl.BlockSpec((128, 128), lambda i, j, k: (i, j)),
     )(x_hbm, y_hbm, o_hbm)
 
-  f = pl.pallas_call(
+  return pl.pallas_call(
       kernel, in_specs=[ANY, ANY], out_specs=ANY,
       out_shape=jax.ShapeDtypeStruct((256, 256), jnp.float32),
-      interpret=params())
-  x = jax.random.normal(jax.random.key(0), (256, 384), jnp.float32)
-  y = jax.random.normal(jax.random.key(1), (384, 256), jnp.float32)
-  got = assert_same(f, x, y, mesh=True)
+      interpret=interpret)
+
+
+def matmul_inputs():
+  return (jax.random.normal(jax.random.key(0), (256, 384), jnp.float32),
+          jax.random.normal(jax.random.key(1), (384, 256), jnp.float32))
+
+
+def test_emit_pipeline_matmul():
+  x, y = matmul_inputs()
+  got = assert_same(emit_pipeline_matmul(params()), x, y, mesh=True)
   # Against XLA's matmul: 384-long f32 dot products.
   np.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-3)
 

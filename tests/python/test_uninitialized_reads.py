@@ -22,6 +22,7 @@ import pallasvm
 from pallasvm import bridge
 from pallasvm_only import kernels_on_pallasvm
 from test_memory_model import (ANY, MODES, arange, double_buffered_copy,
+                               emit_pipeline_matmul, matmul_inputs,
                                on_interpret_mode, on_pallasvm, tpu_mesh)
 
 if bridge.library_path() is None or not bridge.library_path().exists():
@@ -288,29 +289,9 @@ def test_double_buffered_copy_is_silent(mode, capfd):
 
 
 def test_emit_pipeline_matmul_is_silent():
-  def kernel(x_hbm, y_hbm, o_hbm):
-    def body(x_ref, y_ref, o_ref):
-      @pl.when(pl.program_id(2) == 0)
-      def _():
-        o_ref[...] = jnp.zeros_like(o_ref)
-
-      o_ref[...] += x_ref[...] @ y_ref[...]
-
-    pltpu.emit_pipeline(
-        body, grid=(2, 2, 3),
-        in_specs=[pl.BlockSpec((128, 128), lambda i, j, k: (i, k)),
-                  pl.BlockSpec((128, 128), lambda i, j, k: (k, j))],
-        out_specs=pl.BlockSpec((128, 128), lambda i, j, k: (i, j)),
-    )(x_hbm, y_hbm, o_hbm)
-
-  f = pl.pallas_call(
-      kernel, in_specs=[ANY, ANY], out_specs=ANY,
-      out_shape=jax.ShapeDtypeStruct((256, 256), jnp.float32),
-      interpret=checked("error"))
-  x = jax.random.normal(jax.random.key(0), (256, 384), jnp.float32)
-  y = jax.random.normal(jax.random.key(1), (384, 256), jnp.float32)
+  x, y = matmul_inputs()
   with tpu_mesh():
-    got = on_pallasvm(f, x, y)
+    got = on_pallasvm(emit_pipeline_matmul(checked("error")), x, y)
   np.testing.assert_allclose(got, x @ y, rtol=1e-5, atol=1e-3)
 
 
