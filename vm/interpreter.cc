@@ -142,6 +142,24 @@ std::string SourceOf(const Program& program, size_t pc) {
                              SourceOf(program, ip - program.code.data())));
 }
 
+// VM_OBSERVE*: tells ctx.machine of an access of ref `ref`, `acc` (null:
+// the whole ref) with its starts resolved; false, with the error in
+// *error, if the machine refuses it.
+[[gnu::noinline]] bool ObserveAccessAt(const Program& program, const Instr* ip,
+                                       const ExecContext& ctx,
+                                       const AccessDesc* acc, int32_t ref,
+                                       AccessKind kind, const uint8_t* mask,
+                                       absl::Status* error) {
+  AccessDesc resolved;
+  if (acc != nullptr) kernels::ResolveStarts(*acc, ctx.frame, &resolved);
+  absl::Status s = ctx.machine->ObserveAccess(
+      ref, acc != nullptr ? &resolved : nullptr, kind, mask,
+      static_cast<uint32_t>(ip - program.code.data()));
+  if (s.ok()) return true;
+  *error = MachineError(program, ip, s);
+  return false;
+}
+
 [[gnu::cold, gnu::noinline]] absl::Status NoMachineError(
     const Program& program, const Instr* ip) {
   return absl::FailedPreconditionError(absl::StrCat(
@@ -192,6 +210,7 @@ absl::Status Execute(const Program& program, int function,
                                                    program.functions.size()));
   }
   uint8_t* const frame = ctx.frame;
+  absl::Status observe_error;  // VM_OBSERVE*'s, when a checker refuses
   const Instr* const code = program.code.data();
   const LayoutDesc* const layouts = program.layouts.data();
   const AccessDesc* const accesses = program.accesses.data();
@@ -223,37 +242,32 @@ absl::Status Execute(const Program& program, int function,
       if (ctx.unreadable_refs != nullptr && ctx.unreadable_refs[ip->field]) { \
         return UnreadableRefError(program, ip, ctx, ip->field);               \
       }                                                                       \
-      VM_OBSERVE_WHOLE(ip->field, AccessKind::kRead);                                     \
+      VM_OBSERVE_WHOLE(ip->field, AccessKind::kRead);                         \
     }                                                                         \
     VM_OPERAND(DT, field, ref_bit);                                           \
   })
 // The checkers' view of an access (ExecContext::observe_accesses): the
 // access's region with its starts resolved, or a whole ref used in place;
-// `mask` is the region's mask for kMaskedWrite, else null.
+// `mask` is the region's mask for kMaskedWrite, else null. The work and any
+// error are out of line (ObserveAccessAt), with one Status for the whole
+// function: a Status at each of the many sites made clang's sanitizer
+// builds of this function take minutes.
 #define VM_OBSERVE_MASKED(acc, kind, mask)                                 \
   do {                                                                     \
-    if (ctx.observe_accesses && (acc).base_kind == AccessBase::REF)        \
-        [[unlikely]] {                                                     \
-      AccessDesc resolved;                                                 \
-      kernels::ResolveStarts((acc), frame, &resolved);                     \
-      if (absl::Status s = ctx.machine->ObserveAccess(                     \
-              (acc).base, &resolved, (kind), (mask),                       \
-              static_cast<uint32_t>(ip - code));                           \
-          !s.ok()) {                                                       \
-        return MachineError(program, ip, s);                               \
-      }                                                                    \
+    if (ctx.observe_accesses && (acc).base_kind == AccessBase::REF &&      \
+        !ObserveAccessAt(program, ip, ctx, &(acc), (acc).base, (kind),     \
+                         (mask), &observe_error)) [[unlikely]] {           \
+      return observe_error;                                                \
     }                                                                      \
   } while (0)
 #define VM_OBSERVE(acc, kind) VM_OBSERVE_MASKED(acc, kind, nullptr)
 #define VM_OBSERVE_WHOLE(ref, kind)                                        \
   do {                                                                     \
-    if (ctx.observe_accesses) {                                            \
-      if (absl::Status s = ctx.machine->ObserveAccess(                     \
-              static_cast<int32_t>(ref), nullptr, (kind), nullptr,         \
-              static_cast<uint32_t>(ip - code));                           \
-          !s.ok()) {                                                       \
-        return MachineError(program, ip, s);                               \
-      }                                                                    \
+    if (ctx.observe_accesses &&                                            \
+        !ObserveAccessAt(program, ip, ctx, nullptr,                        \
+                         static_cast<int32_t>(ref), (kind), nullptr,       \
+                         &observe_error)) [[unlikely]] {                   \
+      return observe_error;                                                \
     }                                                                      \
   } while (0)
 // The base pointer of an access: a ref table entry or a frame value.
