@@ -272,9 +272,9 @@ def test_nested_run_scoped_with_every_kind_of_buffer(mode):
   np.testing.assert_array_equal(got, x * 5.0)
 
 
-def test_run_scoped_buffers_are_fresh_at_each_entry():
-  # A run_scoped inside a loop: its buffer is uninitialized (NaN) at each
-  # entry, whatever the previous entry left there.
+def run_scoped_in_a_loop(interpret):
+  """A run_scoped inside a loop whose entries each read buf[0] before they
+  write it: each entry's buffer is fresh, whatever the last one left."""
   def kernel(o_ref):
     def body(i, carry):
       def scoped(buf):
@@ -284,10 +284,14 @@ def test_run_scoped_buffers_are_fresh_at_each_entry():
       return carry
     jax.lax.fori_loop(0, 3, body, 0)
 
-  f = pl.pallas_call(
+  return pl.pallas_call(
       kernel, out_specs=pl.BlockSpec(memory_space=pltpu.SMEM),
-      out_shape=jax.ShapeDtypeStruct((3,), jnp.float32), interpret=params())
-  got = assert_same(f)
+      out_shape=jax.ShapeDtypeStruct((3,), jnp.float32), interpret=interpret)
+
+
+def test_run_scoped_buffers_are_fresh_at_each_entry():
+  # The buffer is uninitialized (NaN) at each entry.
+  got = assert_same(run_scoped_in_a_loop(params()))
   assert np.isnan(np.asarray(got)).all()
 
 

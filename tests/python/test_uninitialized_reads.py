@@ -23,6 +23,7 @@ from pallasvm import bridge
 from pallasvm_only import kernels_on_pallasvm
 from test_memory_model import (ANY, MODES, arange, double_buffered_copy,
                                emit_pipeline_matmul, matmul_inputs,
+                               run_scoped_in_a_loop,
                                on_interpret_mode, on_pallasvm, tpu_mesh)
 
 if bridge.library_path() is None or not bridge.library_path().exists():
@@ -192,25 +193,10 @@ def test_fresh_scratch(capfd):
 def test_a_run_scoped_buffer_is_fresh_at_each_entry():
   # Each entry of the scope reads buf[0] before writing it: the second entry
   # too, although the first wrote it (interpret mode refills it with NaN).
-  def kernel(o_ref):
-    def body(i, carry):
-      def scoped(buf):
-        o_ref[i] = buf[0]
-        buf[0] = 1.0
-      pl.run_scoped(scoped, pltpu.SMEM((1,), jnp.float32))
-      return carry
-    jax.lax.fori_loop(0, 3, body, 0)
-
-  def make(interpret):
-    return pl.pallas_call(
-        kernel, out_specs=pl.BlockSpec(memory_space=pltpu.SMEM),
-        out_shape=jax.ShapeDtypeStruct((3,), jnp.float32),
-        interpret=interpret)
-
   raises_on_pallasvm(
-      make(checked("error")),
+      run_scoped_in_a_loop(checked("error")),
       match=r"grid point \(\): uninitialized read of element \(0\) of"
-      r" allocation 0 of run_scoped at \S*test_uninitialized_reads.py:\d+"
+      r" allocation 0 of run_scoped at \S*test_memory_model.py:\d+"
       r" \(ref 1, float32\[1\]\), which nothing has written: the run_scoped"
       r" buffer has not been written there since its scope began at swap")
 
