@@ -194,6 +194,13 @@ absl::Status KernelCompiler::CheckSignature() {
       case ic::MemorySpace::SMEM:
         vspace = vm::MemorySpace::SMEM;
         break;
+      case ic::MemorySpace::VMEM_SHARED:
+        if (kind != bc::RefKind::SCRATCH) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              what, ": a pallas_call operand cannot be in VMEM_SHARED"));
+        }
+        vspace = vm::MemorySpace::VMEM_SHARED;
+        break;
       case ic::MemorySpace::ANY:
       case ic::MemorySpace::HBM:
         // The whole operand, in place: reached only through DMAs.

@@ -17,8 +17,8 @@
 namespace pallasvm::compiler {
 
 // Module schema version written into every module; see format/bytecode.fbs.
-inline constexpr uint32_t kModuleSchemaVersion = 4;
-inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.6.0";
+inline constexpr uint32_t kModuleSchemaVersion = 5;
+inline constexpr absl::string_view kCompilerVersion = "pallasvm-compiler 0.7.0";
 
 struct CompileOptions {
   // The most bytes one value, ref or array of the kernel, and all its refs

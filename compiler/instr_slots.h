@@ -62,11 +62,15 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
       break;
     case Format::SEMAPHORE:
       f(in.b);
+      if (in.aux == 1) f(in.c);  // SEM_SIGNAL's core_index
       break;
     case Format::SEMAPHORE_READ: case Format::PRINT_ARG: case Format::PRINT:
       f(in.a);
       break;
-    case Format::JUMP: case Format::NONE: case Format::DMA: case Format::SCOPE:
+    case Format::DMA:
+      if (in.aux == 1) f(in.n);  // the destination's core
+      break;
+    case Format::JUMP: case Format::NONE: case Format::SCOPE:
       break;
   }
 }

@@ -3,8 +3,9 @@
 // run_scoped allocations. Each lowers to one instruction whose operands are
 // access descriptors (vm/opcodes.def, "the simulated machine"); the VM
 // resolves them and the runtime carries the operation out
-// (runtime/memory_model.h). What needs several devices or cores (a DMA or
-// signal with a device_id or core_index) is refused here, by name.
+// (runtime/memory_model.h). A signal may name another core of the device
+// (core_index); what needs several devices (a DMA or signal with a
+// device_id) is refused here, by name.
 #include <limits>
 #include <string>
 
@@ -139,6 +140,17 @@ absl::StatusOr<std::vector<Value>> LowerDmaStart(Lowerer& l,
     if (!s.ok()) return s.status();
     send = *s;
   }
+  // dst_core: the destination and its semaphore are that core's
+  // (make_async_remote_copy with device_id={"core": c}).
+  absl::StatusOr<const Value*> core = NamedOperand(l, e, "dst_core");
+  if (!core.ok()) return core.status();
+  if (*core != nullptr) {
+    absl::StatusOr<uint32_t> slot = ScalarSlot(l, e, "dst_core");
+    if (!slot.ok()) return slot.status();
+    l.builder().Emit(
+        {vm::Op::DMA_START, 1, from->access, to->access, send, *sem, *slot});
+    return std::vector<Value>{};
+  }
   l.builder().Emit({vm::Op::DMA_START, 0, from->access, to->access, send, *sem, 0});
   return std::vector<Value>{};
 }
@@ -148,11 +160,8 @@ absl::StatusOr<std::vector<Value>> LowerDmaStart(Lowerer& l,
 // this covers both directions).
 absl::StatusOr<std::vector<Value>> LowerDmaWait(Lowerer& l,
                                                 const Lowerer::Eqn& e) {
-  if (absl::Status s = RequireAbsent(l, e, "device_id",
-                                     "waiting for a remote DMA (device_id=...)");
-      !s.ok()) {
-    return s;
-  }
+  // A wait is on this core's semaphore whatever device or core the DMA
+  // names (its device_id says where the copy went, not where it waits).
   absl::StatusOr<Value> src = SlotRef(l, e, "src");
   if (!src.ok()) return src.status();
   // Only the region's size matters: its starts are not checked.
@@ -196,16 +205,20 @@ absl::StatusOr<std::vector<Value>> LowerSemaphoreSignal(
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = RequireAbsent(
-          l, e, "core_index",
-          "signalling a semaphore on another core (core_index=...)");
-      !s.ok()) {
-    return s;
-  }
   absl::StatusOr<uint32_t> sem = SemaphoreAccess(l, e, "sem", "indexers");
   if (!sem.ok()) return sem.status();
   absl::StatusOr<uint32_t> inc = ScalarSlot(l, e, "inc");
   if (!inc.ok()) return inc.status();
+  // core_index: that core's semaphore of this device (checked when it
+  // runs against the number of cores).
+  absl::StatusOr<const Value*> core = NamedOperand(l, e, "core_index");
+  if (!core.ok()) return core.status();
+  if (*core != nullptr) {
+    absl::StatusOr<uint32_t> slot = ScalarSlot(l, e, "core_index");
+    if (!slot.ok()) return slot.status();
+    l.builder().Emit({vm::Op::SEM_SIGNAL, 1, 0, *inc, *slot, *sem, 0});
+    return std::vector<Value>{};
+  }
   l.builder().Emit({vm::Op::SEM_SIGNAL, 0, 0, *inc, 0, *sem, 0});
   return std::vector<Value>{};
 }
@@ -305,6 +318,9 @@ absl::StatusOr<std::vector<Value>> LowerRunScoped(Lowerer& l,
       case interchange::MemorySpace::SMEM:
         info.space = vm::MemorySpace::SMEM;
         break;
+      case interchange::MemorySpace::VMEM_SHARED:
+        info.space = vm::MemorySpace::VMEM_SHARED;
+        break;
       case interchange::MemorySpace::SEMAPHORE:
         info.space = vm::MemorySpace::SEMAPHORE;
         break;
@@ -394,6 +410,26 @@ absl::StatusOr<std::vector<Value>> LowerDebugPrint(Lowerer& l,
 
 }  // namespace
 
+// get_barrier_semaphore: the kernel's barrier semaphore, one per core, 0 at
+// the start of a call (interpret mode's semaphore of id collective_id): a
+// ref of its own, which the first use makes.
+absl::StatusOr<std::vector<Value>> LowerBarrierSemaphore(
+    Lowerer& l, const Lowerer::Eqn&) {
+  if (l.barrier_semaphore() < 0) {
+    ProgramBuilder::RefInfo info;
+    info.dtype = DType::S32;
+    info.space = vm::MemorySpace::SEMAPHORE;
+    info.scoped = true;  // never entered: zeroed with the call's semaphores
+    info.origin = "the barrier semaphore (pltpu.get_barrier_semaphore)";
+    info.bytes = 4;
+    l.set_barrier_semaphore(l.builder().AddRef(std::move(info)));
+  }
+  Value sem;
+  sem.dtype = DType::S32;
+  sem.ref = l.barrier_semaphore();
+  return std::vector<Value>{sem};
+}
+
 void AddMachineRules(RuleTable& t) {
   t.Effectful("debug_print", Arity::Any(), LowerDebugPrint);
   t.Effectful("delay", Arity::Exactly(1, 0), LowerNothing);
@@ -406,6 +442,8 @@ void AddMachineRules(RuleTable& t) {
   t.Effectful("semaphore_wait", kNoResults, LowerSemaphoreWait);
   t.Effectful("semaphore_read", Arity{1, Arity::kAny, 1, 1}, LowerSemaphoreRead);
   t.Effectful("run_scoped", Arity::Any(), LowerRunScoped);
+  t.Effectful("get_barrier_semaphore", Arity::Exactly(0, 1),
+              LowerBarrierSemaphore);
 }
 
 }  // namespace pallasvm::compiler

@@ -144,6 +144,10 @@ class Lowerer {
   // Interpret mode's allow_hbm_allocation_in_run_scoped.
   void set_allow_hbm_in_run_scoped(bool allow) { allow_hbm_scoped_ = allow; }
   bool allow_hbm_in_run_scoped() const { return allow_hbm_scoped_; }
+  // The ref of pltpu.get_barrier_semaphore(), made by its first use; -1
+  // before.
+  int barrier_semaphore() const { return barrier_semaphore_; }
+  void set_barrier_semaphore(int ref) { barrier_semaphore_ = ref; }
 
   // The memory space of ref `ref` (a Value's ref index).
   vm::MemorySpace RefSpace(const Value& ref) const {
@@ -209,6 +213,7 @@ class Lowerer {
   bool contract_fma_ = false;
   bool contract_fma_f16_ = true;
   bool allow_hbm_scoped_ = false;
+  int barrier_semaphore_ = -1;
   std::optional<uint32_t> prng_state_slot_;
   int64_t memory_limit_ = DefaultMemoryLimit();
   absl::StatusOr<Value> VarType(const interchange::Var* var,

@@ -28,7 +28,7 @@ absl::Status DmaEngine::Start(const vm::DmaRegion& src,
                               const vm::DmaRegion& dst,
                               const vm::SemaphoreId* src_sem,
                               vm::SemaphoreId dst_sem, uint32_t pc,
-                              uint64_t* serial) {
+                              uint64_t* serial, const OtherCore* other) {
   int index;
   if (free_.empty() && dmas_.size() >= kMaxInFlight) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -64,8 +64,8 @@ absl::Status DmaEngine::Start(const vm::DmaRegion& src,
   d.pc = pc;
   d.serial = *serial = next_serial_++;
   d.live = true;
-  if (mode_ == DmaExecutionMode::kEager) {
-    const absl::Status s = Execute(d);
+  if (mode_ == DmaExecutionMode::kEager || other != nullptr) {
+    const absl::Status s = Execute(d, other);
     Forget(index);
     return s;
   }
@@ -101,9 +101,9 @@ absl::Status DmaEngine::RunOneFor(vm::SemaphoreId sem, bool* ran) {
   return absl::OkStatus();
 }
 
-absl::Status DmaEngine::Execute(Dma& d) {
+absl::Status DmaEngine::Execute(Dma& d, const OtherCore* other) {
   const uint8_t* src = refs_[d.src.base];
-  uint8_t* dst = refs_[d.dst.base];
+  uint8_t* dst = (other ? other->refs : refs_)[d.dst.base];
   const int64_t bytes = d.bytes;
   if (d.one_run) {
     // memmove: a DMA within one ref may overlap itself.
@@ -133,7 +133,7 @@ absl::Status DmaEngine::Execute(Dma& d) {
   if (d.src_sem.ref >= 0) {
     if (absl::Status s = semaphores_.Add(d.src_sem, bytes); !s.ok()) return s;
   }
-  return semaphores_.Add(d.dst_sem, bytes);
+  return (other ? *other->semaphores : semaphores_).Add(d.dst_sem, bytes);
 }
 
 void DmaEngine::Forget(int index) {

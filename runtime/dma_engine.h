@@ -36,11 +36,21 @@ class DmaEngine {
   // instead of growing without bound.
   static constexpr size_t kMaxInFlight = size_t{1} << 16;
 
+  // Where a DMA to another core of the device writes: that core's ref
+  // table and semaphores.
+  struct OtherCore {
+    uint8_t* const* refs;
+    Semaphores* semaphores;
+  };
+
   // DMA_START (see vm::Machine::StartDma). *serial receives the DMA's
-  // number, counted from 0 at Reset.
+  // number, counted from 0 at Reset. A DMA to `other` (non-null) is
+  // carried out at once in either mode: a wait on the other core cannot
+  // run this core's DMAs (the caller holds the cores' lock).
   absl::Status Start(const vm::DmaRegion& src, const vm::DmaRegion& dst,
                      const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,
-                     uint32_t pc, uint64_t* serial);
+                     uint32_t pc, uint64_t* serial,
+                     const OtherCore* other = nullptr);
 
   // The serial the next Start will give.
   uint64_t next_serial() const { return next_serial_; }
@@ -82,7 +92,7 @@ class DmaEngine {
     uint64_t serial = 0;
     bool live = false;
   };
-  absl::Status Execute(Dma& dma);
+  absl::Status Execute(Dma& dma, const OtherCore* other = nullptr);
   void Forget(int dma);
 
   Semaphores& semaphores_;

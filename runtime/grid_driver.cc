@@ -15,6 +15,7 @@
 #include "runtime/cross_core_races.h"
 #include "runtime/memory_model.h"
 #include "vm/interpreter.h"
+#include "runtime/core_sync.h"
 #include "vm/interrupt.h"
 #include "vm/kernels/flush_denormals.h"
 #include "vm/memory_limit.h"
@@ -336,6 +337,8 @@ struct CallState {
   // block mapping the shared buffer its block copies touch (-1: none).
   CrossCoreRaces* cross_core = nullptr;
   std::vector<int> mapping_buffer;
+  // Several cores: what they share (runtime/core_sync.h); null on one.
+  CoreSync* sync = nullptr;
   // RunOptions' deadline (resolved: max() for none) and the timeout it
   // came from (0: options.deadline).
   bool interruptible = false;
@@ -382,9 +385,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     } else if (ref.kind == RefKind::SCALAR_PREFETCH) {
       std::memcpy(core.ref_table[r], call.in_hbm[ref.operand],
                   ref.type.bytes());
-    } else if ((ref.kind == RefKind::SCRATCH ||
+    } else if (((ref.kind == RefKind::SCRATCH &&
+                 (call.sync == nullptr || !CoreSync::IsShared(ref))) ||
                 ref.kind == RefKind::OUTPUT_BLOCK) &&
                ref.memory_space != vm::MemorySpace::SEMAPHORE) {
+      // (A device-shared scratch buffer is filled once, by Run.)
       FillElements(core.ref_table[r], ref.type.num_elements(), fill,
                    vm::SizeOf(ref.type.dtype));
     }
@@ -406,6 +411,9 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   machine_options.grid_point = point;
   machine_options.grid_rank = grid_rank;
   machine_options.core = core_index;
+  machine_options.sync = call.sync;
+  machine_options.lock_semaphores =
+      call.sync != nullptr && k.signals_other_cores;
   core.machine->BeginCall(machine_options);
   UninitializedReads* uninit = core.machine->uninitialized_reads();
   if (uninit != nullptr) {
@@ -445,8 +453,9 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   // Deadline and cancellation: polled at the kernel's back edges and here,
   // between grid points.
   std::optional<vm::Interrupt> interrupt;
-  if (call.interruptible) {
-    interrupt.emplace(call.deadline, options.cancel, call.timeout);
+  if (call.interruptible || call.sync != nullptr) {
+    interrupt.emplace(call.deadline, options.cancel, call.timeout,
+                      call.sync ? call.sync->stop() : nullptr);
   }
   vm::ExecContext ctx;
   ctx.interrupt = interrupt ? &*interrupt : nullptr;
@@ -658,6 +667,9 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     std::memcpy(loop, next_loop, sizeof(loop));
     std::memcpy(point, next_point, sizeof(point));
   }
+  // With semaphores signalled across cores, what is left is known only
+  // once every core is done: Run looks then.
+  if (machine_options.lock_semaphores) return absl::OkStatus();
   if (absl::Status s = core.machine->EndCall(
           &core.warnings, options.leftover_semaphores_are_errors);
       !s.ok()) {
@@ -998,11 +1010,47 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     if (!core.ok()) return core.status();
     ws_->cores.push_back(*std::move(core));
   }
+  std::optional<CoreSync> sync;
+  if (num_cores > 1) {
+    sync.emplace(k, num_cores);
+    sync->SetInterrupt(call.deadline, options.cancel, call.timeout);
+    call.sync = &*sync;
+    for (int c = 0; c < num_cores; ++c) {
+      CoreState& core = *ws_->cores[c];
+      sync->Bind(c, &core.machine->semaphores(), &core.machine->dma(),
+                 core.ref_table.data());
+      // Signals may arrive before a core starts: all are zeroed first.
+      if (k.signals_other_cores) core.machine->ResetSemaphores();
+      // Device-shared refs are core 0's buffers, filled once.
+      for (size_t r = 0; r < k.refs.size(); ++r) {
+        const RefSpec& ref = k.refs[r];
+        if (!CoreSync::IsShared(ref)) continue;
+        core.ref_table[r] = ws_->cores[0]->ref_buffers[r].get();
+        if (c == 0 && ref.kind == RefKind::SCRATCH) {
+          uint64_t fill = 0;
+          FillValue(ref.type.dtype, options.uninitialized_memory,
+                    reinterpret_cast<uint8_t*>(&fill));
+          FillElements(core.ref_table[r], ref.type.num_elements(),
+                       reinterpret_cast<const uint8_t*>(&fill),
+                       vm::SizeOf(ref.type.dtype));
+        }
+      }
+    }
+  } else {
+    // A call on one core after one on several: its own buffers again.
+    CoreState& core = *ws_->cores[0];
+    for (size_t r = 0; r < k.refs.size(); ++r) {
+      if (CoreSync::IsShared(k.refs[r])) {
+        core.ref_table[r] = core.ref_buffers[r].get();
+      }
+    }
+  }
   std::vector<absl::Status> status(num_cores);
   auto run = [&](int c) {
     const int64_t begin = std::min(num_points, c * per_core);
     const int64_t end = std::min(num_points, (c + 1) * per_core);
     status[c] = RunCore(call, *ws_->cores[c], c, begin, end);
+    if (sync) sync->Finish(c, status[c]);
   };
   if (num_cores == 1) {
     run(0);
@@ -1012,8 +1060,23 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     run(0);
     for (std::thread& t : threads) t.join();
   }
+  // The first core's own failure, not the ABORTED of those it stopped.
+  for (const absl::Status& s : status) {
+    if (!s.ok() && s.code() != absl::StatusCode::kAborted) return s;
+  }
   for (const absl::Status& s : status) {
     if (!s.ok()) return s;
+  }
+  if (sync && k.signals_other_cores) {
+    for (int c = 0; c < num_cores; ++c) {
+      if (absl::Status s = ws_->cores[c]->machine->EndCall(
+              &ws_->cores[c]->warnings, options.leftover_semaphores_are_errors);
+          !s.ok()) {
+        return absl::Status(
+            s.code(), absl::StrCat("kernel '", k.name, "' (core ", c,
+                                   "), at the end of the call: ", s.message()));
+      }
+    }
   }
   if (options.warnings != nullptr) {
     for (int c = 0; c < num_cores; ++c) {

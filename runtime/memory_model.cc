@@ -17,7 +17,7 @@ CoreMachine::CoreMachine(const Kernel& kernel, uint8_t* const* refs)
 
 void CoreMachine::BeginCall(const CallOptions& options) {
   options_ = options;
-  semaphores_.ZeroAll();
+  if (!options.lock_semaphores) semaphores_.ZeroAll();
   dma_.Reset(options.dma_mode, options.fills);
   scope_warnings_.clear();
   scope_warned_.assign(kernel_.refs.size(), false);
@@ -46,6 +46,7 @@ void CoreMachine::BeginCall(const CallOptions& options) {
 
 absl::Status CoreMachine::EndCall(std::vector<std::string>* warnings,
                                   bool as_error) {
+  std::unique_lock<std::mutex> lock = LockSemaphores();
   std::vector<std::string> found;
   if (warnings == nullptr) warnings = &found;
   if (UninitializedReads* u = uninitialized_reads()) u->TakeWarnings(warnings);
@@ -77,7 +78,14 @@ absl::Status CoreMachine::EndCall(std::vector<std::string>* warnings,
 absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
                                    const vm::DmaRegion& dst,
                                    const vm::SemaphoreId* src_sem,
-                                   vm::SemaphoreId dst_sem, uint32_t pc) {
+                                   vm::SemaphoreId dst_sem, int32_t dst_core,
+                                   uint32_t pc) {
+  if (dst_core != vm::kThisCore && dst_core != options_.core) {
+    return StartDmaToCore(src, dst, src_sem, dst_sem, dst_core, pc);
+  }
+  // Its completion signals this core's semaphores, which other cores may
+  // be signalling too.
+  std::unique_lock<std::mutex> lock = LockSemaphores();
   uint64_t serial = 0;
   if (options_.detect_races) {
     // Registered before it runs: in eager mode it is done at once.
@@ -94,6 +102,28 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
                                     dst.access, pc);
   }
   return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
+}
+
+absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
+                                         const vm::DmaRegion& dst,
+                                         const vm::SemaphoreId* src_sem,
+                                         vm::SemaphoreId dst_sem, int32_t core,
+                                         uint32_t pc) {
+  const int num_cores = options_.sync ? options_.sync->num_cores() : 1;
+  if (core < 0 || core >= num_cores) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a DMA to core ", core, " (device_id={\"core\": ...}), but the "
+        "device has ", num_cores, num_cores == 1 ? " core" : " cores"));
+  }
+  // Race detection and uninitialized reads do not follow a copy into
+  // another core's buffers (see the README's compatibility section).
+  std::unique_lock<std::mutex> lock(options_.sync->mutex());
+  const DmaEngine::OtherCore other{options_.sync->refs(core),
+                                   &options_.sync->semaphores(core)};
+  uint64_t serial = 0;
+  absl::Status s = dma_.Start(src, dst, src_sem, dst_sem, pc, &serial, &other);
+  options_.sync->Notify();
+  return s;
 }
 
 void CoreMachine::DebugPrint(std::string_view text, uint32_t) {
@@ -121,26 +151,53 @@ absl::Status CoreMachine::ObserveAccess(int32_t ref,
 }
 
 absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
-                                          uint32_t) {
+                                          int32_t core, uint32_t) {
   if (inc < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "semaphore ", semaphores_.Name(sem), " signalled by ", inc,
         " (a signal must not be negative)"));
   }
-  return semaphores_.Add(sem, inc);
+  const int num_cores = options_.sync ? options_.sync->num_cores() : 1;
+  if (core != vm::kThisCore && (core < 0 || core >= num_cores)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "semaphore ", semaphores_.Name(sem), " signalled on core ", core,
+        " (core_index), but the device has ", num_cores,
+        num_cores == 1 ? " core" : " cores"));
+  }
+  if (core == vm::kThisCore || core == options_.core) {
+    std::unique_lock<std::mutex> lock = LockSemaphores();
+    absl::Status s = semaphores_.Add(sem, inc);
+    if (options_.lock_semaphores) options_.sync->Notify();
+    return s;
+  }
+  // Another core's: the kernel signals across cores, so semaphores are
+  // locked (see CallOptions).
+  std::unique_lock<std::mutex> lock(options_.sync->mutex());
+  absl::Status s = options_.sync->semaphores(core).Add(sem, inc);
+  options_.sync->Notify();
+  return s;
 }
 
 absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
-                                        uint32_t) {
+                                        uint32_t pc) {
   if (value < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "wait for ", value, " on semaphore ", semaphores_.Name(sem),
         " (the value must not be negative)"));
   }
+  std::unique_lock<std::mutex> lock = LockSemaphores();
   while (semaphores_.Count(sem) < value) {
     bool ran = false;
     if (absl::Status s = dma_.RunOneFor(sem, &ran); !s.ok()) return s;
-    if (!ran) {
+    if (ran) continue;
+    if (options_.lock_semaphores) {
+      // Another core may signal it: wait for that (or a deadlock).
+      if (absl::Status s = options_.sync->Block(
+              lock, options_.core, {sem, value, pc, options_.grid_point});
+          !s.ok()) {
+        return s;
+      }
+    } else {
       // Nothing else can signal this core's semaphores on one device.
       return absl::FailedPreconditionError(absl::StrCat(
           "deadlock: the wait needs semaphore ", semaphores_.Name(sem),
@@ -159,6 +216,7 @@ absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
 
 absl::StatusOr<int32_t> CoreMachine::ReadSemaphore(vm::SemaphoreId sem,
                                                    uint32_t) {
+  std::unique_lock<std::mutex> lock = LockSemaphores();
   return semaphores_.Count(sem);
 }
 
@@ -167,7 +225,16 @@ absl::Status CoreMachine::EnterScope(uint32_t first, uint32_t count,
   for (uint32_t r = first; r < first + count; ++r) {
     const RefSpec& ref = kernel_.refs[r];
     if (ref.memory_space == vm::MemorySpace::SEMAPHORE) {
-      semaphores_.Zero(static_cast<int>(r));
+      // Signalled across cores, a run_scoped semaphore keeps its count, as
+      // interpret mode's do (allocated once per id): another core may
+      // signal it before this one enters. ExitScope warns of what is left.
+      if (!options_.lock_semaphores) semaphores_.Zero(static_cast<int>(r));
+    } else if (options_.sync != nullptr && CoreSync::IsShared(ref) &&
+               !options_.sync->EnterShared(options_.core,
+                                           static_cast<int>(r))) {
+      // Another core's entry made this device-shared buffer: it is the
+      // one this entry sees.
+      continue;
     } else {
       if (UninitializedReads* u = uninitialized_reads()) {
         u->SetAll(static_cast<int32_t>(r), false);
@@ -189,6 +256,7 @@ absl::Status CoreMachine::ExitScope(uint32_t first, uint32_t count,
       scope_warned_.assign(kernel_.refs.size(), false);
     }
     if (scope_warned_[r]) continue;
+    std::unique_lock<std::mutex> lock = LockSemaphores();
     semaphores_.ForEachNonZero(
         static_cast<int>(r), [&](vm::SemaphoreId sem, int32_t c) {
           scope_warnings_.push_back(absl::StrCat(

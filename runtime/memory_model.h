@@ -35,12 +35,18 @@
 // of one call.
 //
 // Semaphores (runtime/semaphores.h). A wait blocks until the count reaches
-// its value and then takes it. On one device a core's semaphores are
+// its value and then takes it. Unless the kernel signals other cores'
+// semaphores (semaphore_signal's core_index), a core's semaphores are
 // signalled only by that core and its DMAs, so a wait that the pending
 // DMAs cannot satisfy can never be satisfied: it is reported at once as a
 // deadlock (interpret mode polls forever), naming the semaphore, the
-// counts and where the wait is. Semaphores left non-zero at the end of a
-// call, and DMAs never waited for, are reported (RunOptions::warnings).
+// counts and where the wait is. A kernel that does signal across cores
+// has its cores' semaphores shared under one lock (runtime/core_sync.h):
+// a wait then blocks its thread until another core signals, and a
+// deadlock is every unfinished core waiting in vain; its run_scoped
+// semaphores keep their counts across entries, as interpret mode's do.
+// Semaphores left non-zero at the end of a call, and DMAs never waited
+// for, are reported (RunOptions::warnings).
 //
 // Races (runtime/race_detector.h, runtime/cross_core_races.h), by option:
 // the kernel's accesses and DMAs against the core's own DMAs in flight, and
@@ -64,6 +70,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "runtime/core_sync.h"
 #include "runtime/cross_core_races.h"
 #include "runtime/dma_engine.h"
 #include "runtime/kernel.h"
@@ -98,14 +105,27 @@ class CoreMachine : public vm::Machine {
     const int32_t* grid_point = nullptr;
     int grid_rank = 0;
     int core = 0;  // this core's index, for debug prints
+    // Several cores (runtime/core_sync.h): non-null. With
+    // `lock_semaphores` (the kernel signals other cores' semaphores),
+    // every semaphore operation and DMA is done under sync's mutex and a
+    // wait blocks until another core signals; the caller zeroes the
+    // semaphores (ResetSemaphores) before any core starts. Device-shared
+    // refs are made fresh through it either way.
+    CoreSync* sync = nullptr;
+    bool lock_semaphores = false;
   };
 
   // `refs` is the core's ref table (kernel.refs.size() entries), valid for
   // the machine's life; its entries may change between calls (HBM).
   CoreMachine(const Kernel& kernel, uint8_t* const* refs);
 
-  // At the start of a call: nothing in flight, every semaphore 0.
+  // At the start of a call: nothing in flight, every semaphore 0 (unless
+  // options.lock_semaphores: see CallOptions).
   void BeginCall(const CallOptions& options);
+  void ResetSemaphores() { semaphores_.ZeroAll(); }
+  Semaphores& semaphores() { return semaphores_; }
+  const DmaEngine& dma() const { return dma_; }
+  uint8_t* const* refs() const { return refs_; }
   // At the end of a call: what a kernel author should hear about (a
   // semaphore left non-zero, a DMA never waited for), one line each; with
   // `as_error`, the first of them as a FAILED_PRECONDITION error instead.
@@ -113,8 +133,8 @@ class CoreMachine : public vm::Machine {
 
   absl::Status StartDma(const vm::DmaRegion& src, const vm::DmaRegion& dst,
                         const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,
-                        uint32_t pc) override;
-  absl::Status SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
+                        int32_t dst_core, uint32_t pc) override;
+  absl::Status SignalSemaphore(vm::SemaphoreId sem, int32_t inc, int32_t core,
                                uint32_t pc) override;
   absl::Status WaitSemaphore(vm::SemaphoreId sem, int32_t value,
                              uint32_t pc) override;
@@ -141,6 +161,19 @@ class CoreMachine : public vm::Machine {
   }
 
  private:
+  // A DMA whose destination is core `core`'s (see DmaEngine::OtherCore).
+  absl::Status StartDmaToCore(const vm::DmaRegion& src,
+                              const vm::DmaRegion& dst,
+                              const vm::SemaphoreId* src_sem,
+                              vm::SemaphoreId dst_sem, int32_t core,
+                              uint32_t pc);
+  // The lock on options_.sync's mutex if semaphores are locked, else none.
+  std::unique_lock<std::mutex> LockSemaphores() {
+    return options_.lock_semaphores
+               ? std::unique_lock<std::mutex>(options_.sync->mutex())
+               : std::unique_lock<std::mutex>();
+  }
+
   const Kernel& kernel_;
   uint8_t* const* refs_;
   Semaphores semaphores_;

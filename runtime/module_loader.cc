@@ -29,7 +29,7 @@ namespace bc = ::pallasvm::bytecode;
 // agree. 2: operands may name whole refs (aux bits, DOT_ADD_F32), dynamic
 // grids; version 1 modules are refused (and rebuilt by the module cache).
 // 4: AccessDim.padding and Ref.padded_shape (buffer_bounds="padded").
-constexpr uint32_t kModuleSchemaVersion = 4;
+constexpr uint32_t kModuleSchemaVersion = 5;
 
 static_assert(format::kMaxRank == vm::kMaxRank);
 static_assert(format::kDynamicGridDimension == kDynamicGridDim);
@@ -162,7 +162,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   if (m->refs() != nullptr && m->refs()->size() == p.num_refs) {
     for (const bc::Ref* r : *m->refs()) {
       const auto space = static_cast<uint8_t>(r->memory_space());
-      if (space > static_cast<uint8_t>(vm::MemorySpace::SEMAPHORE)) {
+      if (space > static_cast<uint8_t>(vm::MemorySpace::VMEM_SHARED)) {
         return bad("ref in an unknown memory space");
       }
       p.ref_spaces.push_back(static_cast<vm::MemorySpace>(space));
@@ -412,6 +412,11 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
         absl::StrCat(origin, ": ", s.message()));
   }
   kernel->core_workspace_bytes = workspace;
+  for (const vm::Instr& in : kernel->program.code) {
+    kernel->signals_other_cores |=
+        (in.op == vm::Op::SEM_SIGNAL || in.op == vm::Op::DMA_START) &&
+        in.aux == 1;
+  }
   return std::shared_ptr<const Kernel>(std::move(kernel));
 }
 

@@ -681,19 +681,22 @@ vm_dispatch:
               {src, from.byte_offset, from.count},
               {dst, to.byte_offset, to.count},
               ip->c != kNoAccess ? &send : nullptr,
-              {dst_sem.ref, dst_sem.index}, static_cast<uint32_t>(ip - code));
+              {dst_sem.ref, dst_sem.index},
+              ip->aux == 1 ? VM_GET(S32, ip->n) : vm::kThisCore,
+              static_cast<uint32_t>(ip - code));
           !s.ok()) [[unlikely]] {
         return MachineError(program, ip, s);
       }
       VM_NEXT();
     }
-    // SEM_SIGNAL: sem ACC[d] += b.
+    // SEM_SIGNAL: sem ACC[d] += b; with aux 1, that semaphore of core R[c].
     VM_CASE(SEM_SIGNAL) {
       if (ctx.machine == nullptr) return NoMachineError(program, ip);
       const kernels::SemaphoreAt sem = kernels::ResolveSemaphore(accesses[ip->d], frame);
       if (sem.index < 0) return AccessError(program, ip, frame, false);
       if (absl::Status s = ctx.machine->SignalSemaphore(
               {sem.ref, sem.index}, VM_GET(S32, ip->b),
+              ip->aux == 1 ? VM_GET(S32, ip->c) : vm::kThisCore,
               static_cast<uint32_t>(ip - code));
           !s.ok()) [[unlikely]] {
         return MachineError(program, ip, s);

@@ -24,6 +24,11 @@ bool Interrupt::Check() {
     countdown_ = 1;
     return true;
   }
+  if (stop_ != nullptr && stop_->load(std::memory_order_relaxed)) {
+    fired_ = Fired::kStopped;
+    countdown_ = 1;
+    return true;
+  }
   const Clock::time_point now = Clock::now();
   if (now >= deadline_) {
     fired_ = Fired::kDeadline;
@@ -54,6 +59,8 @@ absl::Status Interrupt::status() const {
                     std::chrono::duration<double>(timeout_).count()));
     case Fired::kCancelled:
       return absl::CancelledError("cancelled");
+    case Fired::kStopped:
+      return absl::AbortedError(CoreStoppedMessage());
   }
   return absl::OkStatus();
 }

@@ -24,6 +24,11 @@
 
 namespace pallasvm::vm {
 
+// What a simulated core stopped because another failed says (ABORTED).
+inline constexpr const char* CoreStoppedMessage() {
+  return "stopped: another core of this device failed";
+}
+
 class Interrupt {
  public:
   using Clock = std::chrono::steady_clock;
@@ -33,9 +38,12 @@ class Interrupt {
   // deadline was computed from, for the error ("timeout of 2 s").
   // Constructing one costs nothing (no clock read, no allocation): one is
   // made per call.
+  // *stop (null: never) is the runtime's own: another simulated core
+  // failed, and this one ends with ABORTED.
   Interrupt(Clock::time_point deadline, const std::atomic<bool>* cancel,
-            std::chrono::nanoseconds timeout = std::chrono::nanoseconds(0))
-      : deadline_(deadline), cancel_(cancel), timeout_(timeout) {}
+            std::chrono::nanoseconds timeout = std::chrono::nanoseconds(0),
+            const std::atomic<bool>* stop = nullptr)
+      : deadline_(deadline), cancel_(cancel), stop_(stop), timeout_(timeout) {}
 
   // Whether the run must stop; then status() says why. Cheap except every
   // so often.
@@ -44,7 +52,7 @@ class Interrupt {
     return Check();
   }
 
-  // DEADLINE_EXCEEDED or CANCELLED, e.g. "deadline exceeded (timeout of
+  // DEADLINE_EXCEEDED, CANCELLED or ABORTED, e.g. "deadline exceeded (timeout of
   // 2 s)"; the caller adds where. OK while not fired.
   absl::Status status() const;
 
@@ -53,11 +61,12 @@ class Interrupt {
 
   Clock::time_point deadline_;
   const std::atomic<bool>* cancel_;
+  const std::atomic<bool>* stop_;
   std::chrono::nanoseconds timeout_;
   Clock::time_point last_check_{};  // the epoch: the first check is "slow"
   int64_t countdown_ = 1;           // the first poll checks
   int64_t interval_ = 1;
-  enum class Fired : uint8_t { kNo, kDeadline, kCancelled } fired_ = Fired::kNo;
+  enum class Fired : uint8_t { kNo, kDeadline, kCancelled, kStopped } fired_ = Fired::kNo;
 };
 
 }  // namespace pallasvm::vm

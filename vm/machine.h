@@ -32,6 +32,9 @@ struct SemaphoreId {
   int64_t index = 0;
 };
 
+// Machine::SignalSemaphore's `core` for the signalling core itself.
+inline constexpr int32_t kThisCore = -1;
+
 // How an instruction touches a ref, as the checkers need to know it.
 enum class AccessKind : uint8_t {
   kRead,         // LOAD; an operand read in place
@@ -62,12 +65,16 @@ class Machine {
   // padding or under out_of_bounds_reads="uninitialized" (the VM refuses it
   // otherwise), and the part outside reads the fill value. `src_sem` is
   // null when the DMA signals no send semaphore.
+  // `dst_core` is kThisCore, or the core of this device whose ref `dst`
+  // and `dst_sem` are (make_async_remote_copy with device_id={"core": c}).
   virtual absl::Status StartDma(const DmaRegion& src, const DmaRegion& dst,
                                 const SemaphoreId* src_sem, SemaphoreId dst_sem,
-                                uint32_t pc) = 0;
-  // SEM_SIGNAL: sem += inc.
+                                int32_t dst_core, uint32_t pc) = 0;
+  // SEM_SIGNAL: sem += inc, on this core (core == kThisCore) or on core
+  // `core` of this device (semaphore_signal's core_index; the machine
+  // checks it is one).
   virtual absl::Status SignalSemaphore(SemaphoreId sem, int32_t inc,
-                                       uint32_t pc) = 0;
+                                       int32_t core, uint32_t pc) = 0;
   // SEM_WAIT: once sem >= value (carrying out the DMAs in flight that
   // signal it, as the DMA execution mode says), sem -= value. A wait that
   // nothing can ever satisfy is an error, not a hang.

@@ -85,7 +85,15 @@ static_assert(sizeof(AccessDim) == 48);
 // format/bytecode.fbs. The kernel reads and writes VMEM and SMEM refs;
 // HBM refs only through DMAs, semaphores only through the semaphore
 // instructions (the verifier enforces both).
-enum class MemorySpace : uint8_t { VMEM = 0, SMEM = 1, HBM = 2, SEMAPHORE = 3 };
+// VMEM_SHARED (pltpu.VMEM_SHARED) is VMEM that every core of a device sees
+// as one buffer; the kernel reads and writes it as it does VMEM.
+enum class MemorySpace : uint8_t {
+  VMEM = 0,
+  SMEM = 1,
+  HBM = 2,
+  SEMAPHORE = 3,
+  VMEM_SHARED = 4,
+};
 
 enum class AccessBase : uint8_t {
   REF = 0,    // base = index into the ref table

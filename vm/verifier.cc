@@ -104,7 +104,7 @@ class Verifier {
     }
     for (size_t r = 0; r < p_.ref_spaces.size(); ++r) {
       if (static_cast<uint8_t>(p_.ref_spaces[r]) >
-          static_cast<uint8_t>(MemorySpace::SEMAPHORE)) {
+          static_cast<uint8_t>(MemorySpace::VMEM_SHARED)) {
         return Error(absl::StrCat("ref ", r, " has memory space ",
                                   int(p_.ref_spaces[r])));
       }
@@ -409,8 +409,14 @@ class Verifier {
         return s;
       }
     }
-    if (in.aux != 0 || in.n != 0) {
-      return InstrError(pc, "DMA_START has aux or n set");
+    if (in.aux > 1 || (in.aux == 0 && in.n != 0)) {
+      return InstrError(pc, "DMA_START has a bad aux or n");
+    }
+    if (in.aux == 1) {
+      if (absl::Status s = CheckRange(pc, {"n (core)", in.n, 4}, 4, false);
+          !s.ok()) {
+        return s;
+      }
     }
     return CheckMachineAccess(pc, "d (sem)", in.d, true, &sem);
   }
@@ -846,6 +852,15 @@ class Verifier {
         if (auto s = CheckMachineAccess(pc, "d (sem)", in.d, true, &sem);
             !s.ok()) {
           return s;
+        }
+        if (in.aux > (in.op == Op::SEM_SIGNAL ? 1 : 0)) {
+          return InstrError(pc, absl::StrCat("aux ", in.aux, " is no target"));
+        }
+        if (in.aux == 1) {
+          if (auto s = CheckRange(pc, {"c (core)", in.c, 4}, 4, false);
+              !s.ok()) {
+            return s;
+          }
         }
         return CheckRange(pc, {"b (value)", in.b, 4}, 4, false);
       }

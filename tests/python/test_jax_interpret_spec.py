@@ -74,7 +74,8 @@ def raises_like_jax(expected_type, match=None):
 # One mark per missing feature. `raises` is what pallasvm raises today for
 # the first missing feature such a case meets.
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
-NEEDS_CORE_MAP = needs("core_map")
+NEEDS_ORDERED_CORE_RACES = needs(
+    "race detection that semaphores between cores order", raises=AssertionError)
 
 
 @pytest.fixture(autouse=True)
@@ -697,7 +698,7 @@ def test_dynamic_parallel_dimension_raises():
 
 
 @pytest.mark.parametrize("num_cores,use_context_manager", [
-    pytest.param(n, c, id=f"{n}-{c}", marks=NEEDS_CORE_MAP)
+    pytest.param(n, c, id=f"{n}-{c}")
     for n in [1, 2, 4] for c in [False, True]])
 def test_core_map(num_cores, use_context_manager):
   mesh = pltpu.create_tensorcore_mesh("x", num_cores=num_cores)
@@ -743,7 +744,7 @@ def test_core_map(num_cores, use_context_manager):
   np.testing.assert_array_equal(y, expected)
 
 
-@NEEDS_CORE_MAP
+
 def test_core_map_exception_no_hang():
   @pl.kernel(
       mesh=pltpu.create_tensorcore_mesh("core", num_cores=2),
@@ -771,7 +772,7 @@ def test_core_map_exception_no_hang():
 
 
 @pytest.mark.parametrize("hbm_space", [
-    pytest.param(s, id=n, marks=NEEDS_CORE_MAP) for s, n in HBM_SPACES])
+    pytest.param(s, id=n) for s, n in HBM_SPACES])
 def test_hbm_allocation_in_run_scoped_raises(hbm_space):
   mesh = pltpu.create_tensorcore_mesh("x", num_cores=1)
 
@@ -796,7 +797,7 @@ def test_hbm_allocation_in_run_scoped_raises(hbm_space):
 
 
 CORE_MAP_SHARED_CASES = [
-    pytest.param(a, m, s, id=f"{a}-{m}-{n}", marks=NEEDS_CORE_MAP)
+    pytest.param(a, m, s, id=f"{a}-{m}-{n}", marks=NEEDS_ORDERED_CORE_RACES)
     for a in [0, 1] for m in ["eager", "on_wait"]
     for s, n in HBM_SPACES]
 
@@ -863,7 +864,7 @@ def test_grid_names():
 
 @pytest.mark.parametrize(
     "slow_core,dma_execution_mode,hbm_space",
-    [pytest.param(c, m, s, id=f"{c}-{m}-{n}", marks=NEEDS_CORE_MAP)
+    [pytest.param(c, m, s, id=f"{c}-{m}-{n}")
      for c in [0, 1] for m in ["eager", "on_wait"]
      for s, n in HBM_SPACES])
 def test_allocate_shared_buffer_in_core_map_with_race(slow_core,

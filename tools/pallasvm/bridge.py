@@ -19,11 +19,13 @@ interpret mode (`interpret=pltpu.InterpretParams(...)`, or
 `pltpu.force_tpu_interpret_mode()`) runs on pallasvm with its own params
 (checked like `install`'s); any other (`interpret=False`, or
 `interpret=True`, JAX's generic HLO interpreter) runs with the params given
-to `install`. Kernels over a mesh of cores (`pl.core_map`,
-`pl.kernel(mesh=...)`, primitive mpmd_map, whose CPU lowering calls
-pallas_call's lowering function directly) are refused with UnsupportedError
-at lowering time: both that primitive's CPU rule and the function it calls
-are pallasvm's while installed.
+to `install`. Kernels over a TensorCore mesh (`pl.core_map`,
+`pl.kernel(mesh=...)`: primitive mpmd_map, whose CPU lowering makes a
+pallas_call over the mesh and calls pallas_call's lowering function
+directly) run on pallasvm with one simulated core per mesh core, as
+interpret mode runs them; both that primitive's CPU rule and the function
+it calls are pallasvm's while installed, and other meshes are refused with
+UnsupportedError at lowering time.
 
 JAX caches compiled functions without knowing about lowering rules, so
 `install` and `uninstall` clear JAX's caches (`jax.clear_caches()`): a
@@ -472,24 +474,47 @@ def _counting_refusals(rule):
   return counted
 
 
-def _refuse_mesh_kernel(ctx, what: str, name) -> None:
-  """Kernels over a mesh of cores (pl.core_map, pl.kernel(mesh=...)) need
-  several simulated cores, VMEM_SHARED and barriers: refused, clearly, and
-  never handed to JAX's interpreter."""
+def _refuse_mesh_kernel(ctx, what: str, name, mesh) -> None:
+  """Kernels over a mesh other than a TPU TensorCore mesh (a GPU or
+  SparseCore mesh) are refused, clearly, and never handed to JAX's
+  interpreter."""
   where = export._location(types.SimpleNamespace(traceback=ctx.traceback))  # pylint: disable=protected-access
   raise UnsupportedError(
       f"{what}{f' {name!r}' if name else ''} at {where}: kernels over a"
-      " mesh of cores (pl.core_map, pl.kernel(mesh=...)) are not supported"
-      " by pallasvm yet")
+      f" {type(mesh).__name__} are not supported by pallasvm (only"
+      " pltpu.create_tensorcore_mesh's)")
+
+
+def _on_core_mesh(params: dict, run_params):
+  """A pallas_call that pl.core_map / pl.kernel(mesh=...) over a TensorCore
+  mesh became, as interpret mode runs it: one grid point per core (the grid
+  is the mesh), num_cores_or_threads the mesh's size, its dimension
+  'parallel', visited in order. Returns (params, run_params) so."""
+  from jax._src.pallas.mosaic import core as mosaic_core  # pylint: disable=g-import-not-at-top
+  mesh = params["mesh"]
+  cores = int(mesh.devices.shape[0])
+  run_params = dataclasses.replace(run_params, num_cores_or_threads=cores)
+  compiler_params = params.get("compiler_params")
+  if not isinstance(compiler_params, mosaic_core.CompilerParams):
+    compiler_params = mosaic_core.CompilerParams()
+  if cores > 1:
+    compiler_params = compiler_params.replace(
+        dimension_semantics=("parallel",))
+  return {**params, "compiler_params": compiler_params}, run_params
 
 
 def _lowering_rule(default_params: pltpu.InterpretParams):
   @_counting_refusals
   def rule(ctx, *in_nodes, interpret, **params):
-    if params.get("mesh") is not None:
-      _refuse_mesh_kernel(ctx, "pallas_call", params.get("name"))
     run_params = (interpret if isinstance(interpret, pltpu.InterpretParams)
                   else default_params)
+    mesh = params.get("mesh")
+    on_core_mesh = mesh is not None
+    if on_core_mesh:
+      from jax._src.pallas.mosaic import core as mosaic_core  # pylint: disable=g-import-not-at-top
+      if not isinstance(mesh, mosaic_core.TensorCoreMesh):
+        _refuse_mesh_kernel(ctx, "pallas_call", params.get("name"), mesh)
+      params, run_params = _on_core_mesh(params, run_params)
     attrs = _run_options(run_params)
     if params["jaxpr"].constvars:
       raise ValueError("Cannot lower a pallas_call with constants.")
@@ -510,7 +535,10 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
     call = functools.partial(
         jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
         module=compiled.module,
-        grid_coordinates=_grid_coordinates(params, run_params), **attrs)
+        grid_coordinates=(np.zeros(len(params["grid_mapping"].grid), np.int32)
+                          if on_core_mesh else
+                          _grid_coordinates(params, run_params)),
+        **attrs)
     if run_params.grid_point_recorder is None and not run_params.detect_races:
       _init_jax_races(run_params.num_cores_or_threads)
       results = call(ctx, *in_nodes)
@@ -611,11 +639,17 @@ def races_found() -> bool:
 
 
 @_counting_refusals
-def _mpmd_map_rule(ctx, *in_nodes, name=None, **params):
+def _mpmd_map_rule(ctx, *in_nodes, **params):
   """CPU lowering of mpmd_map, the primitive pl.kernel(mesh=...) binds and
-  pl.core_map discharges to: refused for now (see _refuse_mesh_kernel)."""
-  del in_nodes, params
-  _refuse_mesh_kernel(ctx, "mpmd_map", name)
+  pl.core_map discharges to: JAX's own fallback, which makes it a
+  pallas_call over the mesh (lowered by pallasvm's rule, see
+  _routed_pallas_call_lowering); a mesh other than a TensorCore mesh is
+  refused there."""
+  from jax._src.pallas.mosaic import core as mosaic_core  # pylint: disable=g-import-not-at-top
+  for mesh in params.get("meshes", ()):
+    if not isinstance(mesh, mosaic_core.TensorCoreMesh):
+      _refuse_mesh_kernel(ctx, "mpmd_map", params.get("name"), mesh)
+  return mpmd_lib._mpmd_map_fallback_lowering(ctx, *in_nodes, **params)  # pylint: disable=protected-access
 
 
 def _routed_pallas_call_lowering(rule, original):

@@ -42,6 +42,7 @@ import json
 import math
 import pathlib
 import re
+import string
 import sys
 from typing import Any, Callable, Sequence
 
@@ -98,6 +99,7 @@ _MEMORY_SPACE_NAMES = {
     tpu_core.MemorySpace.VMEM: "VMEM",
     tpu_core.MemorySpace.SMEM: "SMEM",
     tpu_core.MemorySpace.SEMAPHORE: "SEMAPHORE",
+    tpu_core.MemorySpace.VMEM_SHARED: "VMEM_SHARED",
 }
 
 
@@ -310,6 +312,38 @@ _KEY_TRANSPARENT_PRIMITIVES = frozenset({
 })
 
 
+def _positional_debug_format(fmt: str, in_tree, where: str):
+  """jax.debug.print's format with every field made `{}`, and the operands
+  (indices into the equation's flat operands) in the order its fields name
+  them: keyword fields ({x}) and numbered ones ({0}) become positional, so
+  that the VM fills fields in order. Fields with a format spec or
+  conversion are kept as written (the compiler refuses them by name)."""
+  args, kwargs = tree_util.tree_unflatten(in_tree,
+                                          list(range(in_tree.num_leaves)))
+  out, order, auto = [], [], 0
+  for text, field, spec, conversion in string.Formatter().parse(fmt):
+    out.append(text.replace("{", "{{").replace("}", "}}"))
+    if field is None:
+      continue
+    if spec or conversion:
+      out.append("{" + field + ("!" + conversion if conversion else "")
+                 + (":" + spec if spec else "") + "}")
+      continue
+    if field == "":
+      leaf = args[auto] if auto < len(args) else None
+      auto += 1
+    elif field.isdigit():
+      leaf = args[int(field)] if int(field) < len(args) else None
+    else:
+      leaf = kwargs.get(field)
+    if not isinstance(leaf, int):
+      raise ExportError(f"{where}: debug_print field {{{field}}} names no"
+                        " single array argument")
+    out.append("{}")
+    order.append(leaf)
+  return "".join(out), order
+
+
 def _physical_key_params(eqn, params: dict) -> dict:
   """Params of a shape primitive on keys, for their physical form: the key
   data's trailing dims are taken whole (squeeze, expand_dims and
@@ -458,6 +492,8 @@ class _KernelExporter:
     # kernel body names: i itself, unless vmap added grid dimensions (the
     # kernel does not see those; see `kernel`).
     self._kernel_grid_axes: list[int] | None = None
+    # Set by _params for debug_print: its operands in its format's order.
+    self._invar_order: list[int] | None = None
     # The names of the grid dimensions (pallas_call with named grid axes),
     # None for unnamed ones.
     self._grid_names: list = []
@@ -562,9 +598,13 @@ class _KernelExporter:
             " jax.random's own functions, and reading or writing a key"
             " ref, take keys); use jax.random.key_data")
       params = self._params(eqn, where)
+    # debug_print's operands in the order of its (rewritten) format.
+    order, self._invar_order = self._invar_order, None
     out = {
         "primitive": name,
-        "invars": [self._atom(a, env, where) for a in eqn.invars],
+        "invars": [self._atom(a, env, where) for a in
+                   (eqn.invars if order is None
+                    else [eqn.invars[i] for i in order])],
         "params": params,
         "outvars": [self._bind(v, env, where) for v in eqn.outvars],
     }
@@ -600,11 +640,12 @@ class _KernelExporter:
       static_args = params.pop("static_args", ())
       for name in ("np_printoptions", "logging_record"):
         params.pop(name, None)
-      if static_args or (in_tree is not None and
-                         tree_util.tree_unflatten(
-                             in_tree, [None] * in_tree.num_leaves)[1]):
-        raise ExportError(f"{where}: debug_print with keyword or static "
-                          "arguments is not supported")
+      if static_args:
+        raise ExportError(f"{where}: debug_print with static arguments is"
+                          " not supported")
+      if in_tree is not None:
+        params["fmt"], self._invar_order = _positional_debug_format(
+            params["fmt"], in_tree, where)
     if eqn.primitive.name == "axis_index":
       # A named grid axis (pallas_call(grid=(("x", 4), ...))) becomes its
       # grid dimension, `axis`; any other name (a mesh axis, several names)
@@ -753,8 +794,11 @@ class _KernelExporter:
       raise ExportError(f"{where}: the kernel closes over Refs")
     if kernel_jaxpr.constvars:
       raise ExportError(f"{where}: the kernel jaxpr has constants")
-    if params.get("mesh") is not None:
-      raise ExportError(f"{where}: a pallas_call with a mesh")
+    mesh = params.get("mesh")
+    if mesh is not None and not isinstance(mesh, tpu_core.TensorCoreMesh):
+      # A TensorCore mesh's pallas_call (pl.core_map) is an ordinary grid,
+      # one point per core; its cores are the caller's num_cores.
+      raise ExportError(f"{where}: a pallas_call over a {type(mesh).__name__}")
 
     # jax.vmap of a pallas_call adds grid dimensions (`vmapped_dims`) that
     # the index maps take as arguments but the kernel body does not see: its
