@@ -492,6 +492,8 @@ class _KernelExporter:
     # kernel body names: i itself, unless vmap added grid dimensions (the
     # kernel does not see those; see `kernel`).
     self._kernel_grid_axes: list[int] | None = None
+    # The core axis names of a core_map kernel (its TensorCore mesh's).
+    self._core_axes: frozenset = frozenset()
     # Set by _params for debug_print: its operands in its format's order.
     self._invar_order: list[int] | None = None
     # The names of the grid dimensions (pallas_call with named grid axes),
@@ -661,7 +663,7 @@ class _KernelExporter:
       tree_param, split = layout
       tree = params.pop(tree_param)
       operands = [_Operand(i) for i in range(len(eqn.invars))]
-      for slot, obj in split(tree, operands):
+      for slot, obj in self._core_targets(split(tree, operands), eqn, where):
         out.extend(self._ref_access_slot(slot, obj, eqn, where))
     for name in sorted(params):
       if name in _SKIPPED_PARAMS:
@@ -701,6 +703,31 @@ class _KernelExporter:
     raise ExportError(
         f"{where}: param {name} = {value!r} ({type(value).__name__}) has no"
         " interchange encoding")
+
+  def _core_targets(self, slots, eqn, where: str):
+    """A device_id that names only the core axis of a core_map kernel
+    ({"core": c}: the other mesh axes, JAX's devices, held) is core c of
+    this device: semaphore_signal's `core_index`, a DMA's `dst_core`. Any
+    other device_id (other devices) stays `device_id`."""
+    slots = list(slots)
+    if eqn.primitive.name in ("dma_start", "dma_wait"):
+      slots.append(("dst_core", None))
+    named = dict(slots)
+    device_id = named.get("device_id")
+    if (not isinstance(device_id, dict) or not device_id
+        or not all(k in self._core_axes for k in device_id)):
+      return slots
+    if len(device_id) != 1:
+      raise ExportError(f"{where}: device_id {sorted(device_id)} names"
+                        " several core axes")
+    (core,) = device_id.values()
+    target = ("core_index" if eqn.primitive.name == "semaphore_signal"
+              else "dst_core")
+    if named.get(target) is not None:
+      raise ExportError(f"{where}: both core_index and device_id name a"
+                        " core")
+    return [*((s, None if s == "device_id" else o) for s, o in slots
+              if s != target), (target, core)]
 
   def _ref_access_slot(self, slot: str, obj, eqn, where: str) -> list[dict]:
     if obj is None:
@@ -799,6 +826,7 @@ class _KernelExporter:
       # A TensorCore mesh's pallas_call (pl.core_map) is an ordinary grid,
       # one point per core; its cores are the caller's num_cores.
       raise ExportError(f"{where}: a pallas_call over a {type(mesh).__name__}")
+    self._core_axes = frozenset(mesh.axis_names if mesh is not None else ())
 
     # jax.vmap of a pallas_call adds grid dimensions (`vmapped_dims`) that
     # the index maps take as arguments but the kernel body does not see: its
