@@ -77,7 +77,7 @@ class Workload:
   name: str
   label: str
   steps: int                 # grid steps of the full problem
-  bench: str                 # kernels_bench benchmark name
+  bench: str | None          # kernels_bench benchmark name (None: none)
   build: object              # () -> (pallas fn, example args); from ebk
   reference: object          # jnp computation of the same thing
   interpret_calls: int       # timed interpret-mode calls (after 1 warm-up)
@@ -140,6 +140,9 @@ WORKLOADS = [
              "emit_pipeline matmul 512^3 f32, 128 blocks", 64,
              "BM_EmitPipelineMatmul512", ebk.emit_pipeline_matmul_512,
              jnp.dot, 1),
+    Workload("core_map_add_one_2_cores",
+             "core_map add_one on 2 cores, emit_pipeline, 256 8x128 f32 blocks",
+             256, None, ebk.core_map_add_one_2_cores, _identity_plus_one, 3),
     Workload("paged_attention_decode",
              "ops.tpu.paged_attention decode, batch 8, 128 tokens, f32", 16,
              "BM_PagedAttentionDecode", ebk.paged_attention_decode, _paged_ref,
@@ -165,9 +168,12 @@ def random_like(args, seed=0):
 
 class interpret_mode:
   """Makes every pl.pallas_call (also inside ops.tpu.*) use JAX's TPU
-  interpret mode."""
+  interpret mode, and pl.kernel / pl.core_map (through
+  pltpu.force_tpu_interpret_mode)."""
 
   def __enter__(self):
+    self.force = pltpu.force_tpu_interpret_mode(pltpu.InterpretParams())
+    self.force.__enter__()
     self.orig = pl.pallas_call
     orig = self.orig
 
@@ -179,6 +185,7 @@ class interpret_mode:
 
   def __exit__(self, *exc):
     pl.pallas_call = self.orig
+    self.force.__exit__(*exc)
     jax.clear_caches()
 
 
@@ -325,6 +332,9 @@ def measure(w: Workload, args, rounds: int, interpret_timeout: float) -> dict:
   print(f"  [{w.name}] pallasvm C++ API ({w.bench}, 5 repetitions) ...",
         flush=True)
   try:
+    if w.bench is None:
+      raise RuntimeError("no C++ benchmark (the exporter does not export"
+                         " core_map kernels yet)")
     res["cpp"].seconds = pallasvm_cpp_seconds(w.bench)
     print(f"  [{w.name}]   cpp: {fmt(res['cpp'].seconds)}", flush=True)
   except Exception as e:  # pylint: disable=broad-except

@@ -196,6 +196,35 @@ def emit_pipeline_matmul_512():
   return fn, (x, x)
 
 
+def core_map_add_one_2_cores():
+  """pl.kernel over a 2-core TensorCore mesh: the core_map documentation's
+  add_one, an emit_pipeline whose first dimension the two cores split
+  (core_axis_name, PARALLEL), over 256x1024 f32 in 8x128 blocks (128 per
+  core). Not exported for the C++ benchmark: the exporter does not walk
+  core_map kernels yet, so compare.py times it through the bridge only."""
+  mesh = pltpu.create_tensorcore_mesh("core", num_cores=2)
+
+  def body(in_vmem, out_vmem):
+    out_vmem[...] = in_vmem[...] + 1
+
+  def kernel(x_hbm, o_hbm):
+    rows, cols = x_hbm.shape
+    pltpu.emit_pipeline(
+        body, grid=(rows // 8, cols // 128),
+        in_specs=[pl.BlockSpec((8, 128), lambda i, j: (i, j))],
+        out_specs=[pl.BlockSpec((8, 128), lambda i, j: (i, j))],
+        core_axis_name="core",
+        dimension_semantics=(pltpu.PARALLEL, pltpu.ARBITRARY),
+    )(x_hbm, o_hbm)
+
+  def fn(x):
+    with tpu_mesh():
+      return pl.kernel(kernel, out_type=like(x), mesh=mesh,
+                       scratch_types=[])(x)
+
+  return fn, (jnp.zeros((256, 1024), jnp.float32),)
+
+
 PAGED = dict(batch=8, heads=8, kv_heads=2, head_dim=128, page_size=16,
              total_pages=64, pages_per_seq=8, block=4)
 

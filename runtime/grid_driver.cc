@@ -972,13 +972,17 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   // Cores split the grid as interpret mode does: the P points of the
   // `parallel` dimensions (a prefix of the grid) go in consecutive ranges
   // of ceil(P / C) points, each with all N / P iterations of the rest.
+  // `core_parallel` dimensions in that prefix are split too, as a TPU
+  // splits them between its TensorCores (interpret mode runs them all on
+  // core 0; see the README's compatibility section).
   int64_t num_points = 1, parallel_points = 1;
+  bool in_prefix = true;
   for (int g = 0; g < grid_rank; ++g) {
     num_points *= grid[g];
-    if (g < static_cast<int>(k.dimension_semantics.size()) &&
-        k.dimension_semantics[g] == "parallel") {
-      parallel_points *= grid[g];
-    }
+    in_prefix = in_prefix && g < static_cast<int>(k.dimension_semantics.size()) &&
+                (k.dimension_semantics[g] == "parallel" ||
+                 k.dimension_semantics[g] == "core_parallel");
+    if (in_prefix) parallel_points *= grid[g];
   }
   const int num_cores = options.num_cores;
   // Races between cores: marks per core and shared HBM buffer (one core

@@ -359,3 +359,36 @@ def test_a_semaphore_left_non_zero_is_reported_per_core(capfd):
   assert ("pallasvm warning: kernel 'kernel' (core 1): semaphore"
           " scratch_shapes[2] holds 1 at the end of the call") in err, err
   assert "(core 0): semaphore" not in err
+
+
+# --- CORE_PARALLEL grid dimensions ------------------------------------------
+
+
+def test_core_parallel_dimensions_are_split_between_cores():
+  """As a TPU splits them between its TensorCores (interpret mode runs a
+  core_parallel dimension on core 0 alone): each core takes a consecutive
+  half of the points, the output equals interpret mode's."""
+  x = random((32, 256), seed=5)
+  spec = pl.BlockSpec((8, 128), lambda i, j: (i, j))
+  visits = []
+
+  def record(token, point, core):
+    del token
+    visits.append((tuple(int(p) for p in point), int(core)))
+
+  def call(x, interpret):
+    return pl.pallas_call(
+        lambda x_ref, o_ref: o_ref.__setitem__(..., x_ref[...] * 2.0 + 1.0),
+        grid=(4, 2), in_specs=[spec], out_specs=spec,
+        out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=(pltpu.CORE_PARALLEL, pltpu.ARBITRARY)),
+        interpret=interpret)(x)
+
+  want = jax.jit(functools.partial(
+      call, interpret=pltpu.InterpretParams(num_cores_or_threads=2)))(x)
+  got = on_pallasvm(functools.partial(call, interpret=pallasvm.InterpretParams(
+      num_cores_or_threads=2, grid_point_recorder=record)), x)
+  np.testing.assert_array_equal(got, want)
+  assert sorted(visits) == sorted(
+      ((i, j), 0 if i < 2 else 1) for i in range(4) for j in range(2))
