@@ -62,13 +62,14 @@ inline void ForEachInstrSlot(vm::Instr& in, F&& f) {
       break;
     case Format::SEMAPHORE:
       f(in.b);
-      if (in.aux == 1) f(in.c);  // SEM_SIGNAL's core_index
+      if (in.aux & 1) f(in.c);  // SEM_SIGNAL's core
+      if (in.aux & 2) f(in.n);  // and device
       break;
     case Format::SEMAPHORE_READ: case Format::PRINT_ARG: case Format::PRINT:
       f(in.a);
       break;
     case Format::DMA:
-      if (in.aux == 1) f(in.n);  // the destination's core
+      if (in.aux != 0) f(in.n);  // the destination's core or device
       break;
     case Format::JUMP: case Format::NONE: case Format::SCOPE:
       break;

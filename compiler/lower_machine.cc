@@ -3,9 +3,9 @@
 // run_scoped allocations. Each lowers to one instruction whose operands are
 // access descriptors (vm/opcodes.def, "the simulated machine"); the VM
 // resolves them and the runtime carries the operation out
-// (runtime/memory_model.h). A signal may name another core of the device
-// (core_index); what needs several devices (a DMA or signal with a
-// device_id) is refused here, by name.
+// (runtime/memory_model.h). A signal or DMA may name another core of the
+// device (core_index, device_id={"core": c}) or another device (device_id,
+// as the exporter's device_terms).
 #include <limits>
 #include <string>
 
@@ -66,6 +66,48 @@ absl::StatusOr<uint32_t> ScalarSlot(Lowerer& l, const Lowerer::Eqn& e,
   return l.Convert(**v, DType::S32).slot;
 }
 
+// The logical id of the device a signal or DMA names, in a frame slot: the
+// sum of term_i * stride_i over params `device_terms` and `device_strides`
+// (the exporter's _targets), a term being operand i, or, as -(a + 1), this
+// device's coordinate on mesh axis PROGRAM_ID a. -1 if it names no device.
+absl::StatusOr<int64_t> DeviceSlot(Lowerer& l, const Lowerer::Eqn& e) {
+  const interchange::Param* terms = e.Param("device_terms");
+  const interchange::Param* strides = e.Param("device_strides");
+  if (terms == nullptr) return -1;
+  if (strides == nullptr || !terms->ints() || !strides->ints() ||
+      terms->ints()->size() != strides->ints()->size() ||
+      terms->ints()->size() == 0) {
+    return l.Error("device_terms and device_strides do not match");
+  }
+  Value sum = l.ConstantScalar(DType::S32, 0);
+  for (size_t i = 0; i < terms->ints()->size(); ++i) {
+    const int64_t t = terms->ints()->Get(i);
+    Value term;
+    if (t >= 0) {
+      if (t >= static_cast<int64_t>(e.in.size()) || e.in[t].is_ref() ||
+          e.in[t].count() != 1 || vm::Info(e.in[t].dtype).is_float) {
+        return l.Error("a device_id coordinate must be an integer scalar");
+      }
+      term = l.Convert(e.in[t], DType::S32);
+    } else {
+      const int64_t axis = -t - 1;
+      if (axis >= vm::kMaxRank) return l.Error("bad mesh axis");
+      term = l.NewValue(DType::S32, {});
+      l.builder().Emit({vm::Op::PROGRAM_ID, 0, term.slot,
+                        static_cast<uint32_t>(axis), 0, 0, 1});
+    }
+    absl::StatusOr<Value> scaled =
+        l.Binary("MUL", term,
+                 l.ConstantScalar(DType::S32, strides->ints()->Get(i)),
+                 DType::S32, {});
+    if (!scaled.ok()) return scaled.status();
+    absl::StatusOr<Value> next = l.Binary("ADD", sum, *scaled, DType::S32, {});
+    if (!next.ok()) return next.status();
+    sum = *next;
+  }
+  return sum.slot;
+}
+
 // An absent slot, or what pallasvm cannot do yet.
 absl::Status RequireAbsent(Lowerer& l, const Lowerer::Eqn& e,
                            absl::string_view slot, absl::string_view feature) {
@@ -83,12 +125,6 @@ absl::Status RequireAbsent(Lowerer& l, const Lowerer::Eqn& e,
 // its bounds are checked when it runs.
 absl::StatusOr<std::vector<Value>> LowerDmaStart(Lowerer& l,
                                                  const Lowerer::Eqn& e) {
-  if (absl::Status s = RequireAbsent(l, e, "device_id",
-                                     "a remote DMA (device_id=...), which "
-                                     "needs several devices,");
-      !s.ok()) {
-    return s;
-  }
   if (const interchange::Param* add = e.Param("add"); add && add->b()) {
     return l.Unsupported("a DMA with add=True is not supported yet");
   }
@@ -144,6 +180,18 @@ absl::StatusOr<std::vector<Value>> LowerDmaStart(Lowerer& l,
   // (make_async_remote_copy with device_id={"core": c}).
   absl::StatusOr<const Value*> core = NamedOperand(l, e, "dst_core");
   if (!core.ok()) return core.status();
+  absl::StatusOr<int64_t> device = DeviceSlot(l, e);
+  if (!device.ok()) return device.status();
+  if (*device >= 0) {
+    if (*core != nullptr) {
+      return l.Unsupported(
+          "a DMA to a given core of another device (device_id with both a "
+          "mesh axis and the core axis) is not supported yet");
+    }
+    l.builder().Emit({vm::Op::DMA_START, 2, from->access, to->access, send,
+                      *sem, static_cast<uint32_t>(*device)});
+    return std::vector<Value>{};
+  }
   if (*core != nullptr) {
     absl::StatusOr<uint32_t> slot = ScalarSlot(l, e, "dst_core");
     if (!slot.ok()) return slot.status();
@@ -199,27 +247,31 @@ absl::StatusOr<std::vector<Value>> LowerDmaWait(Lowerer& l,
 
 absl::StatusOr<std::vector<Value>> LowerSemaphoreSignal(
     Lowerer& l, const Lowerer::Eqn& e) {
-  if (absl::Status s = RequireAbsent(
-          l, e, "device_id",
-          "signalling a semaphore on another device (device_id=...)");
-      !s.ok()) {
-    return s;
-  }
   absl::StatusOr<uint32_t> sem = SemaphoreAccess(l, e, "sem", "indexers");
   if (!sem.ok()) return sem.status();
   absl::StatusOr<uint32_t> inc = ScalarSlot(l, e, "inc");
   if (!inc.ok()) return inc.status();
   // core_index: that core's semaphore of this device (checked when it
   // runs against the number of cores).
+  // device_id: a device's (its core 0 unless core_index names another).
   absl::StatusOr<const Value*> core = NamedOperand(l, e, "core_index");
   if (!core.ok()) return core.status();
+  absl::StatusOr<int64_t> device = DeviceSlot(l, e);
+  if (!device.ok()) return device.status();
+  uint16_t aux = 0;
+  uint32_t core_slot = 0, device_slot = 0;
   if (*core != nullptr) {
     absl::StatusOr<uint32_t> slot = ScalarSlot(l, e, "core_index");
     if (!slot.ok()) return slot.status();
-    l.builder().Emit({vm::Op::SEM_SIGNAL, 1, 0, *inc, *slot, *sem, 0});
-    return std::vector<Value>{};
+    aux |= 1;
+    core_slot = *slot;
   }
-  l.builder().Emit({vm::Op::SEM_SIGNAL, 0, 0, *inc, 0, *sem, 0});
+  if (*device >= 0) {
+    aux |= 2;
+    device_slot = static_cast<uint32_t>(*device);
+  }
+  l.builder().Emit(
+      {vm::Op::SEM_SIGNAL, aux, 0, *inc, core_slot, *sem, device_slot});
   return std::vector<Value>{};
 }
 

@@ -13,6 +13,7 @@ namespace {
 // How often a blocked wait looks at the cancellation flag, which nothing
 // signals (the deadline and the other cores wake it themselves).
 constexpr auto kCancelPoll = std::chrono::milliseconds(10);
+constexpr auto kMeetingTimeout = std::chrono::seconds(120);
 
 std::string PointAt(const int32_t* point, int rank) {
   std::string s = "(";
@@ -28,18 +29,83 @@ bool CoreSync::IsShared(const RefSpec& ref) {
           ref.memory_space == MemorySpace::HBM);
 }
 
-CoreSync::CoreSync(const Kernel& kernel, int num_cores)
+CoreSync::CoreSync(const Kernel& kernel, int num_cores, int num_devices)
     : kernel_(kernel),
-      semaphores_(num_cores, nullptr),
-      dmas_(num_cores, nullptr),
-      refs_(num_cores, nullptr),
-      state_(num_cores, State::kRunning),
-      waits_(num_cores),
+      semaphores_(num_cores * num_devices, nullptr),
+      dmas_(num_cores * num_devices, nullptr),
+      refs_(num_cores * num_devices, nullptr),
+      state_(num_cores * num_devices, State::kRunning),
+      cores_per_device_(num_cores),
+      num_devices_(num_devices),
+      arrived_device_(num_devices, 0),
+      left_device_(num_devices, 0),
+      waits_(num_cores * num_devices),
       entries_(kernel.refs.size()),
-      fresh_entries_(kernel.refs.size(), 0) {
+      fresh_entries_(kernel.refs.size() * num_devices, 0) {
   for (size_t r = 0; r < kernel.refs.size(); ++r) {
-    if (IsShared(kernel.refs[r])) entries_[r].assign(num_cores, 0);
+    if (IsShared(kernel.refs[r])) entries_[r].assign(num_cores * num_devices, 0);
   }
+}
+
+absl::Status CoreSync::Meet(std::unique_lock<std::mutex>& lock, int* count,
+                            bool stop_on_failure) {
+  ++*count;
+  changed_.notify_all();
+  // XLA starts the devices of one step together: one that has not come
+  // within this long is not coming (a bug, not a slow kernel).
+  const auto give_up = vm::Interrupt::Clock::now() + kMeetingTimeout;
+  while (*count < num_devices_) {
+    if (stop_on_failure && !failure_.ok()) {
+      return absl::AbortedError(vm::CoreStoppedMessage());
+    }
+    const auto now = vm::Interrupt::Clock::now();
+    if (stop_on_failure && now >= give_up) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "only ", *count, " of the ", num_devices_,
+          " devices started the call within ",
+          std::chrono::duration_cast<std::chrono::seconds>(kMeetingTimeout)
+              .count(),
+          " s"));
+    }
+    auto until = deadline_;
+    if (stop_on_failure) until = std::min(until, give_up);
+    if (cancel_ != nullptr) until = std::min(until, now + kCancelPoll);
+    if (until == vm::Interrupt::Clock::time_point::max()) {
+      changed_.wait(lock);
+    } else {
+      changed_.wait_until(lock, until);
+    }
+    vm::Interrupt probe(deadline_, cancel_, timeout_);
+    if (*count < num_devices_ && probe.Poll()) {
+      const absl::Status s = probe.status();
+      return absl::Status(
+          s.code(), absl::StrCat(s.message(), ": ", *count, " of ",
+                                 num_devices_, " devices ",
+                                 count == &arrived_ ? "started" : "finished",
+                                 " the call"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CoreSync::Arrive(int device) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  arrived_device_[device] = 1;
+  return Meet(lock, &arrived_, /*stop_on_failure=*/true);
+}
+
+void CoreSync::Abandon(int device, const absl::Status& status) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (arrived_device_[device] || left_device_[device]) return;
+  left_device_[device] = 1;
+  ++departed_;
+  FailLocked(status);
+}
+
+absl::Status CoreSync::Depart(int device) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  left_device_[device] = 1;
+  return Meet(lock, &departed_, /*stop_on_failure=*/false);
 }
 
 void CoreSync::Bind(int core, Semaphores* semaphores, const DmaEngine* dma,
@@ -79,7 +145,11 @@ std::string CoreSync::DeadlockReport() const {
   for (int c = 0; c < num_cores(); ++c) {
     if (state_[c] != State::kWaiting) continue;
     const Wait& w = waits_[c];
-    absl::StrAppend(&s, " core ", c, " waits at ",
+    absl::StrAppend(&s,
+                    num_devices_ > 1
+                        ? absl::StrCat(" device ", c / cores_per_device_, ",")
+                        : "",
+                    " core ", c % cores_per_device_, " waits at ",
                     InstructionSource(kernel_.program, w.pc), ", grid point ",
                     PointAt(w.grid_point, rank), ", for semaphore ",
                     semaphores_[c]->Name(w.sem), " to reach ", w.value,
@@ -150,9 +220,12 @@ absl::Status CoreSync::failure() {
 
 bool CoreSync::EnterShared(int core, int ref) {
   std::lock_guard<std::mutex> lock(mutex_);
+  // Counted per device: each device has its own shared buffer.
   const int64_t n = ++entries_[ref][core];
-  if (n <= fresh_entries_[ref]) return false;
-  fresh_entries_[ref] = n;
+  int64_t& fresh =
+      fresh_entries_[ref * num_devices_ + core / cores_per_device_];
+  if (n <= fresh) return false;
+  fresh = n;
   return true;
 }
 

@@ -1,6 +1,11 @@
 // What the simulated cores of one device share while one call runs on
 // several of them: the semaphores they signal across cores, the buffers
 // they all see, and the end of the call for everyone when one core fails.
+// The same object joins the devices of one shard_map step (the XLA FFI
+// calls of its N devices, each on its own thread, meet in one; see
+// tools/jax_bridge): cores are then numbered device * cores_per_device +
+// core, remote signals and DMAs reach other devices' cores, and deadlock
+// and failure span every core of every device.
 //
 // Cross-core semaphores. A kernel that signals another core's semaphore
 // (semaphore_signal(..., core_index=c), pltpu.core_barrier) has every
@@ -64,7 +69,7 @@ class CoreSync {
   // run_scoped buffers.
   static bool IsShared(const RefSpec& ref);
 
-  CoreSync(const Kernel& kernel, int num_cores);
+  CoreSync(const Kernel& kernel, int num_cores, int num_devices = 1);
 
   // Before any core runs: core c's semaphores and DMA engine (the latter
   // for the deadlock check: a wait with its DMAs pending can proceed), the
@@ -76,8 +81,11 @@ class CoreSync {
                     std::chrono::nanoseconds timeout);
 
   std::mutex& mutex() { return mutex_; }
-  // The number of cores, and core c's semaphores (hold mutex()).
+  // The number of cores of every device, per device, and of devices; core
+  // c's semaphores (hold mutex()), c numbered across devices.
   int num_cores() const { return static_cast<int>(semaphores_.size()); }
+  int cores_per_device() const { return cores_per_device_; }
+  int num_devices() const { return num_devices_; }
   Semaphores& semaphores(int core) { return *semaphores_[core]; }
   // Core c's ref table (for DMAs into its buffers).
   uint8_t* const* refs(int core) const { return refs_[core]; }
@@ -99,6 +107,19 @@ class CoreSync {
   // Set once a core fails: vm::Interrupt stops the others.
   const std::atomic<bool>* stop() const { return &stop_; }
 
+  // Devices meeting: a device's call has bound its cores and zeroed their
+  // semaphores (Arrive), or its cores are done (Depart). Each blocks until
+  // every device has done the same, so no signal or DMA reaches a device
+  // before it is ready or after it has returned its buffers; an error if
+  // the call must end first (a failure, the deadline).
+  absl::Status Arrive(int device);
+  absl::Status Depart(int device);
+  // A device that fails before it arrives: the call ends for every device
+  // with `status`, and the others need not wait for this one to depart.
+  // Nothing if the device has arrived (it departs as usual) or abandoned
+  // already.
+  void Abandon(int device, const absl::Status& status);
+
   // SCOPE_ENTER of device-shared ref `ref` by `core` (takes mutex()):
   // whether this entry makes it fresh.
   bool EnterShared(int core, int ref);
@@ -118,6 +139,13 @@ class CoreSync {
   std::vector<const DmaEngine*> dmas_;
   std::vector<uint8_t* const*> refs_;
   std::vector<State> state_;
+  int cores_per_device_ = 1, num_devices_ = 1;
+  int arrived_ = 0, departed_ = 0;
+  std::vector<uint8_t> arrived_device_, left_device_;
+  // Waits until *count reaches num_devices_ (hold lock); what Arrive and
+  // Depart share.
+  absl::Status Meet(std::unique_lock<std::mutex>& lock, int* count,
+                    bool stop_on_failure);
   std::vector<Wait> waits_;
   absl::Status failure_;
   std::atomic<bool> stop_{false};

@@ -339,6 +339,8 @@ struct CallState {
   std::vector<int> mapping_buffer;
   // Several cores: what they share (runtime/core_sync.h); null on one.
   CoreSync* sync = nullptr;
+  // This device's mesh coordinates (RunOptions::device_coords).
+  std::vector<int32_t> device_coords;
   // RunOptions' deadline (resolved: max() for none) and the timeout it
   // came from (0: options.deadline).
   bool interruptible = false;
@@ -397,6 +399,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   // The grid point being run, updated in place (the machine's reports
   // read it).
   int32_t point[vm::kMaxRank] = {}, next_point[vm::kMaxRank] = {};
+  // The device's mesh coordinates follow the grid's (PROGRAM_ID past the
+  // grid: lax.axis_index of a mesh axis).
+  for (size_t i = 0; i < call.device_coords.size(); ++i) {
+    point[grid_rank + i] = next_point[grid_rank + i] = call.device_coords[i];
+  }
   CoreMachine::CallOptions machine_options;
   machine_options.dma_mode = options.dma_execution_mode;
   machine_options.fills = core.ref_fills.data();
@@ -412,6 +419,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   machine_options.grid_rank = grid_rank;
   machine_options.core = core_index;
   machine_options.sync = call.sync;
+  machine_options.device = options.device;
   machine_options.lock_semaphores =
       call.sync != nullptr && k.signals_other_cores;
   core.machine->BeginCall(machine_options);
@@ -463,6 +471,7 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   ctx.refs = core.ref_table.data();
   ctx.num_programs = num_programs;
   ctx.grid_rank = grid_rank;
+  ctx.num_device_axes = static_cast<int32_t>(call.device_coords.size());
   ctx.ref_fills = core.ref_fills.data();
   ctx.fill_out_of_bounds_reads = fill_oob_reads;
   ctx.machine = core.machine.get();
@@ -811,6 +820,20 @@ GridDriver::~GridDriver() = default;
 absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
                              absl::Span<void* const> outputs,
                              const RunOptions& options) {
+  bool joined = false;
+  absl::Status s = RunOnDevice(inputs, outputs, options, &joined);
+  // A device that fails before it meets the others must not leave them
+  // waiting for it.
+  if (!s.ok() && options.devices != nullptr && !joined) {
+    options.devices->Abandon(options.device, absl::Status(
+        s.code(), absl::StrCat("device ", options.device, ": ", s.message())));
+  }
+  return s;
+}
+
+absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
+                                     absl::Span<void* const> outputs,
+                                     const RunOptions& options, bool* joined) {
   const Kernel& k = *kernel_;
   CallState call;
   call.kernel = &k;
@@ -821,6 +844,13 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
   const std::vector<int64_t>& grid = call.grid;
   const int grid_rank = static_cast<int>(grid.size());
   const size_t num_mappings = k.block_mappings.size();
+  if (grid_rank + options.device_coords.size() > vm::kMaxRank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kernel '", k.name, "': a grid of rank ", grid_rank, " inside ",
+        options.device_coords.size(), " mesh axes (at most ", vm::kMaxRank,
+        " in all)"));
+  }
+  call.device_coords = options.device_coords;
   if (options.num_cores < 1 || options.num_cores > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("kernel '", k.name, "': num_cores is ", options.num_cores,
@@ -1014,14 +1044,27 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     if (!core.ok()) return core.status();
     ws_->cores.push_back(*std::move(core));
   }
-  std::optional<CoreSync> sync;
-  if (num_cores > 1) {
-    sync.emplace(k, num_cores);
-    sync->SetInterrupt(call.deadline, options.cancel, call.timeout);
-    call.sync = &*sync;
+  std::optional<CoreSync> own_sync;
+  CoreSync* const group = options.devices;
+  if (group != nullptr) {
+    if (group->cores_per_device() != num_cores) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kernel '", k.name, "': device ", options.device, " runs ",
+          num_cores, " cores, the other devices of the call ",
+          group->cores_per_device()));
+    }
+    call.sync = group;
+  } else if (num_cores > 1) {
+    own_sync.emplace(k, num_cores);
+    own_sync->SetInterrupt(call.deadline, options.cancel, call.timeout);
+    call.sync = &*own_sync;
+  }
+  CoreSync* const sync = call.sync;
+  const int base = group != nullptr ? options.device * num_cores : 0;
+  if (sync != nullptr) {
     for (int c = 0; c < num_cores; ++c) {
       CoreState& core = *ws_->cores[c];
-      sync->Bind(c, &core.machine->semaphores(), &core.machine->dma(),
+      sync->Bind(base + c, &core.machine->semaphores(), &core.machine->dma(),
                  core.ref_table.data());
       // Signals may arrive before a core starts: all are zeroed first.
       if (k.signals_other_cores) core.machine->ResetSemaphores();
@@ -1049,12 +1092,28 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
       }
     }
   }
+  // Every device ready (bound, semaphores zeroed) before any kernel runs.
+  if (group != nullptr) {
+    *joined = true;
+    if (absl::Status s = group->Arrive(options.device); !s.ok()) {
+      // Its own error (or the group's failure) is what the call returns.
+      group->Depart(options.device).IgnoreError();
+      const absl::Status failure = group->failure();
+      return failure.ok() ? s : failure;
+    }
+  }
   std::vector<absl::Status> status(num_cores);
   auto run = [&](int c) {
     const int64_t begin = std::min(num_points, c * per_core);
     const int64_t end = std::min(num_points, (c + 1) * per_core);
     status[c] = RunCore(call, *ws_->cores[c], c, begin, end);
-    if (sync) sync->Finish(c, status[c]);
+    if (group != nullptr && !status[c].ok() &&
+        status[c].code() != absl::StatusCode::kAborted) {
+      status[c] = absl::Status(status[c].code(),
+                               absl::StrCat("device ", options.device, ": ",
+                                            status[c].message()));
+    }
+    if (sync) sync->Finish(base + c, status[c]);
   };
   if (num_cores == 1) {
     run(0);
@@ -1063,6 +1122,13 @@ absl::Status GridDriver::Run(absl::Span<const void* const> inputs,
     for (int c = 1; c < num_cores; ++c) threads.emplace_back(run, c);
     run(0);
     for (std::thread& t : threads) t.join();
+  }
+  // Nobody may write this device's buffers once it returns.
+  if (group != nullptr) {
+    const absl::Status departed = group->Depart(options.device);
+    if (absl::Status failure = group->failure(); !failure.ok()) return failure;
+    if (!departed.ok()) return departed;
+    if (absl::Status failure = group->failure(); !failure.ok()) return failure;
   }
   // The first core's own failure, not the ABORTED of those it stopped.
   for (const absl::Status& s : status) {

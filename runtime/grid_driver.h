@@ -42,6 +42,8 @@
 
 namespace pallasvm::runtime {
 
+class CoreSync;
+
 enum class UninitializedMemory { kNaN, kZero };
 
 // What a read outside a buffer does: an error naming it, or (interpret
@@ -123,6 +125,18 @@ struct RunOptions {
   // kError fails the call at the first such read, naming the source line,
   // grid point, buffer and element. See runtime/uninitialized_reads.h.
   UninitializedReadsCheck uninitialized_reads = UninitializedReadsCheck::kOff;
+  // The devices of one shard_map step meeting in one simulated machine
+  // (runtime/core_sync.h; the JAX bridge makes it, with num_cores per
+  // device): this call is device `device` of them. Its cores are numbered
+  // device * num_cores + c there; remote signals and DMAs reach the other
+  // devices' cores; the call waits for every device to start before its
+  // kernel runs and to finish before it returns; a failure anywhere ends
+  // every device's call with that error.
+  CoreSync* devices = nullptr;
+  int device = 0;
+  // This device's coordinates on the mesh axes around the call, for the
+  // kernel's lax.axis_index of them (vm::ExecContext::num_device_axes).
+  std::vector<int32_t> device_coords;
 };
 
 // The fill value of `dtype` as bytes (SizeOf(dtype) of them).
@@ -147,6 +161,10 @@ class GridDriver {
   const Kernel& kernel() const { return *kernel_; }
 
  private:
+  // Run; *joined once this device has met the others (RunOptions::devices).
+  absl::Status RunOnDevice(absl::Span<const void* const> inputs,
+                           absl::Span<void* const> outputs,
+                           const RunOptions& options, bool* joined);
   struct Workspace;
   std::shared_ptr<const Kernel> kernel_;
   std::unique_ptr<Workspace> ws_;

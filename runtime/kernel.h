@@ -96,8 +96,9 @@ struct Kernel {
   // buffer, each rounded up to 64 bytes (checked against the memory limit
   // when loaded).
   int64_t core_workspace_bytes = 0;
-  // Some semaphore_signal or DMA names a core (core_index=, device_id=
-  // {"core": c}): the cores of a call synchronize (runtime/core_sync.h).
+  // Some semaphore_signal or DMA names a core or a device (core_index=,
+  // device_id=): the cores (and devices) of a call synchronize
+  // (runtime/core_sync.h).
   bool signals_other_cores = false;
 };
 

@@ -78,10 +78,15 @@ absl::Status CoreMachine::EndCall(std::vector<std::string>* warnings,
 absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
                                    const vm::DmaRegion& dst,
                                    const vm::SemaphoreId* src_sem,
-                                   vm::SemaphoreId dst_sem, int32_t dst_core,
+                                   vm::SemaphoreId dst_sem, vm::Target to,
                                    uint32_t pc) {
-  if (dst_core != vm::kThisCore && dst_core != options_.core) {
-    return StartDmaToCore(src, dst, src_sem, dst_sem, dst_core, pc);
+  if (to.core != vm::kThisCore || to.device != vm::kThisDevice) {
+    // On another device, the same core number unless `to` names one.
+    absl::StatusOr<int> core = TargetCore(to, options_.core, "a DMA");
+    if (!core.ok()) return core.status();
+    if (*core != GlobalCore()) {
+      return StartDmaToCore(src, dst, src_sem, dst_sem, *core, pc);
+    }
   }
   // Its completion signals this core's semaphores, which other cores may
   // be signalling too.
@@ -104,17 +109,32 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
   return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
 }
 
+absl::StatusOr<int> CoreMachine::TargetCore(vm::Target to, int default_core,
+                                            absl::string_view what) const {
+  const int cores = options_.sync ? options_.sync->cores_per_device() : 1;
+  const int devices = options_.sync ? options_.sync->num_devices() : 1;
+  if (to.device != vm::kThisDevice && (to.device < 0 || to.device >= devices)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " to device ", to.device, " (device_id), but the call runs on ",
+        devices, devices == 1 ? " device" : " devices"));
+  }
+  if (to.core != vm::kThisCore && (to.core < 0 || to.core >= cores)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " to core ", to.core, " (core_index or device_id), but the "
+        "device has ", cores, cores == 1 ? " core" : " cores"));
+  }
+  const int device = to.device == vm::kThisDevice ? options_.device : to.device;
+  const int core = to.core != vm::kThisCore ? to.core
+                   : device == options_.device ? options_.core
+                                               : default_core;
+  return device * cores + core;
+}
+
 absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
                                          const vm::DmaRegion& dst,
                                          const vm::SemaphoreId* src_sem,
-                                         vm::SemaphoreId dst_sem, int32_t core,
+                                         vm::SemaphoreId dst_sem, int core,
                                          uint32_t pc) {
-  const int num_cores = options_.sync ? options_.sync->num_cores() : 1;
-  if (core < 0 || core >= num_cores) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a DMA to core ", core, " (device_id={\"core\": ...}), but the "
-        "device has ", num_cores, num_cores == 1 ? " core" : " cores"));
-  }
   // Race detection and uninitialized reads do not follow a copy into
   // another core's buffers (see the README's compatibility section).
   std::unique_lock<std::mutex> lock(options_.sync->mutex());
@@ -151,20 +171,18 @@ absl::Status CoreMachine::ObserveAccess(int32_t ref,
 }
 
 absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
-                                          int32_t core, uint32_t) {
+                                          vm::Target to, uint32_t) {
   if (inc < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "semaphore ", semaphores_.Name(sem), " signalled by ", inc,
         " (a signal must not be negative)"));
   }
-  const int num_cores = options_.sync ? options_.sync->num_cores() : 1;
-  if (core != vm::kThisCore && (core < 0 || core >= num_cores)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "semaphore ", semaphores_.Name(sem), " signalled on core ", core,
-        " (core_index), but the device has ", num_cores,
-        num_cores == 1 ? " core" : " cores"));
-  }
-  if (core == vm::kThisCore || core == options_.core) {
+  // On another device, core 0 unless `to` names one (interpret mode's).
+  absl::StatusOr<int> target = TargetCore(
+      to, 0, absl::StrCat("semaphore ", semaphores_.Name(sem), " signalled"));
+  if (!target.ok()) return target.status();
+  const int core = *target;
+  if (core == GlobalCore()) {
     std::unique_lock<std::mutex> lock = LockSemaphores();
     absl::Status s = semaphores_.Add(sem, inc);
     if (options_.lock_semaphores) options_.sync->Notify();

@@ -113,6 +113,8 @@ class CoreMachine : public vm::Machine {
     // refs are made fresh through it either way.
     CoreSync* sync = nullptr;
     bool lock_semaphores = false;
+    // This core's device in sync (shard_map devices meeting; 0 alone).
+    int device = 0;
   };
 
   // `refs` is the core's ref table (kernel.refs.size() entries), valid for
@@ -133,8 +135,8 @@ class CoreMachine : public vm::Machine {
 
   absl::Status StartDma(const vm::DmaRegion& src, const vm::DmaRegion& dst,
                         const vm::SemaphoreId* src_sem, vm::SemaphoreId dst_sem,
-                        int32_t dst_core, uint32_t pc) override;
-  absl::Status SignalSemaphore(vm::SemaphoreId sem, int32_t inc, int32_t core,
+                        vm::Target to, uint32_t pc) override;
+  absl::Status SignalSemaphore(vm::SemaphoreId sem, int32_t inc, vm::Target to,
                                uint32_t pc) override;
   absl::Status WaitSemaphore(vm::SemaphoreId sem, int32_t value,
                              uint32_t pc) override;
@@ -161,12 +163,22 @@ class CoreMachine : public vm::Machine {
   }
 
  private:
+  // The core (numbered across devices, as in options_.sync) that `to`
+  // names, `default_core` being the core on another device when `to`
+  // names none; an error if there is no such core or device.
+  absl::StatusOr<int> TargetCore(vm::Target to, int default_core,
+                                 absl::string_view what) const;
+  // This core, numbered as in options_.sync.
+  int GlobalCore() const {
+    return options_.sync ? options_.device * options_.sync->cores_per_device() +
+                               options_.core
+                         : 0;
+  }
   // A DMA whose destination is core `core`'s (see DmaEngine::OtherCore).
   absl::Status StartDmaToCore(const vm::DmaRegion& src,
                               const vm::DmaRegion& dst,
                               const vm::SemaphoreId* src_sem,
-                              vm::SemaphoreId dst_sem, int32_t core,
-                              uint32_t pc);
+                              vm::SemaphoreId dst_sem, int core, uint32_t pc);
   // The lock on options_.sync's mutex if semaphores are locked, else none.
   std::unique_lock<std::mutex> LockSemaphores() {
     return options_.lock_semaphores

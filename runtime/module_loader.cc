@@ -415,7 +415,7 @@ absl::StatusOr<std::shared_ptr<const Kernel>> LoadModule(
   for (const vm::Instr& in : kernel->program.code) {
     kernel->signals_other_cores |=
         (in.op == vm::Op::SEM_SIGNAL || in.op == vm::Op::DMA_START) &&
-        in.aux == 1;
+        in.aux != 0;
   }
   return std::shared_ptr<const Kernel>(std::move(kernel));
 }

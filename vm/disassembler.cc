@@ -161,11 +161,13 @@ std::string Operands(const Program& p, const Instr& in) {
           DescribeAccess(p, in.d),
           in.c == kNoAccess ? std::string()
                             : absl::StrCat("  send sem ", DescribeAccess(p, in.c)),
-          in.aux == 1 ? absl::StrCat("  on core ", Slot(in.n)) : "");
+          in.aux == 1 ? absl::StrCat("  on core ", Slot(in.n))
+          : in.aux == 2 ? absl::StrCat("  on device ", Slot(in.n)) : "");
     case Format::SEMAPHORE:
       return absl::StrCat(DescribeAccess(p, in.d), in.op == Op::SEM_WAIT ? " wait " : " signal ",
                           Slot(in.b),
-                          in.aux == 1 ? absl::StrCat(" on core ", Slot(in.c)) : "");
+                          (in.aux & 1) ? absl::StrCat(" on core ", Slot(in.c)) : "",
+                          (in.aux & 2) ? absl::StrCat(" on device ", Slot(in.n)) : "");
     case Format::SEMAPHORE_READ:
       return absl::StrCat(Slot(in.a), " := ", DescribeAccess(p, in.d));
     case Format::PRINT_ARG:

@@ -610,7 +610,7 @@ vm_dispatch:
     // ------------------------------------------------ grid queries
     // PROGRAM_ID: a := this grid point's index along axis b.
     VM_CASE(PROGRAM_ID) {
-      if (static_cast<int64_t>(ip->b) >= ctx.grid_rank) {
+      if (static_cast<int64_t>(ip->b) >= ctx.grid_rank + ctx.num_device_axes) {
         return GridAxisError(program, ip, ctx.grid_rank);
       }
       VM_SET(S32, ip->a, ctx.program_ids[ip->b]);
@@ -682,7 +682,8 @@ vm_dispatch:
               {dst, to.byte_offset, to.count},
               ip->c != kNoAccess ? &send : nullptr,
               {dst_sem.ref, dst_sem.index},
-              ip->aux == 1 ? VM_GET(S32, ip->n) : vm::kThisCore,
+              vm::Target{ip->aux == 1 ? VM_GET(S32, ip->n) : vm::kThisCore,
+                         ip->aux == 2 ? VM_GET(S32, ip->n) : vm::kThisDevice},
               static_cast<uint32_t>(ip - code));
           !s.ok()) [[unlikely]] {
         return MachineError(program, ip, s);
@@ -696,7 +697,8 @@ vm_dispatch:
       if (sem.index < 0) return AccessError(program, ip, frame, false);
       if (absl::Status s = ctx.machine->SignalSemaphore(
               {sem.ref, sem.index}, VM_GET(S32, ip->b),
-              ip->aux == 1 ? VM_GET(S32, ip->c) : vm::kThisCore,
+              vm::Target{(ip->aux & 1) ? VM_GET(S32, ip->c) : vm::kThisCore,
+                         (ip->aux & 2) ? VM_GET(S32, ip->n) : vm::kThisDevice},
               static_cast<uint32_t>(ip - code));
           !s.ok()) [[unlikely]] {
         return MachineError(program, ip, s);

@@ -23,6 +23,11 @@ struct ExecContext {
   const int32_t* program_ids = nullptr;   // one per grid axis
   const int32_t* num_programs = nullptr;  // one per grid axis
   int32_t grid_rank = 0;
+  // program_ids[grid_rank .. grid_rank + num_device_axes) are this
+  // device's coordinates on the mesh axes around the call (shard_map),
+  // which PROGRAM_ID reads past the grid's axes (lax.axis_index of a mesh
+  // axis).
+  int32_t num_device_axes = 0;
   // Per ref, its dtype's fill value (SizeOf bytes, little-endian in the
   // low bytes): what a LOAD reads where its region leaves its ref, inside
   // the ref's padding (AccessDim::padding) or, with fill_out_of_bounds_reads

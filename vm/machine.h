@@ -32,8 +32,15 @@ struct SemaphoreId {
   int64_t index = 0;
 };
 
-// Machine::SignalSemaphore's `core` for the signalling core itself.
+// Where a signal or DMA goes: this core of this device, or another core
+// (semaphore_signal's core_index, device_id={"core": c}) and/or another
+// device (a logical device id, remote DMAs and signals).
 inline constexpr int32_t kThisCore = -1;
+inline constexpr int32_t kThisDevice = -1;
+struct Target {
+  int32_t core = kThisCore;
+  int32_t device = kThisDevice;
+};
 
 // How an instruction touches a ref, as the checkers need to know it.
 enum class AccessKind : uint8_t {
@@ -65,16 +72,17 @@ class Machine {
   // padding or under out_of_bounds_reads="uninitialized" (the VM refuses it
   // otherwise), and the part outside reads the fill value. `src_sem` is
   // null when the DMA signals no send semaphore.
-  // `dst_core` is kThisCore, or the core of this device whose ref `dst`
-  // and `dst_sem` are (make_async_remote_copy with device_id={"core": c}).
+  // `dst` and `dst_sem` are those of the core and device `to` names
+  // (make_async_remote_copy; a DMA to another device lands on the same
+  // core number there unless `to` names one).
   virtual absl::Status StartDma(const DmaRegion& src, const DmaRegion& dst,
                                 const SemaphoreId* src_sem, SemaphoreId dst_sem,
-                                int32_t dst_core, uint32_t pc) = 0;
-  // SEM_SIGNAL: sem += inc, on this core (core == kThisCore) or on core
-  // `core` of this device (semaphore_signal's core_index; the machine
-  // checks it is one).
+                                Target to, uint32_t pc) = 0;
+  // SEM_SIGNAL: sem += inc, on the core and device `to` names (on another
+  // device, core 0 unless `to` names one, as interpret mode does; the
+  // machine checks they exist).
   virtual absl::Status SignalSemaphore(SemaphoreId sem, int32_t inc,
-                                       int32_t core, uint32_t pc) = 0;
+                                       Target to, uint32_t pc) = 0;
   // SEM_WAIT: once sem >= value (carrying out the DMAs in flight that
   // signal it, as the DMA execution mode says), sem -= value. A wait that
   // nothing can ever satisfy is an error, not a hang.

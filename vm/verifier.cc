@@ -409,11 +409,11 @@ class Verifier {
         return s;
       }
     }
-    if (in.aux > 1 || (in.aux == 0 && in.n != 0)) {
+    if (in.aux > 2 || (in.aux == 0 && in.n != 0)) {
       return InstrError(pc, "DMA_START has a bad aux or n");
     }
-    if (in.aux == 1) {
-      if (absl::Status s = CheckRange(pc, {"n (core)", in.n, 4}, 4, false);
+    if (in.aux != 0) {
+      if (absl::Status s = CheckRange(pc, {"n (target)", in.n, 4}, 4, false);
           !s.ok()) {
         return s;
       }
@@ -853,11 +853,17 @@ class Verifier {
             !s.ok()) {
           return s;
         }
-        if (in.aux > (in.op == Op::SEM_SIGNAL ? 1 : 0)) {
+        if (in.aux > (in.op == Op::SEM_SIGNAL ? 3 : 0)) {
           return InstrError(pc, absl::StrCat("aux ", in.aux, " is no target"));
         }
-        if (in.aux == 1) {
+        if (in.aux & 1) {
           if (auto s = CheckRange(pc, {"c (core)", in.c, 4}, 4, false);
+              !s.ok()) {
+            return s;
+          }
+        }
+        if (in.aux & 2) {
+          if (auto s = CheckRange(pc, {"n (device)", in.n, 4}, 4, false);
               !s.ok()) {
             return s;
           }

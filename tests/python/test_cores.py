@@ -331,7 +331,7 @@ def test_a_signal_to_a_core_that_does_not_exist_is_an_error():
     pl.semaphore_signal(sem, 1, core_index=jax.lax.axis_index("core") + 5)
 
   f = _two_core_kernel(kernel, [pltpu.SemaphoreType.REGULAR])
-  with pytest.raises(Exception, match=r"signalled on core [56] \(core_index\),"
+  with pytest.raises(Exception, match=r"signalled to core [56] \(core_index or device_id\),"
                      r" but the device has 2 cores"):
     on_pallasvm(f)
 

@@ -63,7 +63,7 @@ TEST(CoreSyncTest, AWaitBlocksUntilAnotherCoreSignals) {
   // Core 1 signals core 0 three times, one by one: the wait takes all 3.
   for (int i = 0; i < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    ASSERT_TRUE(d.cores[1]->SignalSemaphore(kSem1, 1, 0, 0).ok());
+    ASSERT_TRUE(d.cores[1]->SignalSemaphore(kSem1, 1, vm::Target{0}, 0).ok());
   }
   d.sync->Finish(1, absl::OkStatus());
   waiter.join();
@@ -120,7 +120,7 @@ TEST(CoreSyncTest, ACoreFinishingWithoutSignallingLeavesADeadlock) {
     d.sync->Finish(0, waited);
   });
   // Core 1 signals once of the two needed, then finishes.
-  ASSERT_TRUE(d.cores[1]->SignalSemaphore(kSem0, 1, 0, 0).ok());
+  ASSERT_TRUE(d.cores[1]->SignalSemaphore(kSem0, 1, vm::Target{0}, 0).ok());
   d.sync->Finish(1, absl::OkStatus());
   waiter.join();
   ASSERT_EQ(waited.code(), absl::StatusCode::kFailedPrecondition) << waited;
@@ -147,9 +147,9 @@ TEST(CoreSyncTest, AFailureWakesTheWaitersWithAborted) {
 
 TEST(CoreSyncTest, ASignalToACoreThatDoesNotExistIsAnError) {
   Device d(2);
-  const absl::Status s = d.cores[0]->SignalSemaphore(kSem0, 1, 2, 0);
+  const absl::Status s = d.cores[0]->SignalSemaphore(kSem0, 1, vm::Target{2}, 0);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("signalled on core 2 (core_index), but the "
+  EXPECT_NE(s.message().find("signalled to core 2 (core_index or device_id), but the "
                              "device has 2 cores"),
             std::string::npos)
       << s;

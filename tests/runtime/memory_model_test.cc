@@ -59,7 +59,7 @@ vm::AccessDesc Row(int ref, int row) {
 absl::Status Copy(Machine& m, int src_row, int dst_row, int sem) {
   const vm::AccessDesc src = Row(0, src_row), dst = Row(1, dst_row);
   return m.machine->StartDma({src, src_row * 16, 4}, {dst, dst_row * 16, 4},
-                             nullptr, {2, sem}, vm::kThisCore, 0);
+                             nullptr, {2, sem}, vm::Target{}, 0);
 }
 
 TEST(MemoryModelTest, OnWaitCarriesTheDmaOutAtTheWait) {
@@ -95,7 +95,7 @@ TEST(MemoryModelTest, TheMostRecentDmaRunsFirst) {
 
 TEST(MemoryModelTest, AWaitNothingCanSatisfyIsADeadlock) {
   Machine m(DmaExecutionMode::kOnWait);
-  ASSERT_TRUE(m.machine->SignalSemaphore({2, 1}, 3, vm::kThisCore, 0).ok());
+  ASSERT_TRUE(m.machine->SignalSemaphore({2, 1}, 3, vm::Target{}, 0).ok());
   const absl::Status s = m.machine->WaitSemaphore({2, 1}, 5, 0);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("deadlock: the wait needs semaphore sems[1] to "
@@ -106,7 +106,7 @@ TEST(MemoryModelTest, AWaitNothingCanSatisfyIsADeadlock) {
 
 TEST(MemoryModelTest, LeftoverSemaphoresAndDmasAreReported) {
   Machine m(DmaExecutionMode::kOnWait);
-  ASSERT_TRUE(m.machine->SignalSemaphore({2, 0}, 2, vm::kThisCore, 0).ok());
+  ASSERT_TRUE(m.machine->SignalSemaphore({2, 0}, 2, vm::Target{}, 0).ok());
   ASSERT_TRUE(Copy(m, 0, 0, 1).ok());  // never waited for
   std::vector<std::string> warnings;
   ASSERT_TRUE(m.machine->EndCall(&warnings, /*as_error=*/false).ok());

@@ -46,7 +46,9 @@
 #include "absl/strings/str_join.h"
 #include "compiler/compiler.h"
 #include "compiler/lowering.h"
+#include "runtime/core_sync.h"
 #include "runtime/pallasvm.h"
+#include "vm/interrupt.h"
 #include "vm/memory_limit.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -176,11 +178,77 @@ absl::Status Describe(const ffi::AnyBuffer& buffer, Array& array) {
   return absl::OkStatus();
 }
 
+// The devices of one shard_map step: the XLA FFI calls of its N devices,
+// each on its own thread (XLA:CPU runs them together), meet in one
+// runtime::CoreSync, found by (run id, call site) -- a launch of a program
+// and one pallas_call in it -- and, for a call site that runs several
+// times in one launch (a loop), by order: device d joins the oldest
+// meeting it has not joined yet, so the i-th calls of every device meet.
+class DeviceMeetings {
+ public:
+  struct Meeting {
+    std::unique_ptr<runtime::CoreSync> sync;
+    std::vector<bool> joined;
+    int left = 0;
+  };
+
+  static DeviceMeetings& Get() {
+    static DeviceMeetings* meetings = new DeviceMeetings();  // never destroyed
+    return *meetings;
+  }
+
+  std::shared_ptr<Meeting> Join(int64_t run_id, int64_t callsite, int device,
+                                int num_devices, const runtime::Kernel& kernel,
+                                const RunOptions& options) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::shared_ptr<Meeting>>& open = open_[{run_id, callsite}];
+    for (const std::shared_ptr<Meeting>& m : open) {
+      if (!m->joined[device]) {
+        m->joined[device] = true;
+        return m;
+      }
+    }
+    auto m = std::make_shared<Meeting>();
+    m->sync = std::make_unique<runtime::CoreSync>(kernel, options.num_cores,
+                                                  num_devices);
+    auto deadline = vm::Interrupt::Clock::time_point::max();
+    if (options.timeout.count() > 0) {
+      deadline = vm::Interrupt::Clock::now() +
+                 std::chrono::duration_cast<vm::Interrupt::Clock::duration>(
+                     options.timeout);
+    }
+    m->sync->SetInterrupt(deadline, nullptr, options.timeout);
+    m->joined.assign(num_devices, false);
+    m->joined[device] = true;
+    open.push_back(m);
+    return m;
+  }
+
+  // After the device's run: the last to leave closes the meeting.
+  void Leave(int64_t run_id, int64_t callsite,
+             const std::shared_ptr<Meeting>& meeting) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (++meeting->left < static_cast<int>(meeting->joined.size())) return;
+    auto it = open_.find({run_id, callsite});
+    if (it == open_.end()) return;
+    std::vector<std::shared_ptr<Meeting>>& open = it->second;
+    open.erase(std::remove(open.begin(), open.end(), meeting), open.end());
+    if (open.empty()) open_.erase(it);
+  }
+
+ private:
+  std::mutex mu_;
+  absl::flat_hash_map<std::pair<int64_t, int64_t>,
+                      std::vector<std::shared_ptr<Meeting>>>
+      open_;
+};
+
 absl::Status Run(Instance& instance, ffi::RemainingArgs args,
                  ffi::RemainingRets rets, RunOptions& options,
-                 size_t num_extra, int64_t record_size) {
-  instance.inputs.resize(args.size());
-  for (size_t i = 0; i < args.size(); ++i) {
+                 size_t num_extra, int64_t record_size,
+                 size_t num_extra_args) {
+  instance.inputs.resize(args.size() - num_extra_args);
+  for (size_t i = 0; i < instance.inputs.size(); ++i) {
     ffi::ErrorOr<ffi::AnyBuffer> buffer = args.get<ffi::AnyBuffer>(i);
     if (!buffer.has_value()) {
       return absl::InvalidArgumentError(
@@ -257,7 +325,12 @@ ffi::Error ToFfiError(const absl::Status& status) {
 // its leftover semaphores; `leftover_semaphores` 1 makes them errors.
 // `uninitialized_reads`: 0 = off, 1 = warn (printed with the warnings),
 // 2 = error (RunOptions::uninitialized_reads).
-ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
+// `num_devices` > 1: the call is one of that many devices of a shard_map
+// step (DeviceMeetings); `mesh_sizes` the sizes of the mesh axes around it,
+// and the last operand an int32[len(mesh_sizes)] of this device's
+// coordinates; `callsite` tells the pallas_calls of one program apart.
+ffi::Error PallasvmCall(ffi::RunId run_id, ffi::RemainingArgs args,
+                        ffi::RemainingRets rets,
                         std::string_view module_key,
                         ffi::Span<const uint8_t> module,
                         ffi::Span<const int32_t> grid_coordinates,
@@ -266,7 +339,8 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
                         int64_t detect_races, int64_t timeout_ns,
                         int64_t dma_execution_mode,
                         int64_t leftover_semaphores,
-                        int64_t uninitialized_reads) {
+                        int64_t uninitialized_reads, int64_t num_devices,
+                        int64_t callsite, ffi::Span<const int32_t> mesh_sizes) {
   RunOptions options;
   switch (uninitialized_reads) {
     case 0:
@@ -360,8 +434,58 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
     ~ReleaseGuard() { pool.Release(AsAbsl(key), std::move(instance)); }
   } release{pool, module_key, *instance};
   absl::Status status = SetGridCoordinates(**instance, grid_coordinates);
+  // Several devices: this one's coordinates (the last operand) and its
+  // logical id, row-major over the mesh as interpret mode numbers them.
+  std::shared_ptr<DeviceMeetings::Meeting> meeting;
+  size_t num_extra_args = 0;
+  if (status.ok() && num_devices > 1) {
+    num_extra_args = 1;
+    ffi::ErrorOr<ffi::AnyBuffer> coords =
+        args.size() > 0 ? args.get<ffi::AnyBuffer>(args.size() - 1)
+                        : ffi::ErrorOr<ffi::AnyBuffer>(ffi::Unexpected(
+                              ffi::Error::InvalidArgument("no operands")));
+    int64_t logical = 0, size = 1;
+    if (!coords.has_value() || coords->element_type() != ffi::DataType::S32 ||
+        coords->element_count() != mesh_sizes.size()) {
+      status = absl::InvalidArgumentError(
+          "pallasvm: the device coordinates operand does not match "
+          "mesh_sizes");
+    } else {
+      const int32_t* c = coords->typed_data<int32_t>();
+      for (size_t i = mesh_sizes.size(); i-- > 0;) {
+        logical += int64_t{c[i]} * size;
+        size *= mesh_sizes[i];
+      }
+      options.device_coords.assign(c, c + mesh_sizes.size());
+      if (size != num_devices || logical < 0 || logical >= num_devices) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "pallasvm: device coordinates (",
+            absl::StrJoin(options.device_coords, ", "), ") on a mesh of ",
+            num_devices, " devices"));
+      }
+    }
+    if (status.ok()) {
+      options.device = static_cast<int>(logical);
+      meeting = DeviceMeetings::Get().Join(
+          run_id.run_id, callsite, options.device,
+          static_cast<int>(num_devices), (**instance).exe->kernel(), options);
+      options.devices = meeting->sync.get();
+    }
+  }
   if (status.ok()) {
-    status = Run(**instance, args, rets, options, num_extra, record_size);
+    status = Run(**instance, args, rets, options, num_extra, record_size,
+                 num_extra_args);
+  }
+  if (meeting) {
+    // A device that failed before its run met the others (a bad operand)
+    // must not leave them waiting.
+    if (!status.ok()) {
+      meeting->sync->Abandon(
+          options.device,
+          absl::Status(status.code(), absl::StrCat("device ", options.device,
+                                                   ": ", status.message())));
+    }
+    DeviceMeetings::Get().Leave(run_id.run_id, callsite, meeting);
   }
   for (const std::string& w : warnings) {
     std::fprintf(stderr, "pallasvm warning: %s\n", w.c_str());
@@ -381,7 +505,8 @@ ffi::Error PallasvmCall(ffi::RemainingArgs args, ffi::RemainingRets rets,
 
 // The handler XLA calls: PallasvmCall with every exception turned into an
 // error (see the top of the file).
-ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
+ffi::Error PallasvmCallImpl(ffi::RunId run_id, ffi::RemainingArgs args,
+                            ffi::RemainingRets rets,
                             std::string_view module_key,
                             ffi::Span<const uint8_t> module,
                             ffi::Span<const int32_t> grid_coordinates,
@@ -390,13 +515,16 @@ ffi::Error PallasvmCallImpl(ffi::RemainingArgs args, ffi::RemainingRets rets,
                             int64_t record_grid_points, int64_t detect_races,
                             int64_t timeout_ns, int64_t dma_execution_mode,
                             int64_t leftover_semaphores,
-                            int64_t uninitialized_reads) {
+                            int64_t uninitialized_reads, int64_t num_devices,
+                            int64_t callsite,
+                            ffi::Span<const int32_t> mesh_sizes) {
   try {
-    return PallasvmCall(args, rets, module_key, module, grid_coordinates,
-                        num_cores, uninitialized_memory, out_of_bounds_reads,
-                        record_grid_points, detect_races, timeout_ns,
-                        dma_execution_mode, leftover_semaphores,
-                        uninitialized_reads);
+    return PallasvmCall(run_id, args, rets, module_key, module,
+                        grid_coordinates, num_cores, uninitialized_memory,
+                        out_of_bounds_reads, record_grid_points, detect_races,
+                        timeout_ns, dma_execution_mode, leftover_semaphores,
+                        uninitialized_reads, num_devices, callsite,
+                        mesh_sizes);
   } catch (const std::bad_alloc&) {
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "pallasvm: out of memory running the kernel");
@@ -438,6 +566,7 @@ int CompileFailure(const char* what, char** out, size_t* out_len) {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     PallasvmCall, pallasvm::jax_bridge::PallasvmCallImpl,
     ffi::Ffi::Bind()
+        .Ctx<ffi::RunId>()
         .RemainingArgs()
         .RemainingRets()
         .Attr<std::string_view>("module_key")
@@ -451,7 +580,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int64_t>("timeout_ns")
         .Attr<int64_t>("dma_execution_mode")
         .Attr<int64_t>("leftover_semaphores")
-        .Attr<int64_t>("uninitialized_reads"));
+        .Attr<int64_t>("uninitialized_reads")
+        .Attr<int64_t>("num_devices")
+        .Attr<int64_t>("callsite")
+        .Attr<ffi::Span<const int32_t>>("mesh_sizes"));
 
 extern "C" {
 

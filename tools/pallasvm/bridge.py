@@ -43,6 +43,7 @@ import ctypes
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 import os
 import pathlib
@@ -252,7 +253,38 @@ def _run_options(params: pltpu.InterpretParams) -> dict:
           "timeout_ns": _timeout_ns(params),
           "dma_execution_mode": np.int64(params.dma_execution_mode == "eager"),
           "leftover_semaphores": np.int64(_leftover_semaphores(params)),
-          "uninitialized_reads": np.int64(_uninitialized_reads(params))}
+          "uninitialized_reads": np.int64(_uninitialized_reads(params)),
+          # One device unless the lowering finds a mesh (_on_devices).
+          "num_devices": np.int64(1), "callsite": np.int64(0),
+          "mesh_sizes": np.zeros(0, np.int32)}
+
+
+_callsites = itertools.count(1)
+
+
+def _on_devices(ctx, in_nodes, attrs, params):
+  """A pallas_call inside shard_map: the devices of each step meet in one
+  simulated machine (tools/jax_bridge's DeviceMeetings). Sets the FFI
+  attributes `num_devices`, `mesh_sizes` and a `callsite` no other
+  lowering shares, and appends this device's mesh coordinates (computed
+  by lax.axis_index in the program) as an int32 operand. Returns (ctx,
+  in_nodes) for the call; unchanged on one device."""
+  axes = export.mesh_axes(params)
+  num_devices = math.prod(size for _, size in axes)
+  if num_devices <= 1:
+    return ctx, in_nodes
+  attrs["num_devices"] = np.int64(num_devices)
+  attrs["callsite"] = np.int64(next(_callsites))
+  attrs["mesh_sizes"] = np.array([size for _, size in axes], np.int32)
+  coords_aval = jax.core.ShapedArray((len(axes),), np.int32)
+
+  def coords():
+    return [jnp.stack([jax.lax.axis_index(name).astype(np.int32)
+                       for name, _ in axes])]
+  [node] = mlir.lower_fun(coords, multiple_results=True)(
+      ctx.replace(avals_in=[], avals_out=[coords_aval]))
+  return (ctx.replace(avals_in=[*ctx.avals_in, coords_aval]),
+          [*in_nodes, node])
 
 
 def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
@@ -532,6 +564,8 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
         fma_keeps_f16_rounding=contract_fma and not xla_contracts_f16())
     compiled = _compile_cached(interchange,
                                f"pallas_call {export.kernel_name(params)}")
+    rule_ctx = ctx
+    ctx, in_nodes = _on_devices(ctx, in_nodes, attrs, params)
     call = functools.partial(
         jax.ffi.ffi_lowering(FFI_TARGET), module_key=compiled.key,
         module=compiled.module,
@@ -546,8 +580,8 @@ def _lowering_rule(default_params: pltpu.InterpretParams):
       results = _call_with_reports(ctx, in_nodes, call, params, run_params)
     # A pallas_call in JAX's interpret mode carries the ordered IO effects
     # of its callbacks; pallasvm has none, so the tokens pass through.
-    if ctx.tokens_in is not None and ctx.tokens_out is None:
-      ctx.set_tokens_out(ctx.tokens_in)
+    if rule_ctx.tokens_in is not None and rule_ctx.tokens_out is None:
+      rule_ctx.set_tokens_out(rule_ctx.tokens_in)
     with _lock:
       _stats["lowerings"] += 1
     return results

@@ -312,6 +312,18 @@ _KEY_TRANSPARENT_PRIMITIVES = frozenset({
 })
 
 
+def mesh_axes(params) -> list[tuple[str, int]]:
+  """The mesh axes around a pallas_call being lowered (shard_map's, from
+  the lowering's axis env), (name, size) in mesh order: all but those its
+  grid or its core mesh names."""
+  mesh = params.get("mesh")
+  own = set(params["grid_mapping"].grid_names or ())
+  own |= set(getattr(mesh, "axis_names", ()) or ())
+  return [(name, int(size))
+          for name, size in jax_core.get_axis_env().axis_sizes.items()
+          if name not in own]
+
+
 def _positional_debug_format(fmt: str, in_tree, where: str):
   """jax.debug.print's format with every field made `{}`, and the operands
   (indices into the equation's flat operands) in the order its fields name
@@ -494,6 +506,10 @@ class _KernelExporter:
     self._kernel_grid_axes: list[int] | None = None
     # The core axis names of a core_map kernel (its TensorCore mesh's).
     self._core_axes: frozenset = frozenset()
+    # The mesh axes around the call (shard_map), (name, size) in order:
+    # lax.axis_index of one is PROGRAM_ID past the grid's axes.
+    self._mesh_axes: list = []
+    self._grid_names_full: list = []
     # Set by _params for debug_print: its operands in its format's order.
     self._invar_order: list[int] | None = None
     # The names of the grid dimensions (pallas_call with named grid axes),
@@ -653,9 +669,15 @@ class _KernelExporter:
       # grid dimension, `axis`; any other name (a mesh axis, several names)
       # stays `axis_name` and the compiler refuses it.
       axis_name = params.pop("axis_name")
+      mesh_names = [n for n, _ in self._mesh_axes]
       if (not isinstance(axis_name, (tuple, list))
           and axis_name in self._grid_names):
         params["axis"] = self._grid_names.index(axis_name)
+      elif (not isinstance(axis_name, (tuple, list))
+            and axis_name in mesh_names):
+        # The device's coordinate: PROGRAM_ID past the grid's axes.
+        params["axis"] = len(self._grid_names_full) + mesh_names.index(
+            axis_name)
       else:
         params["axis_name"] = str(axis_name)
     layout = _REF_ACCESS_LAYOUTS.get(eqn.primitive.name)
@@ -663,8 +685,10 @@ class _KernelExporter:
       tree_param, split = layout
       tree = params.pop(tree_param)
       operands = [_Operand(i) for i in range(len(eqn.invars))]
-      for slot, obj in self._core_targets(split(tree, operands), eqn, where):
+      slots, device = self._targets(split(tree, operands), eqn, where)
+      for slot, obj in slots:
         out.extend(self._ref_access_slot(slot, obj, eqn, where))
+      out.extend(device)
     for name in sorted(params):
       if name in _SKIPPED_PARAMS:
         continue
@@ -704,30 +728,86 @@ class _KernelExporter:
         f"{where}: param {name} = {value!r} ({type(value).__name__}) has no"
         " interchange encoding")
 
-  def _core_targets(self, slots, eqn, where: str):
-    """A device_id that names only the core axis of a core_map kernel
-    ({"core": c}: the other mesh axes, JAX's devices, held) is core c of
-    this device: semaphore_signal's `core_index`, a DMA's `dst_core`. Any
-    other device_id (other devices) stays `device_id`."""
+  def _targets(self, slots, eqn, where: str):
+    """Where a signal or DMA goes, from its device_id (and core_index):
+
+    - a core of this device: semaphore_signal's `core_index`, a DMA's
+      `dst_core` slot ({"core": c} in a core_map kernel: the other mesh
+      axes, JAX's devices, held);
+    - another device: params `device_terms` and `device_strides`, its
+      logical id being sum(term_i * stride_i), each term an operand's
+      position in the equation or, negative, -(a + 1) for this device's own
+      coordinate, PROGRAM_ID's axis a (interpret mode's rules: a LOGICAL id as it is; a MESH
+      tuple one coordinate per mesh axis; a MESH dict fills the axes it
+      does not name with the device's own).
+
+    Returns the slots (device_id always None) and the device params."""
     slots = list(slots)
     if eqn.primitive.name in ("dma_start", "dma_wait"):
       slots.append(("dst_core", None))
     named = dict(slots)
     device_id = named.get("device_id")
-    if (not isinstance(device_id, dict) or not device_id
-        or not all(k in self._core_axes for k in device_id)):
-      return slots
-    if len(device_id) != 1:
-      raise ExportError(f"{where}: device_id {sorted(device_id)} names"
-                        " several core axes")
-    (core,) = device_id.values()
+    if device_id is None:
+      return slots, []
+    core = None
+    if isinstance(device_id, dict):
+      cores = {k: v for k, v in device_id.items() if k in self._core_axes}
+      if len(cores) > 1:
+        raise ExportError(f"{where}: device_id {sorted(cores)} names"
+                          " several core axes")
+      core = next(iter(cores.values()), None)
+      device_id = {k: v for k, v in device_id.items()
+                   if k not in self._core_axes} or None
     target = ("core_index" if eqn.primitive.name == "semaphore_signal"
               else "dst_core")
-    if named.get(target) is not None:
+    if core is not None and named.get(target) is not None:
       raise ExportError(f"{where}: both core_index and device_id name a"
                         " core")
-    return [*((s, None if s == "device_id" else o) for s, o in slots
-              if s != target), (target, core)]
+    slots = [(s, None if s == "device_id" else o) for s, o in slots
+             if core is None or s != target]
+    if core is not None:
+      slots.append((target, core))
+    if device_id is None:
+      return slots, []
+    return slots, self._device_terms(device_id, eqn, where)
+
+  def _device_terms(self, device_id, eqn, where: str) -> list[dict]:
+    names = [n for n, _ in self._mesh_axes]
+    sizes = [s for _, s in self._mesh_axes]
+    strides = [math.prod(sizes[i + 1:]) for i in range(len(sizes))]
+    kind = getattr(eqn.params.get("device_id_type"), "name", "MESH")
+
+    def own(i):  # PROGRAM_ID's axis for mesh axis i, encoded as -(axis + 1)
+      return -(len(self._grid_names_full) + i) - 1
+
+    def position(obj):
+      if not isinstance(obj, _Operand):
+        raise ExportError(f"{where}: device_id part {obj!r} is not an"
+                          " integer scalar")
+      return obj.position
+
+    if kind == "LOGICAL":
+      terms, strides = [position(device_id)], [1]
+    elif isinstance(device_id, dict):
+      unknown = [k for k in device_id if k not in names]
+      if unknown:
+        raise ExportError(
+            f"{where}: device_id names {unknown}, which are not mesh axes"
+            f" around the call ({names}) (a tuple of axes is not supported"
+            " yet)")
+      terms = [position(device_id[n]) if n in device_id else own(i)
+               for i, n in enumerate(names)]
+    else:
+      coords = (tuple(device_id) if isinstance(device_id, (tuple, list))
+                else (device_id,))
+      if len(coords) != len(names):
+        raise ExportError(
+            f"{where}: device_id has {len(coords)} coordinates, but the"
+            f" mesh around the call has {len(names)} axes {names}")
+      terms = [position(c) for c in coords]
+    return [{"name": "device_terms", "kind": "INTS", "ints": terms},
+            {"name": "device_strides", "kind": "INTS",
+             "ints": [int(s) for s in strides]}]
 
   def _ref_access_slot(self, slot: str, obj, eqn, where: str) -> list[dict]:
     if obj is None:
@@ -827,12 +907,14 @@ class _KernelExporter:
       # one point per core; its cores are the caller's num_cores.
       raise ExportError(f"{where}: a pallas_call over a {type(mesh).__name__}")
     self._core_axes = frozenset(mesh.axis_names if mesh is not None else ())
+    self._mesh_axes = mesh_axes(params)
 
     # jax.vmap of a pallas_call adds grid dimensions (`vmapped_dims`) that
     # the index maps take as arguments but the kernel body does not see: its
     # program_id(i) is the i-th of the other dimensions. The interchange has
     # one grid, so the body's axes are renumbered into it.
     self._grid_names = list(grid_mapping.grid_names or [])
+    self._grid_names_full = list(grid_mapping.grid)
     vmapped = set(grid_mapping.vmapped_dims)
     grid_rank = len(grid_mapping.grid)
     if vmapped:
