@@ -129,7 +129,11 @@ absl::Status DmaEngine::Execute(Dma& d, const OtherCore* other) {
       vm::kernels::StoreRegion(dst, staging_.data(), d.dst, to);
     }
   }
-  if (on_done_ != nullptr) on_done_(on_done_context_, d.serial);
+  // The checkers follow this core's own DMAs, not those into another
+  // core's buffers (they never saw them start).
+  if (on_done_ != nullptr && other == nullptr) {
+    on_done_(on_done_context_, d.serial);
+  }
   if (d.src_sem.ref >= 0) {
     if (absl::Status s = semaphores_.Add(d.src_sem, bytes); !s.ok()) return s;
   }

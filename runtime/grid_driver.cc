@@ -1066,6 +1066,11 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
       CoreState& core = *ws_->cores[c];
       sync->Bind(base + c, &core.machine->semaphores(), &core.machine->dma(),
                  core.ref_table.data());
+      // Other cores and devices may DMA into this one's HBM operands as
+      // soon as it has arrived: bound now (RunCore binds them again).
+      for (size_t r = 0; r < k.refs.size(); ++r) {
+        if (IsHbmOperand(k.refs[r].kind)) core.ref_table[r] = call.hbm_refs[r];
+      }
       // Signals may arrive before a core starts: all are zeroed first.
       if (k.signals_other_cores) core.machine->ResetSemaphores();
       // Device-shared refs are core 0's buffers, filled once.

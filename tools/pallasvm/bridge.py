@@ -281,8 +281,16 @@ def _on_devices(ctx, in_nodes, attrs, params):
   def coords():
     return [jnp.stack([jax.lax.axis_index(name).astype(np.int32)
                        for name, _ in axes])]
-  [node] = mlir.lower_fun(coords, multiple_results=True)(
-      ctx.replace(avals_in=[], avals_out=[coords_aval]))
+  # Traced under the mesh of the call's own operands: a user's
+  # use_abstract_mesh (a TPU's, for emit_pipeline's tiling) would not
+  # match the axis_index values' mesh.
+  operand_mesh = next((a.sharding.mesh for a in ctx.avals_in
+                       if getattr(getattr(a, "sharding", None), "mesh", None)
+                       is not None), None)
+  with (jax.sharding.use_abstract_mesh(operand_mesh)
+        if operand_mesh is not None else contextlib.nullcontext()):
+    [node] = mlir.lower_fun(coords, multiple_results=True)(
+        ctx.replace(avals_in=[], avals_out=[coords_aval]))
   return (ctx.replace(avals_in=[*ctx.avals_in, coords_aval]),
           [*in_nodes, node])
 
@@ -316,6 +324,10 @@ def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
           error, f"grid dimension {d} has 'parallel' semantics, so its size"
           " must be known at trace time, but it is a traced value")
       raise error
+  if not any(parallel):
+    # Nothing to shuffle: in order, without asking jax.random (which would
+    # compute under the caller's abstract mesh, a TPU's for emit_pipeline).
+    return np.zeros(len(grid), np.int32)
   coords = ipc._get_randomized_grid_coordinates(  # pylint: disable=protected-access
       grid, mosaic_params, run_params.random_seed)
   flat = []
