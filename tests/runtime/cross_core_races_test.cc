@@ -33,21 +33,16 @@ struct Cores {
 
   explicit Cores(bool aliased = false, int num_cores = 2, int num_sync = 0) {
     const ArrayType type{vm::DType::F32, {4, 4}};
+    auto scratch = [&](const char* origin) {
+      RefSpec ref{RefKind::SCRATCH, -1, vm::MemorySpace::VMEM, type, "", {}};
+      ref.origin = origin;
+      return ref;
+    };
     kernel.refs = {
         {RefKind::OUTPUT_HBM, 0, vm::MemorySpace::HBM, type, "outputs", {}},
         {RefKind::INPUT_HBM, 0, vm::MemorySpace::HBM, type, "args[0]", {}},
-        {RefKind::SCRATCH,
-         -1,
-         vm::MemorySpace::VMEM,
-         type,
-         "scratch_shapes[0]",
-         {}},
-        {RefKind::SCRATCH,
-         -1,
-         vm::MemorySpace::VMEM,
-         type,
-         "scratch_shapes[1]",
-         {}}};
+        scratch("scratch_shapes[0]"),
+        scratch("scratch_shapes[1]")};
     kernel.out_types = {type};
     kernel.in_types = {type};
     std::vector<CrossCoreRaces::Buffer> buffers = {
