@@ -82,10 +82,10 @@ CrossCoreRaces::CrossCoreRaces(const Kernel& kernel, int num_cores,
     core.clock_.assign(num_cores, 0);
     core.clock_[c] = 1;
     core.marks_.reserve(buffers_.size());
-    core.found_.reserve(buffers_.size());
+    // Races found: allocated at a buffer's first (MarkRun).
+    core.found_.resize(buffers_.size());
     for (const Buffer& b : buffers_) {
       core.marks_.emplace_back(TypeOf(b).num_elements());
-      core.found_.emplace_back(TypeOf(b).num_elements());
     }
   }
   for (Core& core : cores_) {
@@ -166,6 +166,8 @@ void CrossCoreRaces::Core::BeginCall(uint8_t* const* refs, const int32_t* point,
   pending_.clear();
 }
 
+// Under the caller's lock (see the header). Epochs are 32 bits: a core
+// signalling 2^32 - 1 times in one call would wrap.
 void CrossCoreRaces::Core::Release(int sync) {
   std::vector<uint32_t>& s = races_->sync_clocks_[sync];
   for (size_t c = 0; c < s.size(); ++c) s[c] = std::max(s[c], clock_[c]);
@@ -267,9 +269,27 @@ void CrossCoreRaces::Core::MarkRun(int buffer, int64_t first, int64_t count,
   }
   // Ours stored before theirs are loaded, on both sides (see the header).
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Most runs race with nothing: one pass over each other core's marks
+  // says whether any element does. (Epochs only grow, so what a second
+  // load finds is unordered too.)
   const std::vector<Peer>& peers = peers_[buffer];
-  Races* found = found_[buffer].data() + first;
-  for (int64_t i = 0, e = first; i < count; ++i, ++e) {
+  bool any = false;
+  for (const Peer& p : peers) {
+    const uint32_t known = clock_[p.core];
+    Marks* theirs = p.marks + first;
+    for (int64_t i = 0; i < count; ++i) {
+      any |= EpochOf(std::atomic_ref<uint64_t>(theirs[i].write)
+                         .load(std::memory_order_relaxed)) > known;
+    }
+    for (int64_t i = 0; write && i < count; ++i) {
+      any |= EpochOf(std::atomic_ref<uint64_t>(theirs[i].read)
+                         .load(std::memory_order_relaxed)) > known;
+    }
+  }
+  if (!any) return;
+  std::vector<Races>& found = found_[buffer];
+  if (found.empty()) found.resize(marks_[buffer].size());
+  for (int64_t e = first; e < first + count; ++e) {
     // The first unordered access found, writes before reads and lower
     // cores first: the one Find describes when nothing synchronized.
     Access other;
@@ -288,7 +308,7 @@ void CrossCoreRaces::Core::MarkRun(int buffer, int64_t first, int64_t count,
       if (EpochOf(r) > clock_[p.core]) other = {p.core, false, SiteOf(r)};
     }
     if (other.core >= 0) {
-      (write ? found[i].write : found[i].read) = EncodeRace(site, other);
+      (write ? found[e].write : found[e].read) = EncodeRace(site, other);
     }
   }
 }
@@ -349,10 +369,18 @@ void CrossCoreRaces::Find(int64_t* racy_elements,
                       // "written back by core 0 and by core 1"
                       other_verb == verb ? "" : other_verb + " ", o, "\n");
     };
-    for (int64_t e = 0; e < n; ++e) {
+    // What core c found at element e.
+    const Core::Races none;
+    auto found = [&](int c, int64_t e) -> const Core::Races& {
+      const std::vector<Core::Races>& f = cores_[c].found_[b];
+      return f.empty() ? none : f[e];
+    };
+    bool any = false;
+    for (const Core& core : cores_) any |= !core.found_[b].empty();
+    for (int64_t e = 0; any && e < n; ++e) {
       int found_by = -1;  // the lowest core that found a race here
       for (int c = 0; c < num_cores && found_by < 0; ++c) {
-        const Core::Races& f = cores_[c].found_[b][e];
+        const Core::Races& f = found(c, e);
         if (f.write != 0 || f.read != 0) found_by = c;
       }
       if (found_by < 0) continue;
@@ -372,14 +400,13 @@ void CrossCoreRaces::Find(int64_t* racy_elements,
       }
       std::pair<Access, Access> race;
       if (other.core >= 0 &&
-          (cores_[writer.core].found_[b][e].write ==
-               EncodeRace(writer.site, other) ||
-           (other.write ? cores_[other.core].found_[b][e].write
-                        : cores_[other.core].found_[b][e].read) ==
+          (found(writer.core, e).write == EncodeRace(writer.site, other) ||
+           (other.write ? found(other.core, e).write
+                        : found(other.core, e).read) ==
                EncodeRace(other.site, writer))) {
         race = {writer, other};
       } else {
-        const Core::Races& f = cores_[found_by].found_[b][e];
+        const Core::Races& f = found(found_by, e);
         race =
             DecodeRace(f.write != 0 ? f.write : f.read, found_by, f.write != 0);
       }

@@ -84,8 +84,9 @@ class CrossCoreRaces {
     int operand;
     int ref = -1;
   };
-  // What one element of a shared buffer takes on one core: its marks (the
-  // last write and read) and the last race found at each.
+  // What one element of a shared buffer takes on one core, at most: its
+  // marks (the last write and read, 16 bytes) and the last race found at
+  // each (16 more, allocated when the core first finds one in the buffer).
   static constexpr int64_t kMarkBytes = 32;
 
   // One core's marks and clock. Its methods are called by that core's
@@ -163,9 +164,10 @@ class CrossCoreRaces {
     int index_ = 0;
     std::vector<uint32_t> clock_;            // per core
     std::vector<std::vector<Marks>> marks_;  // per shared buffer
-    std::vector<std::vector<Races>> found_;  // per shared buffer
-    std::vector<std::vector<Peer>> peers_;   // per shared buffer
-    std::vector<int> buffer_of_ref_;         // -1: not shared
+    // Per shared buffer; empty until this core finds a race in it.
+    std::vector<std::vector<Races>> found_;
+    std::vector<std::vector<Peer>> peers_;  // per shared buffer
+    std::vector<int> buffer_of_ref_;        // -1: not shared
     const int32_t* point_ = nullptr;
     int rank_ = 0;
     // Sites: per site its pc, whether a DMA's, and its grid point (rank_
