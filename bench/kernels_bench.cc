@@ -185,6 +185,21 @@ void BM_DoubleBufferedCopyDetectRaces(benchmark::State& s) {
 }
 BENCHMARK(BM_DoubleBufferedCopyDetectRaces);
 
+// The same on two cores (runtime/cross_core_races.h): without parallel
+// dimensions core 0 runs every point, so this is the cost of the marks
+// (made, set by every write-back, compared after the grid) and of the
+// second core's thread.
+void BM_DoubleBufferedCopyDetectRacesTwoCores(benchmark::State& s) {
+  RunOptions options;
+  runtime::RaceReport races;
+  options.detect_races = true;
+  options.races = &races;
+  options.num_cores = 2;
+  RunKernel(s, "double_buffered_copy_256", options);
+  if (races.racy_elements != 0) s.SkipWithError("races found");
+}
+BENCHMARK(BM_DoubleBufferedCopyDetectRacesTwoCores);
+
 // An emit_pipeline matmul, 512^3 f32, 128 blocks, HBM operands.
 void BM_EmitPipelineMatmul512(benchmark::State& s) {
   RunKernel(s, "emit_pipeline_matmul_512");

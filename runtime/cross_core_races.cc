@@ -2,6 +2,8 @@
 #include "runtime/cross_core_races.h"
 
 #include <algorithm>
+#include <atomic>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -13,25 +15,50 @@ namespace {
 
 constexpr int kDescribed = 5;
 
-// A mark: flags, and the site of the last write (else read). Site 0 is a
-// block copy, site s > 0 the core's DMA site s - 1.
-constexpr uint32_t kWrite = uint32_t{1} << 31;
-constexpr uint32_t kRead = uint32_t{1} << 30;
-constexpr uint32_t kSiteMask = kRead - 1;
-// Past this many DMA sites on a core in one call, DMAs are marked without
-// one (a kernel running millions of DMAs would otherwise grow the table
-// without bound); their races say "a DMA".
+// Sites: 0 is a block copy, s in [1, kMaxSites] the core's site s - 1 (a
+// DMA, or a kernel instruction at a grid point). Past kMaxSites sites on a
+// core in one call, accesses are marked without one (a kernel running
+// millions of DMAs would otherwise grow the table without bound); their
+// races say "a DMA" or "the kernel". Every site fits in kSiteBits.
 constexpr uint32_t kMaxSites = uint32_t{1} << 22;
-constexpr uint32_t kUnnamedSite = kSiteMask;
+constexpr uint32_t kUnnamedDmaSite = kMaxSites + 1;
+constexpr uint32_t kUnnamedKernelSite = kMaxSites + 2;
+constexpr int kSiteBits = 23;
+constexpr uint64_t kSiteMask = (uint64_t{1} << kSiteBits) - 1;
 
-void Mark(uint32_t& m, bool write, uint32_t site) {
-  if (write) {
-    m = kWrite | (m & kRead) | site;
-  } else if (m & kWrite) {
-    m |= kRead;  // the write's site names it
-  } else {
-    m = kRead | site;
-  }
+uint64_t EncodeMark(uint32_t epoch, uint32_t site) {
+  return uint64_t{epoch} << 32 | site;
+}
+uint32_t EpochOf(uint64_t mark) { return static_cast<uint32_t>(mark >> 32); }
+uint32_t SiteOf(uint64_t mark) { return static_cast<uint32_t>(mark); }
+
+// One access of an element: by which core, whether it writes, its site.
+struct Access {
+  int core = -1;
+  bool write = false;
+  uint32_t site = 0;
+  bool operator==(const Access&) const = default;
+};
+
+// A race found at an access of core c, kept beside c's mark of that kind
+// (which says the kind): [63] set, [62..40] the access's site, [39..32] the
+// other core, [31] whether the other access writes, [22..0] its site.
+uint64_t EncodeRace(uint32_t site, const Access& other) {
+  return uint64_t{1} << 63 | uint64_t{site} << 40 |
+         static_cast<uint64_t>(other.core) << 32 | uint64_t{other.write} << 31 |
+         other.site;
+}
+// The two accesses of race `race` found by core `core` at its write (else
+// read), the one that writes first (the lower core first if both do).
+std::pair<Access, Access> DecodeRace(uint64_t race, int core, bool write) {
+  const Access here{core, write,
+                    static_cast<uint32_t>((race >> 40) & kSiteMask)};
+  const Access other{static_cast<int>((race >> 32) & 0xff),
+                     ((race >> 31) & 1) != 0,
+                     static_cast<uint32_t>(race & kSiteMask)};
+  const bool here_first =
+      here.write && (!other.write || here.core < other.core);
+  return here_first ? std::pair(here, other) : std::pair(other, here);
 }
 
 std::string PointString(const int32_t* point, int rank) {
@@ -41,20 +68,40 @@ std::string PointString(const int32_t* point, int rank) {
 }  // namespace
 
 CrossCoreRaces::CrossCoreRaces(const Kernel& kernel, int num_cores,
-                               std::vector<Buffer> buffers)
-    : kernel_(kernel), buffers_(std::move(buffers)), cores_(num_cores) {
+                               std::vector<Buffer> buffers, int num_sync)
+    : kernel_(kernel),
+      buffers_(std::move(buffers)),
+      cores_(num_cores),
+      sync_clocks_(num_sync, std::vector<uint32_t>(num_cores, 0)) {
   for (int c = 0; c < num_cores; ++c) {
     Core& core = cores_[c];
     core.races_ = this;
     core.index_ = c;
+    // Epoch 0 is no access: a core's first accesses are at 1, which no
+    // other core's clock covers until it acquires.
+    core.clock_.assign(num_cores, 0);
+    core.clock_[c] = 1;
     core.marks_.reserve(buffers_.size());
+    // Races found: allocated at a buffer's first (MarkRun).
+    core.found_.resize(buffers_.size());
     for (const Buffer& b : buffers_) {
-      core.marks_.emplace_back(TypeOf(b).num_elements(), 0);
+      core.marks_.emplace_back(TypeOf(b).num_elements());
+    }
+  }
+  for (Core& core : cores_) {
+    core.peers_.resize(buffers_.size());
+    for (size_t b = 0; b < buffers_.size(); ++b) {
+      for (int d = 0; d < num_cores; ++d) {
+        if (d != core.index_) {
+          core.peers_[b].push_back({d, cores_[d].marks_[b].data()});
+        }
+      }
     }
   }
 }
 
 const ArrayType& CrossCoreRaces::TypeOf(const Buffer& b) const {
+  if (b.ref >= 0) return kernel_.refs[b.ref].type;
   return b.is_output ? kernel_.out_types[b.operand]
                      : kernel_.in_types[b.operand];
 }
@@ -67,6 +114,12 @@ int CrossCoreRaces::BufferAt(const uint8_t* address) const {
 }
 
 std::string CrossCoreRaces::BufferName(const Buffer& b) const {
+  const std::string type = TypeOf(b).ToString();
+  if (b.ref >= 0) {
+    const std::string& origin = kernel_.refs[b.ref].origin;
+    return absl::StrCat(origin.empty() ? "ref" : origin, " (ref ", b.ref, ", ",
+                        type, ")");
+  }
   std::string origin;
   for (const RefSpec& ref : kernel_.refs) {
     const bool output =
@@ -87,7 +140,6 @@ std::string CrossCoreRaces::BufferName(const Buffer& b) const {
   }
   const std::string what =
       absl::StrCat(b.is_output ? "output " : "input ", b.operand, aliased);
-  const std::string type = TypeOf(b).ToString();
   return origin.empty() ? absl::StrCat(what, " (", type, ")")
                         : absl::StrCat(origin, " (", what, ", ", type, ")");
 }
@@ -103,18 +155,56 @@ void CrossCoreRaces::Core::BeginCall(uint8_t* const* refs, const int32_t* point,
       buffer_of_ref_[r] = races_->BufferAt(refs[r]);
     }
   }
+  for (size_t b = 0; b < races_->buffers_.size(); ++b) {
+    const int ref = races_->buffers_[b].ref;
+    if (ref >= 0) buffer_of_ref_[ref] = static_cast<int>(b);
+  }
   site_pcs_.clear();
+  site_is_dma_.clear();
   site_points_.clear();
+  kernel_site_of_pc_.clear();
   pending_.clear();
+}
+
+// Under the caller's lock (see the header). Epochs are 32 bits: a core
+// signalling 2^32 - 1 times in one call would wrap.
+void CrossCoreRaces::Core::Release(int sync) {
+  std::vector<uint32_t>& s = races_->sync_clocks_[sync];
+  for (size_t c = 0; c < s.size(); ++c) s[c] = std::max(s[c], clock_[c]);
+  ++clock_[index_];
+}
+
+void CrossCoreRaces::Core::Acquire(int sync) {
+  const std::vector<uint32_t>& s = races_->sync_clocks_[sync];
+  for (size_t c = 0; c < s.size(); ++c) clock_[c] = std::max(clock_[c], s[c]);
+}
+
+uint32_t CrossCoreRaces::Core::NewSite(uint32_t pc, bool dma) {
+  // A kernel instruction in a loop accesses many times at one grid point:
+  // one site serves them all.
+  if (!dma) {
+    if (pc >= kernel_site_of_pc_.size()) kernel_site_of_pc_.resize(pc + 1, 0);
+    const uint32_t last = kernel_site_of_pc_[pc];
+    if (last != 0 && std::equal(point_, point_ + rank_,
+                                site_points_.data() + (last - 1) * rank_)) {
+      return last;
+    }
+  }
+  if (site_pcs_.size() >= kMaxSites) {
+    return dma ? kUnnamedDmaSite : kUnnamedKernelSite;
+  }
+  site_pcs_.push_back(pc);
+  site_is_dma_.push_back(dma);
+  site_points_.insert(site_points_.end(), point_, point_ + rank_);
+  const uint32_t site = static_cast<uint32_t>(site_pcs_.size());
+  if (!dma) kernel_site_of_pc_[pc] = site;
+  return site;
 }
 
 void CrossCoreRaces::Core::OnBlockCopy(int buffer, const BlockRegion& r,
                                        bool writes_hbm) {
-  uint32_t* marks = marks_[buffer].data();
   ForEachBlockRun(r, [&](int64_t first, int64_t count) {
-    for (int64_t e = first; e < first + count; ++e) {
-      Mark(marks[e], writes_hbm, 0);
-    }
+    MarkRun(buffer, first, count, writes_hbm, 0);
   });
 }
 
@@ -124,13 +214,8 @@ void CrossCoreRaces::Core::OnDmaStart(uint64_t serial,
   const int src_buffer = buffer_of_ref_[src.base];
   const int dst_buffer = buffer_of_ref_[dst.base];
   if (src_buffer < 0 && dst_buffer < 0) return;
-  uint32_t site = kUnnamedSite;
-  if (site_pcs_.size() < kMaxSites) {
-    site_pcs_.push_back(pc);
-    site_points_.insert(site_points_.end(), point_, point_ + rank_);
-    site = static_cast<uint32_t>(site_pcs_.size());
-  }
-  pending_.push_back(Pending{serial, src_buffer, dst_buffer, src, dst, site});
+  pending_.push_back(Pending{serial, src_buffer, dst_buffer, src, dst,
+                             NewSite(pc, /*dma=*/true)});
 }
 
 void CrossCoreRaces::Core::OnDmaDone(uint64_t serial) {
@@ -145,34 +230,103 @@ void CrossCoreRaces::Core::OnDmaDone(uint64_t serial) {
   }
 }
 
+void CrossCoreRaces::Core::OnAccess(int32_t ref, const vm::AccessDesc& region,
+                                    bool write, uint32_t pc) {
+  const int buffer = buffer_of_ref_[ref];
+  if (buffer < 0) return;
+  MarkRegion(buffer, region, write, NewSite(pc, /*dma=*/false));
+}
+
 void CrossCoreRaces::Core::MarkRegion(int buffer, const vm::AccessDesc& region,
                                       bool write, uint32_t site) {
-  uint32_t* marks = marks_[buffer].data();
   // In the buffer's elements: a bitcast view's element may span several,
-  // or share one.
+  // or share one. Consecutive elements are marked as one run (one fence).
   const int64_t es = vm::SizeOf(races_->TypeOf(races_->buffers_[buffer]).dtype);
   const int64_t last_byte = region.elem_size - 1;
+  int64_t first = 0, end = 0;
   ForEachElement(region, [&](int64_t, int64_t offset, const int64_t*) {
     if (offset < 0) return;  // read as the fill value, not from HBM
     for (int64_t e = offset / es; e <= (offset + last_byte) / es; ++e) {
-      Mark(marks[e], write, site);
+      if (e == end - 1) continue;  // shared with the view's last element
+      if (e != end) {
+        if (end > first) MarkRun(buffer, first, end - first, write, site);
+        first = e;
+        end = e;
+      }
+      ++end;
     }
   });
+  if (end > first) MarkRun(buffer, first, end - first, write, site);
 }
 
-std::string CrossCoreRaces::Core::Describe(uint32_t mark,
+void CrossCoreRaces::Core::MarkRun(int buffer, int64_t first, int64_t count,
+                                   bool write, uint32_t site) {
+  Marks* marks = marks_[buffer].data() + first;
+  const uint64_t mark = EncodeMark(clock_[index_], site);
+  for (int64_t i = 0; i < count; ++i) {
+    std::atomic_ref<uint64_t>(write ? marks[i].write : marks[i].read)
+        .store(mark, std::memory_order_relaxed);
+  }
+  // Ours stored before theirs are loaded, on both sides (see the header).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Most runs race with nothing: one pass over each other core's marks
+  // says whether any element does. (Epochs only grow, so what a second
+  // load finds is unordered too.)
+  const std::vector<Peer>& peers = peers_[buffer];
+  bool any = false;
+  for (const Peer& p : peers) {
+    const uint32_t known = clock_[p.core];
+    Marks* theirs = p.marks + first;
+    for (int64_t i = 0; i < count; ++i) {
+      any |= EpochOf(std::atomic_ref<uint64_t>(theirs[i].write)
+                         .load(std::memory_order_relaxed)) > known;
+    }
+    for (int64_t i = 0; write && i < count; ++i) {
+      any |= EpochOf(std::atomic_ref<uint64_t>(theirs[i].read)
+                         .load(std::memory_order_relaxed)) > known;
+    }
+  }
+  if (!any) return;
+  std::vector<Races>& found = found_[buffer];
+  if (found.empty()) found.resize(marks_[buffer].size());
+  for (int64_t e = first; e < first + count; ++e) {
+    // The first unordered access found, writes before reads and lower
+    // cores first: the one Find describes when nothing synchronized.
+    Access other;
+    for (const Peer& p : peers) {
+      const uint64_t w = std::atomic_ref<uint64_t>(p.marks[e].write)
+                             .load(std::memory_order_relaxed);
+      if (EpochOf(w) > clock_[p.core]) {
+        other = {p.core, true, SiteOf(w)};
+        break;
+      }
+    }
+    for (size_t j = 0; write && other.core < 0 && j < peers.size(); ++j) {
+      const Peer& p = peers[j];
+      const uint64_t r = std::atomic_ref<uint64_t>(p.marks[e].read)
+                             .load(std::memory_order_relaxed);
+      if (EpochOf(r) > clock_[p.core]) other = {p.core, false, SiteOf(r)};
+    }
+    if (other.core >= 0) {
+      (write ? found[e].write : found[e].read) = EncodeRace(site, other);
+    }
+  }
+}
+
+std::string CrossCoreRaces::Core::Describe(bool write, uint32_t site,
                                            std::string* verb) const {
-  const bool write = mark & kWrite;
-  const uint32_t site = mark & kSiteMask;
   if (site == 0) {
     *verb = write ? "written back" : "read";
     return absl::StrCat("by core ", index_,
                         write ? "" : " (aliased input block)");
   }
   *verb = write ? "written" : "read";
-  if (site == kUnnamedSite) return absl::StrCat("by a DMA on core ", index_);
+  if (site == kUnnamedDmaSite) return absl::StrCat("by a DMA on core ", index_);
+  if (site == kUnnamedKernelSite) {
+    return absl::StrCat("by the kernel on core ", index_);
+  }
   return absl::StrCat(
-      "by the DMA started by ",
+      site_is_dma_[site - 1] ? "by the DMA started by " : "by the kernel at ",
       InstructionSource(races_->kernel_.program, site_pcs_[site - 1]),
       " at grid point ",
       PointString(site_points_.data() + (site - 1) * rank_, rank_), " on core ",
@@ -188,10 +342,9 @@ void CrossCoreRaces::Find(int64_t* racy_elements,
     const ArrayType& type = TypeOf(buffers_[b]);
     const int64_t n = type.num_elements();
     // The run of racy elements being gathered: [first, end), and its two
-    // accesses (core and mark each).
+    // accesses.
     int64_t first = 0, end = -1;
-    int run_writer = -1, run_other = -1;
-    uint32_t run_writer_mark = 0, run_other_mark = 0;
+    std::pair<Access, Access> run;
     auto flush = [&] {
       if (end < 0) return;
       racy += end - first;
@@ -202,10 +355,11 @@ void CrossCoreRaces::Find(int64_t* racy_elements,
         index[d] = rest % type.shape[d];
         rest /= type.shape[d];
       }
+      const auto [x, y] = run;
       std::string verb, other_verb;
-      const std::string a = cores_[run_writer].Describe(run_writer_mark, &verb);
+      const std::string a = cores_[x.core].Describe(x.write, x.site, &verb);
       const std::string o =
-          cores_[run_other].Describe(run_other_mark, &other_verb);
+          cores_[y.core].Describe(y.write, y.site, &other_verb);
       absl::StrAppend(description, "race on ", BufferName(buffers_[b]),
                       " element (", absl::StrJoin(index, ", "), ")",
                       end - first > 1
@@ -215,30 +369,55 @@ void CrossCoreRaces::Find(int64_t* racy_elements,
                       // "written back by core 0 and by core 1"
                       other_verb == verb ? "" : other_verb + " ", o, "\n");
     };
-    for (int64_t e = 0; e < n; ++e) {
-      int writer = -1, other = -1;
-      for (int c = 0; c < num_cores && other < 0; ++c) {
-        if (!(cores_[c].marks_[b][e] & kWrite)) continue;
-        (writer < 0 ? writer : other) = c;
+    // What core c found at element e.
+    const Core::Races none;
+    auto found = [&](int c, int64_t e) -> const Core::Races& {
+      const std::vector<Core::Races>& f = cores_[c].found_[b];
+      return f.empty() ? none : f[e];
+    };
+    bool any = false;
+    for (const Core& core : cores_) any |= !core.found_[b].empty();
+    for (int64_t e = 0; any && e < n; ++e) {
+      int found_by = -1;  // the lowest core that found a race here
+      for (int c = 0; c < num_cores && found_by < 0; ++c) {
+        const Core::Races& f = found(c, e);
+        if (f.write != 0 || f.read != 0) found_by = c;
       }
-      for (int c = 0; writer >= 0 && other < 0 && c < num_cores; ++c) {
-        if (c != writer && (cores_[c].marks_[b][e] & kRead)) other = c;
+      if (found_by < 0) continue;
+      // The lowest core that wrote and the next that wrote, else the
+      // lowest other that read, with their last accesses: if these two
+      // were found to race (by whichever came second), they are the race.
+      Access writer, other;
+      for (int c = 0; c < num_cores && other.core < 0; ++c) {
+        const uint64_t w = cores_[c].marks_[b][e].write;
+        if (w == 0) continue;
+        (writer.core < 0 ? writer : other) = {c, true, SiteOf(w)};
       }
-      if (other < 0) continue;
-      const uint32_t wm = cores_[writer].marks_[b][e];
-      const uint32_t om = cores_[other].marks_[b][e];
-      if (e == end && writer == run_writer && other == run_other &&
-          wm == run_writer_mark && om == run_other_mark) {
+      for (int c = 0; writer.core >= 0 && other.core < 0 && c < num_cores;
+           ++c) {
+        const uint64_t r = cores_[c].marks_[b][e].read;
+        if (c != writer.core && r != 0) other = {c, false, SiteOf(r)};
+      }
+      std::pair<Access, Access> race;
+      if (other.core >= 0 &&
+          (found(writer.core, e).write == EncodeRace(writer.site, other) ||
+           (other.write ? found(other.core, e).write
+                        : found(other.core, e).read) ==
+               EncodeRace(other.site, writer))) {
+        race = {writer, other};
+      } else {
+        const Core::Races& f = found(found_by, e);
+        race =
+            DecodeRace(f.write != 0 ? f.write : f.read, found_by, f.write != 0);
+      }
+      if (e == end && race == run) {
         ++end;
         continue;
       }
       flush();
       first = e;
       end = e + 1;
-      run_writer = writer;
-      run_other = other;
-      run_writer_mark = wm;
-      run_other_mark = om;
+      run = race;
     }
     flush();
   }

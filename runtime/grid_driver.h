@@ -87,8 +87,9 @@ struct RunOptions {
   // and another writes or reads (a DMA, or a block of an input aliased to
   // it) is a race (runtime/cross_core_races.h; interpret mode's vector
   // clocks find the same). Races are reported in *races (cleared first),
-  // not as errors. Across cores, four bytes per element of each output and
-  // each HBM input a DMA writes, per core, are used while detecting.
+  // not as errors. Across cores, CrossCoreRaces::kMarkBytes (32) per
+  // element of each output and each HBM input a DMA writes, per core, are
+  // used while detecting.
   bool detect_races = false;
   RaceReport* races = nullptr;
   // When to give up. The kernel's loops poll at their back edges and the
