@@ -728,6 +728,12 @@ std::vector<CrossCoreRaces::Buffer> SharedBuffers(
     }
     shared.push_back({nullptr, false, operand});
   }
+  // Device-shared scratch and run_scoped buffers (VMEM_SHARED, HBM).
+  for (size_t r = 0; r < k.refs.size(); ++r) {
+    if (CoreSync::IsShared(k.refs[r])) {
+      shared.push_back({nullptr, false, -1, static_cast<int>(r)});
+    }
+  }
   return shared;
 }
 
@@ -887,8 +893,9 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
   {
     int64_t shared_elements = 0;
     for (const CrossCoreRaces::Buffer& b : shared) {
-      const ArrayType& t = b.is_output ? k.out_types[b.operand]
-                                       : k.in_types[b.operand];
+      const ArrayType& t = b.ref >= 0     ? k.refs[b.ref].type
+                           : b.is_output ? k.out_types[b.operand]
+                                         : k.in_types[b.operand];
       shared_elements =
           CheckedAdd(shared_elements, t.num_elements()).value_or(-1);
       if (shared_elements < 0) break;
@@ -1015,6 +1022,12 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
     if (in_prefix) parallel_points *= grid[g];
   }
   const int num_cores = options.num_cores;
+  while (static_cast<int>(ws_->cores.size()) < num_cores) {
+    absl::StatusOr<std::unique_ptr<CoreState>> core =
+        NewCore(k, ws_->plans, static_cast<int>(ws_->cores.size()));
+    if (!core.ok()) return core.status();
+    ws_->cores.push_back(*std::move(core));
+  }
   // Races between cores: marks per core and shared HBM buffer (one core
   // cannot race with itself this way).
   std::optional<CrossCoreRaces> cross_core;
@@ -1022,10 +1035,15 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
   if (marks) {
     std::vector<CrossCoreRaces::Buffer> bound = shared;
     for (CrossCoreRaces::Buffer& b : bound) {
-      b.address = b.is_output ? call.out_hbm[b.operand]
-                              : call.hbm_refs[HbmInputRef(k, b.operand)];
+      b.address = b.ref >= 0     ? ws_->cores[0]->ref_buffers[b.ref].get()
+                  : b.is_output ? call.out_hbm[b.operand]
+                                : call.hbm_refs[HbmInputRef(k, b.operand)];
     }
-    cross_core.emplace(k, num_cores, std::move(bound));
+    // Semaphores order the cores (Release at a signal, Acquire at a
+    // wait): one sync object per semaphore of each core.
+    cross_core.emplace(
+        k, num_cores, std::move(bound),
+        num_cores * ws_->cores[0]->machine->semaphores().size());
     call.cross_core = &*cross_core;
     call.mapping_buffer.resize(num_mappings);
     for (size_t m = 0; m < num_mappings; ++m) {
@@ -1038,12 +1056,6 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
       num_points == 0 ? 0
                       : (parallel_points + num_cores - 1) / num_cores *
                             (num_points / parallel_points);
-  while (static_cast<int>(ws_->cores.size()) < num_cores) {
-    absl::StatusOr<std::unique_ptr<CoreState>> core =
-        NewCore(k, ws_->plans, static_cast<int>(ws_->cores.size()));
-    if (!core.ok()) return core.status();
-    ws_->cores.push_back(*std::move(core));
-  }
   std::optional<CoreSync> own_sync;
   CoreSync* const group = options.devices;
   if (group != nullptr) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/access_elements.h"
 #include "runtime/block_copy.h"
 
 namespace pallasvm::runtime {
@@ -109,6 +110,14 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
   return dma_.Start(src, dst, src_sem, dst_sem, pc, &serial);
 }
 
+void CoreMachine::ReleaseTo(int core, vm::SemaphoreId sem) {
+  // Races are tracked among the cores of this device.
+  const int cores = options_.sync ? options_.sync->cores_per_device() : 1;
+  if (options_.cross_core == nullptr || core / cores != options_.device) return;
+  options_.cross_core->Release((core % cores) * semaphores_.size() +
+                               semaphores_.Number(sem));
+}
+
 absl::StatusOr<int> CoreMachine::TargetCore(vm::Target to, int default_core,
                                             absl::string_view what) const {
   const int cores = options_.sync ? options_.sync->cores_per_device() : 1;
@@ -140,6 +149,7 @@ absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
   std::unique_lock<std::mutex> lock(options_.sync->mutex());
   const DmaEngine::OtherCore other{options_.sync->refs(core),
                                    &options_.sync->semaphores(core)};
+  ReleaseTo(core, dst_sem);
   uint64_t serial = 0;
   absl::Status s = dma_.Start(src, dst, src_sem, dst_sem, pc, &serial, &other);
   options_.sync->Notify();
@@ -164,6 +174,12 @@ absl::Status CoreMachine::ObserveAccess(int32_t ref,
                                         vm::AccessKind kind,
                                         const uint8_t* mask, uint32_t pc) {
   if (options_.detect_races) races_.OnAccess(ref, region, vm::IsWrite(kind), pc);
+  if (options_.cross_core != nullptr && CoreSync::IsShared(kernel_.refs[ref])) {
+    // Device-shared refs the kernel reads and writes directly.
+    options_.cross_core->OnAccess(
+        ref, region ? *region : WholeRef(kernel_.refs[ref], ref),
+        vm::IsWrite(kind), pc);
+  }
   if (UninitializedReads* u = uninitialized_reads()) {
     return u->OnAccess(ref, region, kind, mask, pc);
   }
@@ -184,6 +200,7 @@ absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
   const int core = *target;
   if (core == GlobalCore()) {
     std::unique_lock<std::mutex> lock = LockSemaphores();
+    if (options_.lock_semaphores) ReleaseTo(core, sem);
     absl::Status s = semaphores_.Add(sem, inc);
     if (options_.lock_semaphores) options_.sync->Notify();
     return s;
@@ -191,6 +208,7 @@ absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
   // Another core's: the kernel signals across cores, so semaphores are
   // locked (see CallOptions).
   std::unique_lock<std::mutex> lock(options_.sync->mutex());
+  ReleaseTo(core, sem);
   absl::Status s = options_.sync->semaphores(core).Add(sem, inc);
   options_.sync->Notify();
   return s;
@@ -225,6 +243,12 @@ absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
     }
   }
   semaphores_.SetCount(sem, semaphores_.Count(sem) - value);
+  if (options_.lock_semaphores && options_.cross_core != nullptr) {
+    // What the signallers did before signalling happens before what
+    // follows (runtime/cross_core_races.h).
+    options_.cross_core->Acquire(options_.core * semaphores_.size() +
+                                 semaphores_.Number(sem));
+  }
   if (options_.detect_races) races_.OnWait(semaphores_.Number(sem));
   if (UninitializedReads* u = uninitialized_reads()) {
     u->OnWait(semaphores_.Number(sem));

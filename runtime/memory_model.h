@@ -168,6 +168,10 @@ class CoreMachine : public vm::Machine {
   // names none; an error if there is no such core or device.
   absl::StatusOr<int> TargetCore(vm::Target to, int default_core,
                                  absl::string_view what) const;
+  // Race detection across cores: this core signals semaphore `sem` of core
+  // `core` (numbered as in options_.sync): what it did so far happens
+  // before what that core does after its wait. Hold sync's mutex.
+  void ReleaseTo(int core, vm::SemaphoreId sem);
   // This core, numbered as in options_.sync.
   int GlobalCore() const {
     return options_.sync ? options_.device * options_.sync->cores_per_device() +

@@ -74,8 +74,6 @@ def raises_like_jax(expected_type, match=None):
 # One mark per missing feature. `raises` is what pallasvm raises today for
 # the first missing feature such a case meets.
 # pl.core_map / pl.kernel(mesh=...) (mpmd_map): refused at lowering.
-NEEDS_ORDERED_CORE_RACES = needs(
-    "race detection that semaphores between cores order", raises=AssertionError)
 
 
 @pytest.fixture(autouse=True)
@@ -797,7 +795,7 @@ def test_hbm_allocation_in_run_scoped_raises(hbm_space):
 
 
 CORE_MAP_SHARED_CASES = [
-    pytest.param(a, m, s, id=f"{a}-{m}-{n}", marks=NEEDS_ORDERED_CORE_RACES)
+    pytest.param(a, m, s, id=f"{a}-{m}-{n}")
     for a in [0, 1] for m in ["eager", "on_wait"]
     for s, n in HBM_SPACES]
 
