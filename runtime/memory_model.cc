@@ -229,7 +229,7 @@ absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
     if (options_.lock_semaphores) {
       // Another core may signal it: wait for that (or a deadlock).
       if (absl::Status s = options_.sync->Block(
-              lock, options_.core, {sem, value, pc, options_.grid_point});
+              lock, GlobalCore(), {sem, value, pc, options_.grid_point});
           !s.ok()) {
         return s;
       }
@@ -272,7 +272,7 @@ absl::Status CoreMachine::EnterScope(uint32_t first, uint32_t count,
       // signal it before this one enters. ExitScope warns of what is left.
       if (!options_.lock_semaphores) semaphores_.Zero(static_cast<int>(r));
     } else if (options_.sync != nullptr && CoreSync::IsShared(ref) &&
-               !options_.sync->EnterShared(options_.core,
+               !options_.sync->EnterShared(GlobalCore(),
                                            static_cast<int>(r))) {
       // Another core's entry made this device-shared buffer: it is the
       // one this entry sees.

@@ -14,26 +14,20 @@ module, with XLA_FLAGS=--xla_force_host_platform_device_count=8), and each
 test here hands its case to that child and re-raises what it raised.
 """
 
-import concurrent.futures
 import functools
-import multiprocessing
-import os
-import pickle
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax._src import dispatch
 from jax._src.pallas.mosaic.interpret import interpret_pallas_call as jax_interpreter
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 import pallasvm
 from pallasvm import bridge
-from pallasvm_only import kernels_on_pallasvm
-from pallasvm_only import lowerings
+import devices_child
 
 if bridge.library_path() is None or not bridge.library_path().exists():
   pytest.skip("the bridge library (libpallasvm_xla.so) is not built",
@@ -71,61 +65,9 @@ def _mode_and_races(mark):
       for m in MODES for r in RACES])
 
 
-# --- The child process --------------------------------------------------------
+# --- The child process (devices_child.py) -------------------------------------
 
-
-def _start_child():
-  os.environ["XLA_FLAGS"] = " ".join(filter(None, [
-      os.environ.get("XLA_FLAGS"),
-      f"--xla_force_host_platform_device_count={NUM_DEVICES}"]))
-
-
-def _run_in_child(case: str, kwargs: dict) -> int:
-  """Runs case_<case>(**kwargs) on pallasvm; the number of pallas_calls the
-  bridge lowered. An exception that cannot be pickled comes back as one of
-  its type (or RuntimeError) with its message."""
-  assert jax.device_count() == NUM_DEVICES, jax.devices()
-  pltpu.reset_tpu_interpret_mode_state()
-  # A failed call's ordered-effect token (interpret-mode kernels carry
-  # ordered IO effects) holds its error, which JAX hands to every later
-  # call in the process, as it would under interpret mode: each case starts
-  # afresh.
-  dispatch.runtime_tokens.clear()
-  before = lowerings()
-  try:
-    with kernels_on_pallasvm():
-      globals()[f"case_{case}"](**kwargs)
-  except Exception as e:  # pylint: disable=broad-except
-    try:
-      pickle.loads(pickle.dumps(e))
-    except Exception:  # pylint: disable=broad-except
-      try:
-        copy = type(e)(str(e))
-        pickle.loads(pickle.dumps(copy))
-      except Exception:  # pylint: disable=broad-except
-        copy = RuntimeError(f"{type(e).__name__}: {e}")
-      raise copy from None
-    raise
-  return lowerings() - before
-
-
-@pytest.fixture(scope="module")
-def child():
-  with concurrent.futures.ProcessPoolExecutor(
-      max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-      initializer=_start_child) as pool:
-    yield pool
-
-
-@pytest.fixture
-def run_case(child, request):
-  """run_case(**kwargs) runs this test's case in the child."""
-  case = request.node.originalname.removeprefix("test_")
-
-  def run(**kwargs):
-    lowered = child.submit(_run_in_child, case, kwargs).result(timeout=600)
-    assert lowered > 0, "no pallas_call was lowered to pallasvm"
-  return run
+child, run_case = devices_child.child_fixtures(NUM_DEVICES)
 
 
 def ring_mesh():

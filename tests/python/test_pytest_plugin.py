@@ -72,12 +72,20 @@ def test_lgamma():
 
 
 def test_kernel_over_a_mesh():
-  @pl.kernel(mesh=pltpu.create_tensorcore_mesh("core", num_cores=1),
-             out_type=jax.ShapeDtypeStruct(X.shape, X.dtype),
-             interpret=pltpu.InterpretParams())
-  def copy(x_ref, o_ref):
-    o_ref[...] = x_ref[...]
-  copy(X)
+  from jax.experimental.pallas import tpu_sc as plsc
+  # A SparseCore mesh (pallasvm runs TensorCore meshes only), made without
+  # the TPU its constructor asks about.
+  mesh = object.__new__(plsc.ScalarSubcoreMesh)
+  object.__setattr__(mesh, "axis_name", "core")
+  object.__setattr__(mesh, "num_cores", 1)
+
+  def body(refs):
+    x_ref, o_ref = refs
+
+    @pl.core_map(mesh, interpret=pltpu.InterpretParams())
+    def _():
+      pltpu.sync_copy(x_ref, o_ref)
+  jax.jit(lambda x: pl.run_state(body)((x, jnp.zeros_like(x)))[1])(X)
 """
 
 NO_KERNEL = """

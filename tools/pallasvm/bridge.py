@@ -684,7 +684,6 @@ def races_found() -> bool:
     return _race_state["racy_elements"] > 0
 
 
-@_counting_refusals
 def _mpmd_map_rule(ctx, *in_nodes, **params):
   """CPU lowering of mpmd_map, the primitive pl.kernel(mesh=...) binds and
   pl.core_map discharges to: JAX's own fallback, which makes it a
@@ -694,7 +693,9 @@ def _mpmd_map_rule(ctx, *in_nodes, **params):
   from jax._src.pallas.mosaic import core as mosaic_core  # pylint: disable=g-import-not-at-top
   for mesh in params.get("meshes", ()):
     if not isinstance(mesh, mosaic_core.TensorCoreMesh):
-      _refuse_mesh_kernel(ctx, "mpmd_map", params.get("name"), mesh)
+      _counting_refusals(_refuse_mesh_kernel)(ctx, "mpmd_map",
+                                              params.get("name"), mesh)
+  # (Not counted here: the pallas_call rule it reaches counts its own.)
   return mpmd_lib._mpmd_map_fallback_lowering(ctx, *in_nodes, **params)  # pylint: disable=protected-access
 
 
