@@ -45,6 +45,14 @@ CoreSync::CoreSync(const Kernel& kernel, int num_cores, int num_devices)
   for (size_t r = 0; r < kernel.refs.size(); ++r) {
     if (IsShared(kernel.refs[r])) entries_[r].assign(num_cores * num_devices, 0);
   }
+  for (int c = 0; c < num_cores * num_devices; ++c) {
+    wake_.push_back(std::make_unique<std::condition_variable>());
+  }
+}
+
+void CoreSync::WakeAll() {
+  changed_.notify_all();
+  for (const auto& w : wake_) w->notify_all();
 }
 
 absl::Status CoreSync::Meet(std::unique_lock<std::mutex>& lock, int* count,
@@ -169,7 +177,7 @@ std::string CoreSync::DeadlockReport() const {
 void CoreSync::FailLocked(const absl::Status& status) {
   if (failure_.ok()) failure_ = status;
   stop_.store(true, std::memory_order_relaxed);
-  changed_.notify_all();
+  WakeAll();
 }
 
 absl::Status CoreSync::Block(std::unique_lock<std::mutex>& lock, int core,
@@ -190,9 +198,9 @@ absl::Status CoreSync::Block(std::unique_lock<std::mutex>& lock, int core,
   auto until = deadline_;
   if (cancel_ != nullptr) until = std::min(until, now + kCancelPoll);
   if (until == vm::Interrupt::Clock::time_point::max()) {
-    changed_.wait(lock);
+    wake_[core]->wait(lock);
   } else {
-    changed_.wait_until(lock, until);
+    wake_[core]->wait_until(lock, until);
   }
   state_[core] = State::kRunning;
   if (!failure_.ok()) return absl::AbortedError(vm::CoreStoppedMessage());
@@ -210,7 +218,7 @@ void CoreSync::Finish(int core, const absl::Status& status) {
   }
   // The rest may all be waiting for what this core never signalled: the
   // first waiter's Block sees it when woken (CanProgress), and reports.
-  changed_.notify_all();
+  WakeAll();
 }
 
 absl::Status CoreSync::failure() {

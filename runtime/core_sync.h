@@ -38,6 +38,7 @@
 #define PALLASVM_RUNTIME_CORE_SYNC_H_
 
 #include <atomic>
+#include <memory>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -89,8 +90,10 @@ class CoreSync {
   Semaphores& semaphores(int core) { return *semaphores_[core]; }
   // Core c's ref table (for DMAs into its buffers).
   uint8_t* const* refs(int core) const { return refs_[core]; }
-  // After a signal (hold mutex()): wakes the waiters.
-  void Notify() { changed_.notify_all(); }
+  // After a signal to core `core` (hold mutex()): wakes it if it waits.
+  // Only that core: with more cores than CPUs, waking every waiter at each
+  // signal makes a barrier cost a context switch per waiter and signal.
+  void Notify(int core) { wake_[core]->notify_one(); }
 
   // Blocks core `core` (holding `lock` on mutex()) until something changes:
   // OK then, for the caller to look again. An error if the call must end:
@@ -134,7 +137,10 @@ class CoreSync {
 
   const Kernel& kernel_;
   std::mutex mutex_;
-  std::condition_variable changed_;
+  std::condition_variable changed_;  // devices meeting
+  std::vector<std::unique_ptr<std::condition_variable>> wake_;  // per core
+  // Wakes every waiter and meeting (a failure, a finished core).
+  void WakeAll();
   std::vector<Semaphores*> semaphores_;
   std::vector<const DmaEngine*> dmas_;
   std::vector<uint8_t* const*> refs_;

@@ -152,7 +152,7 @@ absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
   ReleaseTo(core, dst_sem);
   uint64_t serial = 0;
   absl::Status s = dma_.Start(src, dst, src_sem, dst_sem, pc, &serial, &other);
-  options_.sync->Notify();
+  options_.sync->Notify(core);
   return s;
 }
 
@@ -201,16 +201,15 @@ absl::Status CoreMachine::SignalSemaphore(vm::SemaphoreId sem, int32_t inc,
   if (core == GlobalCore()) {
     std::unique_lock<std::mutex> lock = LockSemaphores();
     if (options_.lock_semaphores) ReleaseTo(core, sem);
-    absl::Status s = semaphores_.Add(sem, inc);
-    if (options_.lock_semaphores) options_.sync->Notify();
-    return s;
+    // (This core is not waiting: it is signalling.)
+    return semaphores_.Add(sem, inc);
   }
   // Another core's: the kernel signals across cores, so semaphores are
   // locked (see CallOptions).
   std::unique_lock<std::mutex> lock(options_.sync->mutex());
   ReleaseTo(core, sem);
   absl::Status s = options_.sync->semaphores(core).Add(sem, inc);
-  options_.sync->Notify();
+  options_.sync->Notify(core);
   return s;
 }
 

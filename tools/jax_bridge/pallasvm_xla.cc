@@ -464,7 +464,10 @@ ffi::Error PallasvmCall(ffi::RunId run_id, ffi::RemainingArgs args,
             num_devices, " devices"));
       }
     }
-    if (status.ok()) {
+    // A kernel that never signals or copies to another core or device
+    // runs on its own: each device's call is independent, and meeting the
+    // others would only cost thread switches.
+    if (status.ok() && (**instance).exe->kernel().signals_other_cores) {
       options.device = static_cast<int>(logical);
       meeting = DeviceMeetings::Get().Join(
           run_id.run_id, callsite, options.device,
