@@ -43,7 +43,8 @@ CoreSync::CoreSync(const Kernel& kernel, int num_cores, int num_devices)
       entries_(kernel.refs.size()),
       fresh_entries_(kernel.refs.size() * num_devices, 0) {
   for (size_t r = 0; r < kernel.refs.size(); ++r) {
-    if (IsShared(kernel.refs[r])) entries_[r].assign(num_cores * num_devices, 0);
+    if (IsShared(kernel.refs[r]))
+      entries_[r].assign(num_cores * num_devices, 0);
   }
   for (int c = 0; c < num_cores * num_devices; ++c) {
     wake_.push_back(std::make_unique<std::condition_variable>());
@@ -87,10 +88,10 @@ absl::Status CoreSync::Meet(std::unique_lock<std::mutex>& lock, int* count,
     if (*count < num_devices_ && probe.Poll()) {
       const absl::Status s = probe.status();
       return absl::Status(
-          s.code(), absl::StrCat(s.message(), ": ", *count, " of ",
-                                 num_devices_, " devices ",
-                                 count == &arrived_ ? "started" : "finished",
-                                 " the call"));
+          s.code(),
+          absl::StrCat(s.message(), ": ", *count, " of ", num_devices_,
+                       " devices ", count == &arrived_ ? "started" : "finished",
+                       " the call"));
     }
   }
   return absl::OkStatus();

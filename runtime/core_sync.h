@@ -38,9 +38,9 @@
 #define PALLASVM_RUNTIME_CORE_SYNC_H_
 
 #include <atomic>
-#include <memory>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>

@@ -27,10 +27,14 @@ struct Device {
   std::unique_ptr<CoreSync> sync;
   uint64_t fill = 0;
 
-  explicit Device(int n) : sems(n, std::vector<int32_t>(2)), tables(n), points(n) {
-    kernel.refs.push_back(RefSpec{RefKind::SCRATCH, -1,
+  explicit Device(int n)
+      : sems(n, std::vector<int32_t>(2)), tables(n), points(n) {
+    kernel.refs.push_back(RefSpec{RefKind::SCRATCH,
+                                  -1,
                                   vm::MemorySpace::SEMAPHORE,
-                                  {vm::DType::S32, {2}}, "sems", {}});
+                                  {vm::DType::S32, {2}},
+                                  "sems",
+                                  {}});
     kernel.grid = {n};
     kernel.signals_other_cores = true;
     sync = std::make_unique<CoreSync>(kernel, n);
@@ -81,8 +85,8 @@ TEST(CoreSyncTest, EveryCoreWaitingIsADeadlockNamingEachWaiter) {
   // nobody signals. Whichever blocks last sees it and reports all three.
   for (int c = 0; c < 3; ++c) {
     threads.emplace_back([&, c] {
-      status[c] = d.cores[c]->WaitSemaphore(c == 2 ? kSem1 : kSem0,
-                                            c == 2 ? 2 : 1, 0);
+      status[c] =
+          d.cores[c]->WaitSemaphore(c == 2 ? kSem1 : kSem0, c == 2 ? 2 : 1, 0);
       d.sync->Finish(c, status[c]);
     });
   }
@@ -147,11 +151,13 @@ TEST(CoreSyncTest, AFailureWakesTheWaitersWithAborted) {
 
 TEST(CoreSyncTest, ASignalToACoreThatDoesNotExistIsAnError) {
   Device d(2);
-  const absl::Status s = d.cores[0]->SignalSemaphore(kSem0, 1, vm::Target{2}, 0);
+  const absl::Status s =
+      d.cores[0]->SignalSemaphore(kSem0, 1, vm::Target{2}, 0);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("signalled to core 2 (core_index or device_id), but the "
-                             "device has 2 cores"),
-            std::string::npos)
+  EXPECT_NE(
+      s.message().find("signalled to core 2 (core_index or device_id), but the "
+                       "device has 2 cores"),
+      std::string::npos)
       << s;
 }
 
@@ -170,8 +176,12 @@ TEST(CoreSyncTest, ABlockedWaitEndsAtTheDeadline) {
 
 TEST(CoreSyncTest, TheNthEntryOfASharedScopeIsFreshOnce) {
   Kernel k;
-  k.refs.push_back(RefSpec{RefKind::SCOPED, -1, vm::MemorySpace::VMEM_SHARED,
-                           {vm::DType::F32, {8}}, "shared", {}});
+  k.refs.push_back(RefSpec{RefKind::SCOPED,
+                           -1,
+                           vm::MemorySpace::VMEM_SHARED,
+                           {vm::DType::F32, {8}},
+                           "shared",
+                           {}});
   CoreSync sync(k, 2);
   // Core 0 enters twice before core 1 enters once: entries 1 and 2 of core
   // 0 are fresh, core 1's first entry shares core 0's first, its second
