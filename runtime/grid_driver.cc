@@ -1154,14 +1154,22 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
   for (const absl::Status& s : status) {
     if (!s.ok()) return s;
   }
+  // Which core (and device) a report is about: " (core 1)", " (device
+  // 2, core 0)"; nothing on one core of one device.
+  auto whose = [&](int c) -> std::string {
+    if (group != nullptr) {
+      return absl::StrCat(" (device ", options.device, ", core ", c, ")");
+    }
+    return num_cores > 1 ? absl::StrCat(" (core ", c, ")") : "";
+  };
   if (sync && k.signals_other_cores) {
     for (int c = 0; c < num_cores; ++c) {
       if (absl::Status s = ws_->cores[c]->machine->EndCall(
               &ws_->cores[c]->warnings, options.leftover_semaphores_are_errors);
           !s.ok()) {
         return absl::Status(
-            s.code(), absl::StrCat("kernel '", k.name, "' (core ", c,
-                                   "), at the end of the call: ", s.message()));
+            s.code(), absl::StrCat("kernel '", k.name, "'", whose(c),
+                                   ", at the end of the call: ", s.message()));
       }
     }
   }
@@ -1169,9 +1177,7 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
     for (int c = 0; c < num_cores; ++c) {
       for (std::string& w : ws_->cores[c]->warnings) {
         options.warnings->push_back(
-            absl::StrCat("kernel '", k.name, "'",
-                         num_cores > 1 ? absl::StrCat(" (core ", c, ")") : "",
-                         ": ", w));
+            absl::StrCat("kernel '", k.name, "'", whose(c), ": ", w));
       }
     }
   }

@@ -238,3 +238,58 @@ def case_a_signal_to_a_device_that_does_not_exist_is_an_error():
 def test_a_signal_to_a_device_that_does_not_exist_is_an_error(run_case):
   run_case()
 
+
+
+def case_a_semaphore_left_non_zero_names_its_device_and_core():
+  def kernel(x_ref, o_ref):
+    o_ref[...] = x_ref[...]
+    me = lax.axis_index("x")
+    barrier = pltpu.get_barrier_semaphore()
+    # Two signals to the right neighbour, one wait: 1 is left on each.
+    for _ in range(2):
+      pl.semaphore_signal(barrier, 1, device_id=(lax.rem(me + 1, NUM_DEVICES),))
+    pl.semaphore_wait(barrier, 1)
+
+  mesh = _mesh()
+  call = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      compiler_params=pltpu.CompilerParams(collective_id=9),
+      interpret=pallasvm.InterpretParams(timeout_s=60,
+                                         leftover_semaphores="error"))
+  spec = P(None, "x")
+  f = jax.jit(jax.shard_map(call, mesh=mesh, in_specs=spec, out_specs=spec,
+                            check_vma=False))
+  with pytest.raises(jax.errors.JaxRuntimeError,
+                     match=r"kernel 'kernel' \(device \d, core 0\), at the end"
+                     r" of the call: semaphore the barrier semaphore"
+                     r" \(pltpu.get_barrier_semaphore\) holds 1"):
+    jax.block_until_ready(f(jnp.ones((8, 128 * NUM_DEVICES), jnp.float32)))
+
+
+def test_a_semaphore_left_non_zero_names_its_device_and_core(run_case):
+  run_case()
+
+
+def case_a_shard_map_over_some_axes_is_refused():
+  """Over axis "b" of a 2x2 mesh only: two groups of 2 devices would run
+  the call, which pallasvm cannot tell apart yet; refused, not paired up
+  wrongly."""
+  mesh = _mesh((2, 2), ("a", "b"))
+
+  def kernel(x_ref, o_ref):
+    o_ref[...] = x_ref[...] + lax.axis_index("b").astype(jnp.float32)
+
+  call = pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct((8, 128), jnp.float32),
+      interpret=GUARD)
+  spec = P(None, "b")
+  f = jax.jit(jax.shard_map(call, mesh=mesh, in_specs=spec, out_specs=spec,
+                            axis_names={"b"}, check_vma=False))
+  with pytest.raises(pallasvm.UnsupportedError,
+                     match=r"a shard_map over 2 of the 4 devices"):
+    f(jnp.ones((8, 256), jnp.float32))
+
+
+def test_a_shard_map_over_some_axes_is_refused(run_case):
+  with pytest.raises(AssertionError, match="no pallas_call was lowered"):
+    run_case()

@@ -273,6 +273,19 @@ def _on_devices(ctx, in_nodes, attrs, params):
   num_devices = math.prod(size for _, size in axes)
   if num_devices <= 1:
     return ctx, in_nodes
+  # Every device of the computation must be one of the meeting's: a
+  # shard_map over some of the mesh's axes runs one group per value of the
+  # others, which would meet as one and pair up wrongly.
+  axis_context = ctx.module_context.axis_context
+  mesh = getattr(axis_context, "mesh", None)
+  total = (mesh.size if mesh is not None
+           else getattr(axis_context, "num_devices", num_devices))
+  if total != num_devices:
+    where = export._location(types.SimpleNamespace(traceback=ctx.traceback))  # pylint: disable=protected-access
+    raise UnsupportedError(
+        f"pallas_call at {where}: a shard_map over {num_devices} of the"
+        f" {total} devices (mesh axes {[n for n, _ in axes]}; the others not"
+        " manual) is not supported by pallasvm yet")
   attrs["num_devices"] = np.int64(num_devices)
   attrs["callsite"] = np.int64(next(_callsites))
   attrs["mesh_sizes"] = np.array([size for _, size in axes], np.int32)
