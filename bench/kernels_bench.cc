@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
+#include <thread>
 #include <cstring>
 #include <optional>
 #include <random>
@@ -16,6 +18,8 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "runtime/core_sync.h"
+#include "runtime/memory_model.h"
 #include "runtime/pallasvm.h"
 #include "tools/kernel_files.h"
 #include "tools/npy.h"
@@ -151,6 +155,70 @@ void BM_VmemDma8x128(benchmark::State& s) {
   RunLoopKernel(s, "vmem_dma_8x128_1024", 1024);
 }
 BENCHMARK(BM_VmemDma8x128);
+
+// One neighbour barrier across `n` simulated devices of one core each
+// (runtime/core_sync.h, as under shard_map but without XLA): every device's
+// thread signals its left and right neighbours' barrier semaphore and waits
+// for 2, 1,000 times; the time is per barrier. What a barrier costs when
+// there are more device threads than CPUs is the OS waking each of them.
+void BM_CoreSyncBarrier(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  constexpr int kRounds = 1000;
+  runtime::Kernel kernel;
+  kernel.refs.push_back(runtime::RefSpec{
+      runtime::RefKind::SCRATCH, -1, vm::MemorySpace::SEMAPHORE,
+      {vm::DType::S32, {}}, "barrier", {}});
+  kernel.signals_other_cores = true;
+  std::vector<int32_t> counters(n);
+  std::vector<std::vector<uint8_t*>> tables(n);
+  std::vector<std::unique_ptr<runtime::CoreMachine>> cores;
+  for (int d = 0; d < n; ++d) {
+    tables[d] = {reinterpret_cast<uint8_t*>(&counters[d])};
+    cores.push_back(
+        std::make_unique<runtime::CoreMachine>(kernel, tables[d].data()));
+  }
+  uint64_t fill = 0;
+  std::vector<int32_t> points(n, 0);
+  for (auto _ : state) {
+    runtime::CoreSync sync(kernel, 1, n);
+    for (int d = 0; d < n; ++d) {
+      cores[d]->ResetSemaphores();
+      sync.Bind(d, &cores[d]->semaphores(), &cores[d]->dma(),
+                tables[d].data());
+      runtime::CoreMachine::CallOptions options;
+      options.fills = &fill;
+      options.grid_point = &points[d];
+      options.sync = &sync;
+      options.lock_semaphores = true;
+      options.device = d;
+      cores[d]->BeginCall(options);
+    }
+    std::vector<std::thread> threads;
+    std::atomic<bool> failed{false};
+    for (int d = 0; d < n; ++d) {
+      threads.emplace_back([&, d] {
+        const vm::SemaphoreId sem{0, 0};
+        for (int r = 0; r < kRounds; ++r) {
+          for (int to : {(d + n - 1) % n, (d + 1) % n}) {
+            if (!cores[d]->SignalSemaphore(sem, 1, vm::Target{0, to}, 0).ok()) {
+              failed = true;
+            }
+          }
+          if (!cores[d]->WaitSemaphore(sem, 2, 0).ok()) failed = true;
+        }
+        sync.Finish(d, absl::OkStatus());
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    if (failed) state.SkipWithError("a barrier failed");
+  }
+  state.SetItemsProcessed(state.iterations() * kRounds);
+  state.counters["per_barrier"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * kRounds,
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_CoreSyncBarrier)->Arg(2)->Arg(4)->Arg(8)->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // memcpy of the same 4 KiB between two 64-aligned buffers, the DMA's floor.
 void BM_Memcpy4KiB(benchmark::State& state) {
