@@ -100,7 +100,32 @@ absl::Status CoreSync::Meet(std::unique_lock<std::mutex>& lock, int* count,
 absl::Status CoreSync::Arrive(int device) {
   std::unique_lock<std::mutex> lock(mutex_);
   arrived_device_[device] = 1;
+  if (races_wanted_ && races_ == nullptr && arrived_ + 1 == num_devices_) {
+    // The last to arrive: every device's buffers are in.
+    const int per_core = semaphores_[0] ? semaphores_[0]->size() : 0;
+    races_ = std::make_unique<CrossCoreRaces>(kernel_, num_cores(),
+                                              race_buffers_,
+                                              num_cores() * per_core);
+    races_->SetDevices(cores_per_device_);
+  }
   return Meet(lock, &arrived_, /*stop_on_failure=*/true);
+}
+
+void CoreSync::AddRaceBuffers(
+    const std::vector<CrossCoreRaces::Buffer>& buffers) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  races_wanted_ = true;
+  race_buffers_.insert(race_buffers_.end(), buffers.begin(), buffers.end());
+}
+
+void CoreSync::FindRaces(int64_t* racy_elements, std::string* description) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (races_ != nullptr && !races_found_) {
+    races_->Find(&racy_elements_, &race_description_);
+    races_found_ = true;
+  }
+  *racy_elements += racy_elements_;
+  absl::StrAppend(description, race_description_);
 }
 
 void CoreSync::Abandon(int device, const absl::Status& status) {

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/cross_core_races.h"
 #include "runtime/kernel.h"
 #include "runtime/semaphores.h"
 #include "vm/interrupt.h"
@@ -123,6 +124,16 @@ class CoreSync {
   // already.
   void Abandon(int device, const absl::Status& status);
 
+  // Race detection across devices (RunOptions::detect_races on a meeting of
+  // devices): before it arrives, each device hands in the buffers its
+  // cores share with others (addresses bound); the last to arrive makes
+  // one CrossCoreRaces over every core of every device and all those
+  // buffers. races() is it (after Arrive; null if no device asked);
+  // FindRaces (after Depart) is its report, computed once for all devices.
+  void AddRaceBuffers(const std::vector<CrossCoreRaces::Buffer>& buffers);
+  CrossCoreRaces* races() { return races_.get(); }
+  void FindRaces(int64_t* racy_elements, std::string* description);
+
   // SCOPE_ENTER of device-shared ref `ref` by `core` (takes mutex()):
   // whether this entry makes it fresh.
   bool EnterShared(int core, int ref);
@@ -148,6 +159,12 @@ class CoreSync {
   int cores_per_device_ = 1, num_devices_ = 1;
   int arrived_ = 0, departed_ = 0;
   std::vector<uint8_t> arrived_device_, left_device_;
+  bool races_wanted_ = false;
+  std::vector<CrossCoreRaces::Buffer> race_buffers_;
+  std::unique_ptr<CrossCoreRaces> races_;
+  bool races_found_ = false;
+  int64_t racy_elements_ = 0;
+  std::string race_description_;
   // Waits until *count reaches num_devices_ (hold lock); what Arrive and
   // Depart share.
   absl::Status Meet(std::unique_lock<std::mutex>& lock, int* count,

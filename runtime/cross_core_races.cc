@@ -156,8 +156,11 @@ void CrossCoreRaces::Core::BeginCall(uint8_t* const* refs, const int32_t* point,
     }
   }
   for (size_t b = 0; b < races_->buffers_.size(); ++b) {
+    // By address too: under shard_map each device has its own.
     const int ref = races_->buffers_[b].ref;
-    if (ref >= 0) buffer_of_ref_[ref] = static_cast<int>(b);
+    if (ref >= 0 && races_->buffers_[b].address == refs[ref]) {
+      buffer_of_ref_[ref] = static_cast<int>(b);
+    }
   }
   site_pcs_.clear();
   site_is_dma_.clear();
@@ -216,6 +219,18 @@ void CrossCoreRaces::Core::OnDmaStart(uint64_t serial,
   if (src_buffer < 0 && dst_buffer < 0) return;
   pending_.push_back(Pending{serial, src_buffer, dst_buffer, src, dst,
                              NewSite(pc, /*dma=*/true)});
+}
+
+void CrossCoreRaces::Core::OnRemoteDma(const vm::AccessDesc& src,
+                                       uint8_t* const* dst_refs,
+                                       const vm::AccessDesc& dst,
+                                       uint32_t pc) {
+  const int src_buffer = buffer_of_ref_[src.base];
+  const int dst_buffer = races_->BufferAt(dst_refs[dst.base]);
+  if (src_buffer < 0 && dst_buffer < 0) return;
+  const uint32_t site = NewSite(pc, /*dma=*/true);
+  if (src_buffer >= 0) MarkRegion(src_buffer, src, false, site);
+  if (dst_buffer >= 0) MarkRegion(dst_buffer, dst, true, site);
 }
 
 void CrossCoreRaces::Core::OnDmaDone(uint64_t serial) {
@@ -317,20 +332,27 @@ std::string CrossCoreRaces::Core::Describe(bool write, uint32_t site,
                                            std::string* verb) const {
   if (site == 0) {
     *verb = write ? "written back" : "read";
-    return absl::StrCat("by core ", index_,
+    return absl::StrCat("by ", CoreName(),
                         write ? "" : " (aliased input block)");
   }
   *verb = write ? "written" : "read";
-  if (site == kUnnamedDmaSite) return absl::StrCat("by a DMA on core ", index_);
+  if (site == kUnnamedDmaSite) return absl::StrCat("by a DMA on ", CoreName());
   if (site == kUnnamedKernelSite) {
-    return absl::StrCat("by the kernel on core ", index_);
+    return absl::StrCat("by the kernel on ", CoreName());
   }
   return absl::StrCat(
       site_is_dma_[site - 1] ? "by the DMA started by " : "by the kernel at ",
       InstructionSource(races_->kernel_.program, site_pcs_[site - 1]),
       " at grid point ",
-      PointString(site_points_.data() + (site - 1) * rank_, rank_), " on core ",
-      index_);
+      PointString(site_points_.data() + (site - 1) * rank_, rank_), " on ",
+      CoreName());
+}
+
+std::string CrossCoreRaces::Core::CoreName() const {
+  const int per_device = races_->cores_per_device_;
+  if (per_device <= 0) return absl::StrCat("core ", index_);
+  return absl::StrCat("device ", index_ / per_device, ", core ",
+                      index_ % per_device);
 }
 
 void CrossCoreRaces::Find(int64_t* racy_elements,

@@ -103,6 +103,10 @@ class CrossCoreRaces {
     void OnDmaStart(uint64_t serial, const vm::AccessDesc& src,
                     const vm::AccessDesc& dst, uint32_t pc);
     void OnDmaDone(uint64_t serial);
+    // A DMA from this core's `src` into `dst` of another core or device
+    // (whose ref table is `dst_refs`), carried out at its start.
+    void OnRemoteDma(const vm::AccessDesc& src, uint8_t* const* dst_refs,
+                     const vm::AccessDesc& dst, uint32_t pc);
     // The kernel's load (or store, with `write`) of `region` (starts
     // resolved; the caller expands an in-place use to the whole ref) of
     // ref `ref` by the instruction at `pc`. Only a ref naming a shared
@@ -158,6 +162,8 @@ class CrossCoreRaces {
     // 1"; *verb "read" and "by the DMA started by dma_start (k.py:9) at
     // grid point (0) on core 1"; *verb "written" and "by the kernel at
     // swap (k.py:12) at grid point (0) on core 1".
+    // "core 1", or "device 2, core 0" (SetDevices).
+    std::string CoreName() const;
     std::string Describe(bool write, uint32_t site, std::string* verb) const;
 
     CrossCoreRaces* races_ = nullptr;
@@ -188,6 +194,9 @@ class CrossCoreRaces {
   Core& core(int c) { return cores_[c]; }
   // The index of the shared buffer at `address`; -1 if none is.
   int BufferAt(const uint8_t* address) const;
+  // The cores are those of several devices, `cores_per_device` each
+  // (shard_map): reports name the device and its core.
+  void SetDevices(int cores_per_device) { cores_per_device_ = cores_per_device; }
 
   // After every core has run: adds the count of racy elements to
   // *racy_elements and appends the first few races to *description, one
@@ -206,6 +215,7 @@ class CrossCoreRaces {
   // Per sync object, its clock (num_cores entries each), under the
   // caller's lock.
   std::vector<std::vector<uint32_t>> sync_clocks_;
+  int cores_per_device_ = 0;  // 0: one device
 };
 
 }  // namespace pallasvm::runtime

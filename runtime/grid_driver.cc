@@ -339,6 +339,8 @@ struct CallState {
   std::vector<int> mapping_buffer;
   // Several cores: what they share (runtime/core_sync.h); null on one.
   CoreSync* sync = nullptr;
+  // The number of this device's core 0 in cross_core (devices meeting).
+  int race_core_base = 0;
   // This device's mesh coordinates (RunOptions::device_coords).
   std::vector<int32_t> device_coords;
   // RunOptions' deadline (resolved: max() for none) and the timeout it
@@ -409,7 +411,8 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   machine_options.fills = core.ref_fills.data();
   machine_options.detect_races = options.detect_races;
   CrossCoreRaces::Core* marks =
-      call.cross_core ? &call.cross_core->core(core_index) : nullptr;
+      call.cross_core ? &call.cross_core->core(call.race_core_base + core_index)
+                      : nullptr;
   if (marks != nullptr) {
     marks->BeginCall(core.ref_table.data(), point, grid_rank);
   }
@@ -886,7 +889,9 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
   }
   // What this call allocates: each core's workspace (kept for later
   // calls) and race detection's marks, checked before anything is.
-  const bool marks = options.detect_races && options.num_cores > 1;
+  // (Under shard_map, the devices' cores race with each other too.)
+  const bool marks = options.detect_races &&
+                     (options.num_cores > 1 || options.devices != nullptr);
   const std::vector<CrossCoreRaces::Buffer> shared =
       marks ? SharedBuffers(k, ws_->hbm_inputs_written)
             : std::vector<CrossCoreRaces::Buffer>();
@@ -1039,19 +1044,28 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
                   : b.is_output ? call.out_hbm[b.operand]
                                 : call.hbm_refs[HbmInputRef(k, b.operand)];
     }
-    // Semaphores order the cores (Release at a signal, Acquire at a
-    // wait): one sync object per semaphore of each core.
-    cross_core.emplace(
-        k, num_cores, std::move(bound),
-        num_cores * ws_->cores[0]->machine->semaphores().size());
-    call.cross_core = &*cross_core;
+    if (options.devices != nullptr) {
+      // One detector for every device's cores, made when all have
+      // arrived (CoreSync::AddRaceBuffers).
+      options.devices->AddRaceBuffers(bound);
+    } else {
+      // Semaphores order the cores (Release at a signal, Acquire at a
+      // wait): one sync object per semaphore of each core.
+      cross_core.emplace(
+          k, num_cores, std::move(bound),
+          num_cores * ws_->cores[0]->machine->semaphores().size());
+      call.cross_core = &*cross_core;
+    }
+  }
+  auto map_race_buffers = [&] {
     call.mapping_buffer.resize(num_mappings);
     for (size_t m = 0; m < num_mappings; ++m) {
       const BlockMappingSpec& bm = k.block_mappings[m];
-      call.mapping_buffer[m] = cross_core->BufferAt(
+      call.mapping_buffer[m] = call.cross_core->BufferAt(
           bm.is_output ? call.out_hbm[bm.operand] : call.in_hbm[bm.operand]);
     }
-  }
+  };
+  if (call.cross_core != nullptr) map_race_buffers();
   const int64_t per_core =
       num_points == 0 ? 0
                       : (parallel_points + num_cores - 1) / num_cores *
@@ -1118,6 +1132,11 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
       const absl::Status failure = group->failure();
       return failure.ok() ? s : failure;
     }
+    if (marks && group->races() != nullptr) {
+      call.cross_core = group->races();
+      call.race_core_base = base;
+      map_race_buffers();
+    }
   }
   std::vector<absl::Status> status(num_cores);
   auto run = [&](int c) {
@@ -1183,6 +1202,11 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
   }
   if (cross_core && options.races != nullptr) {
     cross_core->Find(&options.races->racy_elements,
+                     &options.races->description);
+  }
+  if (group != nullptr && marks && options.races != nullptr) {
+    // Every device reports the races of all (found once).
+    group->FindRaces(&options.races->racy_elements,
                      &options.races->description);
   }
   // Races between each core's kernel and its DMAs.

@@ -111,10 +111,10 @@ absl::Status CoreMachine::StartDma(const vm::DmaRegion& src,
 }
 
 void CoreMachine::ReleaseTo(int core, vm::SemaphoreId sem) {
-  // Races are tracked among the cores of this device.
-  const int cores = options_.sync ? options_.sync->cores_per_device() : 1;
-  if (options_.cross_core == nullptr || core / cores != options_.device) return;
-  options_.cross_core->Release((core % cores) * semaphores_.size() +
+  // Cores numbered as in options_.sync, which the race detector's sync
+  // objects follow (one per semaphore of each core of each device).
+  if (options_.cross_core == nullptr) return;
+  options_.cross_core->Release(core * semaphores_.size() +
                                semaphores_.Number(sem));
 }
 
@@ -144,11 +144,17 @@ absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
                                          const vm::SemaphoreId* src_sem,
                                          vm::SemaphoreId dst_sem, int core,
                                          uint32_t pc) {
-  // Race detection and uninitialized reads do not follow a copy into
-  // another core's buffers (see the README's compatibility section).
+  // Race detection marks the copy at once (OnRemoteDma); uninitialized
+  // reads do not follow it into the other core's buffers.
   std::unique_lock<std::mutex> lock(options_.sync->mutex());
   const DmaEngine::OtherCore other{options_.sync->refs(core),
                                    &options_.sync->semaphores(core)};
+  // The copy's marks, then its signal: a wait on the destination
+  // semaphore orders what follows it after the copy.
+  if (options_.cross_core != nullptr) {
+    options_.cross_core->OnRemoteDma(src.access, options_.sync->refs(core),
+                                     dst.access, pc);
+  }
   ReleaseTo(core, dst_sem);
   uint64_t serial = 0;
   absl::Status s = dma_.Start(src, dst, src_sem, dst_sem, pc, &serial, &other);
@@ -245,7 +251,7 @@ absl::Status CoreMachine::WaitSemaphore(vm::SemaphoreId sem, int32_t value,
   if (options_.lock_semaphores && options_.cross_core != nullptr) {
     // What the signallers did before signalling happens before what
     // follows (runtime/cross_core_races.h).
-    options_.cross_core->Acquire(options_.core * semaphores_.size() +
+    options_.cross_core->Acquire(GlobalCore() * semaphores_.size() +
                                  semaphores_.Number(sem));
   }
   if (options_.detect_races) races_.OnWait(semaphores_.Number(sem));

@@ -8,10 +8,8 @@ same test, or by hand). As in test_jax_interpret_spec.py, every kernel must
 run on pallasvm (JAX's TPU interpreter raises if entered) and a case that
 needs a missing feature is a strict xfail with one NEEDS_* mark per feature.
 
-JAX fixes its device count when its backend starts, and the other tests run
-on one device: so the cases run in one child process (spawned once per
-module, with XLA_FLAGS=--xla_force_host_platform_device_count=8), and each
-test here hands its case to that child and re-raises what it raised.
+The cases run on 8 devices in one child process (devices_child.py): each
+test hands its case to that child and re-raises what it raised.
 """
 
 import functools
@@ -44,24 +42,16 @@ def needs(feature: str, raises=UNSUPPORTED):
                            reason=f"needs {feature}")
 
 
-# One mark per missing feature; `raises` is what pallasvm raises today for
-# the first missing feature such a case meets.
-NEEDS_DEVICE_RACES = needs("race detection across devices",
-                           raises=AssertionError)
-NEEDS_REMOTE_DMA = () and needs("remote DMAs (make_async_remote_copy) across"
-                         " devices, with DMA semaphores and pl.ANY refs")
-NEEDS_BARRIER_SEMAPHORE = () and needs("the barrier semaphore"
-                                " (get_barrier_semaphore) and semaphore"
-                                " signals across devices")
-NEEDS_CORE_MAP = ()
+# One mark per missing feature (none today); `raises` is what pallasvm
+# raises for the first missing feature such a case meets.
 
 MODES = ["eager", "on_wait"]
 RACES = [True, False]
 
 
-def _mode_and_races(mark):
+def _mode_and_races(marks=()):
   return pytest.mark.parametrize("dma_execution_mode,detect_races", [
-      pytest.param(m, r, id=f"{m}-{r}", marks=mark)
+      pytest.param(m, r, id=f"{m}-{r}", marks=marks)
       for m in MODES for r in RACES])
 
 
@@ -140,7 +130,7 @@ def case_right_permute_example(dma_execution_mode, detect_races):
     assert not jax_interpreter.races.races_found
 
 
-@_mode_and_races(NEEDS_REMOTE_DMA)
+@_mode_and_races()
 def test_right_permute_example(run_case, dma_execution_mode, detect_races):
   run_case(dma_execution_mode=dma_execution_mode, detect_races=detect_races)
 
@@ -191,7 +181,7 @@ def case_all_gather_example(dma_execution_mode, detect_races):
     assert not jax_interpreter.races.races_found
 
 
-@_mode_and_races(NEEDS_REMOTE_DMA)
+@_mode_and_races()
 def test_all_gather_example(run_case, dma_execution_mode, detect_races):
   run_case(dma_execution_mode=dma_execution_mode, detect_races=detect_races)
 
@@ -255,7 +245,7 @@ def case_all_reduce_sum_example(dma_execution_mode, detect_races):
     assert not jax_interpreter.races.races_found
 
 
-@_mode_and_races(NEEDS_REMOTE_DMA)
+@_mode_and_races()
 def test_all_reduce_sum_example(run_case, dma_execution_mode, detect_races):
   run_case(dma_execution_mode=dma_execution_mode, detect_races=detect_races)
 
@@ -447,7 +437,7 @@ def case_reduce_scatter_sum_example(dma_execution_mode, detect_races):
     assert not jax_interpreter.races.races_found
 
 
-@_mode_and_races(NEEDS_REMOTE_DMA)
+@_mode_and_races()
 def test_reduce_scatter_sum_example(run_case, dma_execution_mode,
                                     detect_races):
   run_case(dma_execution_mode=dma_execution_mode, detect_races=detect_races)
@@ -553,7 +543,7 @@ def case_reduce_scatter_sum_with_emit_pipeline_example(dma_execution_mode,
     assert not jax_interpreter.races.races_found
 
 
-@_mode_and_races(NEEDS_REMOTE_DMA)
+@_mode_and_races()
 def test_reduce_scatter_sum_with_emit_pipeline_example(
     run_case, dma_execution_mode, detect_races):
   run_case(dma_execution_mode=dma_execution_mode, detect_races=detect_races)
@@ -614,7 +604,6 @@ def case_race_detection():
   assert jax_interpreter.races.races_found
 
 
-@NEEDS_DEVICE_RACES
 def test_race_detection(run_case):
   run_case()
 
