@@ -6,6 +6,8 @@ interpreter. Shared by the JAX interpret-mode spec tests
 
 import contextlib
 
+import jax
+
 from jax._src.pallas.mosaic.interpret import interpret_pallas_call as jax_interpreter
 
 import pallasvm
@@ -36,3 +38,12 @@ def kernels_on_pallasvm():
       yield
   finally:
     jax_interpreter.interpret_pallas_call = saved
+
+
+def on_pallasvm(fn, *args):
+  """fn(*args) jitted on pallasvm, checking that pallasvm lowered it."""
+  before = lowerings()
+  with kernels_on_pallasvm():
+    out = jax.block_until_ready(jax.jit(fn)(*args))
+  assert lowerings() > before, "pallasvm lowered nothing"
+  return out

@@ -24,7 +24,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 import pallasvm
 from pallasvm import bridge
-from pallasvm_only import kernels_on_pallasvm
+from pallasvm_only import on_pallasvm
 
 if bridge.library_path() is None or not bridge.library_path().exists():
   pytest.skip("the bridge library (libpallasvm_xla.so) is not built",
@@ -34,15 +34,6 @@ TPU_V6E = jax.sharding.AbstractMesh(
     (), (), abstract_device=jax.sharding.AbstractDevice("TPU v6e", 1, "tpu"))
 # A guard against hangs: far above what any kernel here takes.
 GUARD = pallasvm.InterpretParams(timeout_s=60)
-
-
-def on_pallasvm(fn, *args):
-  """fn(*args) jitted on pallasvm, checking that pallasvm lowered it."""
-  before = pallasvm.stats()["lowerings"]
-  with kernels_on_pallasvm():
-    out = jax.block_until_ready(jax.jit(fn)(*args))
-  assert pallasvm.stats()["lowerings"] > before, "pallasvm lowered nothing"
-  return out
 
 
 def random(shape, seed=0):

@@ -20,6 +20,7 @@ from jax.experimental.pallas import tpu as pltpu
 import pallasvm
 from pallasvm import bridge
 from pallasvm_only import kernels_on_pallasvm
+from pallasvm_only import on_pallasvm
 
 if bridge.library_path() is None or not bridge.library_path().exists():
   pytest.skip("the bridge library (libpallasvm_xla.so) is not built",
@@ -54,15 +55,6 @@ def tpu_mesh_on_every_thread():
       yield
   finally:
     state.set_global(saved)
-
-
-def on_pallasvm(fn, *args):
-  """fn(*args) jitted on pallasvm, checking that pallasvm lowered it."""
-  before = pallasvm.stats()["lowerings"]
-  with kernels_on_pallasvm():
-    out = jax.block_until_ready(jax.jit(fn)(*args))
-  assert pallasvm.stats()["lowerings"] > before, "pallasvm lowered nothing"
-  return out
 
 
 def on_interpret_mode(fn, *args):
