@@ -293,3 +293,32 @@ def case_a_shard_map_over_some_axes_is_refused():
 def test_a_shard_map_over_some_axes_is_refused(run_case):
   with pytest.raises(AssertionError, match="no pallas_call was lowered"):
     run_case()
+
+
+def case_swap_cores_under_shard_map():
+  """The core_map documentation's swap_cores as it runs there: under
+  shard_map over the devices, 2 cores each, swapping halves between the
+  cores of each device (device_id={"core": c}, the other axes held)."""
+  from test_cores import swap_cores_kernel  # pylint: disable=g-import-not-at-top
+  mesh = _mesh()
+  tc_mesh = pltpu.create_tensorcore_mesh("core", num_cores=2)
+  spec = P("x", None)
+  rows = 8
+
+  def swap_cores(x):
+    scratch = ([pltpu.VMEM((rows, 128), x.dtype)] * 3
+               + [pltpu.SemaphoreType.DMA] * 3)
+    return pl.kernel(swap_cores_kernel, out_type=x, mesh=tc_mesh,
+                     scratch_types=scratch, interpret=GUARD,
+                     compiler_params=pltpu.CompilerParams(collective_id=0))(x)
+
+  x = jax.random.normal(jax.random.key(2), (rows * NUM_DEVICES, 256),
+                        jnp.float32)
+  y = jax.jit(jax.shard_map(swap_cores, mesh=mesh, in_specs=spec,
+                            out_specs=spec, check_vma=False))(x)
+  np.testing.assert_array_equal(y[:, 128:], x[:, :128] * 2)
+  np.testing.assert_array_equal(y[:, :128], x[:, 128:] * 2)
+
+
+def test_swap_cores_under_shard_map(run_case):
+  run_case()
