@@ -184,7 +184,7 @@ void BM_CoreSyncBarrier(benchmark::State& state) {
     for (int d = 0; d < n; ++d) {
       cores[d]->ResetSemaphores();
       sync.Bind(d, &cores[d]->semaphores(), &cores[d]->dma(),
-                tables[d].data());
+                tables[d].data(), cores[d].get());
       runtime::CoreMachine::CallOptions options;
       options.fills = &fill;
       options.grid_point = &points[d];

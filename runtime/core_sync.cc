@@ -34,6 +34,7 @@ CoreSync::CoreSync(const Kernel& kernel, int num_cores, int num_devices)
       semaphores_(num_cores * num_devices, nullptr),
       dmas_(num_cores * num_devices, nullptr),
       refs_(num_cores * num_devices, nullptr),
+      machines_(num_cores * num_devices, nullptr),
       state_(num_cores * num_devices, State::kRunning),
       cores_per_device_(num_cores),
       num_devices_(num_devices),
@@ -143,7 +144,8 @@ absl::Status CoreSync::Depart(int device) {
 }
 
 void CoreSync::Bind(int core, Semaphores* semaphores, const DmaEngine* dma,
-                    uint8_t* const* refs) {
+                    uint8_t* const* refs, CoreMachine* machine) {
+  machines_[core] = machine;
   semaphores_[core] = semaphores;
   dmas_[core] = dma;
   refs_[core] = refs;

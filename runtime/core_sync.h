@@ -54,6 +54,7 @@
 
 namespace pallasvm::runtime {
 
+class CoreMachine;
 class DmaEngine;
 
 class CoreSync {
@@ -77,7 +78,7 @@ class CoreSync {
   // for the deadlock check: a wait with its DMAs pending can proceed), the
   // deadline and cancellation flag blocked waits obey.
   void Bind(int core, Semaphores* semaphores, const DmaEngine* dma,
-            uint8_t* const* refs);
+            uint8_t* const* refs, CoreMachine* machine);
   void SetInterrupt(vm::Interrupt::Clock::time_point deadline,
                     const std::atomic<bool>* cancel,
                     std::chrono::nanoseconds timeout);
@@ -89,8 +90,9 @@ class CoreSync {
   int cores_per_device() const { return cores_per_device_; }
   int num_devices() const { return num_devices_; }
   Semaphores& semaphores(int core) { return *semaphores_[core]; }
-  // Core c's ref table (for DMAs into its buffers).
+  // Core c's ref table and machine (for DMAs into its buffers).
   uint8_t* const* refs(int core) const { return refs_[core]; }
+  CoreMachine* machine(int core) const { return machines_[core]; }
   // After a signal to core `core` (hold mutex()): wakes it if it waits.
   // Only that core: with more cores than CPUs, waking every waiter at each
   // signal makes a barrier cost a context switch per waiter and signal.
@@ -155,6 +157,7 @@ class CoreSync {
   std::vector<Semaphores*> semaphores_;
   std::vector<const DmaEngine*> dmas_;
   std::vector<uint8_t* const*> refs_;
+  std::vector<CoreMachine*> machines_;
   std::vector<State> state_;
   int cores_per_device_ = 1, num_devices_ = 1;
   int arrived_ = 0, departed_ = 0;

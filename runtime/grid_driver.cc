@@ -1091,7 +1091,7 @@ absl::Status GridDriver::RunOnDevice(absl::Span<const void* const> inputs,
     for (int c = 0; c < num_cores; ++c) {
       CoreState& core = *ws_->cores[c];
       sync->Bind(base + c, &core.machine->semaphores(), &core.machine->dma(),
-                 core.ref_table.data());
+                 core.ref_table.data(), core.machine.get());
       // Other cores and devices may DMA into this one's HBM operands as
       // soon as it has arrived: bound now (RunCore binds them again).
       for (size_t r = 0; r < k.refs.size(); ++r) {

@@ -145,7 +145,8 @@ absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
                                          vm::SemaphoreId dst_sem, int core,
                                          uint32_t pc) {
   // Race detection marks the copy at once (OnRemoteDma); uninitialized
-  // reads do not follow it into the other core's buffers.
+  // reads see its destination written (not the source's own state, which
+  // is this core's shadow).
   std::unique_lock<std::mutex> lock(options_.sync->mutex());
   const DmaEngine::OtherCore other{options_.sync->refs(core),
                                    &options_.sync->semaphores(core)};
@@ -156,6 +157,9 @@ absl::Status CoreMachine::StartDmaToCore(const vm::DmaRegion& src,
                                      dst.access, pc);
   }
   ReleaseTo(core, dst_sem);
+  if (UninitializedReads* u = options_.sync->machine(core)->uninitialized_reads()) {
+    u->MarkWritten(dst.access);
+  }
   uint64_t serial = 0;
   absl::Status s = dma_.Start(src, dst, src_sem, dst_sem, pc, &serial, &other);
   options_.sync->Notify(core);

@@ -133,6 +133,14 @@ void UninitializedReads::OnDmaStart(uint64_t serial, const vm::AccessDesc& src,
   });
 }
 
+void UninitializedReads::MarkWritten(const vm::AccessDesc& region) {
+  std::vector<uint8_t>& s = shadow_[region.base];
+  if (s.empty()) return;
+  ForEachElement(region, [&](int64_t, int64_t offset, const int64_t*) {
+    if (offset >= 0) std::memset(&s[offset], kWritten, region.elem_size);
+  });
+}
+
 void UninitializedReads::OnDmaDone(uint64_t serial) {
   for (Dma& dma : dmas_) {
     if (dma.serial != serial) continue;

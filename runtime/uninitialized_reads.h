@@ -80,6 +80,10 @@ class UninitializedReads {
                   const vm::AccessDesc& dst, int dst_sem);
   // It has been carried out: its source's shadow is taken now.
   void OnDmaDone(uint64_t serial);
+  // Another core's or device's DMA wrote `region` of this core's buffers
+  // (carried out at its start): written, whatever its source held (the
+  // source's shadow is the other core's).
+  void MarkWritten(const vm::AccessDesc& region);
   // A wait on semaphore number `sem` finished: the DMAs carried out that
   // signal it deliver their shadow to their destinations.
   void OnWait(int sem);

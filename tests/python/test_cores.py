@@ -89,6 +89,27 @@ def test_swap_cores_with_core_map(mode):
   np.testing.assert_array_equal(y[:, :128], x[:, 128:] * 2)
 
 
+def test_a_dma_from_another_core_counts_as_written():
+  """swap_cores with uninitialized_reads="error": each core reads the
+  scratch buffer the other core's DMA filled, which must count as written
+  (a false report would fail the call)."""
+  mesh = pltpu.create_tensorcore_mesh("core", num_cores=2)
+  x = random((8, 256), seed=6)
+
+  def swap_cores(x):
+    scratch = ([pltpu.VMEM((8, 128), x.dtype)] * 3
+               + [pltpu.SemaphoreType.DMA] * 3)
+    return pl.kernel(
+        swap_cores_kernel, out_type=x, mesh=mesh, scratch_types=scratch,
+        interpret=pallasvm.InterpretParams(timeout_s=60,
+                                           uninitialized_reads="error"),
+        compiler_params=pltpu.CompilerParams(collective_id=0))(x)
+
+  y = on_pallasvm(swap_cores, x)
+  np.testing.assert_array_equal(y[:, 128:], x[:, :128] * 2)
+  np.testing.assert_array_equal(y[:, :128], x[:, 128:] * 2)
+
+
 def test_swap_cores_with_pl_kernel():
   # Two cores only: the kernel's barrier (signal the next core, wait for
   # the previous) shows that the destination core has entered its

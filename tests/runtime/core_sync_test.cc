@@ -44,7 +44,7 @@ struct Device {
       points[c] = c;
       cores[c]->ResetSemaphores();
       sync->Bind(c, &cores[c]->semaphores(), &cores[c]->dma(),
-                 tables[c].data());
+                 tables[c].data(), cores[c].get());
       CoreMachine::CallOptions options;
       options.fills = &fill;
       options.grid_point = &points[c];
