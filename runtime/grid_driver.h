@@ -82,14 +82,13 @@ struct RunOptions {
   int32_t* grid_point_record = nullptr;
   // Interpret mode's detect_races. Within each core, kernel accesses and
   // DMAs are checked against its DMAs in flight (runtime/race_detector.h).
-  // The simulated cores of a kernel never synchronize, so with more than
-  // one core, an HBM element one core writes (a block write-back or a DMA)
-  // and another writes or reads (a DMA, or a block of an input aliased to
-  // it) is a race (runtime/cross_core_races.h; interpret mode's vector
-  // clocks find the same). Races are reported in *races (cleared first),
-  // not as errors. Across cores, CrossCoreRaces::kMarkBytes (32) per
-  // element of each output and each HBM input a DMA writes, per core, are
-  // used while detecting.
+  // With more than one core (or devices meeting), an element of what the
+  // cores share (HBM, device-shared buffers) that one core writes and
+  // another writes or reads, with no semaphore signal and wait ordering
+  // the two, is a race (runtime/cross_core_races.h: vector clocks, as
+  // interpret mode's). Races are reported in *races (cleared first), not
+  // as errors. Across cores, CrossCoreRaces::kMarkBytes (32) per element of
+  // each shared buffer, per core, are used while detecting.
   bool detect_races = false;
   RaceReport* races = nullptr;
   // When to give up. The kernel's loops poll at their back edges and the
