@@ -101,16 +101,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   GridDriver driver(*loaded);
   // A mutated module may loop forever (a jump back, a `while` whose
-  // condition never turns false): the deadline ends it, as it ends one in a
-  // user's process. Well under libFuzzer's -timeout.
+  // condition never turns false) or block a core in a wait another core
+  // never signals while that one loops: the deadline ends it, as it ends
+  // one in a user's process. Well under libFuzzer's -timeout, and short:
+  // such mutants are common, and each runs to it twice.
   RunOptions plain;
-  plain.timeout = std::chrono::milliseconds(1000);
+  plain.timeout = std::chrono::milliseconds(250);
   (void)driver.Run(in_ptrs, out_ptrs, plain);
   if (points <= kMaxGridPointsForCores) {
     // The other paths: several cores with race detection, zero fill, and
     // out-of-bounds reads that read the fill value.
     RunOptions options;
-    options.timeout = std::chrono::milliseconds(1000);
+    options.timeout = std::chrono::milliseconds(250);
     options.num_cores = 2;
     options.uninitialized_memory = pallasvm::runtime::UninitializedMemory::kZero;
     options.out_of_bounds_reads =
