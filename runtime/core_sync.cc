@@ -52,6 +52,20 @@ CoreSync::CoreSync(const Kernel& kernel, int num_cores, int num_devices)
   }
 }
 
+void CoreSync::WaitForChange(std::condition_variable& cv,
+                             std::unique_lock<std::mutex>& lock,
+                             vm::Interrupt::Clock::time_point limit) {
+  auto until = std::min(deadline_, limit);
+  if (cancel_ != nullptr) {
+    until = std::min(until, vm::Interrupt::Clock::now() + kCancelPoll);
+  }
+  if (until == vm::Interrupt::Clock::time_point::max()) {
+    cv.wait(lock);
+  } else {
+    cv.wait_until(lock, until);
+  }
+}
+
 void CoreSync::WakeAll() {
   changed_.notify_all();
   for (const auto& w : wake_) w->notify_all();
@@ -77,14 +91,9 @@ absl::Status CoreSync::Meet(std::unique_lock<std::mutex>& lock, int* count,
               .count(),
           " s"));
     }
-    auto until = deadline_;
-    if (stop_on_failure) until = std::min(until, give_up);
-    if (cancel_ != nullptr) until = std::min(until, now + kCancelPoll);
-    if (until == vm::Interrupt::Clock::time_point::max()) {
-      changed_.wait(lock);
-    } else {
-      changed_.wait_until(lock, until);
-    }
+    WaitForChange(
+        changed_, lock,
+        stop_on_failure ? give_up : vm::Interrupt::Clock::time_point::max());
     vm::Interrupt probe(deadline_, cancel_, timeout_);
     if (*count < num_devices_ && probe.Poll()) {
       const absl::Status s = probe.status();
@@ -104,9 +113,8 @@ absl::Status CoreSync::Arrive(int device) {
   if (races_wanted_ && races_ == nullptr && arrived_ + 1 == num_devices_) {
     // The last to arrive: every device's buffers are in.
     const int per_core = semaphores_[0] ? semaphores_[0]->size() : 0;
-    races_ = std::make_unique<CrossCoreRaces>(kernel_, num_cores(),
-                                              race_buffers_,
-                                              num_cores() * per_core);
+    races_ = std::make_unique<CrossCoreRaces>(
+        kernel_, num_cores(), race_buffers_, num_cores() * per_core);
     races_->SetDevices(cores_per_device_);
   }
   return Meet(lock, &arrived_, /*stop_on_failure=*/true);
@@ -222,14 +230,7 @@ absl::Status CoreSync::Block(std::unique_lock<std::mutex>& lock, int core,
   }
   // Woken by a signal, a failure or a finished core; the deadline and
   // cancellation are looked at here.
-  const auto now = vm::Interrupt::Clock::now();
-  auto until = deadline_;
-  if (cancel_ != nullptr) until = std::min(until, now + kCancelPoll);
-  if (until == vm::Interrupt::Clock::time_point::max()) {
-    wake_[core]->wait(lock);
-  } else {
-    wake_[core]->wait_until(lock, until);
-  }
+  WaitForChange(*wake_[core], lock, vm::Interrupt::Clock::time_point::max());
   state_[core] = State::kRunning;
   if (!failure_.ok()) return absl::AbortedError(vm::CoreStoppedMessage());
   vm::Interrupt probe(deadline_, cancel_, timeout_);

@@ -154,6 +154,11 @@ class CoreSync {
   std::vector<std::unique_ptr<std::condition_variable>> wake_;  // per core
   // Wakes every waiter and meeting (a failure, a finished core).
   void WakeAll();
+  // Waits on `cv` (holding `lock`) until notified, the deadline, `limit`,
+  // or the next look at the cancellation flag, whichever comes first.
+  void WaitForChange(std::condition_variable& cv,
+                     std::unique_lock<std::mutex>& lock,
+                     vm::Interrupt::Clock::time_point limit);
   std::vector<Semaphores*> semaphores_;
   std::vector<const DmaEngine*> dmas_;
   std::vector<uint8_t* const*> refs_;
