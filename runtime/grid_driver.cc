@@ -168,6 +168,13 @@ struct MappingPlan {
   bool direct = false;
   int grid_axis[vm::kMaxRank];
   int32_t constant[vm::kMaxRank];
+  // Whether the block buffer may be the array itself (see
+  // RunOptions::elide_block_copies): the block is one contiguous run of the
+  // array wherever it starts, its ref is that run byte for byte, the kernel
+  // has no DMAs or semaphores (they hold refs' addresses), and the kernel
+  // never writes the ref (an input) or starts by storing it whole (an
+  // output). Per block, it must also lie inside the array.
+  bool in_place = false;
 };
 
 struct BlockIndex {
@@ -186,6 +193,7 @@ struct CoreState {
   std::vector<uint8_t> unreadable;
   int num_unreadable = 0;
   std::vector<MappingPlan> plans;  // region.start is this core's
+  std::vector<uint8_t> in_place;   // per mapping, this call (RunCore)
   // Block indices per mapping at the previous, current and next point.
   std::vector<BlockIndex> prev, cur, next;
   // Per output mapping: blocks visited (revisit check) and written back.
@@ -243,6 +251,102 @@ bool InputBlockOutsideArray(const BlockMappingSpec& bm, BlockRegion& region,
     limit[d] = std::max<int64_t>(hi - lo, 0);
   }
   return true;
+}
+
+// Whether `in` may read or write ref `ref` (conservative: any operand that
+// names it, whatever the format).
+bool MayTouchRef(const vm::Program& p, const vm::Instr& in, int ref) {
+  const vm::Format f = vm::Info(in.op).format;
+  if (vm::IsMachineOp(in.op)) return true;
+  if ((f == vm::Format::ACCESS_LOAD || f == vm::Format::ACCESS_STORE ||
+       f == vm::Format::ACCESS_MASKED_STORE) &&
+      (in.d >= p.accesses.size() ||
+       (p.accesses[in.d].base_kind == vm::AccessBase::REF &&
+        p.accesses[in.d].base == ref))) {
+    return true;
+  }
+  const uint32_t r = static_cast<uint32_t>(ref);
+  return ((in.aux & vm::kOperandRefA) && in.a == r) ||
+         ((in.aux & vm::kOperandRefB) && in.b == r) ||
+         ((in.aux & vm::kOperandRefC) && in.c == r);
+}
+
+// Whether `in` may write ref `ref`: anything that may touch it except a
+// load from it.
+bool MayWriteRef(const vm::Program& p, const vm::Instr& in, int ref) {
+  if (!MayTouchRef(p, in, ref)) return false;
+  const vm::Format f = vm::Info(in.op).format;
+  if (f == vm::Format::ACCESS_LOAD) return false;
+  // A block source (bit B or C) is read; only the access or bit A writes.
+  const uint32_t r = static_cast<uint32_t>(ref);
+  if (f != vm::Format::ACCESS_STORE && f != vm::Format::ACCESS_MASKED_STORE &&
+      !vm::IsMachineOp(in.op) && !((in.aux & vm::kOperandRefA) && in.a == r)) {
+    return false;
+  }
+  return true;
+}
+
+// Whether the kernel body (function 0) surely stores ref `ref` whole before
+// anything else reads or writes it: the first instruction that may touch
+// it is a plain STORE of all of it from the frame, reached on every path
+// (no jump, branch, return or machine operation before it).
+bool StoresWholeFirst(const vm::Program& p, int ref) {
+  if (p.functions.empty()) return false;
+  for (size_t pc = p.functions[0].entry_pc; pc < p.code.size(); ++pc) {
+    const vm::Instr& in = p.code[pc];
+    const vm::Format f = vm::Info(in.op).format;
+    if (f == vm::Format::JUMP || f == vm::Format::BRANCH ||
+        in.op == vm::Op::RETURN || vm::IsMachineOp(in.op)) {
+      return false;
+    }
+    if (!MayTouchRef(p, in, ref)) continue;
+    if (in.op != vm::Op::STORE || (in.aux & vm::kOperandRefB) ||
+        in.d >= p.accesses.size()) {
+      return false;
+    }
+    const vm::AccessDesc& a = p.accesses[in.d];
+    if (a.base_kind != vm::AccessBase::REF || a.base != ref || a.clamp) {
+      return false;
+    }
+    int64_t elements = 1;
+    for (int i = 0; i < a.rank; ++i) {
+      const vm::AccessDim& d = a.dims[i];
+      if (d.start_slot >= 0 || d.start != 0 || d.size != d.extent ||
+          d.stride != 1) {
+        return false;
+      }
+      elements *= d.extent;
+    }
+    return static_cast<size_t>(ref) < p.ref_sizes.size() &&
+           p.ref_sizes[ref] == elements * a.elem_size;
+  }
+  return false;
+}
+
+// Whether every block of `region`'s shape is one contiguous run of the
+// array (row-major): leading dims of size 1, then one partial dim, then
+// whole dims.
+bool BlockIsContiguous(const BlockRegion& region) {
+  int d = 0;
+  while (d < region.rank && region.block_shape[d] == 1) ++d;
+  for (++d; d < region.rank; ++d) {
+    if (region.block_shape[d] != region.array_shape[d]) return false;
+  }
+  return true;
+}
+
+// The byte offset of the block at region.start in its array, if the block
+// lies inside the array; else -1.
+int64_t InPlaceOffset(const BlockRegion& region) {
+  int64_t offset = 0;
+  for (int d = 0; d < region.rank; ++d) {
+    if (region.start[d] < 0 ||
+        region.start[d] + region.block_shape[d] > region.array_shape[d]) {
+      return -1;
+    }
+    offset = offset * region.array_shape[d] + region.start[d];
+  }
+  return offset * region.elem_size;
 }
 
 // The error for a kernel that reads an input block outside its array, from
@@ -380,6 +484,22 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
   // in interpret mode, which also reuse one buffer).
   const bool fill_oob_reads =
       options.out_of_bounds_reads == OutOfBoundsReads::kUninitialized;
+  // Block refs are their own buffers again (a block read or written in
+  // place points into HBM only while it is being visited), also on the
+  // way out, whatever the way.
+  auto own_buffers = [&] {
+    for (size_t r = 0; r < k.refs.size(); ++r) {
+      if (k.refs[r].kind == RefKind::INPUT_BLOCK ||
+          k.refs[r].kind == RefKind::OUTPUT_BLOCK) {
+        core.ref_table[r] = core.ref_buffers[r].get();
+      }
+    }
+  };
+  own_buffers();
+  struct OnExit {
+    decltype(own_buffers)& f;
+    ~OnExit() { f(); }
+  } restore_buffers{own_buffers};
   for (size_t r = 0; r < k.refs.size(); ++r) {
     const RefSpec& ref = k.refs[r];
     uint8_t* fill = reinterpret_cast<uint8_t*>(&core.ref_fills[r]);
@@ -441,6 +561,33 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
     std::fill(core.written[m].begin(), core.written[m].end(), 0);
   }
   if (begin >= end) return absl::OkStatus();
+
+  // Per mapping: whether its blocks may be read or written in place this
+  // call (RunOptions::elide_block_copies). Not while a check watches the
+  // block buffers; an input not if it shares bytes with an output (whose
+  // write-backs it would then see early).
+  const bool elide = options.elide_block_copies && !options.detect_races &&
+                     options.uninitialized_reads ==
+                         UninitializedReadsCheck::kOff &&
+                     marks == nullptr && uninit == nullptr;
+  std::vector<uint8_t>& in_place = core.in_place;
+  in_place.assign(num_mappings, 0);
+  for (size_t m = 0; elide && m < num_mappings; ++m) {
+    const BlockMappingSpec& bm = k.block_mappings[m];
+    if (!core.plans[m].in_place) continue;
+    if (bm.is_output) {
+      in_place[m] = !call.out_aliased[bm.operand];
+      continue;
+    }
+    const uint8_t* lo = call.in_hbm[bm.operand];
+    const uint8_t* hi = lo + bm.array.bytes();
+    in_place[m] = true;
+    for (size_t j = 0; j < call.out_hbm.size(); ++j) {
+      const uint8_t* olo = call.out_hbm[j];
+      const uint8_t* ohi = olo + k.out_types[j].bytes();
+      if (lo < ohi && olo < hi) in_place[m] = false;
+    }
+  }
 
   const auto& coords = options.grid_coordinates;
   int32_t num_programs[vm::kMaxRank] = {};
@@ -601,9 +748,30 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
         }
         // A new block: what the buffer holds is the last block's.
         if (uninit != nullptr) uninit->SetAll(bm.ref, false);
+        if (in_place[m]) {
+          set_start(plan, core.cur[m]);
+          const int64_t offset = InPlaceOffset(plan.region);
+          core.ref_table[bm.ref] = offset >= 0
+                                       ? call.out_hbm[bm.operand] + offset
+                                       : core.ref_buffers[bm.ref].get();
+        }
         continue;
       }
       set_start(plan, core.cur[m]);
+      if (in_place[m]) {
+        // The kernel never writes this ref (MappingPlan::in_place).
+        const int64_t offset = InPlaceOffset(plan.region);
+        if (offset >= 0) {
+          core.ref_table[bm.ref] =
+              const_cast<uint8_t*>(call.in_hbm[bm.operand]) + offset;
+          if (core.unreadable[bm.ref]) {
+            core.unreadable[bm.ref] = 0;
+            --core.num_unreadable;
+          }
+          continue;
+        }
+        core.ref_table[bm.ref] = core.ref_buffers[bm.ref].get();
+      }
       int64_t limit[vm::kMaxRank];
       const bool outside =
           InputBlockOutsideArray(bm, plan.region, limit);
@@ -665,8 +833,11 @@ absl::Status RunCore(const CallState& call, CoreState& core, int core_index,
         continue;
       }
       set_start(plan, core.cur[m]);
-      CopyBlockOut(plan.region, core.ref_table[bm.ref],
-                   call.out_hbm[bm.operand]);
+      // (Written in place: nothing to copy.)
+      if (core.ref_table[bm.ref] == core.ref_buffers[bm.ref].get()) {
+        CopyBlockOut(plan.region, core.ref_table[bm.ref],
+                     call.out_hbm[bm.operand]);
+      }
       if (marks != nullptr && call.mapping_buffer[m] >= 0) {
         marks->OnBlockCopy(call.mapping_buffer[m], plan.region, true);
       }
@@ -782,6 +953,9 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
   ws_->hbm_input_copies.resize(kernel_->refs.size());
   const size_t n = kernel_->block_mappings.size();
   ws_->plans.resize(n);
+  const bool has_machine_ops =
+      std::any_of(p.code.begin(), p.code.end(),
+                  [](const vm::Instr& in) { return vm::IsMachineOp(in.op); });
   for (size_t m = 0; m < n; ++m) {
     const BlockMappingSpec& bm = kernel_->block_mappings[m];
     MappingPlan& plan = ws_->plans[m];
@@ -814,6 +988,22 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
         plan.direct = false;  // reads a slot nothing wrote: let the VM run it
       }
     }
+    const RefSpec& ref = kernel_->refs[bm.ref];
+    int64_t block_elements = 1;
+    for (int d = 0; d < plan.region.rank; ++d) {
+      block_elements *= plan.region.block_shape[d];
+    }
+    plan.in_place =
+        !plan.hbm && !has_machine_ops && BlockIsContiguous(plan.region) &&
+        ref.type.dtype == bm.array.dtype &&
+        ref.type.num_elements() == block_elements &&
+        (bm.ref < static_cast<int>(p.ref_sizes.size()) &&
+         p.ref_sizes[bm.ref] == block_elements * plan.region.elem_size) &&
+        (bm.is_output ? StoresWholeFirst(p, bm.ref)
+                      : std::none_of(p.code.begin(), p.code.end(),
+                                     [&](const vm::Instr& in) {
+                                       return MayWriteRef(p, in, bm.ref);
+                                     }));
     int64_t stride = 1;
     for (int d = plan.region.rank - 1; d >= 0; --d) {
       plan.number_stride[d] = stride;
@@ -824,6 +1014,10 @@ GridDriver::GridDriver(std::shared_ptr<const Kernel> kernel)
 }
 
 GridDriver::~GridDriver() = default;
+
+bool GridDriver::MayElideBlockCopies(size_t m) const {
+  return m < ws_->plans.size() && ws_->plans[m].in_place;
+}
 
 
 absl::Status GridDriver::Run(absl::Span<const void* const> inputs,

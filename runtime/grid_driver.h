@@ -91,6 +91,13 @@ struct RunOptions {
   // each shared buffer, per core, are used while detecting.
   bool detect_races = false;
   RaceReport* races = nullptr;
+  // Block copies nothing can observe are skipped: an input block the kernel
+  // never writes is read in place from HBM, and an output block the kernel
+  // starts by storing whole is written in place, whenever the block is a
+  // contiguous run of its array inside it and no check that watches the
+  // block buffers (races, uninitialized reads) is on. The results are the
+  // same bit for bit; false copies every block (for tests and comparison).
+  bool elide_block_copies = true;
   // When to give up. The kernel's loops poll at their back edges and the
   // driver between grid points (vm/interrupt.h: a countdown, nothing per
   // instruction); a run past its deadline fails with DEADLINE_EXCEEDED
@@ -159,6 +166,11 @@ class GridDriver {
                    absl::Span<void* const> outputs, const RunOptions& options);
 
   const Kernel& kernel() const { return *kernel_; }
+  // Whether block mapping `m`'s blocks may be read or written in place
+  // (RunOptions::elide_block_copies), as far as the kernel alone decides:
+  // a call may still copy (a check is on, an aliased or overlapping
+  // operand, a block not wholly inside its array).
+  bool MayElideBlockCopies(size_t m) const;
 
  private:
   // Run; *joined once this device has met the others (RunOptions::devices).

@@ -45,6 +45,7 @@ class Executable {
       int64_t memory_limit = 0);
 
   const runtime::Kernel& kernel() const { return driver_.kernel(); }
+  const runtime::GridDriver& driver() const { return driver_; }
 
   // Runs the whole grid once. Never throws: an allocation that fails is
   // RESOURCE_EXHAUSTED.

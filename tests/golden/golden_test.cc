@@ -5,6 +5,7 @@
 // Tolerances: exact for integer, bool and pure data-movement kernels; for
 // float kernels the bound is written next to each case with its reason.
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "runtime/pallasvm.h"
@@ -109,9 +110,13 @@ TEST_P(GoldenTest, MatchesJaxInterpretMode) {
     outs.push_back(
         {k.out_types[j].dtype, k.out_types[j].shape, data[j].data()});
   }
-  // Twice: the second run must not depend on state left by the first.
-  for (int run = 0; run < 2; ++run) {
-    absl::Status s = (*exe)->Run(ins, outs);
+  // Twice with block copies elided where they can be (the default), then
+  // twice copying every block: each run must match JAX's output, and must
+  // not depend on state left by the one before.
+  for (int run = 0; run < 4; ++run) {
+    RunOptions options;
+    options.elide_block_copies = run < 2;
+    absl::Status s = (*exe)->Run(ins, outs, options);
     ASSERT_TRUE(s.ok()) << s;
     for (size_t j = 0; j < k.out_types.size(); ++j) {
       const auto& t = k.out_types[j];
@@ -130,6 +135,46 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::string(info.param.name);
                          });
+
+// Which mappings may skip their block copies, derived by hand from each
+// kernel in generate.py (mappings: inputs, then outputs).
+TEST(BlockCopyElision, DecidedFromTheKernel) {
+  struct Expect {
+    const char* name;
+    std::vector<bool> in_place;
+    const char* why;
+  };
+  const Expect expects[] = {
+      {"elementwise_8x128", {true, true, true},
+       "(8, 128) row blocks of (128, 128): contiguous; inputs only read, "
+       "the output stored whole first"},
+      {"blockspec_squeezed", {true, true},
+       "(None, 8, 128) of (4, 8, 128): contiguous"},
+      {"blockspec_partial_edge", {false, false},
+       "(4, 128) blocks of (10, 300): rows of 128 out of 300, not contiguous"},
+      {"fori_loop", {true, false},
+       "the output's first store is one row, inside a loop"},
+      {"reduce_accumulate", {false, false},
+       "(16, 128) of (32, 256) is not contiguous (and the output is stored "
+       "under pl.when first)"},
+  };
+  for (const Expect& e : expects) {
+    SCOPED_TRACE(std::string(e.name) + ": " + e.why);
+    const std::string dir = std::string(PALLASVM_FIXTURES_DIR) + "/" + e.name;
+    absl::StatusOr<tools::Fixture> fixture = tools::FindFixture(dir);
+    ASSERT_TRUE(fixture.ok()) << fixture.status();
+    tools::LoadOptions load;
+    load.use_cache = false;
+    absl::StatusOr<std::unique_ptr<Executable>> exe =
+        tools::LoadExecutable(fixture->kernel_path, load);
+    ASSERT_TRUE(exe.ok()) << exe.status();
+    ASSERT_EQ((*exe)->kernel().block_mappings.size(), e.in_place.size());
+    for (size_t m = 0; m < e.in_place.size(); ++m) {
+      EXPECT_EQ((*exe)->driver().MayElideBlockCopies(m), e.in_place[m])
+          << "mapping " << m;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace pallasvm
