@@ -5,7 +5,7 @@
 # and timed per grid step.
 set -euo pipefail
 cd "$(dirname "$0")"
-tools/install_deps.sh
+tools/install_deps.sh --bench
 tools/build.sh
 echo
 echo "== pallasvm run tests/golden/matmul_f32 --check --time"

@@ -10,15 +10,20 @@
 #                                    ./test.sh asks for them)
 #   tools/install_deps.sh --no-venv  the Debian packages only, .venv left
 #                                    alone (the fuzz targets need no Python)
+#   tools/install_deps.sh --bench    also bench/requirements.txt in .venv
+#                                    (matplotlib, for bench/compare.py's
+#                                    chart; ./setup.sh asks for it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ=0
 VENV=1
+BENCH=0
 for arg in "$@"; do
   case "$arg" in
     --fuzz) FUZZ=1 ;;
     --no-venv) VENV=0 ;;
-    *) echo "usage: $0 [--fuzz] [--no-venv]" >&2; exit 2 ;;
+    --bench) BENCH=1 ;;
+    *) echo "usage: $0 [--fuzz] [--no-venv] [--bench]" >&2; exit 2 ;;
   esac
 done
 
@@ -63,4 +68,10 @@ if ! .venv/bin/python -c "import pallasvm.export" >/dev/null 2>&1 ||
   echo "installing the pallasvm Python package (tools/, editable)"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e tools/
   cp tools/pyproject.toml .venv/.pallasvm-pyproject
+fi
+if ((BENCH)) && { ! .venv/bin/python -c "import matplotlib" >/dev/null 2>&1 ||
+                  ! cmp -s bench/requirements.txt .venv/.pallasvm-bench-requirements; }; then
+  echo "installing the benchmarks' Python packages (bench/requirements.txt)"
+  .venv/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
+  cp bench/requirements.txt .venv/.pallasvm-bench-requirements
 fi

@@ -190,7 +190,8 @@ def test_masked_load_is_refused_as_jax_refuses_it(on_pallasvm):
         kernel, out_shape=jax.ShapeDtypeStruct(SHAPE, a.dtype))(a))(x)
   assert isinstance(info.value, pallasvm.UnsupportedError)
   assert "test_trust.py:" in str(info.value)
-  assert on_pallasvm() == {"lowerings": 0, "compilations": 0, "refusals": 1}
+  assert on_pallasvm() == {"lowerings": 0, "compilations": 0, "refusals": 1,
+                          "disk_cache_hits": 0}
 
 
 def test_masked_load_is_refused_by_interpret_mode_too():
@@ -305,7 +306,8 @@ def test_core_map_over_another_mesh_is_refused_not_interpreted(on_pallasvm):
   with pytest.raises(pallasvm.UnsupportedError,
                      match="ScalarSubcoreMesh are not supported by pallasvm"):
     _core_map_copy(mesh, pltpu.InterpretParams())(x)
-  assert on_pallasvm() == {"lowerings": 0, "compilations": 0, "refusals": 1}
+  assert on_pallasvm() == {"lowerings": 0, "compilations": 0, "refusals": 1,
+                          "disk_cache_hits": 0}
 
 
 @pytest.mark.parametrize("interpret", [pltpu.InterpretParams(), False],

@@ -46,6 +46,7 @@
 #include "absl/strings/str_join.h"
 #include "compiler/compiler.h"
 #include "compiler/lowering.h"
+#include "compiler/module_cache.h"
 #include "runtime/core_sync.h"
 #include "runtime/pallasvm.h"
 #include "vm/interrupt.h"
@@ -606,6 +607,41 @@ __attribute__((visibility("default"))) int pallasvm_compile(
   try {
     absl::StatusOr<std::string> module = pallasvm::compiler::CompileInterchange(
         absl::string_view(interchange, interchange_len), origin);
+    absl::string_view result =
+        module.ok() ? absl::string_view(*module) : module.status().message();
+    *out = pallasvm::jax_bridge::CopyToMalloc(result);
+    *out_len = *out == nullptr ? 0 : result.size();
+    if (module.ok()) return *out == nullptr ? 1 : 0;
+    return module.status().code() == absl::StatusCode::kUnimplemented ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    return CompileFailure("out of memory", out, out_len);
+  } catch (const std::exception& e) {
+    return CompileFailure(e.what(), out, out_len);
+  } catch (...) {
+    return CompileFailure("unknown exception", out, out_len);
+  }
+}
+
+// As pallasvm_compile, through the on-disk module cache that the command
+// line uses (compiler/module_cache.h): `cache_dir` NULL or empty is the
+// default directory. *hit (if not NULL) says whether the module came from
+// the cache. A cache that cannot be read or written only costs a compile.
+__attribute__((visibility("default"))) int pallasvm_compile_cached(
+    const char* interchange, size_t interchange_len, const char* origin,
+    const char* cache_dir, char** out, size_t* out_len, int* hit) {
+  using pallasvm::jax_bridge::CompileFailure;
+  *out = nullptr;
+  *out_len = 0;
+  if (hit != nullptr) *hit = 0;
+  try {
+    pallasvm::compiler::ModuleCache cache(
+        cache_dir == nullptr || *cache_dir == '\0'
+            ? pallasvm::compiler::ModuleCache::DefaultDirectory()
+            : std::string(cache_dir));
+    bool from_cache = false;
+    absl::StatusOr<std::string> module = cache.GetOrCompile(
+        absl::string_view(interchange, interchange_len), origin, &from_cache);
+    if (hit != nullptr) *hit = from_cache ? 1 : 0;
     absl::string_view result =
         module.ok() ? absl::string_view(*module) : module.status().message();
     *out = pallasvm::jax_bridge::CopyToMalloc(result);

@@ -11,7 +11,10 @@ directly on XLA's buffers: once compiled, no Python runs per call or per grid
 step. Each kernel is exported and compiled when JAX lowers it, so a primitive
 pallasvm does not support fails at trace/compile time with the exporter's or
 compiler's message naming it and its source line. Compiled modules are
-cached in-process by the content hash of their interchange.
+cached in-process by the content hash of their interchange, and on disk in
+the command line's module cache (PALLASVM_CACHE_DIR, else
+$XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm; PALLASVM_NO_CACHE=1: none),
+so a second process reads them instead of compiling.
 
 Which kernels are routed: every Pallas TPU kernel on CPU, so that none runs
 on JAX's interpreter behind the user's back. A pallas_call that asks for TPU
@@ -391,6 +394,11 @@ def _load_library() -> ctypes.CDLL:
         ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
         ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
     lib.pallasvm_compile.restype = ctypes.c_int
+    lib.pallasvm_compile_cached.argtypes = [
+        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_int)]
+    lib.pallasvm_compile_cached.restype = ctypes.c_int
     lib.pallasvm_free.argtypes = [ctypes.c_void_p]
     lib.pallasvm_free.restype = None
     lib.pallasvm_compiler_version.argtypes = []
@@ -428,16 +436,40 @@ class _Compiled:
 _COMPILE_UNSUPPORTED = 2
 
 _compiled: dict[str, _Compiled] = {}  # interchange hash -> module
-_stats = {"lowerings": 0, "compilations": 0, "refusals": 0}
+_stats = {"lowerings": 0, "compilations": 0, "refusals": 0,
+          "disk_cache_hits": 0}
 
 
-def compile_interchange(interchange: bytes, origin: str = "pallas_call") -> bytes:
+def _disk_cache_dir() -> str | None:
+  """The on-disk module cache's directory ("" = the library's default:
+  $XDG_CACHE_HOME/pallasvm or ~/.cache/pallasvm), or None when
+  PALLASVM_NO_CACHE=1 turns it off. PALLASVM_CACHE_DIR names another
+  directory, as for the command line."""
+  if os.environ.get("PALLASVM_NO_CACHE", "") not in ("", "0"):
+    return None
+  return os.environ.get("PALLASVM_CACHE_DIR", "")
+
+
+def compile_interchange(interchange: bytes, origin: str = "pallas_call",
+                        cache_dir: str | None = None) -> bytes:
   """Module bytes for interchange bytes (JSON or binary); CompileError with
-  the compiler's message if it refuses the kernel."""
+  the compiler's message if it refuses the kernel. With `cache_dir` (""
+  for the default directory), through the on-disk module cache the command
+  line uses: a module compiled by any earlier process is read, not
+  compiled."""
   lib = _load_library()
   out, out_len = ctypes.c_void_p(), ctypes.c_size_t()
-  rc = lib.pallasvm_compile(interchange, len(interchange), origin.encode(),
-                            ctypes.byref(out), ctypes.byref(out_len))
+  if cache_dir is None:
+    rc = lib.pallasvm_compile(interchange, len(interchange), origin.encode(),
+                              ctypes.byref(out), ctypes.byref(out_len))
+  else:
+    hit = ctypes.c_int(0)
+    rc = lib.pallasvm_compile_cached(
+        interchange, len(interchange), origin.encode(), cache_dir.encode(),
+        ctypes.byref(out), ctypes.byref(out_len), ctypes.byref(hit))
+    if rc == 0 and hit.value:
+      with _lock:
+        _stats["disk_cache_hits"] += 1
   try:
     data = ctypes.string_at(out, out_len.value) if out.value else b""
   finally:
@@ -457,7 +489,7 @@ def _compile_cached(interchange: bytes, origin: str) -> _Compiled:
     hit = _compiled.get(key)
   if hit is not None:
     return hit
-  module = compile_interchange(interchange, origin)
+  module = compile_interchange(interchange, origin, _disk_cache_dir())
   compiled = _Compiled(np.frombuffer(module, dtype=np.uint8),
                        hashlib.sha256(module).hexdigest())
   with _lock:
@@ -482,8 +514,10 @@ def memory_limit() -> int:
 def stats() -> dict:
   """Counters: `lowerings` (kernels lowered to pallasvm: each becomes an FFI
   call that runs on pallasvm), `compilations` (kernels compiled, i.e.
-  in-process cache misses) and `refusals` (kernels pallasvm refused at
-  lowering time with UnsupportedError or CompileError)."""
+  in-process cache misses), `disk_cache_hits` (of those, modules read from
+  the on-disk module cache instead of compiled) and `refusals` (kernels
+  pallasvm refused at lowering time with UnsupportedError or
+  CompileError)."""
   with _lock:
     return dict(_stats)
 
