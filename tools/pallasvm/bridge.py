@@ -63,6 +63,7 @@ from jax._src.pallas import pallas_call as pallas_call_lib
 from jax.experimental.pallas import tpu as pltpu
 
 from pallasvm import export
+from pallasvm import grid_order
 from pallasvm.errors import CompileError, UnsupportedError
 
 FFI_TARGET = "pallasvm_call"
@@ -315,9 +316,10 @@ def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
   """The order interpret mode visits the grid in, as the FFI attribute
   `grid_coordinates`: per grid dimension its length L then L coordinates
   (L = 0: in order). Interpret mode shuffles each `parallel` dimension with
-  jax.random.permutation seeded by random_seed (None counts as 0); the
-  permutations are JAX's own, computed by its own function, so pallasvm
-  visits grid points in exactly the same order."""
+  jax.random.permutation seeded by random_seed (None counts as 0);
+  grid_order.py computes the same permutations bit for bit without
+  compiling anything, so pallasvm visits grid points in exactly the same
+  order."""
   from jax._src.pallas.mosaic import core as mosaic_core  # pylint: disable=g-import-not-at-top
   from jax._src.pallas.mosaic.interpret import interpret_pallas_call as ipc  # pylint: disable=g-import-not-at-top
   grid = tuple(params["grid_mapping"].grid)
@@ -341,17 +343,14 @@ def _grid_coordinates(params: dict, run_params: pltpu.InterpretParams):
           " must be known at trace time, but it is a traced value")
       raise error
   if not any(parallel):
-    # Nothing to shuffle: in order, without asking jax.random (which would
-    # compute under the caller's abstract mesh, a TPU's for emit_pipeline).
+    # Nothing to shuffle: in order, without asking grid_order (whose
+    # fallback to jax.random would compute under the caller's abstract
+    # mesh, a TPU's for emit_pipeline).
     return np.zeros(len(grid), np.int32)
-  coords = ipc._get_randomized_grid_coordinates(  # pylint: disable=protected-access
+  coords = grid_order.randomized_grid_coordinates(
       grid, mosaic_params, run_params.random_seed)
-  flat = []
-  for c in coords:
-    c = np.asarray(c, np.int32).reshape(-1)
-    flat.append(len(c))
-    flat.extend(int(v) for v in c)
-  return np.asarray(flat, np.int32)
+  return np.concatenate([np.concatenate([[len(c)], c]).astype(np.int32)
+                         for c in coords])
 
 
 # ---------------------------------------------------------------------------
