@@ -112,6 +112,21 @@ void BM_Elementwise8x128x1024Steps(benchmark::State& s) {
 }
 BENCHMARK(BM_Elementwise8x128x1024Steps);
 
+// The two above with every block copied (RunOptions::elide_block_copies
+// off): what eliding the copies saves, side by side in one run.
+void BM_AddOne100StepsCopied(benchmark::State& s) {
+  RunOptions options;
+  options.elide_block_copies = false;
+  RunKernel(s, "add_one_100", options);
+}
+BENCHMARK(BM_AddOne100StepsCopied);
+void BM_Elementwise8x128x1024StepsCopied(benchmark::State& s) {
+  RunOptions options;
+  options.elide_block_copies = false;
+  RunKernel(s, "elementwise_8x128_1024", options);
+}
+BENCHMARK(BM_Elementwise8x128x1024StepsCopied);
+
 // jax.experimental.pallas.ops.tpu.matmul, 512^3 f32, 128x128x128 blocks.
 void BM_Matmul512F32(benchmark::State& s) { RunKernel(s, "matmul_512_f32"); }
 BENCHMARK(BM_Matmul512F32)->Unit(benchmark::kMillisecond);
