@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
+import os
 import pathlib
 import re
 import string
@@ -202,9 +204,17 @@ def _display_path(file_name: str) -> str:
   is in one (`jax/experimental/pallas/ops/tpu/matmul.py`), else to the working
   directory when under it, else absolute. Keeps fixtures independent of
   where the tree lives."""
+  return _display_path_in(file_name, os.getcwd(), tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _display_path_in(file_name: str, cwd_name: str,
+                     search_path: tuple[str, ...]) -> str:
+  # Memoized: a kernel's equations name the same few files hundreds of
+  # times, and pathlib's parsing was a quarter of flash attention's export.
   path = pathlib.Path(file_name)
-  cwd = pathlib.Path.cwd()
-  roots = [pathlib.Path(p) for p in sys.path
+  cwd = pathlib.Path(cwd_name)
+  roots = [pathlib.Path(p) for p in search_path
            if p.endswith(("site-packages", "dist-packages"))]
   if cwd != pathlib.Path(cwd.anchor):
     roots.append(cwd)
